@@ -1,0 +1,52 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+/// Warnings are errors in refreshd's own targets; dependencies are left alone.
+let strict: [SwiftSetting] = [.unsafeFlags(["-warnings-as-errors"])]
+
+let package = Package(
+    name: "refreshd",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "refreshctl", targets: ["refreshctl"]),
+        .library(name: "TZData", targets: ["TZData"]),
+        .library(name: "RefreshCore", targets: ["RefreshCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+    ],
+    targets: [
+        // Reads the host's tz database: TZif parsing and POSIX TZ rules are pure over bytes;
+        // ZoneInfoDirectory is the one place that touches the zoneinfo files.
+        .target(name: "TZData", swiftSettings: strict),
+        // The rule engine: calendar windows, rules, budgets and the plan. Foundation and TZData's
+        // pure types only; no files, sockets, SQLite or clock reads.
+        .target(name: "RefreshCore", dependencies: ["TZData"], swiftSettings: strict),
+        // refreshctl's commands (a library so tests can check help texts and output verbatim).
+        .target(
+            name: "RefreshCtlKit",
+            dependencies: [
+                "TZData", "RefreshCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "refreshctl", dependencies: ["RefreshCtlKit"], swiftSettings: strict),
+        .testTarget(name: "TZDataTests", dependencies: ["TZData"], swiftSettings: strict),
+        .testTarget(
+            name: "RefreshCoreTests",
+            dependencies: [
+                "RefreshCore", "TZData",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RefreshCtlTests",
+            dependencies: ["RefreshCtlKit", "refreshctl", "TZData", "RefreshCore"],
+            swiftSettings: strict
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

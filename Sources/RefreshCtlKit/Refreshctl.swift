@@ -1,0 +1,95 @@
+import ArgumentParser
+import Foundation
+
+/// refreshctl's documented exit codes.
+public enum RefreshctlExit: Int32, Sendable {
+    /// Success.
+    case ok = 0
+    /// The command could not do its work (unreadable tz database, daemon error, ...).
+    case error = 1
+    /// Bad usage or bad input: unknown flag, invalid zone name, invalid date.
+    case usage = 2
+    /// The daemon could not be reached on its socket.
+    case unreachable = 3
+}
+
+/// An error a command reports, with the exit code it maps to.
+public struct CommandFailure: Error, CustomStringConvertible {
+    public let message: String
+    public let exit: RefreshctlExit
+
+    public init(_ message: String, exit: RefreshctlExit) {
+        self.message = message
+        self.exit = exit
+    }
+
+    public var description: String { message }
+}
+
+/// The root command.
+public struct Refreshctl: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "refreshctl",
+        abstract: "Inspect and steer refreshd, the SendGrid segment refresh daemon.",
+        discussion: """
+            SendGrid allows 2 manual refreshes per segment per local day (reset at midnight in the
+            segment's time zone), at most 1 per segment per hour, and 10 per account per UTC day.
+            refreshd queues refresh requests and sends each one at the earliest instant those rules
+            allow. refreshctl shows its calendars, budgets and queue.
+
+            Exit codes:
+              0  success
+              1  error: the command could not do its work
+              2  usage: bad flag or bad input (unknown time zone, invalid date)
+              3  the daemon is not reachable
+            """,
+        subcommands: [CalendarCommand.self]
+    )
+
+    public init() {}
+
+    /// Runs refreshctl with the process arguments and exits with a documented code.
+    public static func mainWithExitCodes(_ arguments: [String]? = nil) -> Never {
+        let (output, errorOutput, code) = runCapturing(arguments ?? Array(CommandLine.arguments.dropFirst()))
+        if !output.isEmpty { FileHandle.standardOutput.write(Data(output.utf8)) }
+        if !errorOutput.isEmpty { FileHandle.standardError.write(Data(errorOutput.utf8)) }
+        Foundation.exit(code)
+    }
+
+    /// Parses and runs a command line; returns what would go to stdout, stderr, and the exit code.
+    /// Commands write their output through `OutputSink` so tests can call this in process.
+    public static func runCapturing(_ arguments: [String]) -> (stdout: String, stderr: String, code: Int32) {
+        let sink = OutputSink()
+        do {
+            var command = try parseAsRoot(arguments)
+            if var runnable = command as? SinkRunnable {
+                try runnable.run(output: sink)
+            } else {
+                try command.run()
+            }
+            return (sink.text, "", RefreshctlExit.ok.rawValue)
+        } catch let failure as CommandFailure {
+            return (sink.text, "refreshctl: " + failure.message + "\n", failure.exit.rawValue)
+        } catch {
+            let code = exitCode(for: error)
+            let message = fullMessage(for: error)
+            if code == .success { return (message + "\n", "", 0) }
+            let mapped: Int32 = code == .validationFailure ? RefreshctlExit.usage.rawValue : code.rawValue
+            return (sink.text, message + "\n", mapped)
+        }
+    }
+}
+
+/// Collects a command's standard output.
+public final class OutputSink {
+    public private(set) var text = ""
+
+    public init() {}
+
+    public func line(_ string: String = "") { text += string + "\n" }
+}
+
+/// A command that writes through an `OutputSink`.
+protocol SinkRunnable {
+    mutating func run(output: OutputSink) throws
+}

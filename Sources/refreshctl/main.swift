@@ -1,0 +1,3 @@
+import RefreshCtlKit
+
+Refreshctl.mainWithExitCodes()
