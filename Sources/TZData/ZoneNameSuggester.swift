@@ -1,4 +1,6 @@
 /// Finds the valid zone names closest to a mistyped one, for error messages.
+import Foundation
+
 struct ZoneNameSuggester {
     let names: [String]
 
@@ -23,7 +25,8 @@ struct ZoneNameSuggester {
         }
         guard !input.isEmpty, input.count <= 64 else { return [] }
         let lower = input.lowercased()
-        for name in names where name.lowercased() == lower { add(name) }
+        let underscored = lower.replacingOccurrences(of: " ", with: "_")
+        for name in names where name.lowercased() == lower || name.lowercased() == underscored { add(name) }
         for name in Self.abbreviations[input.uppercased()] ?? [] { add(name) }
         // "GMT+5" / "UTC-3": the Etc zones, whose sign is inverted (Etc/GMT-5 is UTC+5).
         for prefix in ["GMT", "UTC"] where input.uppercased().hasPrefix(prefix) {
@@ -36,19 +39,21 @@ struct ZoneNameSuggester {
         // "posix/Europe/Paris", "zoneinfo/Europe/Paris": a valid name inside a path.
         for name in names where name.contains("/") && input.hasSuffix("/" + name) { add(name) }
         // Paths and other junk get no fuzzy guesses: nothing close to them is what was meant.
-        let plain = input.unicodeScalars.allSatisfy { $0.properties.isAlphabetic || "0123456789/_+-".unicodeScalars.contains($0) }
+        let plain = input.unicodeScalars.allSatisfy { $0.properties.isAlphabetic || "0123456789/_+- ".unicodeScalars.contains($0) }
         guard result.count < 3, plain, !input.hasPrefix("/") else { return result }
-        let lastComponent = lower.split(separator: "/").last.map(String.init) ?? lower
-        let ranked = names.map { name -> (String, Int) in
+        let lastComponent = underscored.split(separator: "/").last.map(String.init) ?? lower
+        let threshold = max(2, lower.count / 3)
+        var ranked: [(name: String, distance: Int)] = []
+        for name in names {
             let candidate = name.lowercased()
             let candidateLast = candidate.split(separator: "/").last.map(String.init) ?? candidate
-            let distance = min(
-                Self.editDistance(lower, candidate), Self.editDistance(lastComponent, candidateLast) + 1)
-            return (name, distance)
+            let whole = Self.editDistance(underscored, candidate)
+            let last = Self.editDistance(lastComponent, candidateLast) + 1
+            let distance = min(whole, last)
+            if distance <= threshold { ranked.append((name, distance)) }
         }
-        .filter { $0.1 <= max(2, lower.count / 3) }
-        .sorted { $0.1 != $1.1 ? $0.1 < $1.1 : $0.0 < $1.0 }
-        for (name, _) in ranked { add(name) }
+        ranked.sort { ($0.distance, $0.name) < ($1.distance, $1.name) }
+        for entry in ranked { add(entry.name) }
         return result
     }
 

@@ -1,0 +1,316 @@
+// Notes on the design of the rule engine
+// =======================================
+//
+// Terms. A *refresh* is an attempt to call SendGrid's refresh endpoint for one segment of one
+// account. Its *finish instant* f is when the response arrived or the attempt gave up; while it
+// is in flight, f is taken as "now". A *counting refresh* is one SendGrid accepted or may have
+// accepted (outcomes accepted, reserved, uncertain, dry_run, external). A *request* is any
+// attempt that may have reached SendGrid (every outcome but not_sent). The *margin* m is the
+// configured safety margin. Z(s) is the set of zones named by segment s's requests in the history
+// given, plus the zone of the candidate refresh.
+//
+// Invariants. A refresh of segment s of account a may go out at instant c only if:
+//
+//   I1 (segment day)  fewer than `segmentDaily` counting refreshes r of s still count at c, where
+//                     r counts at c while c < max over z in Z(s) of end_z(f_r) + m, end_z(t)
+//                     being the end of the local day of zone z containing t. With one zone this
+//                     is "in the same local day"; with several, r stops counting only once a local
+//                     midnight has passed in every zone (SendGrid does not say which zone wins).
+//   I2 (interval)     c >= f_r + `segmentIntervalSeconds` + m for every counting refresh r of s.
+//   I3 (account day)  fewer than `accountDaily` requests of a still count at c, where a request
+//                     counts while c < end_UTC(f) + m: whatever SendGrid answered.
+//   I4 (margin)       m is added after every reset instant and interval (I1-I3, I5), against
+//                     clock skew between this host and SendGrid.
+//   I5 (learned)      c >= until + m for every block learned from SendGrid for s or for a (a 429,
+//                     or its own `refreshes_used`), exactly like history.
+//
+// Consequences the code relies on. For a fixed history each rule's set of allowed instants is
+// [e, infinity): counts only fall and intervals only pass as c grows. So the earliest allowed
+// instant is the largest of the per-rule earliest instants, the binding rules are those that
+// reach it, and a decision is a value: allowed now, or not before T (or never, for a limit of 0).
+// The engine reads no clock: "now" is an input.
+
+import Foundation
+import TZData
+
+/// The limits the engine enforces. SendGrid's documented values are the defaults and the maxima.
+public struct Limits: Sendable, Equatable {
+    /// Manual refreshes per segment per local day (SendGrid: 2).
+    public var segmentDaily: Int
+    /// Minimum seconds between two refreshes of one segment (SendGrid: 3600).
+    public var segmentIntervalSeconds: Double
+    /// Requests per account per UTC day (SendGrid: 10).
+    public var accountDaily: Int
+    /// Seconds added after every reset instant and interval.
+    public var safetyMarginSeconds: Double
+
+    public init(segmentDaily: Int = 2, segmentIntervalSeconds: Double = 3600, accountDaily: Int = 10, safetyMarginSeconds: Double = 60) {
+        self.segmentDaily = segmentDaily
+        self.segmentIntervalSeconds = segmentIntervalSeconds
+        self.accountDaily = accountDaily
+        self.safetyMarginSeconds = safetyMarginSeconds
+    }
+
+    /// SendGrid's documented limits with the default 60 s margin.
+    public static let sendGrid = Limits()
+}
+
+/// What became of an attempt, as the ledger records it.
+public enum AttemptOutcome: String, Sendable, Equatable, CaseIterable, Codable {
+    /// Written before the request; still in flight (or the process died: see `uncertain`).
+    case reserved
+    /// 202: SendGrid accepted the refresh.
+    case accepted
+    /// 400 or 404: SendGrid refused the request itself.
+    case rejected
+    /// 429.
+    case rateLimited = "rate_limited"
+    /// 401: the key was refused.
+    case unauthorized
+    /// 403: the plan lacks the feature.
+    case forbidden
+    /// 5xx, timeout or a reset after the request was written: SendGrid may have recorded it.
+    case uncertain
+    /// Dry-run: no request, but scheduled as if accepted.
+    case dryRun = "dry_run"
+    /// Failed before any byte reached SendGrid (connection refused, DNS, TLS).
+    case notSent = "not_sent"
+    /// A refresh made elsewhere (web UI, another tool), learned from SendGrid's `refreshes_used`.
+    case external
+
+    /// Counts toward the segment's rules (I1, I2): SendGrid accepted or may have accepted it.
+    public var countsAsRefresh: Bool {
+        switch self {
+        case .reserved, .accepted, .uncertain, .dryRun, .external: return true
+        case .rejected, .rateLimited, .unauthorized, .forbidden, .notSent: return false
+        }
+    }
+
+    /// Counts toward the account's day (I3): the request may have reached SendGrid.
+    public var countsTowardAccount: Bool { self != .notSent }
+}
+
+/// One attempt from the ledger, as the engine sees it.
+public struct Attempt: Sendable, Equatable {
+    public var account: String
+    public var segment: String
+    /// The zone sent as `user_time_zone`.
+    public var zone: ZoneRules
+    public var outcome: AttemptOutcome
+    /// When the request started (the reservation).
+    public var startedAt: Date
+    /// When the response arrived or the attempt gave up; nil while in flight.
+    public var finishedAt: Date?
+
+    public init(account: String, segment: String, zone: ZoneRules, outcome: AttemptOutcome, startedAt: Date, finishedAt: Date?) {
+        self.account = account
+        self.segment = segment
+        self.zone = zone
+        self.outcome = outcome
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+    }
+
+    /// The finish instant in seconds; an attempt in flight finishes no earlier than `now`.
+    func finish(now: Double) -> Double {
+        finishedAt.map { $0.timeIntervalSince1970 } ?? max(now, startedAt.timeIntervalSince1970)
+    }
+}
+
+/// A block learned from SendGrid (I5).
+public struct LearnedBlock: Sendable, Equatable {
+    /// What the block holds back.
+    public enum Scope: Sendable, Equatable, Hashable {
+        case segment(account: String, segment: String)
+        case account(String)
+    }
+
+    public var scope: Scope
+    /// Nothing in scope goes out before this instant (plus the margin).
+    public var until: Date
+    /// Why, for people: "429 with X-RateLimit-Reset", "refreshes_used 2 of 2".
+    public var reason: String
+
+    public init(scope: Scope, until: Date, reason: String) {
+        self.scope = scope
+        self.until = until
+        self.reason = reason
+    }
+}
+
+/// The rules, by the names the API and the docs use.
+public enum Rule: String, Sendable, Equatable, Hashable, CaseIterable, Codable, Comparable {
+    case segmentDaily = "segment_daily"
+    case segmentInterval = "segment_interval"
+    case accountDaily = "account_daily"
+    case learnedBlock = "learned_block"
+
+    public static func < (lhs: Rule, rhs: Rule) -> Bool {
+        allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
+    }
+}
+
+/// How much of one rule's budget is used at an instant.
+public struct RuleBudget: Sendable, Equatable {
+    public var rule: Rule
+    /// Refreshes (or requests) that still count.
+    public var used: Int
+    public var limit: Int
+    public var remaining: Int { max(0, limit - used) }
+    /// When `used` next falls (the next reset, margin included); nil when nothing counts and no
+    /// reset applies (the interval rule with no recent refresh).
+    public var resetsAt: Date?
+    /// The earliest instant this rule alone allows; nil when it never does (a limit of 0).
+    public var earliest: Date?
+}
+
+/// The engine's answer for one candidate refresh: a value, never an error.
+public struct Decision: Sendable, Equatable {
+    /// Allowed now, not before an instant, or never under the configured limits.
+    public enum Verdict: Sendable, Equatable {
+        case allowed
+        case notBefore(Date)
+        case never
+    }
+
+    public var verdict: Verdict
+    /// The rules that hold the refresh back until the verdict's instant (empty when allowed).
+    public var binding: [Rule]
+    /// Every rule's budget at `now`.
+    public var budgets: [RuleBudget]
+
+    /// The earliest instant a refresh may go out (now when allowed); nil for never.
+    public func earliest(now: Date) -> Date? {
+        switch verdict {
+        case .allowed: return now
+        case .notBefore(let date): return date
+        case .never: return nil
+        }
+    }
+
+    public func budget(_ rule: Rule) -> RuleBudget? { budgets.first { $0.rule == rule } }
+}
+
+/// The pure rule engine: given limits, history, learned blocks and now, may this refresh go out?
+public enum RuleEngine {
+    /// Decides whether a refresh of `segment` (sent with `zone`) for `account` may go out at `now`.
+    ///
+    /// `history` should hold at least the segment's attempts of the last two days and the
+    /// account's attempts of the current UTC day; others are ignored.
+    /// `alsoZones` are other zones the segment may be sent with (other queued jobs' zones); they
+    /// join Z(s) like the zones of past requests.
+    public static func decide(
+        account: String, segment: String, zone: ZoneRules, alsoZones: [ZoneRules] = [], history: [Attempt],
+        blocks: [LearnedBlock], limits: Limits, now: Date
+    ) -> Decision {
+        let t = now.timeIntervalSince1970
+        let segmentHistory = history.filter { $0.account == account && $0.segment == segment }
+        let accountFinishes = history.filter { $0.account == account && $0.outcome.countsTowardAccount }
+            .map { $0.finish(now: t) }
+        let segmentPart = SegmentState(
+            account: account, segment: segment, zone: zone, otherZones: alsoZones, history: segmentHistory, blocks: blocks)
+            .evaluate(limits: limits, now: t)
+        let accountPart = AccountState(account: account, finishes: accountFinishes, blocks: blocks)
+            .evaluate(limits: limits, now: t)
+        return combine(segmentPart + accountPart, now: t)
+    }
+
+    /// Folds per-rule budgets into a decision (the largest earliest instant wins).
+    static func combine(_ budgets: [RuleBudget], now: Double) -> Decision {
+        let sorted = budgets.sorted { $0.rule < $1.rule }
+        if sorted.contains(where: { $0.earliest == nil }) {
+            return Decision(verdict: .never, binding: sorted.filter { $0.earliest == nil }.map(\.rule), budgets: sorted)
+        }
+        let latest = sorted.map { $0.earliest!.timeIntervalSince1970 }.max() ?? now
+        if latest <= now { return Decision(verdict: .allowed, binding: [], budgets: sorted) }
+        let binding = sorted.filter { $0.earliest!.timeIntervalSince1970 == latest }.map(\.rule)
+        return Decision(verdict: .notBefore(Date(timeIntervalSince1970: latest)), binding: binding, budgets: sorted)
+    }
+}
+
+/// Counting for one segment: I1, I2 and the segment's blocks (I5).
+struct SegmentState {
+    let account: String
+    let segment: String
+    let zone: ZoneRules
+    let otherZones: [ZoneRules]
+    let history: [Attempt]
+    let blocks: [LearnedBlock]
+
+    func evaluate(limits: Limits, now t: Double) -> [RuleBudget] {
+        let m = limits.safetyMarginSeconds
+        // Z(s): zones of every request of the segment, plus the candidate's (and any other zone
+        // the segment may be sent with).
+        var zones = [zone]
+        for other in otherZones where !zones.contains(other) { zones.append(other) }
+        for attempt in history where attempt.outcome.countsTowardAccount && !zones.contains(attempt.zone) {
+            zones.append(attempt.zone)
+        }
+        let finishes = history.filter { $0.outcome.countsAsRefresh }.map { $0.finish(now: t) }
+        // I1: each counting refresh stops counting once every zone's local day has ended, + m.
+        let expiries = finishes.map { f in
+            zones.map { Double($0.dayWindow(containing: Int64(f.rounded(.down))).end) }.max()! + m
+        }
+        let nextMidnight = zones.map { Double($0.dayWindow(containing: Int64(t.rounded(.down))).end) }.max()! + m
+        let daily = CountingRule.evaluate(
+            rule: .segmentDaily, expiries: expiries, limit: limits.segmentDaily, now: t, idleReset: nextMidnight)
+        // I2: the interval runs from the last counting refresh's finish.
+        let intervalEnd = finishes.max().map { $0 + limits.segmentIntervalSeconds + m }
+        let inInterval = intervalEnd.map { $0 > t } ?? false
+        let interval = RuleBudget(
+            rule: .segmentInterval, used: inInterval ? 1 : 0, limit: 1,
+            resetsAt: inInterval ? intervalEnd.map(Date.init(timeIntervalSince1970:)) : nil,
+            earliest: Date(timeIntervalSince1970: max(t, intervalEnd ?? t)))
+        var result = [daily, interval]
+        if let block = blockUntil(margin: m, now: t) { result.append(block) }
+        return result
+    }
+
+    private func blockUntil(margin: Double, now t: Double) -> RuleBudget? {
+        let scope = LearnedBlock.Scope.segment(account: account, segment: segment)
+        return LearnedBlockRule.budget(blocks.filter { $0.scope == scope }, margin: margin, now: t)
+    }
+}
+
+/// Counting for one account: I3 and the account's blocks (I5).
+struct AccountState {
+    let account: String
+    /// Finish instants of the account's requests (every outcome but not_sent).
+    let finishes: [Double]
+    let blocks: [LearnedBlock]
+
+    func evaluate(limits: Limits, now t: Double) -> [RuleBudget] {
+        let m = limits.safetyMarginSeconds
+        let expiries = finishes.map { Double(ZoneRules.utcDay(containing: Int64($0.rounded(.down))).end) + m }
+        let nextMidnight = Double(ZoneRules.utcDay(containing: Int64(t.rounded(.down))).end) + m
+        var result = [
+            CountingRule.evaluate(rule: .accountDaily, expiries: expiries, limit: limits.accountDaily, now: t, idleReset: nextMidnight)
+        ]
+        let scoped = blocks.filter { $0.scope == .account(account) }
+        if let block = LearnedBlockRule.budget(scoped, margin: m, now: t) { result.append(block) }
+        return result
+    }
+}
+
+/// "Fewer than `limit` items still count", where each item counts until its expiry.
+enum CountingRule {
+    static func evaluate(rule: Rule, expiries: [Double], limit: Int, now t: Double, idleReset: Double) -> RuleBudget {
+        let live = expiries.filter { $0 > t }.sorted()
+        let used = live.count
+        let resetsAt = Date(timeIntervalSince1970: live.first ?? idleReset)
+        guard limit > 0 else { return RuleBudget(rule: rule, used: used, limit: limit, resetsAt: resetsAt, earliest: nil) }
+        // Allowed once at most limit - 1 still count: after the (used - limit + 1)-th expiry.
+        let earliest = used < limit ? t : live[used - limit]
+        return RuleBudget(rule: rule, used: used, limit: limit, resetsAt: resetsAt, earliest: Date(timeIntervalSince1970: earliest))
+    }
+}
+
+/// I5: blocks learned from SendGrid.
+enum LearnedBlockRule {
+    static func budget(_ blocks: [LearnedBlock], margin: Double, now t: Double) -> RuleBudget? {
+        guard let until = blocks.map({ $0.until.timeIntervalSince1970 + margin }).max(), until > t else { return nil }
+        return RuleBudget(
+            rule: .learnedBlock, used: 1, limit: 1, resetsAt: Date(timeIntervalSince1970: until),
+            earliest: Date(timeIntervalSince1970: until))
+    }
+}
