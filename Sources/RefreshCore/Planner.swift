@@ -127,7 +127,6 @@ private struct AccountSimulation {
     var groups: [Group] = []
     var finished: [Bool]
     var accountExpiries: [Double]  // ascending
-    var firstLiveExpiry = 0
     var sends: [PlannedSend] = []
     var fates: [String: JobFate] = [:]
 
@@ -189,11 +188,20 @@ private struct AccountSimulation {
         groups[g].version += 1
     }
 
-    mutating func accountBudgets(at t: Double) -> [RuleBudget] {
-        while firstLiveExpiry < accountExpiries.count, accountExpiries[firstLiveExpiry] <= t { firstLiveExpiry += 1 }
-        let live = Array(accountExpiries[firstLiveExpiry...])
+    /// I3 and the account's blocks at t, from the sorted expiries (binary search: no scan).
+    func accountBudgets(at t: Double) -> [RuleBudget] {
+        var low = 0
+        var high = accountExpiries.count
+        while low < high {
+            let mid = (low + high) / 2
+            if accountExpiries[mid] <= t { low = mid + 1 } else { high = mid }
+        }
         let nextMidnight = Self.accountExpiry(finish: t, margin: limits.safetyMarginSeconds)
-        var result = [CountingRule.evaluate(rule: .accountDaily, expiries: live, limit: limits.accountDaily, now: t, idleReset: nextMidnight)]
+        var result = [
+            CountingRule.evaluate(
+                rule: .accountDaily, sortedLiveExpiries: accountExpiries[low...], limit: limits.accountDaily, now: t,
+                idleReset: nextMidnight)
+        ]
         let scoped = blocks.filter { $0.scope == .account(account) }
         if let block = LearnedBlockRule.budget(scoped, margin: limits.safetyMarginSeconds, now: t) { result.append(block) }
         return result
@@ -252,7 +260,7 @@ private struct AccountSimulation {
                     if let key = leaderKey(g) { pushReady(g, groups, &ready, key) }
                     continue
                 }
-                send(group: g, at: t, accountBudgets: accountBudgets)
+                send(group: g, at: t)
                 sent = true
                 break
             }
@@ -270,13 +278,13 @@ private struct AccountSimulation {
         }
     }
 
-    mutating func send(group g: Int, at t: Double, accountBudgets: [RuleBudget]) {
+    mutating func send(group g: Int, at t: Double) {
         let leader = leaderKey(g)!.2
         let served = [leader] + groups[g].arrived.filter { $0 != leader }.sorted { (-jobs[$0].priority, jobs[$0].sequence) < (-jobs[$1].priority, jobs[$1].sequence) }
         let at = Date(timeIntervalSince1970: t)
         sends.append(PlannedSend(
             at: at, account: account, segment: groups[g].segment, zone: jobs[leader].zone.name, jobs: served.map { jobs[$0].id },
-            reasons: reasons(group: g, served: served, at: t, accountBudgets: accountBudgets)))
+            reasons: reasons(group: g, served: served, at: t)))
         for job in served {
             finished[job] = true
             fates[jobs[job].id] = .send(at: at, leader: jobs[leader].id)
@@ -285,18 +293,20 @@ private struct AccountSimulation {
         groups[g].history.append(Attempt(account: account, segment: groups[g].segment, zone: jobs[leader].zone, outcome: .accepted, startedAt: at, finishedAt: at))
         let expiry = Self.accountExpiry(finish: t, margin: limits.safetyMarginSeconds)
         // Sends happen in time order, so appending keeps the expiries sorted.
-        let position = accountExpiries[firstLiveExpiry...].firstIndex { $0 > expiry } ?? accountExpiries.count
+        let position = accountExpiries.lastIndex { $0 <= expiry }.map { $0 + 1 } ?? 0
         accountExpiries.insert(expiry, at: position)
         refreshSegmentReady(g, at: t)
     }
 
     /// Why a send goes out at t rather than when its jobs became due.
-    func reasons(group g: Int, served: [Int], at t: Double, accountBudgets: [RuleBudget]) -> [PlanReason] {
+    func reasons(group g: Int, served: [Int], at t: Double) -> [PlanReason] {
         let due = served.map(arrival).min()!
         guard t > now else { return [] }
         var reasons: [PlanReason] = []
         if due == t, due > now { reasons.append(.notBefore) }
-        for budget in groups[g].segmentBudgets + accountBudgets where budget.earliest?.timeIntervalSince1970 == t && t > due {
+        // Rules as they stood when the jobs became due (with the sends made since): those that
+        // held out until exactly t are the reasons.
+        for budget in groups[g].segmentBudgets + accountBudgets(at: due) where budget.earliest?.timeIntervalSince1970 == t && t > due {
             reasons.append(PlanReason(budget.rule))
         }
         if reasons.isEmpty { reasons.append(.queue) }

@@ -295,12 +295,16 @@ struct AccountState {
 /// "Fewer than `limit` items still count", where each item counts until its expiry.
 enum CountingRule {
     static func evaluate(rule: Rule, expiries: [Double], limit: Int, now t: Double, idleReset: Double) -> RuleBudget {
-        let live = expiries.filter { $0 > t }.sorted()
+        evaluate(rule: rule, sortedLiveExpiries: expiries.filter { $0 > t }.sorted()[...], limit: limit, now: t, idleReset: idleReset)
+    }
+
+    /// The same, for expiries already filtered to those after t and sorted ascending.
+    static func evaluate(rule: Rule, sortedLiveExpiries live: ArraySlice<Double>, limit: Int, now t: Double, idleReset: Double) -> RuleBudget {
         let used = live.count
         let resetsAt = Date(timeIntervalSince1970: live.first ?? idleReset)
         guard limit > 0 else { return RuleBudget(rule: rule, used: used, limit: limit, resetsAt: resetsAt, earliest: nil) }
         // Allowed once at most limit - 1 still count: after the (used - limit + 1)-th expiry.
-        let earliest = used < limit ? t : live[used - limit]
+        let earliest = used < limit ? t : live[live.startIndex + used - limit]
         return RuleBudget(rule: rule, used: used, limit: limit, resetsAt: resetsAt, earliest: Date(timeIntervalSince1970: earliest))
     }
 }
