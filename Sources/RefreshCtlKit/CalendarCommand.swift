@@ -9,16 +9,18 @@ struct CalendarCommand: ParsableCommand, SinkRunnable {
         commandName: "calendar",
         abstract: "Show when each local day starts and ends in a time zone (when a segment's count resets).",
         discussion: """
-            SendGrid resets a segment's refresh count at midnight in the segment's time zone. This
-            prints, for each local date, the window [start, end) in UTC, read from the host's tz
-            database ($TZDIR, else /usr/share/zoneinfo), not from the Swift toolchain's own copy.
+            SendGrid resets a segment's refresh count at midnight in the segment's time zone. This prints, \
+            for each local date, the window [start, end) in UTC, read from the host's tz database ($TZDIR, \
+            else /usr/share/zoneinfo), not from the Swift toolchain's own copy.
 
-            A day whose midnight falls in a DST gap starts when the gap ends (status late_start);
-            a date the zone skipped entirely has an empty window (status skipped). Works without
-            the daemon.
+            A day whose midnight falls in a DST gap starts when the gap ends (status late_start); a date the \
+            zone skipped entirely has an empty window (status skipped). Works without the daemon.
+
+            Exit codes: 0 success, 1 the tz database cannot be read, 2 bad input (unknown zone, bad date).
 
             Examples:
-              refreshctl calendar --time-zone America/Santiago --from 2024-09-06 --to 2024-09-09
+              refreshctl calendar --time-zone America/Santiago
+              refreshctl calendar --time-zone Pacific/Apia --from 2011-12-29 --to 2011-12-31
               refreshctl calendar --time-zone Europe/Paris --json
             """
     )

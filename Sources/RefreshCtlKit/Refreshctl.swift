@@ -32,10 +32,10 @@ public struct Refreshctl: ParsableCommand {
         commandName: "refreshctl",
         abstract: "Inspect and steer refreshd, the SendGrid segment refresh daemon.",
         discussion: """
-            SendGrid allows 2 manual refreshes per segment per local day (reset at midnight in the
-            segment's time zone), at most 1 per segment per hour, and 10 per account per UTC day.
-            refreshd queues refresh requests and sends each one at the earliest instant those rules
-            allow. refreshctl shows its calendars, budgets and queue.
+            SendGrid allows 2 manual refreshes per segment per local day (reset at midnight in the \
+            segment's time zone), at most 1 per segment per hour, and 10 per account per UTC day. refreshd \
+            queues refresh requests and sends each one at the earliest instant those rules allow. refreshctl \
+            shows its calendars, budgets and queue.
 
             Exit codes:
               0  success

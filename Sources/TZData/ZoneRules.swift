@@ -18,6 +18,12 @@ public struct ZoneRules: Sendable, Equatable {
         public let before: Int32
         /// The offset in effect from `at` on.
         public let after: Int32
+
+        public init(at: Int64, before: Int32, after: Int32) {
+            self.at = at
+            self.before = before
+            self.after = after
+        }
     }
 
     /// Builds rules from a parsed TZif file.
@@ -74,6 +80,15 @@ public struct ZoneRules: Sendable, Equatable {
                 let before = i == 0 ? initialOffset : offsets[i - 1]
                 if before != offsets[i] { changes.append(OffsetChange(at: times[i], before: before, after: offsets[i])) }
                 i += 1
+            }
+        }
+        // Where the footer takes over from the last transition its offset may differ from that
+        // transition's type (RFC 8536 asks for consistency, but files from older zic versions,
+        // e.g. America/Ojinaga built slim by glibc 2.36's zic, break it): that is a change too.
+        if let footer, let last = times.last, range.contains(last + 1) {
+            let after = footer.offset(at: last + 1).utcOffset
+            if after != offsets[offsets.count - 1] {
+                changes.append(OffsetChange(at: last + 1, before: offsets[offsets.count - 1], after: after))
             }
         }
         if let footer, footer.daylight != nil {

@@ -101,6 +101,24 @@ struct TZifTests {
         #expect(rules.offsetChanges(in: 1_704_067_200...1_735_689_600).map(\.at) == [1_710_054_000, 1_730_613_600])
     }
 
+    /// Where the footer disagrees with the last transition's type (older zic, slim
+    /// America/Ojinaga), the footer governs after it, and that boundary is an offset change.
+    @Test func footerInconsistentWithLastTransition() throws {
+        var builder = TZifBuilder()
+        builder.slim = true
+        builder.types = [(-21600, true, "MDT"), (-21600, false, "CST")]
+        builder.transitions = [(1_647_158_400, 0), (1_667_116_800, 1)]  // ..., 2022-10-30T08:00Z to CST
+        builder.footer = "CST6CDT,M3.2.0,M11.1.0"  // says CDT (-5) until 2022-11-06
+        let rules = ZoneRules(name: "Old/Ojinaga", tzif: try TZif(bytes: builder.bytes()))
+        #expect(rules.utcOffset(at: 1_667_116_800) == -21600)
+        #expect(rules.utcOffset(at: 1_667_116_801) == -18000)
+        let changes = rules.offsetChanges(in: 1_667_000_000...1_667_800_000)
+        #expect(changes == [
+            ZoneRules.OffsetChange(at: 1_667_116_801, before: -21600, after: -18000),
+            ZoneRules.OffsetChange(at: 1_667_718_000, before: -18000, after: -21600),
+        ])
+    }
+
     /// Damaged files are refused with a reason, never half-read.
     @Test(arguments: [
         ("empty", [UInt8](), "truncated"),

@@ -86,9 +86,15 @@ def main():
     first = dt.date(args.from_year, 1, 1)
     last = dt.date(args.to_year, 12, 31)
     work = [(args.tzdir, name, first, last) for name in names]
-    with multiprocessing.Pool(args.jobs) as pool:
+    # "spawn", not "fork": forking a process that has threads can leave a worker stuck on a lock.
+    pool = multiprocessing.get_context("spawn").Pool(args.jobs)
+    try:
         for line in pool.imap(encode, work, chunksize=4):
-            print(line)
+            print(line, flush=False)
+    finally:
+        pool.close()
+        pool.join()
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
