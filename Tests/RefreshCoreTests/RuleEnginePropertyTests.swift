@@ -48,20 +48,32 @@ struct RuleEnginePropertyTests {
     /// Every planned send, replayed in order, is allowed by the brute-force rules at its instant.
     @Test func plannedSendsBreakNoRule() async {
         await propertyCheck(count: 80, input: Gen.int(in: 0...Int.max)) { seed in
-            let world = Scenario(seed: UInt64(seed), maxJobs: 14)
-            let last = world.now + 20 * 86400
-            let brute = world.brute(through: last)
-            let plan = Planner.plan(
-                queue: world.queue, history: world.history, blocks: world.blocks, limits: world.limits,
-                now: Date(timeIntervalSince1970: Double(world.now)))
-            var history = world.history
-            for send in plan.sends {
-                let at = Int64(send.at.timeIntervalSince1970)
-                let zones = world.queue.filter { send.jobs.contains($0.id) }.map(\.zone)
-                let allowed = brute.allowed(account: send.account, segment: send.segment, zones: zones, history: history, at: at, now: world.now)
-                #expect(allowed, "\(world) send at \(send.at)")
-                history.append(Attempt(account: send.account, segment: send.segment, zone: zones[0], outcome: .accepted, startedAt: send.at, finishedAt: send.at))
-            }
+            Self.checkPlannedSends(seed: UInt64(seed))
+        }
+    }
+
+    /// Seeds that once failed, kept as regressions.
+    @Test(arguments: [UInt64(5_110_294_718_341_069_575)])
+    func regressionSeeds(_ seed: UInt64) {
+        Self.checkPlannedSends(seed: seed)
+    }
+
+    static func checkPlannedSends(seed: UInt64) {
+        let world = Scenario(seed: seed, maxJobs: 14)
+        let last = world.now + 20 * 86400
+        let brute = world.brute(through: last)
+        let plan = Planner.plan(
+            queue: world.queue, history: world.history, blocks: world.blocks, limits: world.limits,
+            now: Date(timeIntervalSince1970: Double(world.now)))
+        var history = world.history
+        for send in plan.sends {
+            let at = Int64(send.at.timeIntervalSince1970)
+            let served = send.jobs.map { id in world.queue.first { $0.id == id }! }
+            #expect(served[0].zone.name == send.zone)
+            let zones = served.map(\.zone)
+            let allowed = brute.allowed(account: send.account, segment: send.segment, zones: zones, history: history, at: at, now: world.now)
+            #expect(allowed, "\(world) send at \(send.at)")
+            history.append(Attempt(account: send.account, segment: send.segment, zone: zones[0], outcome: .accepted, startedAt: send.at, finishedAt: send.at))
         }
     }
 }
