@@ -117,6 +117,10 @@ private struct AccountSimulation {
         var segmentReady: Double? = nil  // earliest instant I1, I2, I5 allow; nil: never
         var segmentBudgets: [RuleBudget] = []
         var version = 0
+        /// Zones of the pending jobs the cached `segmentReady` was computed with; nil after a send.
+        /// I1, I2 and I5 depend only on the segment's history, that set and the blocks, so
+        /// arrivals that leave the set alone need no new evaluation.
+        var evaluatedZones: Set<String>? = nil
     }
 
     let account: String
@@ -175,8 +179,12 @@ private struct AccountSimulation {
 
     /// Re-evaluates I1, I2 and I5 for a group, with the zones of all its pending jobs.
     mutating func refreshSegmentReady(_ g: Int, at t: Double) {
+        groups[g].version += 1
         let pending = groups[g].jobs.filter { !finished[$0] }
         guard let first = pending.first else { return }
+        let zoneNames = Set(pending.map { jobs[$0].zone.name })
+        if groups[g].evaluatedZones == zoneNames { return }
+        groups[g].evaluatedZones = zoneNames
         let lead = leaderKey(g).map { jobs[$0.2].zone } ?? jobs[first].zone
         // Zones of other pending jobs enter Z(s) as if already named, which is conservative.
         let state = SegmentState(
@@ -185,7 +193,6 @@ private struct AccountSimulation {
         let budgets = state.evaluate(limits: limits, now: t)
         groups[g].segmentBudgets = budgets
         groups[g].segmentReady = budgets.contains { $0.earliest == nil } ? nil : budgets.map { $0.earliest!.timeIntervalSince1970 }.max()
-        groups[g].version += 1
     }
 
     /// I3 and the account's blocks at t, from the sorted expiries (binary search: no scan).
@@ -290,6 +297,7 @@ private struct AccountSimulation {
             fates[jobs[job].id] = .send(at: at, leader: jobs[leader].id)
         }
         groups[g].arrived = []
+        groups[g].evaluatedZones = nil
         groups[g].history.append(Attempt(account: account, segment: groups[g].segment, zone: jobs[leader].zone, outcome: .accepted, startedAt: at, finishedAt: at))
         let expiry = Self.accountExpiry(finish: t, margin: limits.safetyMarginSeconds)
         // Sends happen in time order, so appending keeps the expiries sorted.
