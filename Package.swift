@@ -8,13 +8,19 @@ let package = Package(
     name: "refreshd",
     platforms: [.macOS(.v15)],
     products: [
+        .executable(name: "refreshd", targets: ["refreshd"]),
         .executable(name: "refreshctl", targets: ["refreshctl"]),
         .library(name: "TZData", targets: ["TZData"]),
         .library(name: "RefreshCore", targets: ["RefreshCore"]),
+        .library(name: "RefreshStore", targets: ["RefreshStore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // Reads the host's tz database: TZif parsing and POSIX TZ rules are pure over bytes;
@@ -23,6 +29,25 @@ let package = Package(
         // The rule engine: calendar windows, rules, budgets and the plan. Foundation and TZData's
         // pure types only; no files, sockets, SQLite or clock reads.
         .target(name: "RefreshCore", dependencies: ["TZData"], swiftSettings: strict),
+        // The ledger: GRDB on the system libsqlite3, its migrations and the reservation protocol.
+        .target(
+            name: "RefreshStore",
+            dependencies: ["RefreshCore", "TZData", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict
+        ),
+        // The daemon: configuration, logging, adapters as Services, and the one composition root.
+        .target(
+            name: "RefreshDaemon",
+            dependencies: [
+                "RefreshCore", "RefreshStore", "TZData",
+                .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "refreshd", dependencies: ["RefreshDaemon"], swiftSettings: strict),
         // refreshctl's commands (a library so tests can check help texts and output verbatim).
         .target(
             name: "RefreshCtlKit",
@@ -40,6 +65,20 @@ let package = Package(
                 "RefreshCore", "TZData",
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RefreshStoreTests",
+            dependencies: [
+                "RefreshStore", "RefreshCore", "TZData",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RefreshDaemonTests",
+            dependencies: ["RefreshDaemon", "refreshd", "RefreshStore", "RefreshCore", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(

@@ -179,6 +179,12 @@ public struct Decision: Sendable, Equatable {
     /// Every rule's budget at `now`.
     public var budgets: [RuleBudget]
 
+    public init(verdict: Verdict, binding: [Rule], budgets: [RuleBudget]) {
+        self.verdict = verdict
+        self.binding = binding
+        self.budgets = budgets
+    }
+
     /// The earliest instant a refresh may go out (now when allowed); nil for never.
     public func earliest(now: Date) -> Date? {
         switch verdict {

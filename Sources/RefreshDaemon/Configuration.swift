@@ -1,0 +1,114 @@
+import Foundation
+import RefreshCore
+
+/// Where a configuration value came from, for `refreshd check-config`.
+public enum ConfigSource: Sendable, Equatable, CustomStringConvertible {
+    case builtIn
+    case file(path: String, line: Int?)
+    case environment(String)
+    case commandLine(String)
+    /// A systemd-provided directory or credential (`$STATE_DIRECTORY`, `$CREDENTIALS_DIRECTORY`).
+    case systemd(String)
+
+    public var description: String {
+        switch self {
+        case .builtIn: return "default"
+        case .file(let path, let line): return line.map { "\(path):\($0)" } ?? path
+        case .environment(let name): return "environment \(name)"
+        case .commandLine(let flag): return "command line \(flag)"
+        case .systemd(let what): return "systemd \(what)"
+        }
+    }
+}
+
+/// A value and where it came from.
+public struct Setting<Value: Sendable>: Sendable {
+    public var value: Value
+    public var source: ConfigSource
+
+    public init(_ value: Value, _ source: ConfigSource = .builtIn) {
+        self.value = value
+        self.source = source
+    }
+}
+
+extension Setting: Equatable where Value: Equatable {}
+
+/// A SendGrid API key. Its description is redacted, so string interpolation can never leak it.
+public struct APIKey: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
+    /// The key itself: only for the Authorization header.
+    public let secret: String
+
+    public init(_ secret: String) { self.secret = secret }
+
+    public var description: String { "<redacted>" }
+    public var debugDescription: String { "<redacted>" }
+}
+
+/// One SendGrid account refreshd sends for.
+public struct AccountConfiguration: Sendable, Equatable {
+    public var name: String
+    public var apiKeyFile: String?
+    public var apiKeyEnv: String?
+    public var onBehalfOf: String?
+    /// A per-account daily limit, lower than `[limits] account_daily`.
+    public var accountDaily: Int?
+    /// The key found (nil: this account runs dry).
+    public var apiKey: APIKey?
+    /// Where the key came from, or why there is none.
+    public var apiKeySource: String
+}
+
+/// The daemon's effective configuration.
+public struct DaemonConfiguration: Sendable {
+    /// The config file read, if any.
+    public var configPath: String?
+    public var stateDir: Setting<String>
+    public var spoolDir: Setting<String>
+    public var socket: Setting<String>
+    public var listen: Setting<String?>
+    public var dryRun: Setting<Bool>
+    public var logLevel: Setting<String>
+    public var retentionDays: Setting<Int>
+    public var sendGridBaseURL: Setting<String>
+    public var requestTimeoutSeconds: Setting<Double>
+    public var preflight: Setting<Bool>
+    public var segmentDaily: Setting<Int>
+    public var segmentIntervalSeconds: Setting<Int>
+    public var accountDaily: Setting<Int>
+    public var safetyMarginSeconds: Setting<Int>
+    public var accounts: [AccountConfiguration]
+
+    /// The ledger file inside the state directory.
+    public var ledgerPath: String { stateDir.value + "/ledger.sqlite" }
+
+    /// The limits for one account, as the engine takes them.
+    public func limits(for account: String) -> Limits {
+        let perAccount = accounts.first { $0.name == account }?.accountDaily
+        return Limits(
+            segmentDaily: segmentDaily.value, segmentIntervalSeconds: Double(segmentIntervalSeconds.value),
+            accountDaily: min(accountDaily.value, perAccount ?? Int.max), safetyMarginSeconds: Double(safetyMarginSeconds.value))
+    }
+
+    /// Whether an account only pretends to send (no key, or `dry_run`).
+    public func isDryRun(_ account: AccountConfiguration) -> Bool { dryRun.value || account.apiKey == nil }
+
+    /// SendGrid's documented limits: refreshd may lower them, never raise them.
+    public enum SendGridLimits {
+        public static let segmentDaily = 2
+        public static let segmentIntervalSeconds = 3600
+        public static let accountDaily = 10
+    }
+}
+
+/// Why a configuration was refused: every problem found, each naming the key (and line).
+public struct ConfigurationError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var problems: [String]
+
+    public init(_ problems: [String]) { self.problems = problems }
+
+    public var description: String {
+        problems.count == 1 ? "invalid configuration: " + problems[0]
+            : "invalid configuration:\n" + problems.map { "  - " + $0 }.joined(separator: "\n")
+    }
+}

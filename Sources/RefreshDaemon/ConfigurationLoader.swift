@@ -1,0 +1,429 @@
+import Foundation
+import TOMLKit
+
+/// Reads the configuration: built-in defaults, then the TOML file, then environment variables,
+/// then command-line flags. Every key is optional; an unknown key or a bad value is an error
+/// naming the key and its line. Keys are found in files and the environment, never logged.
+public struct ConfigurationLoader {
+    /// The default config file.
+    public static let defaultPath = "/etc/refreshd/refreshd.toml"
+
+    public var environment: [String: String]
+    /// The effective user id (0 selects the system-wide default directories).
+    public var userID: UInt32
+
+    public init(environment: [String: String], userID: UInt32) {
+        self.environment = environment
+        self.userID = userID
+    }
+
+    /// Problems that do not stop the daemon (a key file readable by others).
+    public private(set) var warnings: [String] = []
+
+    /// Loads the configuration. `explicitPath` is `--config`; without it `REFRESHD_CONFIG`, then
+    /// the default path, which may be absent (local defaults then).
+    public mutating func load(explicitPath: String? = nil) throws -> DaemonConfiguration {
+        warnings = []
+        var path: String?
+        var mustExist = true
+        if let explicitPath {
+            path = explicitPath
+        } else if let fromEnvironment = environment["REFRESHD_CONFIG"], !fromEnvironment.isEmpty {
+            path = fromEnvironment
+        } else {
+            path = Self.defaultPath
+            mustExist = false
+        }
+        var text: String?
+        if let candidate = path {
+            if FileManager.default.fileExists(atPath: candidate) {
+                guard let data = FileManager.default.contents(atPath: candidate) else {
+                    throw ConfigurationError(["cannot read the config file \(candidate) (permission denied?)"])
+                }
+                guard let decoded = String(data: data, encoding: .utf8) else {
+                    throw ConfigurationError(["the config file \(candidate) is not UTF-8 text"])
+                }
+                text = decoded
+            } else if mustExist {
+                throw ConfigurationError(["the config file \(candidate) does not exist"])
+            } else {
+                path = nil
+            }
+        }
+        return try build(text: text, path: path)
+    }
+
+    /// Builds the configuration from a file's text (nil: no file).
+    public mutating func build(text: String?, path: String?) throws -> DaemonConfiguration {
+        var problems: [String] = []
+        var config = defaults()
+        config.configPath = path
+        if let text, let path {
+            let table: TOMLTable
+            do {
+                table = try TOMLTable(string: text)
+            } catch let error as TOMLParseError {
+                throw ConfigurationError(["\(path):\(error.source.begin.line): \(error.description)"])
+            }
+            var reader = TableReader(path: path, lines: TOMLLines(text), problems: [])
+            reader.apply(table, to: &config)
+            problems += reader.problems
+        }
+        applyEnvironment(to: &config, problems: &problems)
+        validate(config, problems: &problems)
+        guard problems.isEmpty else { throw ConfigurationError(problems) }
+        resolveKeys(&config, problems: &problems)
+        guard problems.isEmpty else { throw ConfigurationError(problems) }
+        return config
+    }
+
+    // MARK: Defaults
+
+    func defaults() -> DaemonConfiguration {
+        let state: Setting<String>
+        let spool: Setting<String>
+        let socket: Setting<String>
+        if let stateDirectory = environment["STATE_DIRECTORY"]?.split(separator: ":").first.map(String.init) {
+            state = Setting(stateDirectory, .systemd("$STATE_DIRECTORY"))
+            spool = Setting("/var/spool/refreshd")
+            socket = environment["RUNTIME_DIRECTORY"]?.split(separator: ":").first.map {
+                Setting("\($0)/refreshd.sock", .systemd("$RUNTIME_DIRECTORY"))
+            } ?? Setting("/run/refreshd/refreshd.sock")
+        } else if userID == 0 {
+            state = Setting("/var/lib/refreshd")
+            spool = Setting("/var/spool/refreshd")
+            socket = Setting("/run/refreshd/refreshd.sock")
+        } else {
+            let home = environment["HOME"] ?? NSHomeDirectory()
+            let stateHome = environment["XDG_STATE_HOME"].flatMap { $0.hasPrefix("/") ? $0 : nil } ?? home + "/.local/state"
+            state = Setting(stateHome + "/refreshd", .environment(environment["XDG_STATE_HOME"] != nil ? "XDG_STATE_HOME" : "HOME"))
+            spool = Setting(stateHome + "/refreshd/spool", state.source)
+            if let runtime = environment["XDG_RUNTIME_DIR"], runtime.hasPrefix("/") {
+                socket = Setting(runtime + "/refreshd/refreshd.sock", .environment("XDG_RUNTIME_DIR"))
+            } else {
+                socket = Setting(stateHome + "/refreshd/refreshd.sock", state.source)
+            }
+        }
+        return DaemonConfiguration(
+            configPath: nil, stateDir: state, spoolDir: spool, socket: socket, listen: Setting(nil), dryRun: Setting(false),
+            logLevel: Setting("info"), retentionDays: Setting(90), sendGridBaseURL: Setting("https://api.sendgrid.com"),
+            requestTimeoutSeconds: Setting(30), preflight: Setting(true),
+            segmentDaily: Setting(DaemonConfiguration.SendGridLimits.segmentDaily),
+            segmentIntervalSeconds: Setting(DaemonConfiguration.SendGridLimits.segmentIntervalSeconds),
+            accountDaily: Setting(DaemonConfiguration.SendGridLimits.accountDaily), safetyMarginSeconds: Setting(60),
+            accounts: [AccountConfiguration(name: "default", apiKeySource: "none")])
+    }
+
+    // MARK: Environment
+
+    func applyEnvironment(to config: inout DaemonConfiguration, problems: inout [String]) {
+        func string(_ name: String) -> String? {
+            guard let value = environment[name], !value.isEmpty else { return nil }
+            return value
+        }
+        if let value = string("REFRESHD_STATE_DIR") { config.stateDir = Setting(value, .environment("REFRESHD_STATE_DIR")) }
+        if let value = string("REFRESHD_SPOOL_DIR") { config.spoolDir = Setting(value, .environment("REFRESHD_SPOOL_DIR")) }
+        if let value = string("REFRESHD_SOCKET") { config.socket = Setting(value, .environment("REFRESHD_SOCKET")) }
+        if let value = string("REFRESHD_SENDGRID_BASE_URL") {
+            config.sendGridBaseURL = Setting(value, .environment("REFRESHD_SENDGRID_BASE_URL"))
+        }
+        if let value = string("REFRESHD_LOG_LEVEL") { config.logLevel = Setting(value, .environment("REFRESHD_LOG_LEVEL")) }
+        if let value = string("REFRESHD_DRY_RUN") {
+            switch value.lowercased() {
+            case "1", "true", "yes", "on": config.dryRun = Setting(true, .environment("REFRESHD_DRY_RUN"))
+            case "0", "false", "no", "off": config.dryRun = Setting(false, .environment("REFRESHD_DRY_RUN"))
+            default: problems.append("REFRESHD_DRY_RUN=\"\(value)\" is not a boolean (use true or false)")
+            }
+        }
+    }
+
+    // MARK: Validation
+
+    func validate(_ config: DaemonConfiguration, problems: inout [String]) {
+        func at(_ source: ConfigSource) -> String {
+            switch source {
+            case .file(let path, let line): return " (\(path)\(line.map { ":\($0)" } ?? ""))"
+            case .environment(let name): return " (from \(name))"
+            default: return ""
+            }
+        }
+        for (key, setting) in [("state_dir", config.stateDir), ("spool_dir", config.spoolDir), ("socket", config.socket)] {
+            if !setting.value.hasPrefix("/") { problems.append("\(key)\(at(setting.source)): \"\(setting.value)\" must be an absolute path") }
+        }
+        if config.socket.value.utf8.count > 107 {
+            problems.append("socket\(at(config.socket.source)): the path is longer than a unix socket allows (107 bytes)")
+        }
+        if let listen = config.listen.value, !Self.isLoopbackListen(listen) {
+            problems.append(
+                "listen\(at(config.listen.source)): \"\(listen)\" must be a loopback address and port such as \"127.0.0.1:8425\" "
+                    + "(the API has no TLS; use the unix socket from other hosts' tooling)")
+        }
+        if !["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(config.logLevel.value) {
+            problems.append(
+                "log_level\(at(config.logLevel.source)): \"\(config.logLevel.value)\" is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        if !(1...3650).contains(config.retentionDays.value) {
+            problems.append("retention_days\(at(config.retentionDays.source)): \(config.retentionDays.value) is outside 1...3650")
+        }
+        if let url = URL(string: config.sendGridBaseURL.value), ["http", "https"].contains(url.scheme ?? ""), url.host != nil {
+        } else {
+            problems.append("sendgrid.base_url\(at(config.sendGridBaseURL.source)): \"\(config.sendGridBaseURL.value)\" is not an http(s) URL")
+        }
+        if !(1...300).contains(config.requestTimeoutSeconds.value) {
+            problems.append("sendgrid.request_timeout_seconds\(at(config.requestTimeoutSeconds.source)): \(config.requestTimeoutSeconds.value) is outside 1...300")
+        }
+        let limits = DaemonConfiguration.SendGridLimits.self
+        if config.segmentDaily.value > limits.segmentDaily || config.segmentDaily.value < 0 {
+            problems.append(
+                "limits.segment_daily\(at(config.segmentDaily.source)): \(config.segmentDaily.value) is above SendGrid's documented limit of "
+                    + "\(limits.segmentDaily) per segment per day (or negative); limits may be lowered, never raised")
+        }
+        if config.segmentIntervalSeconds.value < limits.segmentIntervalSeconds || config.segmentIntervalSeconds.value > 86400 {
+            problems.append(
+                "limits.segment_interval_seconds\(at(config.segmentIntervalSeconds.source)): \(config.segmentIntervalSeconds.value) is shorter "
+                    + "than SendGrid's documented 3600 s between refreshes of a segment (or longer than a day); the interval may be "
+                    + "lengthened, never shortened")
+        }
+        if config.accountDaily.value > limits.accountDaily || config.accountDaily.value < 0 {
+            problems.append(
+                "limits.account_daily\(at(config.accountDaily.source)): \(config.accountDaily.value) is above SendGrid's documented limit of "
+                    + "\(limits.accountDaily) per account per day (or negative); limits may be lowered, never raised")
+        }
+        if !(0...3600).contains(config.safetyMarginSeconds.value) {
+            problems.append("limits.safety_margin_seconds\(at(config.safetyMarginSeconds.source)): \(config.safetyMarginSeconds.value) is outside 0...3600")
+        }
+        var names = Set<String>()
+        for account in config.accounts {
+            if account.name.isEmpty || account.name.count > 64
+                || !account.name.unicodeScalars.allSatisfy({ CharacterSet.alphanumerics.contains($0) || "._-".unicodeScalars.contains($0) }) {
+                problems.append("account.name: \"\(account.name)\" must be 1-64 letters, digits, '.', '_' or '-'")
+            }
+            if !names.insert(account.name).inserted { problems.append("account.name: \"\(account.name)\" is configured twice") }
+            if let daily = account.accountDaily, daily > limits.accountDaily || daily < 0 {
+                problems.append(
+                    "account \"\(account.name)\" account_daily: \(daily) is above SendGrid's documented limit of \(limits.accountDaily) "
+                        + "(or negative); limits may be lowered, never raised")
+            }
+        }
+    }
+
+    static func isLoopbackListen(_ listen: String) -> Bool {
+        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (1...65535).contains(port) else {
+            return false
+        }
+        return ["127.0.0.1", "[::1]", "localhost"].contains(String(listen[..<colon]))
+    }
+
+    // MARK: Keys
+
+    mutating func resolveKeys(_ config: inout DaemonConfiguration, problems: inout [String]) {
+        for index in config.accounts.indices {
+            let account = config.accounts[index]
+            let credentialName = account.name == "default" ? "sendgrid-api-key" : "sendgrid-api-key-\(account.name)"
+            if let file = account.apiKeyFile {
+                switch readKey(file: file) {
+                case .success(let key):
+                    config.accounts[index].apiKey = key
+                    config.accounts[index].apiKeySource = "api_key_file \(file)"
+                case .failure(let reason):
+                    problems.append("account \"\(account.name)\" api_key_file: \(reason)")
+                }
+                continue
+            }
+            if let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty,
+                FileManager.default.fileExists(atPath: directory + "/" + credentialName) {
+                switch readKey(file: directory + "/" + credentialName, warnIfShared: false) {
+                case .success(let key):
+                    config.accounts[index].apiKey = key
+                    config.accounts[index].apiKeySource = "systemd credential \(credentialName)"
+                case .failure(let reason):
+                    problems.append("account \"\(account.name)\" systemd credential \(credentialName): \(reason)")
+                }
+                continue
+            }
+            let variable = account.apiKeyEnv ?? (account.name == "default" ? "SENDGRID_API_KEY" : nil)
+            if let variable, let value = environment[variable], !value.isEmpty {
+                let trimmed = value.trimmingCharacters(in: .whitespacesAndNewlines)
+                if trimmed.isEmpty || trimmed.contains(where: \.isWhitespace) {
+                    problems.append("account \"\(account.name)\": the key in \(variable) is blank or contains whitespace")
+                } else {
+                    config.accounts[index].apiKey = APIKey(trimmed)
+                    config.accounts[index].apiKeySource = "environment \(variable)"
+                }
+                continue
+            }
+            config.accounts[index].apiKeySource = "none found (dry-run): no api_key_file, no credential \(credentialName)"
+                + (variable.map { ", no \($0)" } ?? "")
+        }
+    }
+
+    enum KeyRead {
+        case success(APIKey)
+        case failure(String)
+    }
+
+    mutating func readKey(file: String, warnIfShared: Bool = true) -> KeyRead {
+        guard FileManager.default.fileExists(atPath: file) else { return .failure("\(file) does not exist") }
+        guard let data = FileManager.default.contents(atPath: file) else { return .failure("cannot read \(file) (permission denied?)") }
+        guard let text = String(data: data, encoding: .utf8) else { return .failure("\(file) is not text") }
+        let key = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        if key.isEmpty { return .failure("\(file) is empty") }
+        if key.contains(where: \.isWhitespace) { return .failure("\(file) holds more than one word; it must hold only the key") }
+        if warnIfShared, let attributes = try? FileManager.default.attributesOfItem(atPath: file),
+            let mode = attributes[.posixPermissions] as? Int, mode & 0o004 != 0 {
+            warnings.append("the key file \(file) is readable by every user (mode \(String(mode, radix: 8))); run: chmod o-r \(file)")
+        }
+        return .success(APIKey(key))
+    }
+}
+
+/// Reads the TOML tables into the configuration, collecting problems.
+private struct TableReader {
+    let path: String
+    let lines: TOMLLines
+    var problems: [String]
+
+    func source(_ section: String?, _ key: String, index: Int? = nil) -> ConfigSource {
+        .file(path: path, line: lines.line(of: key, in: section, index: index))
+    }
+
+    func place(_ section: String?, _ key: String, index: Int? = nil) -> String {
+        let name = section.map { "\($0).\(key)" } ?? key
+        guard let line = lines.line(of: key, in: section, index: index) else { return name }
+        return "\(name) (\(path):\(line))"
+    }
+
+    mutating func apply(_ table: TOMLTable, to config: inout DaemonConfiguration) {
+        let topKeys: Set<String> = [
+            "state_dir", "spool_dir", "socket", "listen", "dry_run", "log_level", "retention_days", "sendgrid", "limits", "account",
+        ]
+        for key in table.keys where !topKeys.contains(key) { unknown(nil, key) }
+        string(table, nil, "state_dir") { config.stateDir = $0 }
+        string(table, nil, "spool_dir") { config.spoolDir = $0 }
+        string(table, nil, "socket") { config.socket = $0 }
+        string(table, nil, "listen") { config.listen = Setting($0.value, $0.source) }
+        bool(table, nil, "dry_run") { config.dryRun = $0 }
+        string(table, nil, "log_level") { config.logLevel = $0 }
+        int(table, nil, "retention_days") { config.retentionDays = $0 }
+        if let value = table["sendgrid"] {
+            if let sendgrid = value.table {
+                for key in sendgrid.keys where !["base_url", "request_timeout_seconds", "preflight"].contains(key) { unknown("sendgrid", key) }
+                string(sendgrid, "sendgrid", "base_url") { config.sendGridBaseURL = $0 }
+                number(sendgrid, "sendgrid", "request_timeout_seconds") { config.requestTimeoutSeconds = $0 }
+                bool(sendgrid, "sendgrid", "preflight") { config.preflight = $0 }
+            } else {
+                wrongType(nil, "sendgrid", expected: "a table [sendgrid]", found: value)
+            }
+        }
+        if let value = table["limits"] {
+            if let limits = value.table {
+                for key in limits.keys
+                where !["segment_daily", "segment_interval_seconds", "account_daily", "safety_margin_seconds"].contains(key) {
+                    unknown("limits", key)
+                }
+                int(limits, "limits", "segment_daily") { config.segmentDaily = $0 }
+                int(limits, "limits", "segment_interval_seconds") { config.segmentIntervalSeconds = $0 }
+                int(limits, "limits", "account_daily") { config.accountDaily = $0 }
+                int(limits, "limits", "safety_margin_seconds") { config.safetyMarginSeconds = $0 }
+            } else {
+                wrongType(nil, "limits", expected: "a table [limits]", found: value)
+            }
+        }
+        if let value = table["account"] {
+            guard let array = value.array else {
+                wrongType(nil, "account", expected: "an array of tables [[account]]", found: value)
+                return
+            }
+            var accounts: [AccountConfiguration] = []
+            for (index, element) in array.enumerated() {
+                guard let entry = element.table else {
+                    wrongType(nil, "account", expected: "an array of tables [[account]]", found: element)
+                    continue
+                }
+                for key in entry.keys where !["name", "api_key_file", "api_key_env", "on_behalf_of", "account_daily"].contains(key) {
+                    unknown("account", key, index: index)
+                }
+                var account = AccountConfiguration(name: "", apiKeySource: "none")
+                var hasName = false
+                string(entry, "account", "name", index: index) {
+                    account.name = $0.value
+                    hasName = true
+                }
+                if !hasName { problems.append("account #\(index + 1) (\(path)): name is missing") }
+                string(entry, "account", "api_key_file", index: index) { account.apiKeyFile = $0.value }
+                string(entry, "account", "api_key_env", index: index) { account.apiKeyEnv = $0.value }
+                string(entry, "account", "on_behalf_of", index: index) { account.onBehalfOf = $0.value }
+                int(entry, "account", "account_daily", index: index) { account.accountDaily = $0.value }
+                accounts.append(account)
+            }
+            if !accounts.isEmpty { config.accounts = accounts }
+        }
+    }
+
+    mutating func unknown(_ section: String?, _ key: String, index: Int? = nil) {
+        problems.append("\(place(section, key, index: index)): unknown key")
+    }
+
+    mutating func wrongType(_ section: String?, _ key: String, expected: String, found: TOMLValueConvertible, index: Int? = nil) {
+        problems.append("\(place(section, key, index: index)): expected \(expected), found \(found.type)")
+    }
+
+    mutating func string(_ table: TOMLTable, _ section: String?, _ key: String, index: Int? = nil, _ set: (Setting<String>) -> Void) {
+        guard let value = table[key] else { return }
+        guard let string = value.string else { return wrongType(section, key, expected: "a string", found: value, index: index) }
+        set(Setting(string, source(section, key, index: index)))
+    }
+
+    mutating func bool(_ table: TOMLTable, _ section: String?, _ key: String, index: Int? = nil, _ set: (Setting<Bool>) -> Void) {
+        guard let value = table[key] else { return }
+        guard let bool = value.bool else { return wrongType(section, key, expected: "true or false", found: value, index: index) }
+        set(Setting(bool, source(section, key, index: index)))
+    }
+
+    mutating func int(_ table: TOMLTable, _ section: String?, _ key: String, index: Int? = nil, _ set: (Setting<Int>) -> Void) {
+        guard let value = table[key] else { return }
+        guard let int = value.int else { return wrongType(section, key, expected: "an integer", found: value, index: index) }
+        set(Setting(int, source(section, key, index: index)))
+    }
+
+    mutating func number(_ table: TOMLTable, _ section: String?, _ key: String, index: Int? = nil, _ set: (Setting<Double>) -> Void) {
+        guard let value = table[key] else { return }
+        guard let number = value.double ?? value.int.map(Double.init) else {
+            return wrongType(section, key, expected: "a number", found: value, index: index)
+        }
+        set(Setting(number, source(section, key, index: index)))
+    }
+}
+
+/// Finds the line of a key in TOML text (TOMLKit does not report value positions).
+struct TOMLLines {
+    /// (line number, section, index of the [[section]] occurrence, key)
+    private var entries: [(line: Int, section: String?, index: Int, key: String)] = []
+
+    init(_ text: String) {
+        var section: String?
+        var occurrences: [String: Int] = [:]
+        var index = 0
+        for (number, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.hasPrefix("[[") {
+                let name = line.dropFirst(2).prefix { $0 != "]" }.trimmingCharacters(in: .whitespaces)
+                entries.append((number + 1, nil, 0, name))
+                section = name
+                index = occurrences[name, default: -1] + 1
+                occurrences[name] = index
+            } else if line.hasPrefix("[") {
+                section = line.dropFirst().prefix { $0 != "]" }.trimmingCharacters(in: .whitespaces)
+                entries.append((number + 1, nil, 0, section!))
+                index = 0
+            } else if let equals = line.firstIndex(of: "="), !line.hasPrefix("#") {
+                let key = line[..<equals].trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\"'"))
+                entries.append((number + 1, section, index, key))
+            }
+        }
+    }
+
+    func line(of key: String, in section: String?, index: Int? = nil) -> Int? {
+        entries.first { $0.key == key && $0.section == section && $0.index == (index ?? 0) }?.line
+    }
+}

@@ -1,0 +1,60 @@
+import Foundation
+import Logging
+import RefreshStore
+import ServiceLifecycle
+import TZData
+
+/// The composition root: the one place where refreshd's pieces are wired together.
+public enum DaemonApplication {
+    /// refreshd's version.
+    public static let version = "0.1.0"
+
+    /// Why the daemon could not start; `exitCode` follows sysexits (78 configuration, 74 ledger).
+    public struct StartupError: Error, CustomStringConvertible {
+        public let description: String
+        public let exitCode: Int32
+    }
+
+    /// Builds the services for a configuration and runs them until SIGTERM or SIGINT.
+    public static func run(configuration: DaemonConfiguration, logger: Logger, environment: [String: String]) async throws {
+        let now: @Sendable () -> Date = { Date() }
+        let zones: ZoneInfoDirectory
+        do {
+            zones = try ZoneInfoDirectory(path: ZoneInfoDirectory.defaultPath(environment: environment))
+        } catch {
+            throw StartupError(description: error.message, exitCode: 72)
+        }
+        do {
+            try FileManager.default.createDirectory(
+                atPath: configuration.stateDir.value, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
+        } catch {
+            throw StartupError(description: "cannot create the state directory \(configuration.stateDir.value): \(error.localizedDescription)", exitCode: 73)
+        }
+        let ledger: SQLiteLedger
+        do {
+            ledger = try SQLiteLedger(
+                path: configuration.ledgerPath, now: now(), maxRequestSeconds: configuration.requestTimeoutSeconds.value + 60)
+        } catch {
+            throw StartupError(description: "\(error)", exitCode: 74)
+        }
+        let maintenance = LedgerMaintenanceService(
+            ledger: ledger, retentionDays: configuration.retentionDays.value, interval: .seconds(3600), now: now, logger: logger)
+
+        for account in configuration.accounts where configuration.isDryRun(account) {
+            logger.warning(
+                "dry-run: refreshes for this account are planned and recorded but never sent",
+                metadata: ["account": "\(account.name)", "reason": "\(configuration.dryRun.value ? "dry_run = true" : "no API key found")"])
+        }
+        logger.info(
+            "refreshd started",
+            metadata: [
+                "version": "\(version)", "tzdata": "\(zones.version ?? "unknown")", "tz_directory": "\(zones.path)",
+                "ledger": "\(ledger.path)", "accounts": "\(configuration.accounts.map(\.name).joined(separator: ","))",
+            ])
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [maintenance], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        logger.info("refreshd stopped")
+    }
+}

@@ -1,0 +1,38 @@
+import Foundation
+import Logging
+import RefreshStore
+import ServiceLifecycle
+
+/// Keeps the ledger tidy: marks queued jobs past `expires_at` as expired and prunes finished rows
+/// older than `retention_days`, at start and then every `interval`.
+struct LedgerMaintenanceService: Service {
+    let ledger: any Ledger
+    let retentionDays: Int
+    let interval: Duration
+    let now: @Sendable () -> Date
+    let logger: Logger
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully {
+            runOnce()
+            do {
+                try await cancelWhenGracefulShutdown { [interval] in try await Task.sleep(for: interval) }
+            } catch {
+                return  // cancelled: shutting down
+            }
+        }
+    }
+
+    func runOnce() {
+        do {
+            let expired = try ledger.expireJobs(now: now())
+            for job in expired {
+                logger.info("job expired before it could be sent", metadata: ["job.id": "\(job.id)", "segment.id": "\(job.job.segmentID)"])
+            }
+            let pruned = try ledger.prune(retentionDays: retentionDays, now: now())
+            if pruned > 0 { logger.debug("pruned old ledger rows", metadata: ["rows": "\(pruned)"]) }
+        } catch {
+            logger.error("ledger maintenance failed", metadata: ["error": "\(error)"])
+        }
+    }
+}

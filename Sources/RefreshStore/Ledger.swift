@@ -1,0 +1,119 @@
+import Foundation
+import RefreshCore
+import TZData
+
+/// What a decision needs from the ledger: one segment's recent attempts, the account's recent
+/// attempts, and the blocks that apply.
+public struct LedgerHistory: Sendable, Equatable {
+    /// The segment's attempts that started in the last three days (a refresh counts at most until
+    /// the end of the local day of its finish: never more than about 50 hours later).
+    public var segmentAttempts: [StoredAttempt]
+    /// The account's attempts that started since the previous UTC day began.
+    public var accountAttempts: [StoredAttempt]
+    /// Learned blocks for the segment or the account that have not yet ended.
+    public var blocks: [StoredBlock]
+
+    public init(segmentAttempts: [StoredAttempt], accountAttempts: [StoredAttempt], blocks: [StoredBlock]) {
+        self.segmentAttempts = segmentAttempts
+        self.accountAttempts = accountAttempts
+        self.blocks = blocks
+    }
+
+    /// Every attempt once (the two lists overlap).
+    public var allAttempts: [StoredAttempt] {
+        var seen = Set<Int64>()
+        return (segmentAttempts + accountAttempts).filter { seen.insert($0.id).inserted }
+    }
+}
+
+/// The outcome of a reservation.
+public enum ReservationResult: Sendable, Equatable {
+    /// A `reserved` attempt is durable; the request may now be sent. `jobs` are the jobs it
+    /// serves, leader first, now in state `sending`.
+    case reserved(attemptID: Int64, jobs: [StoredJob])
+    /// The rules, re-checked inside the transaction, do not allow it (nothing was written).
+    case denied(Decision)
+    /// No queued job of the segment is due: nothing to send.
+    case nothingDue
+}
+
+/// What happens to the jobs an attempt served, once its answer is known.
+public enum JobDisposition: Sendable, Equatable {
+    /// The leader becomes `sent`, the others `coalesced`.
+    case sent
+    /// All become `failed` with the reason.
+    case failed(reason: String)
+    /// All go back to `queued`, held back until the instant if given.
+    case requeue(notBefore: Date?)
+}
+
+/// The ledger's operations, so a shared ledger (e.g. PostgreSQL for several hosts on one
+/// SendGrid account) can be added later without touching the core.
+///
+/// The reservation protocol: a request to SendGrid is preceded by a durable `reserved` attempt,
+/// written by `reserve` in the same IMMEDIATE transaction that re-reads the history and re-checks
+/// the rules; after the answer, `complete` updates it. On open, every attempt still `reserved`
+/// becomes `uncertain` (it may have reached SendGrid; it counts). No code path sends without a
+/// reservation.
+public protocol Ledger: Sendable {
+    /// Adds a job, or returns the existing one for the same idempotency key and content.
+    /// - Throws: `LedgerError.idempotencyConflict` for the same key with different content.
+    func enqueue(_ job: NewJob, now: Date) throws -> EnqueueResult
+    func job(id: Int64) throws -> StoredJob?
+    /// Jobs by state (nil: all), ascending id, after the cursor.
+    func jobs(state: JobState?, segmentID: String?, after cursor: Int64?, limit: Int) throws -> [StoredJob]
+    /// Every job still waiting (queued), in id order.
+    func queuedJobs() throws -> [StoredJob]
+    /// How many jobs are in each state.
+    func jobCounts() throws -> [JobState: Int]
+    /// Cancels a job that has not been sent.
+    func cancel(jobID: Int64, now: Date) throws -> StoredJob
+    /// Marks queued jobs whose `expires_at` has passed as expired; returns them.
+    func expireJobs(now: Date) throws -> [StoredJob]
+
+    /// The history a decision for (account, segment) at `now` needs.
+    func history(account: String, segmentID: String, now: Date) throws -> LedgerHistory
+    /// The attempts since an instant, newest first, optionally for one segment or account.
+    func attempts(since: Date, account: String?, segmentID: String?, limit: Int) throws -> [StoredAttempt]
+
+    /// Reserves a refresh of (account, segment), sent with `timeZone`, for every due queued job
+    /// of the segment, if `check` (the rules over the history read inside the transaction) allows.
+    func reserve(
+        account: String, segmentID: String, timeZone: String, now: Date, check: (LedgerHistory) -> Decision
+    ) throws -> ReservationResult
+    /// Records the answer to a reserved attempt and what becomes of its jobs.
+    func complete(
+        attemptID: Int64, outcome: AttemptOutcome, httpStatus: Int?, sendGridJobID: String?, error: String?, finishedAt: Date,
+        jobs disposition: JobDisposition
+    ) throws
+
+    /// Records an attempt that did not come from a reservation of ours (a refresh made elsewhere,
+    /// learned from SendGrid's `refreshes_used`).
+    func recordExternal(account: String, segmentID: String, timeZone: String, at: Date) throws -> StoredAttempt
+    /// Adds a learned block.
+    func addBlock(account: String, segmentID: String?, until: Date, reason: String, now: Date) throws
+    /// SendGrid's last known `refreshes_used` for a segment.
+    func recordUsage(account: String, segmentID: String, refreshesUsed: Int, lastRefreshedAt: Date?, observedAt: Date) throws
+
+    /// Deletes finished jobs and attempts older than `retentionDays` (never fewer than 3 days, so
+    /// nothing inside a rule window goes) and ended blocks; returns how many rows went.
+    func prune(retentionDays: Int, now: Date) throws -> Int
+}
+
+extension LedgerHistory {
+    /// The history as the rule engine takes it. `resolve` maps a stored zone name to its rules;
+    /// an attempt whose zone the host no longer knows keeps counting, under `fallback`'s zone.
+    public func engineInputs(resolve: (String) -> ZoneRules?, fallback: ZoneRules) -> (attempts: [Attempt], blocks: [LearnedBlock]) {
+        let attempts = allAttempts.map { stored in
+            Attempt(
+                account: stored.account, segment: stored.segmentID, zone: resolve(stored.timeZone) ?? fallback, outcome: stored.outcome,
+                startedAt: stored.startedAt, finishedAt: stored.finishedAt)
+        }
+        let blocks = blocks.map { block in
+            LearnedBlock(
+                scope: block.segmentID.map { .segment(account: block.account, segment: $0) } ?? .account(block.account),
+                until: block.until, reason: block.reason)
+        }
+        return (attempts, blocks)
+    }
+}

@@ -1,0 +1,150 @@
+import Foundation
+import RefreshCore
+
+/// The states a job moves through.
+///
+/// queued -> sending -> sent | coalesced | failed | queued (requeued)
+/// queued -> cancelled | expired
+public enum JobState: String, Sendable, Codable, CaseIterable {
+    case queued, sending, sent, coalesced, failed, cancelled, expired
+
+    /// Whether the job is finished (eligible for retention once old).
+    public var isFinished: Bool {
+        switch self {
+        case .queued, .sending: return false
+        case .sent, .coalesced, .failed, .cancelled, .expired: return true
+        }
+    }
+}
+
+/// A job to add to the ledger (already validated).
+public struct NewJob: Sendable, Equatable {
+    /// Where it came from: "spool:<file>", "api", "cli".
+    public var source: String
+    /// The submitter's idempotency key (`id` in a job file), if any.
+    public var idempotencyKey: String?
+    public var account: String
+    /// Lower-case UUID.
+    public var segmentID: String
+    public var timeZone: String
+    public var priority: Int
+    public var notBefore: Date?
+    public var expiresAt: Date?
+    public var note: String?
+
+    public init(
+        source: String, idempotencyKey: String? = nil, account: String, segmentID: String, timeZone: String, priority: Int = 0,
+        notBefore: Date? = nil, expiresAt: Date? = nil, note: String? = nil
+    ) {
+        self.source = source
+        self.idempotencyKey = idempotencyKey
+        self.account = account
+        self.segmentID = segmentID
+        self.timeZone = timeZone
+        self.priority = priority
+        self.notBefore = notBefore
+        self.expiresAt = expiresAt
+        self.note = note
+    }
+
+    /// A digest of what the job asks for (not where it came from), for idempotency: the same key
+    /// with the same content is a no-op, with different content an error.
+    public var contentDigest: String {
+        let fields: [String] = [
+            account, segmentID, timeZone, String(priority), notBefore.map { String($0.timeIntervalSince1970) } ?? "-",
+            expiresAt.map { String($0.timeIntervalSince1970) } ?? "-", note ?? "-",
+        ]
+        return fnv1a64(fields.joined(separator: "\u{1F}"))
+    }
+}
+
+/// A job as stored.
+public struct StoredJob: Sendable, Equatable {
+    /// The ledger's row id: also the FIFO sequence.
+    public var id: Int64
+    public var job: NewJob
+    public var state: JobState
+    /// The attempt that served (or is serving) it.
+    public var attemptID: Int64?
+    /// Why it failed, expired or was cancelled.
+    public var reason: String?
+    public var createdAt: Date
+    public var updatedAt: Date
+}
+
+/// An attempt as stored.
+public struct StoredAttempt: Sendable, Equatable {
+    public var id: Int64
+    public var account: String
+    public var segmentID: String
+    public var timeZone: String
+    public var outcome: AttemptOutcome
+    public var httpStatus: Int?
+    /// SendGrid's `job_id` from a 202.
+    public var sendGridJobID: String?
+    public var startedAt: Date
+    public var finishedAt: Date?
+    /// A bounded error text (never a secret).
+    public var error: String?
+}
+
+/// A learned block as stored.
+public struct StoredBlock: Sendable, Equatable {
+    public var id: Int64
+    public var account: String
+    /// nil: the whole account.
+    public var segmentID: String?
+    public var until: Date
+    public var reason: String
+}
+
+/// What became of an enqueue.
+public enum EnqueueResult: Sendable, Equatable {
+    /// A new job.
+    case created(StoredJob)
+    /// The same idempotency key with the same content: nothing new.
+    case duplicate(StoredJob)
+}
+
+/// Why the ledger refused or failed an operation. A struct over a code, so new cases don't break callers.
+public struct LedgerError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Code: String, Sendable, Equatable {
+        /// The database file cannot be opened, is not a database, or fails its integrity check.
+        case unusableDatabase
+        /// The same idempotency key was used for different content.
+        case idempotencyConflict
+        /// A job or attempt that does not exist, or is not in a state that allows the change.
+        case notFound
+        case invalidState
+        /// The disk is full or the database read-only: nothing was written.
+        case notWritable
+    }
+
+    public let code: Code
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+}
+
+/// Caps an error text before it is stored: bounded, single line.
+func boundedErrorText(_ text: String?, limit: Int = 500) -> String? {
+    guard let text else { return nil }
+    let flattened = text.replacingOccurrences(of: "\n", with: " ")
+    return flattened.count > limit ? String(flattened.prefix(limit)) + "..." : flattened
+}
+
+/// A 64-bit FNV-1a digest in hex: stable across runs and platforms (Swift's Hasher is not).
+func fnv1a64(_ text: String) -> String {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in text.utf8 {
+        hash ^= UInt64(byte)
+        hash &*= 0x0000_0100_0000_01B3
+    }
+    let hex = String(hash, radix: 16)
+    return String(repeating: "0", count: 16 - hex.count) + hex
+}

@@ -1,0 +1,479 @@
+import Foundation
+import GRDB
+import RefreshCore
+
+/// The ledger in one SQLite file (system libsqlite3 through GRDB): WAL, `synchronous=FULL`
+/// (a ledger row decides money-like slots), a busy timeout, foreign keys on.
+///
+/// This type owns the database and its migrator. Instants are stored as REAL Unix seconds.
+public final class SQLiteLedger: Ledger {
+    /// The database file.
+    public let path: String
+    let writer: any DatabaseWriter
+
+    /// Opens (creating if absent) the ledger at `path`, migrates it, and turns every attempt left
+    /// `reserved` by a crash into `uncertain`, finished no later than `maxRequestSeconds` after it
+    /// started (the request cannot have reached SendGrid later), and its jobs back to `queued`.
+    ///
+    /// - Throws: `LedgerError.unusableDatabase` naming the file and the reason when it cannot be
+    ///   opened, is not a database or fails its integrity check. The file is never overwritten.
+    public init(path: String, now: Date, maxRequestSeconds: Double = 300) throws {
+        self.path = path
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(10)
+        configuration.foreignKeysEnabled = true
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        do {
+            if FileManager.default.fileExists(atPath: path), !FileManager.default.isReadableFile(atPath: path) {
+                throw LedgerError(.unusableDatabase, "cannot read the ledger \(path): permission denied")
+            }
+            let pool = try DatabasePool(path: path, configuration: configuration)
+            try pool.read { db in
+                let result = try String.fetchOne(db, sql: "PRAGMA quick_check(1)") ?? "no answer"
+                guard result == "ok" else {
+                    throw LedgerError(.unusableDatabase, "the ledger \(path) failed its integrity check: \(result)")
+                }
+            }
+            writer = pool
+            try Self.migrator.migrate(pool)
+        } catch let error as LedgerError {
+            throw error
+        } catch let error as DatabaseError {
+            throw LedgerError(.unusableDatabase, "cannot open the ledger \(path): \(error.message ?? "\(error.resultCode)")")
+        } catch {
+            throw LedgerError(.unusableDatabase, "cannot open the ledger \(path): \(error)")
+        }
+        try recover(now: now, maxRequestSeconds: maxRequestSeconds)
+    }
+
+    /// An in-memory ledger for tests (same migrations, no file).
+    public init(inMemoryAt now: Date) throws {
+        path = ":memory:"
+        var configuration = Configuration()
+        configuration.foreignKeysEnabled = true
+        let queue = try DatabaseQueue(configuration: configuration)
+        try Self.migrator.migrate(queue)
+        writer = queue
+        try recover(now: now, maxRequestSeconds: 300)
+    }
+
+    /// The migrations, in order. Never edit a shipped migration: add the next one.
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE attempt (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    account TEXT NOT NULL,
+                    segment_id TEXT NOT NULL,
+                    time_zone TEXT NOT NULL,
+                    outcome TEXT NOT NULL CHECK (outcome IN ('reserved', 'accepted', 'rejected', 'rate_limited',
+                        'unauthorized', 'forbidden', 'uncertain', 'dry_run', 'not_sent', 'external')),
+                    http_status INTEGER,
+                    sendgrid_job_id TEXT,
+                    started_at REAL NOT NULL,
+                    finished_at REAL,
+                    error TEXT CHECK (error IS NULL OR length(error) <= 600)
+                );
+                CREATE INDEX attempt_by_segment ON attempt(account, segment_id, started_at);
+                CREATE INDEX attempt_by_account ON attempt(account, started_at);
+                CREATE INDEX attempt_by_time ON attempt(started_at);
+                CREATE INDEX attempt_reserved ON attempt(outcome) WHERE outcome = 'reserved';
+
+                CREATE TABLE job (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    source TEXT NOT NULL,
+                    idempotency_key TEXT UNIQUE,
+                    content_digest TEXT NOT NULL,
+                    account TEXT NOT NULL,
+                    segment_id TEXT NOT NULL,
+                    time_zone TEXT NOT NULL,
+                    priority INTEGER NOT NULL DEFAULT 0 CHECK (priority BETWEEN -100 AND 100),
+                    not_before REAL,
+                    expires_at REAL,
+                    note TEXT,
+                    state TEXT NOT NULL CHECK (state IN ('queued', 'sending', 'sent', 'coalesced', 'failed',
+                        'cancelled', 'expired')),
+                    attempt_id INTEGER REFERENCES attempt(id),
+                    reason TEXT,
+                    created_at REAL NOT NULL,
+                    updated_at REAL NOT NULL
+                );
+                CREATE INDEX job_by_state ON job(state, id);
+                CREATE INDEX job_by_segment ON job(account, segment_id, state);
+                CREATE INDEX job_by_attempt ON job(attempt_id);
+
+                CREATE TABLE learned_block (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    account TEXT NOT NULL,
+                    segment_id TEXT,
+                    until REAL NOT NULL,
+                    reason TEXT NOT NULL,
+                    created_at REAL NOT NULL
+                );
+                CREATE INDEX learned_block_by_account ON learned_block(account, until);
+
+                CREATE TABLE segment_usage (
+                    account TEXT NOT NULL,
+                    segment_id TEXT NOT NULL,
+                    refreshes_used INTEGER NOT NULL,
+                    last_refreshed_at REAL,
+                    observed_at REAL NOT NULL,
+                    PRIMARY KEY (account, segment_id)
+                );
+                """)
+        }
+        return migrator
+    }
+
+    /// The migration identifiers applied to the database, in order.
+    public func appliedMigrations() throws -> [String] {
+        try writer.read { db in try Self.migrator.appliedIdentifiers(db).sorted() }
+    }
+
+    private func recover(now: Date, maxRequestSeconds: Double) throws {
+        try write { db in
+            try db.execute(
+                sql: """
+                    UPDATE job SET state = 'queued', updated_at = ?
+                    WHERE state = 'sending' AND attempt_id IN (SELECT id FROM attempt WHERE outcome = 'reserved')
+                    """, arguments: [now.timeIntervalSince1970])
+            try db.execute(
+                sql: """
+                    UPDATE attempt SET outcome = 'uncertain', finished_at = min(?, started_at + ?),
+                        error = 'refreshd stopped while the request was in flight'
+                    WHERE outcome = 'reserved'
+                    """, arguments: [now.timeIntervalSince1970, maxRequestSeconds])
+        }
+    }
+
+    /// Runs a write transaction (IMMEDIATE), mapping "disk full" and "read-only" to `notWritable`.
+    func write<T>(_ body: (Database) throws -> T) throws -> T {
+        do {
+            return try writer.write(body)
+        } catch let error as DatabaseError where [.SQLITE_FULL, .SQLITE_READONLY, .SQLITE_IOERR, .SQLITE_CANTOPEN].contains(error.resultCode) {
+            throw LedgerError(.notWritable, "cannot write the ledger \(path): \(error.message ?? "\(error.resultCode)")")
+        }
+    }
+
+    // MARK: Jobs
+
+    public func enqueue(_ job: NewJob, now: Date) throws -> EnqueueResult {
+        try write { db in
+            if let key = job.idempotencyKey, let existing = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE idempotency_key = ?", arguments: [key]) {
+                let stored = Self.job(existing)
+                guard existing["content_digest"] as String == job.contentDigest else {
+                    throw LedgerError(
+                        .idempotencyConflict,
+                        "a job with id \"\(key)\" already exists (ledger job \(stored.id)) with different content; use a new id")
+                }
+                return .duplicate(stored)
+            }
+            let t = now.timeIntervalSince1970
+            try db.execute(
+                sql: """
+                    INSERT INTO job (source, idempotency_key, content_digest, account, segment_id, time_zone, priority,
+                        not_before, expires_at, note, state, created_at, updated_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)
+                    """,
+                arguments: [
+                    job.source, job.idempotencyKey, job.contentDigest, job.account, job.segmentID, job.timeZone, job.priority,
+                    job.notBefore?.timeIntervalSince1970, job.expiresAt?.timeIntervalSince1970, job.note, t, t,
+                ])
+            let row = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [db.lastInsertedRowID])!
+            return .created(Self.job(row))
+        }
+    }
+
+    public func job(id: Int64) throws -> StoredJob? {
+        try writer.read { db in try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [id]).map(Self.job) }
+    }
+
+    public func jobs(state: JobState?, segmentID: String?, after cursor: Int64?, limit: Int) throws -> [StoredJob] {
+        try writer.read { db in
+            var conditions = ["id > ?"]
+            var arguments: StatementArguments = [cursor ?? 0]
+            if let state {
+                conditions.append("state = ?")
+                _ = arguments.append(contentsOf: [state.rawValue])
+            }
+            if let segmentID {
+                conditions.append("segment_id = ?")
+                _ = arguments.append(contentsOf: [segmentID])
+            }
+            _ = arguments.append(contentsOf: [limit])
+            return try Row.fetchAll(
+                db, sql: "SELECT * FROM job WHERE \(conditions.joined(separator: " AND ")) ORDER BY id LIMIT ?", arguments: arguments
+            ).map(Self.job)
+        }
+    }
+
+    public func queuedJobs() throws -> [StoredJob] {
+        try writer.read { db in try Row.fetchAll(db, sql: "SELECT * FROM job WHERE state = 'queued' ORDER BY id").map(Self.job) }
+    }
+
+    public func jobCounts() throws -> [JobState: Int] {
+        try writer.read { db in
+            var counts: [JobState: Int] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT state, count(*) AS n FROM job GROUP BY state") {
+                if let state = JobState(rawValue: row["state"]) { counts[state] = row["n"] }
+            }
+            return counts
+        }
+    }
+
+    public func cancel(jobID: Int64, now: Date) throws -> StoredJob {
+        try write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [jobID]) else {
+                throw LedgerError(.notFound, "no job \(jobID)")
+            }
+            let job = Self.job(row)
+            guard job.state == .queued else {
+                throw LedgerError(.invalidState, "job \(jobID) is \(job.state.rawValue) and can no longer be cancelled")
+            }
+            try db.execute(
+                sql: "UPDATE job SET state = 'cancelled', reason = 'cancelled', updated_at = ? WHERE id = ?",
+                arguments: [now.timeIntervalSince1970, jobID])
+            return Self.job(try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [jobID])!)
+        }
+    }
+
+    public func expireJobs(now: Date) throws -> [StoredJob] {
+        try write { db in
+            let t = now.timeIntervalSince1970
+            let rows = try Row.fetchAll(
+                db, sql: "SELECT * FROM job WHERE state = 'queued' AND expires_at IS NOT NULL AND expires_at <= ?", arguments: [t])
+            try db.execute(
+                sql: "UPDATE job SET state = 'expired', reason = 'expires_at passed', updated_at = ? WHERE state = 'queued' AND expires_at IS NOT NULL AND expires_at <= ?",
+                arguments: [t, t])
+            return rows.map { row in
+                var job = Self.job(row)
+                job.state = .expired
+                job.reason = "expires_at passed"
+                return job
+            }
+        }
+    }
+
+    // MARK: History
+
+    /// Attempts of a segment that started within this many seconds before now matter to I1/I2.
+    static let segmentLookback: Double = 3 * 86400
+
+    public func history(account: String, segmentID: String, now: Date) throws -> LedgerHistory {
+        try writer.read { db in try Self.history(db, account: account, segmentID: segmentID, now: now) }
+    }
+
+    static func history(_ db: Database, account: String, segmentID: String, now: Date) throws -> LedgerHistory {
+        let t = now.timeIntervalSince1970
+        let segment = try Row.fetchAll(
+            db, sql: "SELECT * FROM attempt WHERE account = ? AND segment_id = ? AND started_at >= ? ORDER BY started_at",
+            arguments: [account, segmentID, t - segmentLookback]
+        ).map(attempt)
+        // From the start of the previous UTC day: a request counts until the end of the UTC day
+        // of its finish, and a finish can trail its start by a request timeout.
+        let accountSince = (t / 86400).rounded(.down) * 86400 - 86400
+        let accountRows = try Row.fetchAll(
+            db, sql: "SELECT * FROM attempt WHERE account = ? AND started_at >= ? ORDER BY started_at",
+            arguments: [account, accountSince]
+        ).map(attempt)
+        let blocks = try Row.fetchAll(
+            db,
+            sql: "SELECT * FROM learned_block WHERE account = ? AND (segment_id IS NULL OR segment_id = ?) AND until >= ?",
+            arguments: [account, segmentID, t - 86400]
+        ).map(block)
+        return LedgerHistory(segmentAttempts: segment, accountAttempts: accountRows, blocks: blocks)
+    }
+
+    public func attempts(since: Date, account: String?, segmentID: String?, limit: Int) throws -> [StoredAttempt] {
+        try writer.read { db in
+            var conditions = ["started_at >= ?"]
+            var arguments: StatementArguments = [since.timeIntervalSince1970]
+            if let account {
+                conditions.append("account = ?")
+                _ = arguments.append(contentsOf: [account])
+            }
+            if let segmentID {
+                conditions.append("segment_id = ?")
+                _ = arguments.append(contentsOf: [segmentID])
+            }
+            _ = arguments.append(contentsOf: [limit])
+            return try Row.fetchAll(
+                db, sql: "SELECT * FROM attempt WHERE \(conditions.joined(separator: " AND ")) ORDER BY started_at DESC, id DESC LIMIT ?",
+                arguments: arguments
+            ).map(Self.attempt)
+        }
+    }
+
+    // MARK: Reservation protocol
+
+    public func reserve(
+        account: String, segmentID: String, timeZone: String, now: Date, check: (LedgerHistory) -> Decision
+    ) throws -> ReservationResult {
+        try write { db in
+            let t = now.timeIntervalSince1970
+            let due = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT * FROM job WHERE account = ? AND segment_id = ? AND state = 'queued'
+                        AND (not_before IS NULL OR not_before <= ?) AND (expires_at IS NULL OR expires_at > ?)
+                    ORDER BY priority DESC, id
+                    """,
+                arguments: [account, segmentID, t, t]
+            ).map(Self.job)
+            guard !due.isEmpty else { return .nothingDue }
+            let history = try Self.history(db, account: account, segmentID: segmentID, now: now)
+            let decision = check(history)
+            guard decision.verdict == .allowed else { return .denied(decision) }
+            try db.execute(
+                sql: "INSERT INTO attempt (account, segment_id, time_zone, outcome, started_at) VALUES (?, ?, ?, 'reserved', ?)",
+                arguments: [account, segmentID, timeZone, t])
+            let attemptID = db.lastInsertedRowID
+            for job in due {
+                try db.execute(
+                    sql: "UPDATE job SET state = 'sending', attempt_id = ?, updated_at = ? WHERE id = ?",
+                    arguments: [attemptID, t, job.id])
+            }
+            let jobs = due.map { job -> StoredJob in
+                var sending = job
+                sending.state = .sending
+                sending.attemptID = attemptID
+                sending.updatedAt = now
+                return sending
+            }
+            return .reserved(attemptID: attemptID, jobs: jobs)
+        }
+    }
+
+    public func complete(
+        attemptID: Int64, outcome: AttemptOutcome, httpStatus: Int?, sendGridJobID: String?, error: String?, finishedAt: Date,
+        jobs disposition: JobDisposition
+    ) throws {
+        try write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT outcome FROM attempt WHERE id = ?", arguments: [attemptID]) else {
+                throw LedgerError(.notFound, "no attempt \(attemptID)")
+            }
+            guard row["outcome"] as String == AttemptOutcome.reserved.rawValue else {
+                throw LedgerError(.invalidState, "attempt \(attemptID) is already \(row["outcome"] as String)")
+            }
+            let t = finishedAt.timeIntervalSince1970
+            try db.execute(
+                sql: "UPDATE attempt SET outcome = ?, http_status = ?, sendgrid_job_id = ?, error = ?, finished_at = ? WHERE id = ?",
+                arguments: [outcome.rawValue, httpStatus, sendGridJobID, boundedErrorText(error), t, attemptID])
+            let jobIDs = try Int64.fetchAll(
+                db, sql: "SELECT id FROM job WHERE attempt_id = ? AND state = 'sending' ORDER BY priority DESC, id", arguments: [attemptID])
+            switch disposition {
+            case .sent:
+                for (index, id) in jobIDs.enumerated() {
+                    try db.execute(
+                        sql: "UPDATE job SET state = ?, updated_at = ? WHERE id = ?",
+                        arguments: [index == 0 ? "sent" : "coalesced", t, id])
+                }
+            case .failed(let reason):
+                for id in jobIDs {
+                    try db.execute(
+                        sql: "UPDATE job SET state = 'failed', reason = ?, updated_at = ? WHERE id = ?",
+                        arguments: [boundedErrorText(reason), t, id])
+                }
+            case .requeue(let notBefore):
+                for id in jobIDs {
+                    try db.execute(
+                        sql: """
+                            UPDATE job SET state = 'queued', attempt_id = NULL, updated_at = ?,
+                                not_before = CASE WHEN ? IS NULL THEN not_before ELSE max(coalesce(not_before, 0), ?) END
+                            WHERE id = ?
+                            """,
+                        arguments: [t, notBefore?.timeIntervalSince1970, notBefore?.timeIntervalSince1970, id])
+                }
+            }
+        }
+    }
+
+    // MARK: What SendGrid tells us
+
+    public func recordExternal(account: String, segmentID: String, timeZone: String, at: Date) throws -> StoredAttempt {
+        try write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO attempt (account, segment_id, time_zone, outcome, started_at, finished_at, error)
+                    VALUES (?, ?, ?, 'external', ?, ?, 'refreshed outside refreshd (seen in refreshes_used)')
+                    """,
+                arguments: [account, segmentID, timeZone, at.timeIntervalSince1970, at.timeIntervalSince1970])
+            return Self.attempt(try Row.fetchOne(db, sql: "SELECT * FROM attempt WHERE id = ?", arguments: [db.lastInsertedRowID])!)
+        }
+    }
+
+    public func addBlock(account: String, segmentID: String?, until: Date, reason: String, now: Date) throws {
+        try write { db in
+            try db.execute(
+                sql: "INSERT INTO learned_block (account, segment_id, until, reason, created_at) VALUES (?, ?, ?, ?, ?)",
+                arguments: [account, segmentID, until.timeIntervalSince1970, boundedErrorText(reason), now.timeIntervalSince1970])
+        }
+    }
+
+    public func recordUsage(account: String, segmentID: String, refreshesUsed: Int, lastRefreshedAt: Date?, observedAt: Date) throws {
+        try write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO segment_usage (account, segment_id, refreshes_used, last_refreshed_at, observed_at)
+                    VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT (account, segment_id) DO UPDATE SET refreshes_used = excluded.refreshes_used,
+                        last_refreshed_at = excluded.last_refreshed_at, observed_at = excluded.observed_at
+                    """,
+                arguments: [account, segmentID, refreshesUsed, lastRefreshedAt?.timeIntervalSince1970, observedAt.timeIntervalSince1970])
+        }
+    }
+
+    // MARK: Retention
+
+    public func prune(retentionDays: Int, now: Date) throws -> Int {
+        let cutoff = now.timeIntervalSince1970 - Double(max(retentionDays, 3)) * 86400
+        return try write { db in
+            try db.execute(
+                sql: "DELETE FROM job WHERE state IN ('sent', 'coalesced', 'failed', 'cancelled', 'expired') AND updated_at < ?",
+                arguments: [cutoff])
+            var removed = db.changesCount
+            try db.execute(
+                sql: """
+                    DELETE FROM attempt WHERE started_at < ? AND outcome != 'reserved'
+                        AND NOT EXISTS (SELECT 1 FROM job WHERE job.attempt_id = attempt.id)
+                    """,
+                arguments: [cutoff])
+            removed += db.changesCount
+            try db.execute(sql: "DELETE FROM learned_block WHERE until < ?", arguments: [now.timeIntervalSince1970 - 86400])
+            removed += db.changesCount
+            return removed
+        }
+    }
+
+    // MARK: Rows
+
+    static func job(_ row: Row) -> StoredJob {
+        StoredJob(
+            id: row["id"],
+            job: NewJob(
+                source: row["source"], idempotencyKey: row["idempotency_key"], account: row["account"], segmentID: row["segment_id"],
+                timeZone: row["time_zone"], priority: row["priority"], notBefore: date(row["not_before"]),
+                expiresAt: date(row["expires_at"]), note: row["note"]),
+            state: JobState(rawValue: row["state"]) ?? .failed, attemptID: row["attempt_id"], reason: row["reason"],
+            createdAt: Date(timeIntervalSince1970: row["created_at"]), updatedAt: Date(timeIntervalSince1970: row["updated_at"]))
+    }
+
+    static func attempt(_ row: Row) -> StoredAttempt {
+        StoredAttempt(
+            id: row["id"], account: row["account"], segmentID: row["segment_id"], timeZone: row["time_zone"],
+            outcome: AttemptOutcome(rawValue: row["outcome"]) ?? .uncertain, httpStatus: row["http_status"],
+            sendGridJobID: row["sendgrid_job_id"], startedAt: Date(timeIntervalSince1970: row["started_at"]),
+            finishedAt: date(row["finished_at"]), error: row["error"])
+    }
+
+    static func block(_ row: Row) -> StoredBlock {
+        StoredBlock(
+            id: row["id"], account: row["account"], segmentID: row["segment_id"], until: Date(timeIntervalSince1970: row["until"]),
+            reason: row["reason"])
+    }
+
+    private static func date(_ value: Double?) -> Date? { value.map(Date.init(timeIntervalSince1970:)) }
+}

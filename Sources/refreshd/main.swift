@@ -1,0 +1,3 @@
+import RefreshDaemon
+
+await RefreshdCommand.runFromCommandLine()
