@@ -177,22 +177,38 @@ private struct AccountSimulation {
         groups[g].arrived.map { (-jobs[$0].priority, jobs[$0].sequence, $0) }.min { ($0.0, $0.1) < ($1.0, $1.1) }
     }
 
-    /// Re-evaluates I1, I2 and I5 for a group, with the zones of all its pending jobs.
-    mutating func refreshSegmentReady(_ g: Int, at t: Double) {
+    /// Re-evaluates I1, I2 and I5 for a group at t, with the zones of its pending jobs (expired
+    /// ones left out), and returns when its waiting entry should come up: when it becomes ready,
+    /// or earlier, when a pending job with a zone of its own expires (Z may then shrink).
+    @discardableResult
+    mutating func refreshSegmentReady(_ g: Int, at t: Double) -> Double? {
         groups[g].version += 1
-        let pending = groups[g].jobs.filter { !finished[$0] }
-        guard let first = pending.first else { return }
+        let pending = groups[g].jobs.filter { !finished[$0] && !expired($0, at: t) }
+        guard let first = pending.first else { return nil }
         let zoneNames = Set(pending.map { jobs[$0].zone.name })
-        if groups[g].evaluatedZones == zoneNames { return }
-        groups[g].evaluatedZones = zoneNames
-        let lead = leaderKey(g).map { jobs[$0.2].zone } ?? jobs[first].zone
-        // Zones of other pending jobs enter Z(s) as if already named, which is conservative.
-        let state = SegmentState(
-            account: account, segment: groups[g].segment, zone: lead, otherZones: pending.map { jobs[$0].zone },
-            history: groups[g].history, blocks: blocks)
-        let budgets = state.evaluate(limits: limits, now: t)
-        groups[g].segmentBudgets = budgets
-        groups[g].segmentReady = budgets.contains { $0.earliest == nil } ? nil : budgets.map { $0.earliest!.timeIntervalSince1970 }.max()
+        if groups[g].evaluatedZones != zoneNames {
+            groups[g].evaluatedZones = zoneNames
+            // Every pending job's zone is a candidate zone (the refresh may be sent with any of them,
+            // and which leads can change), which is conservative; only the set matters.
+            let state = SegmentState(
+                account: account, segment: groups[g].segment, zone: jobs[first].zone, otherZones: pending.map { jobs[$0].zone },
+                history: groups[g].history, blocks: blocks)
+            let budgets = state.evaluate(limits: limits, now: t)
+            groups[g].segmentBudgets = budgets
+            groups[g].segmentReady =
+                budgets.contains { $0.earliest == nil } ? nil : budgets.map { $0.earliest!.timeIntervalSince1970 }.max()
+        }
+        let zoneExpiries = pending.compactMap { job -> Double? in
+            guard let expiry = jobs[job].expiresAt?.timeIntervalSince1970 else { return nil }
+            return pending.contains { $0 != job && jobs[$0].zone == jobs[job].zone } ? nil : expiry
+        }
+        let reevaluate = zoneExpiries.min()
+        switch (groups[g].segmentReady, reevaluate) {
+        case (let ready?, let again?): return min(ready, again)
+        case (let ready?, nil): return ready
+        case (nil, let again?): return again
+        case (nil, nil): return nil
+        }
     }
 
     /// I3 and the account's blocks at t, from the sorted expiries (binary search: no scan).
@@ -236,13 +252,17 @@ private struct AccountSimulation {
                     continue
                 }
                 groups[g].arrived.append(job)
-                refreshSegmentReady(g, at: t)
-                if let ready = groups[g].segmentReady { waiting.push(WaitingEntry(at: ready, group: g, version: groups[g].version)) }
+                if let at = refreshSegmentReady(g, at: t) { waiting.push(WaitingEntry(at: at, group: g, version: groups[g].version)) }
             }
             while let top = waiting.peek, top.at <= t {
                 waiting.pop()
                 guard top.version == groups[top.group].version, let key = leaderKey(top.group) else { continue }
-                pushReady(top.group, groups, &ready, key)
+                if let segmentReady = groups[top.group].segmentReady, segmentReady <= t {
+                    pushReady(top.group, groups, &ready, key)
+                } else if let at = refreshSegmentReady(top.group, at: t) {
+                    // A job's expiry may have shrunk the zones: evaluate again.
+                    waiting.push(WaitingEntry(at: max(at, t), group: top.group, version: groups[top.group].version))
+                }
             }
             let accountBudgets = self.accountBudgets(at: t)
             if accountBudgets.contains(where: { $0.earliest == nil }) { break }

@@ -6,16 +6,18 @@
 // is in flight, f is taken as "now". A *counting refresh* is one SendGrid accepted or may have
 // accepted (outcomes accepted, reserved, uncertain, dry_run, external). A *request* is any
 // attempt that may have reached SendGrid (every outcome but not_sent). The *margin* m is the
-// configured safety margin. Z(s) is the set of zones named by segment s's requests in the history
-// given, plus the zone of the candidate refresh.
+// configured safety margin. For a refresh r of segment s, Z(r) is the set of zones named by s's
+// requests that finished within 48 hours of r's finish (r's own zone among them), plus the zone
+// of the candidate refresh: SendGrid keeps one zone per segment and does not say which request's
+// zone governs a count, so any zone named around r may be the one its day is counted in.
 //
 // Invariants. A refresh of segment s of account a may go out at instant c only if:
 //
 //   I1 (segment day)  fewer than `segmentDaily` counting refreshes r of s still count at c, where
-//                     r counts at c while c < max over z in Z(s) of end_z(f_r) + m, end_z(t)
+//                     r counts at c while c < max over z in Z(r) of end_z(f_r) + m, end_z(t)
 //                     being the end of the local day of zone z containing t. With one zone this
 //                     is "in the same local day"; with several, r stops counting only once a local
-//                     midnight has passed in every zone (SendGrid does not say which zone wins).
+//                     midnight has passed in every one of those zones and the candidate's.
 //   I2 (interval)     c >= f_r + `segmentIntervalSeconds` + m for every counting refresh r of s.
 //   I3 (account day)  fewer than `accountDaily` requests of a still count at c, where a request
 //                     counts while c < end_UTC(f) + m: whatever SendGrid answered.
@@ -243,21 +245,26 @@ struct SegmentState {
     let history: [Attempt]
     let blocks: [LearnedBlock]
 
+    /// Requests within this many seconds of a refresh name zones that may govern its count.
+    static let zoneNeighbourhood: Double = 48 * 3600
+
     func evaluate(limits: Limits, now t: Double) -> [RuleBudget] {
         let m = limits.safetyMarginSeconds
-        // Z(s): zones of every request of the segment, plus the candidate's (and any other zone
-        // the segment may be sent with).
-        var zones = [zone]
-        for other in otherZones where !zones.contains(other) { zones.append(other) }
-        for attempt in history where attempt.outcome.countsTowardAccount && !zones.contains(attempt.zone) {
-            zones.append(attempt.zone)
-        }
+        // The candidate's zone, and any other zone the segment may be sent with.
+        var candidateZones = [zone]
+        for other in otherZones where !candidateZones.contains(other) { candidateZones.append(other) }
+        let requests = history.filter { $0.outcome.countsTowardAccount }.map { (zone: $0.zone, finish: $0.finish(now: t)) }
         let finishes = history.filter { $0.outcome.countsAsRefresh }.map { $0.finish(now: t) }
-        // I1: each counting refresh stops counting once every zone's local day has ended, + m.
+        // I1: each counting refresh stops counting once the local day of its finish has ended in
+        // every zone of Z(r), + m.
         let expiries = finishes.map { f in
-            zones.map { Double($0.dayWindow(containing: Int64(f.rounded(.down))).end) }.max()! + m
+            var zones = candidateZones
+            for request in requests where abs(request.finish - f) <= Self.zoneNeighbourhood && !zones.contains(request.zone) {
+                zones.append(request.zone)
+            }
+            return zones.map { Double($0.dayWindow(containing: Int64(f.rounded(.down))).end) }.max()! + m
         }
-        let nextMidnight = zones.map { Double($0.dayWindow(containing: Int64(t.rounded(.down))).end) }.max()! + m
+        let nextMidnight = candidateZones.map { Double($0.dayWindow(containing: Int64(t.rounded(.down))).end) }.max()! + m
         let daily = CountingRule.evaluate(
             rule: .segmentDaily, expiries: expiries, limit: limits.segmentDaily, now: t, idleReset: nextMidnight)
         // I2: the interval runs from the last counting refresh's finish.

@@ -156,8 +156,13 @@ extension RefreshdCommand {
     /// Parses the process arguments and runs the command (async subcommands included), exiting
     /// with the command's code; usage errors exit 2.
     public static func runFromCommandLine() async {
+        var arguments = Array(CommandLine.arguments.dropFirst())
+        // `refreshd --config F` means `refreshd run --config F`: run is the default subcommand.
+        if let first = arguments.first, first.hasPrefix("-"), !["-h", "--help", "--version", "--help-hidden"].contains(first) {
+            arguments.insert("run", at: 0)
+        }
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(arguments)
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {

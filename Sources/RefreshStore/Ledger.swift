@@ -5,8 +5,9 @@ import TZData
 /// What a decision needs from the ledger: one segment's recent attempts, the account's recent
 /// attempts, and the blocks that apply.
 public struct LedgerHistory: Sendable, Equatable {
-    /// The segment's attempts that started in the last three days (a refresh counts at most until
-    /// the end of the local day of its finish: never more than about 50 hours later).
+    /// The segment's attempts that started in the last four days (a refresh counts at most until
+    /// the end of the local day of its finish, about 26 hours later, and the requests within 48
+    /// hours of it name the zones that day may be counted in).
     public var segmentAttempts: [StoredAttempt]
     /// The account's attempts that started since the previous UTC day began.
     public var accountAttempts: [StoredAttempt]

@@ -259,8 +259,10 @@ public final class SQLiteLedger: Ledger {
 
     // MARK: History
 
-    /// Attempts of a segment that started within this many seconds before now matter to I1/I2.
-    static let segmentLookback: Double = 3 * 86400
+    /// Attempts of a segment that started within this many seconds before now matter to I1/I2: a
+    /// refresh counts at most about 26 h past its finish, and requests up to 48 h around it name
+    /// the zones its count may follow.
+    static let segmentLookback: Double = 4 * 86400
 
     public func history(account: String, segmentID: String, now: Date) throws -> LedgerHistory {
         try writer.read { db in try Self.history(db, account: account, segmentID: segmentID, now: now) }

@@ -61,15 +61,16 @@ struct BruteRules {
     func allowed(account: String, segment: String, zones: [ZoneRules], history: [Attempt], at c: Int64, now: Int64) -> Bool {
         let m = Int64(limits.safetyMarginSeconds)
         let mine = history.filter { $0.account == account && $0.segment == segment }
-        var zoneSet = zones.map(\.name)
-        for a in mine where a.outcome != .notSent { zoneSet.append(a.zone.name) }
-        // Rule 1: a counting refresh counts at c while, in some zone, c - m is not past its day.
+        // Rule 1: a counting refresh r counts at c while, in some zone of Z(r) (the candidate's
+        // zones and those of requests finished within 48 h of r), c - m is not past r's day.
         let counting = mine.filter {
             [.accepted, .reserved, .uncertain, .dryRun, .external].contains($0.outcome)
         }
         var dailyCount = 0
         for a in counting {
             let f = finish(a, now: now)
+            var zoneSet = zones.map(\.name)
+            for q in mine where q.outcome != .notSent && abs(finish(q, now: now) - f) <= 48 * 3600 { zoneSet.append(q.zone.name) }
             if zoneSet.contains(where: { dayTables[$0]!.day(c - m) <= dayTables[$0]!.day(f) }) { dailyCount += 1 }
         }
         if dailyCount >= limits.segmentDaily { return false }

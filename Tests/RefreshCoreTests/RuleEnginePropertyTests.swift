@@ -32,16 +32,20 @@ struct RuleEnginePropertyTests {
     /// plan() sends every job exactly when the brute-force dispatcher does: no schedule breaks a
     /// rule, each refresh goes at the earliest allowed minute, coalescing and expiry agree.
     @Test func planMatchesBruteForce() async {
-        await propertyCheck(count: 120, input: Gen.int(in: 0...Int.max)) { seed in
-            let world = Scenario(seed: UInt64(seed))
-            let last = world.now + 16 * 86400
-            let plan = Planner.plan(
-                queue: world.queue, history: world.history, blocks: world.blocks, limits: world.limits,
-                now: Date(timeIntervalSince1970: Double(world.now)))
-            let expected = world.brute(through: last).simulate(queue: world.queue, history: world.history, now: world.now, through: last)
-            for job in world.queue {
-                #expect(plan.fates[job.id] == expected[job.id], "\(world) \(job.id)")
-            }
+        await propertyCheck(count: 150, input: Gen.int(in: 0...Int.max)) { seed in
+            Self.checkPlanMatches(seed: UInt64(seed))
+        }
+    }
+
+    static func checkPlanMatches(seed: UInt64) {
+        let world = Scenario(seed: seed)
+        let last = world.now + 16 * 86400
+        let plan = Planner.plan(
+            queue: world.queue, history: world.history, blocks: world.blocks, limits: world.limits,
+            now: Date(timeIntervalSince1970: Double(world.now)))
+        let expected = world.brute(through: last).simulate(queue: world.queue, history: world.history, now: world.now, through: last)
+        for job in world.queue {
+            #expect(plan.fates[job.id] == expected[job.id], "\(world) \(job.id)")
         }
     }
 
@@ -53,9 +57,10 @@ struct RuleEnginePropertyTests {
     }
 
     /// Seeds that once failed, kept as regressions.
-    @Test(arguments: [UInt64(5_110_294_718_341_069_575)])
+    @Test(arguments: [UInt64(5_110_294_718_341_069_575), 7_893_982_855_663_172_380])
     func regressionSeeds(_ seed: UInt64) {
         Self.checkPlannedSends(seed: seed)
+        Self.checkPlanMatches(seed: seed)
     }
 
     static func checkPlannedSends(seed: UInt64) {

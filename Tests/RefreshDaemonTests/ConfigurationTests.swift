@@ -1,0 +1,236 @@
+import Foundation
+import Testing
+
+@testable import RefreshDaemon
+
+func temporaryDirectory() -> String {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("refreshd-daemon-\(UUID().uuidString)").path
+    try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+/// An obviously fake key: never a real SendGrid key in tests.
+let fakeKey = "SG.fake-test-key-not-real.0123456789"
+
+func load(_ text: String?, environment: [String: String] = [:], userID: UInt32 = 1000) throws -> (DaemonConfiguration, [String]) {
+    var loader = ConfigurationLoader(environment: ["HOME": "/home/op"].merging(environment) { $1 }, userID: userID)
+    let configuration = try loader.build(text: text, path: text == nil ? nil : "/etc/refreshd/refreshd.toml")
+    return (configuration, loader.warnings)
+}
+
+func problems(_ text: String, environment: [String: String] = [:]) -> [String] {
+    do {
+        _ = try load(text, environment: environment)
+        return []
+    } catch let error as ConfigurationError {
+        return error.problems
+    } catch {
+        return ["\(error)"]
+    }
+}
+
+@Suite("Configuration")
+struct ConfigurationTests {
+    /// Every key is read, with the line it came from.
+    @Test func everyKey() throws {
+        let directory = temporaryDirectory()
+        try fakeKey.write(toFile: directory + "/key", atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: directory + "/key")
+        let text = """
+            state_dir = "/srv/refreshd/state"
+            spool_dir = "/srv/refreshd/spool"
+            socket = "/srv/refreshd/refreshd.sock"
+            listen = "127.0.0.1:8425"
+            dry_run = true
+            log_level = "debug"
+            retention_days = 30
+
+            [sendgrid]
+            base_url = "http://127.0.0.1:9999"
+            request_timeout_seconds = 12.5
+            preflight = false
+
+            [limits]
+            segment_daily = 1
+            segment_interval_seconds = 7200
+            account_daily = 8
+            safety_margin_seconds = 120
+
+            [[account]]
+            name = "default"
+            api_key_file = "\(directory)/key"
+            on_behalf_of = "sub-1"
+            account_daily = 5
+
+            [[account]]
+            name = "eu"
+            api_key_env = "EU_KEY"
+            """
+        let (c, warnings) = try load(text, environment: ["EU_KEY": fakeKey])
+        #expect(warnings.isEmpty)
+        #expect(c.stateDir == Setting("/srv/refreshd/state", .file(path: "/etc/refreshd/refreshd.toml", line: 1)))
+        #expect(c.spoolDir.value == "/srv/refreshd/spool" && c.socket.value == "/srv/refreshd/refreshd.sock")
+        #expect(c.listen.value == "127.0.0.1:8425" && c.dryRun.value && c.logLevel.value == "debug" && c.retentionDays.value == 30)
+        #expect(c.sendGridBaseURL.value == "http://127.0.0.1:9999" && c.requestTimeoutSeconds.value == 12.5 && !c.preflight.value)
+        #expect(c.preflight.source == .file(path: "/etc/refreshd/refreshd.toml", line: 12))
+        #expect(c.segmentDaily.value == 1 && c.segmentIntervalSeconds.value == 7200 && c.accountDaily.value == 8)
+        #expect(c.safetyMarginSeconds.value == 120)
+        #expect(c.accounts.map(\.name) == ["default", "eu"])
+        #expect(c.accounts[0].apiKey == APIKey(fakeKey) && c.accounts[0].onBehalfOf == "sub-1")
+        #expect(c.accounts[1].apiKey == APIKey(fakeKey) && c.accounts[1].apiKeySource == "environment EU_KEY")
+        #expect(c.limits(for: "default").accountDaily == 5)
+        #expect(c.limits(for: "eu").accountDaily == 8)
+        #expect(c.ledgerPath == "/srv/refreshd/state/ledger.sqlite")
+    }
+
+    /// No file: local defaults for a normal user, for root, and under systemd.
+    @Test func defaults() throws {
+        let (user, _) = try load(nil, environment: ["XDG_RUNTIME_DIR": "/run/user/1000"])
+        #expect(user.stateDir.value == "/home/op/.local/state/refreshd")
+        #expect(user.spoolDir.value == "/home/op/.local/state/refreshd/spool")
+        #expect(user.socket.value == "/run/user/1000/refreshd/refreshd.sock")
+        #expect(user.accounts.map(\.name) == ["default"] && user.accounts[0].apiKey == nil)
+        #expect(user.isDryRun(user.accounts[0]))
+        #expect(user.limits(for: "default") == .init())
+        let (xdg, _) = try load(nil, environment: ["XDG_STATE_HOME": "/data/state"])
+        #expect(xdg.stateDir.value == "/data/state/refreshd" && xdg.socket.value == "/data/state/refreshd/refreshd.sock")
+        let (root, _) = try load(nil, userID: 0)
+        #expect(root.stateDir.value == "/var/lib/refreshd" && root.spoolDir.value == "/var/spool/refreshd")
+        #expect(root.socket.value == "/run/refreshd/refreshd.sock")
+        let (systemd, _) = try load(nil, environment: ["STATE_DIRECTORY": "/var/lib/refreshd", "RUNTIME_DIRECTORY": "/run/refreshd"], userID: 990)
+        #expect(systemd.stateDir == Setting("/var/lib/refreshd", .systemd("$STATE_DIRECTORY")))
+        #expect(systemd.socket.value == "/run/refreshd/refreshd.sock" && systemd.spoolDir.value == "/var/spool/refreshd")
+    }
+
+    /// Environment variables win over the file.
+    @Test func environmentPrecedence() throws {
+        let text = "state_dir = \"/from/file\"\ndry_run = false\n"
+        let (c, _) = try load(text, environment: [
+            "REFRESHD_STATE_DIR": "/from/env", "REFRESHD_DRY_RUN": "yes", "REFRESHD_SOCKET": "/tmp/r.sock",
+            "REFRESHD_SPOOL_DIR": "/tmp/spool", "REFRESHD_SENDGRID_BASE_URL": "http://127.0.0.1:1", "SENDGRID_API_KEY": fakeKey,
+        ])
+        #expect(c.stateDir == Setting("/from/env", .environment("REFRESHD_STATE_DIR")))
+        #expect(c.dryRun == Setting(true, .environment("REFRESHD_DRY_RUN")))
+        #expect(c.socket.value == "/tmp/r.sock" && c.spoolDir.value == "/tmp/spool" && c.sendGridBaseURL.value == "http://127.0.0.1:1")
+        #expect(c.accounts[0].apiKey == APIKey(fakeKey) && c.accounts[0].apiKeySource == "environment SENDGRID_API_KEY")
+        #expect(problems("", environment: ["REFRESHD_DRY_RUN": "maybe"]) == ["REFRESHD_DRY_RUN=\"maybe\" is not a boolean (use true or false)"])
+    }
+
+    /// Unknown keys are errors naming the key and its line, in every table.
+    @Test func unknownKeys() {
+        let found = problems("state_dir = \"/a\"\nstate_dri = \"/b\"\n[limits]\nsegment_daly = 1\n[[account]]\nname = \"x\"\napi_key = \"k\"\n[extra]\n")
+        #expect(found.contains("state_dri (/etc/refreshd/refreshd.toml:2): unknown key"))
+        #expect(found.contains("limits.segment_daly (/etc/refreshd/refreshd.toml:4): unknown key"))
+        #expect(found.contains("account.api_key (/etc/refreshd/refreshd.toml:7): unknown key"))
+        #expect(found.contains("extra (/etc/refreshd/refreshd.toml:8): unknown key"))
+    }
+
+    /// Wrong types name the key, line, what was expected and what was found.
+    @Test func badTypes() {
+        let found = problems("dry_run = \"yes\"\nretention_days = 1.5\n[limits]\naccount_daily = \"ten\"\n[sendgrid]\npreflight = 1\n")
+        #expect(found.contains("dry_run (/etc/refreshd/refreshd.toml:1): expected true or false, found string"))
+        #expect(found.contains("retention_days (/etc/refreshd/refreshd.toml:2): expected an integer, found floating-point number"))
+        #expect(found.contains("limits.account_daily (/etc/refreshd/refreshd.toml:4): expected an integer, found string"))
+        #expect(found.contains("sendgrid.preflight (/etc/refreshd/refreshd.toml:6): expected true or false, found integer"))
+        #expect(problems("limits = 3\n") == ["limits (/etc/refreshd/refreshd.toml:1): expected a table [limits], found integer"])
+    }
+
+    /// Invalid TOML is reported with its line.
+    @Test func syntaxError() {
+        let found = problems("state_dir = \"/a\"\nthis is not toml\n")
+        #expect(found.count == 1 && found[0].hasPrefix("/etc/refreshd/refreshd.toml:2: "))
+    }
+
+    /// Limits may be lowered, never raised above SendGrid's documented values.
+    @Test(arguments: [
+        ("[limits]\nsegment_daily = 3", "limits.segment_daily (/etc/refreshd/refreshd.toml:2): 3 is above SendGrid's documented limit of 2"),
+        ("[limits]\naccount_daily = 11", "limits.account_daily (/etc/refreshd/refreshd.toml:2): 11 is above SendGrid's documented limit of 10"),
+        ("[limits]\nsegment_interval_seconds = 1800", "limits.segment_interval_seconds (/etc/refreshd/refreshd.toml:2): 1800 is shorter than SendGrid's documented 3600 s"),
+        ("[[account]]\nname = \"a\"\naccount_daily = 12", "account \"a\" account_daily: 12 is above SendGrid's documented limit of 10"),
+    ])
+    func limitsAboveSendGrid(_ text: String, _ message: String) {
+        let found = problems(text)
+        #expect(found.count == 1 && found[0].hasPrefix(message), "\(found)")
+        #expect(found.first?.contains("never raised") == true || found.first?.contains("never shortened") == true)
+    }
+
+    /// Other bad values: relative paths, non-loopback listen, bad URLs, levels, duplicate accounts.
+    @Test func badValues() {
+        #expect(problems("state_dir = \"relative\"").first?.contains("must be an absolute path") == true)
+        #expect(problems("listen = \"0.0.0.0:8425\"").first?.contains("must be a loopback address") == true)
+        #expect(problems("log_level = \"loud\"").first?.contains("is not one of trace") == true)
+        #expect(problems("retention_days = 0").first?.contains("outside 1...3650") == true)
+        #expect(problems("[sendgrid]\nbase_url = \"ftp://x\"").first?.contains("is not an http(s) URL") == true)
+        #expect(problems("[[account]]\nname = \"a\"\n[[account]]\nname = \"a\"").contains("account.name: \"a\" is configured twice"))
+        #expect(problems("[[account]]\napi_key_env = \"X\"").contains("account #1 (/etc/refreshd/refreshd.toml): name is missing"))
+    }
+
+    /// A missing key file is an error naming the file; a key file readable by others is a warning.
+    @Test func keyFiles() throws {
+        let directory = temporaryDirectory()
+        #expect(problems("[[account]]\nname = \"default\"\napi_key_file = \"\(directory)/missing\"") == [
+            "account \"default\" api_key_file: \(directory)/missing does not exist"
+        ])
+        try "".write(toFile: directory + "/empty", atomically: true, encoding: .utf8)
+        #expect(problems("[[account]]\nname = \"default\"\napi_key_file = \"\(directory)/empty\"").first?.contains("is empty") == true)
+        try fakeKey.write(toFile: directory + "/shared", atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: directory + "/shared")
+        let (c, warnings) = try load("[[account]]\nname = \"default\"\napi_key_file = \"\(directory)/shared\"")
+        #expect(c.accounts[0].apiKey == APIKey(fakeKey))
+        #expect(warnings == ["the key file \(directory)/shared is readable by every user (mode 644); run: chmod o-r \(directory)/shared"])
+    }
+
+    /// The systemd credential is used when no api_key_file is set.
+    @Test func systemdCredential() throws {
+        let directory = temporaryDirectory()
+        try (fakeKey + "\n").write(toFile: directory + "/sendgrid-api-key", atomically: true, encoding: .utf8)
+        let (c, _) = try load(nil, environment: ["CREDENTIALS_DIRECTORY": directory, "SENDGRID_API_KEY": "SG.other-fake"])
+        #expect(c.accounts[0].apiKey == APIKey(fakeKey))
+        #expect(c.accounts[0].apiKeySource == "systemd credential sendgrid-api-key")
+    }
+
+    /// Keys never appear in check-config output, error texts or descriptions.
+    @Test func secretsStaySecret() throws {
+        let (c, _) = try load(nil, environment: ["SENDGRID_API_KEY": fakeKey])
+        let report = ConfigurationReport(configuration: c, warnings: []).text
+        #expect(!report.contains(fakeKey))
+        #expect(report.contains("# api key: set (redacted), from environment SENDGRID_API_KEY"))
+        #expect("\(c.accounts[0].apiKey!)" == "<redacted>")
+        #expect(!"\(c.accounts)".contains(fakeKey))
+        let found = problems("[[account]]\nname = \"default\"\napi_key_env = \"SENDGRID_API_KEY\"", environment: ["SENDGRID_API_KEY": fakeKey + " x"])
+        #expect(found.count == 1 && !found[0].contains(fakeKey))
+    }
+
+    /// The shipped, commented config/refreshd.toml parses and states the defaults.
+    @Test func shippedExampleIsTheDefaults() throws {
+        var root = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { root.deleteLastPathComponent() }
+        let text = try String(contentsOfFile: root.path + "/config/refreshd.toml", encoding: .utf8)
+        let (shipped, _) = try load(text, userID: 0)
+        let (builtIn, _) = try load(nil, userID: 0)
+        #expect(shipped.limits(for: "default") == builtIn.limits(for: "default"))
+        #expect(shipped.stateDir.value == builtIn.stateDir.value && shipped.retentionDays.value == builtIn.retentionDays.value)
+        // Every key of the contract is documented there, commented out with its default.
+        for key in ["state_dir", "spool_dir", "socket", "listen", "dry_run", "log_level", "retention_days", "base_url",
+                    "request_timeout_seconds", "preflight", "segment_daily", "segment_interval_seconds", "account_daily",
+                    "safety_margin_seconds", "name", "api_key_file", "api_key_env", "on_behalf_of"] {
+            #expect(text.contains("#\(key) = "), "\(key) is not documented")
+        }
+        let uncommented = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.hasPrefix("#") && !$0.isEmpty && !$0.hasPrefix("[") }
+        #expect(uncommented.isEmpty)
+    }
+
+    /// An explicit config file that does not exist is an error; REFRESHD_CONFIG is honoured.
+    @Test func explicitPaths() throws {
+        var loader = ConfigurationLoader(environment: [:], userID: 1000)
+        #expect { try loader.load(explicitPath: "/nonexistent/refreshd.toml") } throws: {
+            "\($0)".contains("the config file /nonexistent/refreshd.toml does not exist")
+        }
+        let directory = temporaryDirectory()
+        try "retention_days = 7\n".write(toFile: directory + "/r.toml", atomically: true, encoding: .utf8)
+        var fromEnvironment = ConfigurationLoader(environment: ["REFRESHD_CONFIG": directory + "/r.toml", "HOME": "/home/op"], userID: 1000)
+        let c = try fromEnvironment.load()
+        #expect(c.retentionDays == Setting(7, .file(path: directory + "/r.toml", line: 1)))
+    }
+}
