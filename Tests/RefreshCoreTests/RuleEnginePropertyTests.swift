@@ -32,7 +32,7 @@ struct RuleEnginePropertyTests {
     /// plan() sends every job exactly when the brute-force dispatcher does: no schedule breaks a
     /// rule, each refresh goes at the earliest allowed minute, coalescing and expiry agree.
     @Test func planMatchesBruteForce() async {
-        await propertyCheck(count: 150, input: Gen.int(in: 0...Int.max)) { seed in
+        await propertyCheck(count: Int(ProcessInfo.processInfo.environment["REFRESHD_PROPERTY_COUNT"] ?? "") ?? 150, input: Gen.int(in: 0...Int.max)) { seed in
             Self.checkPlanMatches(seed: UInt64(seed))
         }
     }
