@@ -38,6 +38,14 @@ public enum ReservationResult: Sendable, Equatable {
     case nothingDue
 }
 
+/// What became of a spool file handed to the ledger.
+public enum SpoolIngestResult: Sendable, Equatable {
+    /// Its job is in the ledger (new, or the same idempotency key and content as before).
+    case enqueued(EnqueueResult)
+    /// This very file was taken before (a crash came between commit and unlink).
+    case alreadyTaken(jobID: Int64?)
+}
+
 /// What happens to the jobs an attempt served, once its answer is known.
 public enum JobDisposition: Sendable, Equatable {
     /// The leader becomes `sent`, the others `coalesced`.
@@ -95,6 +103,10 @@ public protocol Ledger: Sendable {
     func addBlock(account: String, segmentID: String?, until: Date, reason: String, now: Date) throws
     /// SendGrid's last known `refreshes_used` for a segment.
     func recordUsage(account: String, segmentID: String, refreshesUsed: Int, lastRefreshedAt: Date?, observedAt: Date) throws
+
+    /// Records a job read from a spool file, in one transaction with the file's identity (device,
+    /// inode, size, mtime) and content digest; the same file read again is recognised.
+    func ingestSpoolFile(identity: String, contentDigest: String, name: String, job: NewJob, now: Date) throws -> SpoolIngestResult
 
     /// Deletes finished jobs and attempts older than `retentionDays` (never fewer than 3 days, so
     /// nothing inside a rule window goes) and ended blocks; returns how many rows went.

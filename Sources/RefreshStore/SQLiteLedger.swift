@@ -125,6 +125,22 @@ public final class SQLiteLedger: Ledger {
                 );
                 """)
         }
+        migrator.registerMigration("v2") { db in
+            // Spool intake: which file (device, inode, size, mtime) with which content became which
+            // job, written in the job's transaction, so a file read again after a crash between
+            // commit and unlink is recognised instead of becoming a second job.
+            try db.execute(sql: """
+                CREATE TABLE spool_file (
+                    identity TEXT NOT NULL,
+                    content_digest TEXT NOT NULL,
+                    job_id INTEGER REFERENCES job(id) ON DELETE SET NULL,
+                    name TEXT NOT NULL,
+                    taken_at REAL NOT NULL,
+                    PRIMARY KEY (identity, content_digest)
+                );
+                CREATE INDEX spool_file_by_time ON spool_file(taken_at);
+                """)
+        }
         return migrator
     }
 
@@ -161,8 +177,11 @@ public final class SQLiteLedger: Ledger {
     // MARK: Jobs
 
     public func enqueue(_ job: NewJob, now: Date) throws -> EnqueueResult {
-        try write { db in
-            if let key = job.idempotencyKey, let existing = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE idempotency_key = ?", arguments: [key]) {
+        try write { db in try Self.enqueue(db, job, now: now) }
+    }
+
+    static func enqueue(_ db: Database, _ job: NewJob, now: Date) throws -> EnqueueResult {
+        if let key = job.idempotencyKey, let existing = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE idempotency_key = ?", arguments: [key]) {
                 let stored = Self.job(existing)
                 guard existing["content_digest"] as String == job.contentDigest else {
                     throw LedgerError(
@@ -184,7 +203,6 @@ public final class SQLiteLedger: Ledger {
                 ])
             let row = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [db.lastInsertedRowID])!
             return .created(Self.job(row))
-        }
     }
 
     public func job(id: Int64) throws -> StoredJob? {
@@ -254,6 +272,26 @@ public final class SQLiteLedger: Ledger {
                 job.reason = "expires_at passed"
                 return job
             }
+        }
+    }
+
+    // MARK: Spool intake
+
+    public func ingestSpoolFile(identity: String, contentDigest: String, name: String, job: NewJob, now: Date) throws -> SpoolIngestResult {
+        try write { db in
+            if let row = try Row.fetchOne(
+                db, sql: "SELECT job_id FROM spool_file WHERE identity = ? AND content_digest = ?", arguments: [identity, contentDigest]) {
+                return .alreadyTaken(jobID: row["job_id"])
+            }
+            let result = try Self.enqueue(db, job, now: now)
+            let jobID: Int64
+            switch result {
+            case .created(let stored), .duplicate(let stored): jobID = stored.id
+            }
+            try db.execute(
+                sql: "INSERT INTO spool_file (identity, content_digest, job_id, name, taken_at) VALUES (?, ?, ?, ?, ?)",
+                arguments: [identity, contentDigest, jobID, name, now.timeIntervalSince1970])
+            return .enqueued(result)
         }
     }
 

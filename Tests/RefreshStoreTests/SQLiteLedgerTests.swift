@@ -11,7 +11,7 @@ func tempDirectory() -> String {
     return path
 }
 
-let t0 = Date(timeIntervalSince1970: 1_764_072_000)  // 2026-11-25T12:00:00Z
+let t0 = Date(timeIntervalSince1970: 1_764_072_000)  // 2025-11-25T12:00:00Z
 let segmentA = "0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a01"
 let segmentB = "0f8c5e8e-2222-4f4a-9a53-3c3f0d7e1a02"
 
@@ -28,7 +28,7 @@ struct SQLiteLedgerTests {
     @Test func opensWithPragmas() throws {
         let directory = tempDirectory()
         let ledger = try SQLiteLedger(path: directory + "/ledger.sqlite", now: t0)
-        #expect(try ledger.appliedMigrations() == ["v1"])
+        #expect(try ledger.appliedMigrations() == ["v1", "v2"])
         let pragmas = try ledger.writer.read { db -> [String] in
             try ["journal_mode", "synchronous", "foreign_keys", "busy_timeout"].map { try String.fetchOne(db, sql: "PRAGMA \($0)") ?? "" }
         }
@@ -44,7 +44,7 @@ struct SQLiteLedgerTests {
         }
         let again = try SQLiteLedger(path: path, now: t0)
         #expect(try again.queuedJobs().count == 1)
-        #expect(try again.appliedMigrations() == ["v1"])
+        #expect(try again.appliedMigrations() == ["v1", "v2"])
     }
 
     /// Same idempotency key and content: a no-op; different content: refused, naming the key.
@@ -154,6 +154,27 @@ struct SQLiteLedgerTests {
         #expect(try ledger.prune(retentionDays: 1, now: t0.addingTimeInterval(2 * 86400)) == 0)
     }
 
+    /// A spool file's job and its identity are recorded together; the same file again is recognised.
+    @Test func spoolIngest() throws {
+        let ledger = try SQLiteLedger(inMemoryAt: t0)
+        let first = try ledger.ingestSpoolFile(identity: "2049:77:120:1", contentDigest: "abc", name: "a.json", job: newJob(), now: t0)
+        guard case .enqueued(.created(let job)) = first else { Issue.record("\(first)"); return }
+        #expect(try ledger.ingestSpoolFile(identity: "2049:77:120:1", contentDigest: "abc", name: "a.json", job: newJob(), now: t0) == .alreadyTaken(jobID: job.id))
+        // Another file (other inode) with the same content and no id is another job.
+        guard case .enqueued(.created) = try ledger.ingestSpoolFile(identity: "2049:78:120:1", contentDigest: "abc", name: "b.json", job: newJob(), now: t0) else {
+            Issue.record("not created")
+            return
+        }
+        #expect(try ledger.queuedJobs().count == 2)
+        // An idempotency conflict writes nothing, not even the file's identity.
+        _ = try ledger.enqueue(newJob(key: "k1"), now: t0)
+        #expect { try ledger.ingestSpoolFile(identity: "2049:79:1:1", contentDigest: "d", name: "c.json", job: newJob(key: "k1", priority: 3), now: t0) } throws: {
+            ($0 as? LedgerError)?.code == .idempotencyConflict
+        }
+        let count = try ledger.writer.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM spool_file") }
+        #expect(count == 2)
+    }
+
     /// The decision queries use their indexes (EXPLAIN QUERY PLAN), not table scans.
     @Test func historyQueriesUseIndexes() throws {
         let ledger = try SQLiteLedger(inMemoryAt: t0)
@@ -214,13 +235,13 @@ struct LedgerMigrationTests {
         let path = tempDirectory() + "/ledger.sqlite"
         _ = FileManager.default.createFile(atPath: path, contents: Data())
         let ledger = try SQLiteLedger(path: path, now: t0)
-        #expect(try ledger.appliedMigrations() == ["v1"])
+        #expect(try ledger.appliedMigrations() == ["v1", "v2"])
     }
 
     /// From every earlier version: a database migrated only up to each shipped migration, with
     /// rows in it, reaches the latest schema with its rows intact.
     @Test func fromEveryEarlierVersion() throws {
-        let identifiers = ["v1"]
+        let identifiers = ["v1", "v2"]
         for (index, identifier) in identifiers.enumerated() {
             let path = tempDirectory() + "/ledger.sqlite"
             do {

@@ -7,7 +7,7 @@ import TZData
 let zones: ZoneInfoDirectory = try! ZoneInfoDirectory(path: ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment))
 let zonePool = ["America/Santiago", "America/Chicago", "Europe/Paris", "Asia/Kathmandu", "Australia/Lord_Howe", "Pacific/Apia", "UTC", "Africa/Casablanca"]
     .map { try! zones.rules(for: $0) }
-let now = Date(timeIntervalSince1970: 1_764_072_000)  // 2026-11-25T12:00:00Z
+let now = Date(timeIntervalSince1970: 1_764_072_000)  // 2025-11-25T12:00:00Z
 
 /// Two days of history for one segment, and the account's UTC day: a typical decision's input.
 let decisionHistory: [Attempt] = {
