@@ -78,7 +78,10 @@ let package = Package(
         ),
         .testTarget(
             name: "RefreshDaemonTests",
-            dependencies: ["RefreshDaemon", "refreshd", "RefreshStore", "RefreshCore", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "RefreshDaemon", "refreshd", "RefreshStore", "RefreshCore", "TZData", .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["SpoolCorpus", "SpoolCorpus.tsv", "make_spool_corpus.py"],
             swiftSettings: strict
         ),
         .testTarget(

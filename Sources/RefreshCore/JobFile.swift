@@ -269,3 +269,16 @@ extension Timestamp {
         return Date(timeIntervalSince1970: Double(seconds) + fraction)
     }
 }
+
+/// A stable 64-bit FNV-1a digest of bytes, in hex (Swift's Hasher is seeded per process).
+public enum ContentDigest {
+    public static func fnv1a64<Bytes: Sequence>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in bytes {
+            hash ^= UInt64(byte)
+            hash &*= 0x0000_0100_0000_01B3
+        }
+        let hex = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+}

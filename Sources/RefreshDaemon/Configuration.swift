@@ -70,6 +70,8 @@ public struct DaemonConfiguration: Sendable {
     public var dryRun: Setting<Bool>
     public var logLevel: Setting<String>
     public var retentionDays: Setting<Int>
+    /// Above this many queued jobs, spool files wait in incoming/.
+    public var maxQueuedJobs: Setting<Int>
     public var sendGridBaseURL: Setting<String>
     public var requestTimeoutSeconds: Setting<Double>
     public var preflight: Setting<Bool>

@@ -106,7 +106,7 @@ public struct ConfigurationLoader {
         }
         return DaemonConfiguration(
             configPath: nil, stateDir: state, spoolDir: spool, socket: socket, listen: Setting(nil), dryRun: Setting(false),
-            logLevel: Setting("info"), retentionDays: Setting(90), sendGridBaseURL: Setting("https://api.sendgrid.com"),
+            logLevel: Setting("info"), retentionDays: Setting(90), maxQueuedJobs: Setting(100_000), sendGridBaseURL: Setting("https://api.sendgrid.com"),
             requestTimeoutSeconds: Setting(30), preflight: Setting(true),
             segmentDaily: Setting(DaemonConfiguration.SendGridLimits.segmentDaily),
             segmentIntervalSeconds: Setting(DaemonConfiguration.SendGridLimits.segmentIntervalSeconds),
@@ -164,6 +164,9 @@ public struct ConfigurationLoader {
         }
         if !(1...3650).contains(config.retentionDays.value) {
             problems.append("retention_days\(at(config.retentionDays.source)): \(config.retentionDays.value) is outside 1...3650")
+        }
+        if !(1...10_000_000).contains(config.maxQueuedJobs.value) {
+            problems.append("max_queued_jobs\(at(config.maxQueuedJobs.source)): \(config.maxQueuedJobs.value) is outside 1...10000000")
         }
         if let url = URL(string: config.sendGridBaseURL.value), ["http", "https"].contains(url.scheme ?? ""), url.host != nil {
         } else {
@@ -295,7 +298,8 @@ private struct TableReader {
 
     mutating func apply(_ table: TOMLTable, to config: inout DaemonConfiguration) {
         let topKeys: Set<String> = [
-            "state_dir", "spool_dir", "socket", "listen", "dry_run", "log_level", "retention_days", "sendgrid", "limits", "account",
+            "state_dir", "spool_dir", "socket", "listen", "dry_run", "log_level", "retention_days", "max_queued_jobs", "sendgrid",
+            "limits", "account",
         ]
         for key in table.keys where !topKeys.contains(key) { unknown(nil, key) }
         string(table, nil, "state_dir") { config.stateDir = $0 }
@@ -305,6 +309,7 @@ private struct TableReader {
         bool(table, nil, "dry_run") { config.dryRun = $0 }
         string(table, nil, "log_level") { config.logLevel = $0 }
         int(table, nil, "retention_days") { config.retentionDays = $0 }
+        int(table, nil, "max_queued_jobs") { config.maxQueuedJobs = $0 }
         if let value = table["sendgrid"] {
             if let sendgrid = value.table {
                 for key in sendgrid.keys where !["base_url", "request_timeout_seconds", "preflight"].contains(key) { unknown("sendgrid", key) }

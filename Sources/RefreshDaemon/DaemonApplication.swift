@@ -37,6 +37,15 @@ public enum DaemonApplication {
         } catch {
             throw StartupError(description: "\(error)", exitCode: 74)
         }
+        let intake = SpoolIntake(
+            spoolDirectory: configuration.spoolDir.value, ledger: ledger, accounts: Set(configuration.accounts.map(\.name)),
+            zones: zones, maxQueuedJobs: configuration.maxQueuedJobs.value, now: now, logger: logger)
+        do {
+            try intake.prepareDirectories()
+        } catch {
+            throw StartupError(description: "cannot prepare the spool directory \(configuration.spoolDir.value): \(error)", exitCode: 73)
+        }
+        let spool = SpoolIntakeService(intake: intake, rescanInterval: .seconds(60), logger: logger)
         let maintenance = LedgerMaintenanceService(
             ledger: ledger, retentionDays: configuration.retentionDays.value, interval: .seconds(3600), now: now, logger: logger)
 
@@ -53,7 +62,7 @@ public enum DaemonApplication {
             ])
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [maintenance], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: [spool, maintenance], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         logger.info("refreshd stopped")
     }

@@ -127,6 +127,7 @@ public struct ConfigurationReport {
         line("dry_run", c.dryRun) { "\($0)" }
         line("log_level", c.logLevel, quoted)
         line("retention_days", c.retentionDays) { "\($0)" }
+        line("max_queued_jobs", c.maxQueuedJobs) { "\($0)" }
         lines.append("[sendgrid]")
         line("base_url", c.sendGridBaseURL, quoted)
         line("request_timeout_seconds", c.requestTimeoutSeconds) { "\($0)" }

@@ -139,12 +139,4 @@ func boundedErrorText(_ text: String?, limit: Int = 500) -> String? {
 }
 
 /// A 64-bit FNV-1a digest in hex: stable across runs and platforms (Swift's Hasher is not).
-func fnv1a64(_ text: String) -> String {
-    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-    for byte in text.utf8 {
-        hash ^= UInt64(byte)
-        hash &*= 0x0000_0100_0000_01B3
-    }
-    let hex = String(hash, radix: 16)
-    return String(repeating: "0", count: 16 - hex.count) + hex
-}
+func fnv1a64(_ text: String) -> String { ContentDigest.fnv1a64(text.utf8) }

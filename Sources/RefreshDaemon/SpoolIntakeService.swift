@@ -1,0 +1,66 @@
+import Dispatch
+import Foundation
+import Glibc
+import Logging
+import ServiceLifecycle
+
+/// Runs spool intake: a scan at start, a scan whenever inotify reports a file closed after
+/// writing or moved into incoming/ (IN_CLOSE_WRITE, IN_MOVED_TO; an overflowed event queue just
+/// means "scan"), and a backstop rescan every `rescanInterval`. An idle daemon wakes only for the
+/// backstop. inotify is read through Glibc; Dispatch watches the inotify descriptor for reads.
+struct SpoolIntakeService: Service {
+    let intake: SpoolIntake
+    let rescanInterval: Duration
+    let logger: Logger
+
+    func run() async throws {
+        let (wakeups, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let watcher = InotifyWatcher(directory: intake.incoming, logger: logger) { continuation.yield() }
+        let ticker = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: rescanInterval)
+                continuation.yield()
+            }
+        }
+        defer {
+            ticker.cancel()
+            watcher?.stop()
+            continuation.finish()
+        }
+        intake.scan()
+        for await _ in wakeups.cancelOnGracefulShutdown() {
+            intake.scan()
+        }
+    }
+}
+
+/// An inotify watch on one directory; calls `onEvent` (on a Dispatch queue) after draining events.
+final class InotifyWatcher: @unchecked Sendable {
+    private let descriptor: Int32
+    private let source: DispatchSourceRead
+
+    init?(directory: String, logger: Logger, onEvent: @escaping @Sendable () -> Void) {
+        let fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
+        guard fd >= 0 else {
+            logger.warning("inotify unavailable; relying on the periodic rescan", metadata: ["error": "\(String(cString: strerror(errno)))"])
+            return nil
+        }
+        guard inotify_add_watch(fd, directory, UInt32(IN_CLOSE_WRITE | IN_MOVED_TO)) >= 0 else {
+            logger.warning("cannot watch the spool with inotify; relying on the periodic rescan", metadata: ["directory": "\(directory)", "error": "\(String(cString: strerror(errno)))"])
+            close(fd)
+            return nil
+        }
+        descriptor = fd
+        source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: DispatchQueue(label: "refreshd.spool.inotify"))
+        source.setEventHandler {
+            // Drain every pending event (IN_Q_OVERFLOW included): any of them means "scan".
+            var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+            while buffer.withUnsafeMutableBytes({ read(fd, $0.baseAddress, $0.count) }) > 0 {}
+            onEvent()
+        }
+        source.setCancelHandler { close(fd) }
+        source.resume()
+    }
+
+    func stop() { source.cancel() }
+}
