@@ -52,7 +52,7 @@ let package = Package(
         .target(
             name: "RefreshCtlKit",
             dependencies: [
-                "TZData", "RefreshCore",
+                "TZData", "RefreshCore", "RefreshDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

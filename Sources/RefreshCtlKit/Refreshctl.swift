@@ -43,7 +43,7 @@ public struct Refreshctl: ParsableCommand {
               2  usage: bad flag or bad input (unknown time zone, invalid date)
               3  the daemon is not reachable
             """,
-        subcommands: [CalendarCommand.self]
+        subcommands: [EnqueueCommand.self, CalendarCommand.self]
     )
 
     public init() {}

@@ -1,0 +1,80 @@
+import Foundation
+import Glibc
+import RefreshCore
+import RefreshStore
+import Testing
+
+func dropJob(_ incoming: String, _ index: Int) throws {
+    let segment = String(format: "0f8c5e8e-1111-4f4a-9a53-%012d", index)
+    let text = JobFile.render(JobRequest(segmentID: segment, timeZone: "America/Chicago"))
+    let temporary = incoming + "/.drop-\(index)"
+    try text.write(toFile: temporary, atomically: false, encoding: .utf8)
+    guard rename(temporary, incoming + "/job-\(index).json") == 0 else { throw ProgramError("rename failed") }
+}
+
+struct ProgramError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+func waitUntil(timeout: TimeInterval, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if condition() { return true }
+        Thread.sleep(forTimeInterval: 0.02)
+    }
+    return condition()
+}
+
+@Suite("Spool with the real daemon", .serialized)
+struct SpoolProcessTests {
+    /// A file renamed into incoming/ is taken at once (inotify), far sooner than the 60 s rescan.
+    @Test func inotifyWakesIntake() throws {
+        let directory = temporaryDirectory()
+        let config = try writeConfig(directory)
+        let daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
+        #expect(daemon.waitFor("refreshd started"))
+        let incoming = directory + "/spool/incoming"
+        try dropJob(incoming, 1)
+        #expect(waitUntil(timeout: 10) { (try? FileManager.default.contentsOfDirectory(atPath: incoming))?.isEmpty == true })
+        kill(daemon.process.processIdentifier, SIGTERM)
+        #expect(daemon.waitForExit(timeout: 5) == 0)
+        #expect(try SQLiteLedger(path: directory + "/state/ledger.sqlite", now: Date()).queuedJobs().count == 1)
+    }
+
+    /// kill -9 at random moments while 1,000 files are dropped; after restarts every file became
+    /// exactly one job.
+    @Test func killNineWhileDropping() throws {
+        let directory = temporaryDirectory()
+        let config = try writeConfig(directory)
+        var daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
+        #expect(daemon.waitFor("refreshd started"))
+        let incoming = directory + "/spool/incoming"
+        let total = 1000
+        let dropper = Thread {
+            for index in 0..<total {
+                try? dropJob(incoming, index)
+                if index % 50 == 0 { Thread.sleep(forTimeInterval: 0.005) }
+            }
+        }
+        dropper.start()
+        var kills = 0
+        for _ in 0..<4 {
+            Thread.sleep(forTimeInterval: Double.random(in: 0.05...0.4))
+            kill(daemon.process.processIdentifier, SIGKILL)
+            _ = daemon.waitForExit(timeout: 5)
+            kills += 1
+            daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
+            #expect(daemon.waitFor("refreshd started"), "\(daemon.output)")
+        }
+        #expect(waitUntil(timeout: 60) { dropper.isFinished })
+        #expect(waitUntil(timeout: 60) { (try? FileManager.default.contentsOfDirectory(atPath: incoming))?.filter { !$0.hasPrefix(".") }.isEmpty == true })
+        kill(daemon.process.processIdentifier, SIGTERM)
+        #expect(daemon.waitForExit(timeout: 5) == 0)
+        let jobs = try SQLiteLedger(path: directory + "/state/ledger.sqlite", now: Date()).queuedJobs()
+        #expect(kills == 4)
+        #expect(jobs.count == total)
+        #expect(Set(jobs.map(\.job.segmentID)).count == total)
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: directory + "/spool/rejected"))?.isEmpty == true)
+    }
+}
