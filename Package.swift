@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "TZData", targets: ["TZData"]),
         .library(name: "RefreshCore", targets: ["RefreshCore"]),
         .library(name: "RefreshStore", targets: ["RefreshStore"]),
+        .library(name: "RefreshDaemon", targets: ["RefreshDaemon"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),

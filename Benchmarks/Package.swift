@@ -33,5 +33,17 @@ let package = Package(
             path: "Benchmarks/LedgerBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
+        .executableTarget(
+            name: "IntakeBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "RefreshDaemon", package: "refreshd"),
+                .product(name: "RefreshStore", package: "refreshd"),
+                .product(name: "RefreshCore", package: "refreshd"),
+                .product(name: "TZData", package: "refreshd"),
+            ],
+            path: "Benchmarks/IntakeBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
     ]
 )

@@ -69,26 +69,56 @@ public final class SpoolIntake: Sendable {
         }
     }
 
+    /// Files read and committed per ledger transaction (one fsync per batch, not per file).
+    static let batchSize = 256
+
     /// One pass over incoming/: every ready file is taken or rejected, oldest first.
     @discardableResult
     public func scan() -> IntakeState {
-        let names = readyNames()
+        var names = readyNames()[...]
         var taken = 0
         var rejectedCount = 0
         var blocked: String?
-        for (index, name) in names.enumerated() {
-            if let queued = try? ledger.jobCounts()[.queued], queued >= maxQueuedJobs {
-                blocked = "the queue holds \(queued) jobs (max_queued_jobs = \(maxQueuedJobs)); \(names.count - index) files wait in \(incoming)"
+        var queued = (try? ledger.queuedCount()) ?? 0
+        while !names.isEmpty, blocked == nil {
+            guard queued < maxQueuedJobs else {
+                blocked = "the queue holds \(queued) jobs (max_queued_jobs = \(maxQueuedJobs)); \(names.count) files wait in \(incoming)"
                 break
             }
-            switch process(name) {
-            case .taken: taken += 1
-            case .rejected: rejectedCount += 1
-            case .gone: break
-            case .blocked(let reason):
-                blocked = reason
+            // Read and validate up to a batch; bad files go to rejected/ at once.
+            var batch: [SpoolFileJob] = []
+            while let name = names.first, batch.count < min(Self.batchSize, maxQueuedJobs - queued) {
+                names.removeFirst()
+                switch read(name) {
+                case .job(let file): batch.append(file)
+                case .outcome(.rejected): rejectedCount += 1
+                case .outcome(.blocked(let reason)): blocked = reason
+                case .outcome: break
+                }
+                if blocked != nil { break }
             }
-            if blocked != nil { break }
+            guard !batch.isEmpty else { continue }
+            let results: [Result<SpoolIngestResult, LedgerError>]
+            do {
+                results = try ledger.ingestSpoolFiles(batch, now: now())
+            } catch {
+                blocked = "cannot write the ledger: \(error)"
+                break
+            }
+            // Committed: only now are the files removed.
+            for (file, result) in zip(batch, results) {
+                switch result {
+                case .success(let outcome):
+                    log(outcome, file: file.name)
+                    if case .enqueued(.created) = outcome { queued += 1 }
+                    if unlink(incoming + "/" + file.name) != 0 && errno != ENOENT {
+                        blocked = "a job is in the ledger but \(incoming)/\(file.name) cannot be removed: \(String(cString: strerror(errno)))"
+                    }
+                    taken += 1
+                case .failure(let error):
+                    if case .rejected = reject(file.name, error.message) { rejectedCount += 1 }
+                }
+            }
         }
         let backlog = readyNames().count
         return state.withLock { state in
@@ -110,6 +140,11 @@ public final class SpoolIntake: Sendable {
         case blocked(String)
     }
 
+    enum ReadResult {
+        case job(SpoolFileJob)
+        case outcome(Outcome)
+    }
+
     /// Names in incoming/ that are ready (not dot-files, not *.tmp), oldest modification first.
     func readyNames() -> [String] {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: incoming) else { return [] }
@@ -122,69 +157,66 @@ public final class SpoolIntake: Sendable {
         return entries.sorted { ($0.mtime, $0.name) < ($1.mtime, $1.name) }.map(\.name)
     }
 
-    func process(_ name: String) -> Outcome {
+    /// Opens, checks and validates one file; bad files are rejected here.
+    func read(_ name: String) -> ReadResult {
         let path = incoming + "/" + name
         let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
         if fd < 0 {
             let code = errno
-            if code == ENOENT { return .gone }
-            if code == ELOOP { return reject(name, "a symbolic link; job files must be regular files (symlinks are never followed)") }
-            if code == ENXIO { return reject(name, "not a regular file (a socket or device)") }
-            return reject(name, "cannot be opened: \(String(cString: strerror(code)))")
+            if code == ENOENT { return .outcome(.gone) }
+            if code == ELOOP { return .outcome(reject(name, "a symbolic link; job files must be regular files (symlinks are never followed)")) }
+            if code == ENXIO { return .outcome(reject(name, "not a regular file (a socket or device)")) }
+            return .outcome(reject(name, "cannot be opened: \(String(cString: strerror(code)))"))
         }
         defer { close(fd) }
         var info = stat()
-        guard fstat(fd, &info) == 0 else { return reject(name, "cannot be examined: \(String(cString: strerror(errno)))") }
+        guard fstat(fd, &info) == 0 else { return .outcome(reject(name, "cannot be examined: \(String(cString: strerror(errno)))")) }
         switch info.st_mode & S_IFMT {
         case S_IFREG: break
-        case S_IFDIR: return reject(name, "a directory; job files must be regular files")
-        case S_IFIFO: return reject(name, "a FIFO; job files must be regular files")
-        default: return reject(name, "not a regular file (a socket or device)")
+        case S_IFDIR: return .outcome(reject(name, "a directory; job files must be regular files"))
+        case S_IFIFO: return .outcome(reject(name, "a FIFO; job files must be regular files"))
+        default: return .outcome(reject(name, "not a regular file (a socket or device)"))
         }
         guard info.st_size <= JobFile.maxBytes else {
-            return reject(name, "the file is \(info.st_size) bytes; a job file is at most \(JobFile.maxBytes) bytes")
+            return .outcome(reject(name, "the file is \(info.st_size) bytes; a job file is at most \(JobFile.maxBytes) bytes"))
         }
-        var bytes = [UInt8](repeating: 0, count: JobFile.maxBytes + 1)
+        var bytes = [UInt8](repeating: 0, count: Int(info.st_size) + 1)
         var count = 0
         while count < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + count, $0.count - count) }
+            let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + count, $0.count - count) }
             if n < 0 {
                 if errno == EINTR { continue }
-                return reject(name, "cannot be read: \(String(cString: strerror(errno)))")
+                return .outcome(reject(name, "cannot be read: \(String(cString: strerror(errno)))"))
             }
             if n == 0 { break }
             count += n
+        }
+        guard count <= JobFile.maxBytes else {
+            return .outcome(reject(name, "the file grew past \(JobFile.maxBytes) bytes while being read"))
         }
         bytes.removeSubrange(count...)
         let request: JobRequest
         switch JobFile.parse(bytes, accounts: accounts, zoneProblem: zoneProblem) {
         case .success(let parsed): request = parsed
-        case .failure(let error): return reject(name, "\(error)")
+        case .failure(let error): return .outcome(reject(name, "\(error)"))
         }
         let identity = "\(info.st_dev):\(info.st_ino):\(info.st_size):\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)"
         let job = NewJob(
             source: "spool:\(name)", idempotencyKey: request.id, account: request.account, segmentID: request.segmentID,
             timeZone: request.timeZone, priority: request.priority, notBefore: request.notBefore, expiresAt: request.expiresAt,
             note: request.note)
-        do {
-            let result = try ledger.ingestSpoolFile(identity: identity, contentDigest: ContentDigest.fnv1a64(bytes), name: name, job: job, now: now())
-            switch result {
-            case .enqueued(.created(let stored)):
-                logger.debug("job taken from the spool", metadata: ["job.id": "\(stored.id)", "segment.id": "\(stored.job.segmentID)", "file": "\(name)"])
-            case .enqueued(.duplicate(let stored)):
-                logger.info("job file repeats an existing job id; nothing new", metadata: ["job.id": "\(stored.id)", "file": "\(name)"])
-            case .alreadyTaken:
-                logger.info("job file was taken before a restart; removing it", metadata: ["file": "\(name)"])
-            }
-        } catch let error as LedgerError where error.code == .idempotencyConflict {
-            return reject(name, error.message)
-        } catch {
-            return .blocked("cannot write the ledger: \(error)")
+        return .job(SpoolFileJob(identity: identity, contentDigest: ContentDigest.fnv1a64(bytes), name: name, job: job))
+    }
+
+    private func log(_ outcome: SpoolIngestResult, file: String) {
+        switch outcome {
+        case .enqueued(.created(let stored)):
+            logger.debug("job taken from the spool", metadata: ["job.id": "\(stored.id)", "segment.id": "\(stored.job.segmentID)", "file": "\(file)"])
+        case .enqueued(.duplicate(let stored)):
+            logger.info("job file repeats an existing job id; nothing new", metadata: ["job.id": "\(stored.id)", "file": "\(file)"])
+        case .alreadyTaken:
+            logger.info("job file was taken before a restart; removing it", metadata: ["file": "\(file)"])
         }
-        guard unlink(path) == 0 || errno == ENOENT else {
-            return .blocked("the job is in the ledger but \(path) cannot be removed: \(String(cString: strerror(errno)))")
-        }
-        return .taken
     }
 
     private func zoneProblem(_ zone: String) -> String? {

@@ -38,6 +38,30 @@ public enum ReservationResult: Sendable, Equatable {
     case nothingDue
 }
 
+/// A job read from a spool file, with the file's identity.
+public struct SpoolFileJob: Sendable, Equatable {
+    /// `device:inode:size:mtime`.
+    public var identity: String
+    public var contentDigest: String
+    public var name: String
+    public var job: NewJob
+
+    public init(identity: String, contentDigest: String, name: String, job: NewJob) {
+        self.identity = identity
+        self.contentDigest = contentDigest
+        self.name = name
+        self.job = job
+    }
+}
+
+extension Ledger {
+    /// One spool file (see `ingestSpoolFiles`).
+    public func ingestSpoolFile(identity: String, contentDigest: String, name: String, job: NewJob, now: Date) throws -> SpoolIngestResult {
+        let file = SpoolFileJob(identity: identity, contentDigest: contentDigest, name: name, job: job)
+        return try ingestSpoolFiles([file], now: now)[0].get()
+    }
+}
+
 /// What became of a spool file handed to the ledger.
 public enum SpoolIngestResult: Sendable, Equatable {
     /// Its job is in the ledger (new, or the same idempotency key and content as before).
@@ -104,9 +128,12 @@ public protocol Ledger: Sendable {
     /// SendGrid's last known `refreshes_used` for a segment.
     func recordUsage(account: String, segmentID: String, refreshesUsed: Int, lastRefreshedAt: Date?, observedAt: Date) throws
 
-    /// Records a job read from a spool file, in one transaction with the file's identity (device,
-    /// inode, size, mtime) and content digest; the same file read again is recognised.
-    func ingestSpoolFile(identity: String, contentDigest: String, name: String, job: NewJob, now: Date) throws -> SpoolIngestResult
+    /// Records jobs read from spool files, each with its file's identity (device, inode, size,
+    /// mtime) and content digest, all in one transaction; the same file read again is recognised.
+    /// An idempotency conflict fails that file alone.
+    func ingestSpoolFiles(_ files: [SpoolFileJob], now: Date) throws -> [Result<SpoolIngestResult, LedgerError>]
+    /// How many jobs are queued (an index count, cheap).
+    func queuedCount() throws -> Int
 
     /// Deletes finished jobs and attempts older than `retentionDays` (never fewer than 3 days, so
     /// nothing inside a rule window goes) and ended blocks; returns how many rows went.

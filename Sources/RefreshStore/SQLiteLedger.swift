@@ -277,22 +277,39 @@ public final class SQLiteLedger: Ledger {
 
     // MARK: Spool intake
 
-    public func ingestSpoolFile(identity: String, contentDigest: String, name: String, job: NewJob, now: Date) throws -> SpoolIngestResult {
+    public func ingestSpoolFiles(_ files: [SpoolFileJob], now: Date) throws -> [Result<SpoolIngestResult, LedgerError>] {
         try write { db in
-            if let row = try Row.fetchOne(
-                db, sql: "SELECT job_id FROM spool_file WHERE identity = ? AND content_digest = ?", arguments: [identity, contentDigest]) {
-                return .alreadyTaken(jobID: row["job_id"])
+            var results: [Result<SpoolIngestResult, LedgerError>] = []
+            for file in files {
+                if let row = try Row.fetchOne(
+                    db, sql: "SELECT job_id FROM spool_file WHERE identity = ? AND content_digest = ?",
+                    arguments: [file.identity, file.contentDigest]) {
+                    results.append(.success(.alreadyTaken(jobID: row["job_id"])))
+                    continue
+                }
+                let result: EnqueueResult
+                do {
+                    result = try Self.enqueue(db, file.job, now: now)
+                } catch let error as LedgerError where error.code == .idempotencyConflict {
+                    // Nothing was written for this file; the others go on.
+                    results.append(.failure(error))
+                    continue
+                }
+                let jobID: Int64
+                switch result {
+                case .created(let stored), .duplicate(let stored): jobID = stored.id
+                }
+                try db.execute(
+                    sql: "INSERT INTO spool_file (identity, content_digest, job_id, name, taken_at) VALUES (?, ?, ?, ?, ?)",
+                    arguments: [file.identity, file.contentDigest, jobID, file.name, now.timeIntervalSince1970])
+                results.append(.success(.enqueued(result)))
             }
-            let result = try Self.enqueue(db, job, now: now)
-            let jobID: Int64
-            switch result {
-            case .created(let stored), .duplicate(let stored): jobID = stored.id
-            }
-            try db.execute(
-                sql: "INSERT INTO spool_file (identity, content_digest, job_id, name, taken_at) VALUES (?, ?, ?, ?, ?)",
-                arguments: [identity, contentDigest, jobID, name, now.timeIntervalSince1970])
-            return .enqueued(result)
+            return results
         }
+    }
+
+    public func queuedCount() throws -> Int {
+        try writer.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM job WHERE state = 'queued'") ?? 0 }
     }
 
     // MARK: History
