@@ -48,12 +48,7 @@ struct CalendarCommand: ParsableCommand, SinkRunnable {
     }
 
     mutating func run(output: OutputSink) throws {
-        let directory: ZoneInfoDirectory
-        do {
-            directory = try ZoneInfoDirectory(path: ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment))
-        } catch {
-            throw CommandFailure(error.message, exit: .error)
-        }
+        let directory = try hostZoneDirectory()
         let rules: ZoneRules
         do {
             rules = try directory.rules(for: timeZone)
@@ -143,18 +138,13 @@ struct CalendarReport {
 }
 
 /// A JSON string literal.
-func jsonString(_ value: String) -> String {
-    var out = "\""
-    for scalar in value.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-        default: out.unicodeScalars.append(scalar)
-        }
+func jsonString(_ value: String) -> String { JSONText.quote(value) }
+
+/// The host's tz database ($TZDIR, else /usr/share/zoneinfo); unreadable is exit 1.
+func hostZoneDirectory() throws -> ZoneInfoDirectory {
+    do {
+        return try ZoneInfoDirectory(path: ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment))
+    } catch {
+        throw CommandFailure(error.message, exit: .error)
     }
-    return out + "\""
 }

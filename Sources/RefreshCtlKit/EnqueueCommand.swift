@@ -76,12 +76,7 @@ struct EnqueueCommand: ParsableCommand, SinkRunnable {
         } catch {
             throw CommandFailure("\(error)", exit: .error)
         }
-        let zones: ZoneInfoDirectory
-        do {
-            zones = try ZoneInfoDirectory(path: ZoneInfoDirectory.defaultPath(environment: environment))
-        } catch {
-            throw CommandFailure(error.message, exit: .error)
-        }
+        let zones = try hostZoneDirectory()
         let bytes = try jobBytes()
         let accounts = Set(daemonConfiguration.accounts.map(\.name))
         let request: JobRequest
