@@ -107,6 +107,9 @@ struct RefreshdProcessTests {
         let daemon = try DaemonProcess(
             arguments: ["--config", config], environment: daemonEnvironment(directory, extra: ["JOURNAL_STREAM": "8:12345"]))
         #expect(daemon.waitFor("refreshd started"))
+        // Steady state is quiet at info: after start-up (the dry-run warning and "started"), nothing.
+        Thread.sleep(forTimeInterval: 1.5)
+        #expect(daemon.output.split(separator: "\n").count == 2, "\(daemon.output)")
         kill(daemon.process.processIdentifier, SIGINT)
         #expect(daemon.waitForExit(timeout: 5) == 0)
         let lines = daemon.output.split(separator: "\n")
