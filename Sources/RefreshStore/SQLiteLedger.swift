@@ -181,28 +181,32 @@ public final class SQLiteLedger: Ledger {
     }
 
     static func enqueue(_ db: Database, _ job: NewJob, now: Date) throws -> EnqueueResult {
-        if let key = job.idempotencyKey, let existing = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE idempotency_key = ?", arguments: [key]) {
-                let stored = Self.job(existing)
-                guard existing["content_digest"] as String == job.contentDigest else {
-                    throw LedgerError(
-                        .idempotencyConflict,
-                        "a job with id \"\(key)\" already exists (ledger job \(stored.id)) with different content; use a new id")
-                }
-                return .duplicate(stored)
+        if let key = job.idempotencyKey,
+            let existing = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM job WHERE idempotency_key = ?"), arguments: [key]) {
+            let stored = Self.job(existing)
+            guard existing["content_digest"] as String == job.contentDigest else {
+                throw LedgerError(
+                    .idempotencyConflict,
+                    "a job with id \"\(key)\" already exists (ledger job \(stored.id)) with different content; use a new id")
             }
-            let t = now.timeIntervalSince1970
-            try db.execute(
-                sql: """
-                    INSERT INTO job (source, idempotency_key, content_digest, account, segment_id, time_zone, priority,
-                        not_before, expires_at, note, state, created_at, updated_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)
-                    """,
-                arguments: [
-                    job.source, job.idempotencyKey, job.contentDigest, job.account, job.segmentID, job.timeZone, job.priority,
-                    job.notBefore?.timeIntervalSince1970, job.expiresAt?.timeIntervalSince1970, job.note, t, t,
-                ])
-            let row = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [db.lastInsertedRowID])!
-            return .created(Self.job(row))
+            return .duplicate(stored)
+        }
+        let t = now.timeIntervalSince1970
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO job (source, idempotency_key, content_digest, account, segment_id, time_zone, priority,
+                    not_before, expires_at, note, state, created_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)
+                """
+        ).execute(arguments: [
+            job.source, job.idempotencyKey, job.contentDigest, job.account, job.segmentID, job.timeZone, job.priority,
+            job.notBefore?.timeIntervalSince1970, job.expiresAt?.timeIntervalSince1970, job.note, t, t,
+        ])
+        // Real seconds round-trip through REAL exactly, so the row need not be read back.
+        let stored = StoredJob(
+            id: db.lastInsertedRowID, job: job, state: .queued, attemptID: nil, reason: nil,
+            createdAt: Date(timeIntervalSince1970: t), updatedAt: Date(timeIntervalSince1970: t))
+        return .created(stored)
     }
 
     public func job(id: Int64) throws -> StoredJob? {
@@ -282,7 +286,7 @@ public final class SQLiteLedger: Ledger {
             var results: [Result<SpoolIngestResult, LedgerError>] = []
             for file in files {
                 if let row = try Row.fetchOne(
-                    db, sql: "SELECT job_id FROM spool_file WHERE identity = ? AND content_digest = ?",
+                    db.cachedStatement(sql: "SELECT job_id FROM spool_file WHERE identity = ? AND content_digest = ?"),
                     arguments: [file.identity, file.contentDigest]) {
                     results.append(.success(.alreadyTaken(jobID: row["job_id"])))
                     continue
@@ -299,9 +303,8 @@ public final class SQLiteLedger: Ledger {
                 switch result {
                 case .created(let stored), .duplicate(let stored): jobID = stored.id
                 }
-                try db.execute(
-                    sql: "INSERT INTO spool_file (identity, content_digest, job_id, name, taken_at) VALUES (?, ?, ?, ?, ?)",
-                    arguments: [file.identity, file.contentDigest, jobID, file.name, now.timeIntervalSince1970])
+                try db.cachedStatement(sql: "INSERT INTO spool_file (identity, content_digest, job_id, name, taken_at) VALUES (?, ?, ?, ?, ?)")
+                    .execute(arguments: [file.identity, file.contentDigest, jobID, file.name, now.timeIntervalSince1970])
                 results.append(.success(.enqueued(result)))
             }
             return results
