@@ -45,7 +45,15 @@ public enum DaemonApplication {
         } catch {
             throw StartupError(description: "cannot prepare the spool directory \(configuration.spoolDir.value): \(error)", exitCode: 73)
         }
-        let spool = SpoolIntakeService(intake: intake, rescanInterval: .seconds(60), logger: logger)
+        let ready: @Sendable () -> Void = {
+            logger.info(
+                "refreshd started",
+                metadata: [
+                    "version": "\(version)", "tzdata": "\(zones.version ?? "unknown")", "tz_directory": "\(zones.path)",
+                    "ledger": "\(ledger.path)", "accounts": "\(configuration.accounts.map(\.name).joined(separator: ","))",
+                ])
+        }
+        let spool = SpoolIntakeService(intake: intake, rescanInterval: .seconds(60), logger: logger, onReady: ready)
         let maintenance = LedgerMaintenanceService(
             ledger: ledger, retentionDays: configuration.retentionDays.value, interval: .seconds(3600), now: now, logger: logger)
 
@@ -54,12 +62,6 @@ public enum DaemonApplication {
                 "dry-run: refreshes for this account are planned and recorded but never sent",
                 metadata: ["account": "\(account.name)", "reason": "\(configuration.dryRun.value ? "dry_run = true" : "no API key found")"])
         }
-        logger.info(
-            "refreshd started",
-            metadata: [
-                "version": "\(version)", "tzdata": "\(zones.version ?? "unknown")", "tz_directory": "\(zones.path)",
-                "ledger": "\(ledger.path)", "accounts": "\(configuration.accounts.map(\.name).joined(separator: ","))",
-            ])
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [spool, maintenance], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

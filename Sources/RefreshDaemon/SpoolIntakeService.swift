@@ -12,6 +12,10 @@ struct SpoolIntakeService: Service {
     let intake: SpoolIntake
     let rescanInterval: Duration
     let logger: Logger
+    /// Called once, after the first scan: the daemon is ready (the ledger is open, the spool has
+    /// been read, and, since services start after the group traps its signals, SIGTERM and SIGINT
+    /// are handled).
+    let onReady: @Sendable () -> Void
 
     func run() async throws {
         let (wakeups, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
@@ -28,6 +32,7 @@ struct SpoolIntakeService: Service {
             continuation.finish()
         }
         intake.scan()
+        onReady()
         for await _ in wakeups.cancelOnGracefulShutdown() {
             intake.scan()
         }
