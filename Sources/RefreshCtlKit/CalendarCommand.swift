@@ -40,13 +40,6 @@ struct CalendarCommand: ParsableCommand, SinkRunnable {
     /// Longest range accepted, in days.
     static let maximumDays: Int64 = 36_600
 
-    func run() throws {
-        let sink = OutputSink()
-        var copy = self
-        try copy.run(output: sink)
-        print(sink.text, terminator: "")
-    }
-
     mutating func run(output: OutputSink) throws {
         let directory = try hostZoneDirectory()
         let rules: ZoneRules

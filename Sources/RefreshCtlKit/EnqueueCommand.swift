@@ -60,19 +60,12 @@ struct EnqueueCommand: ParsableCommand, SinkRunnable {
     @Flag(help: "Print JSON instead of the file name.")
     var json = false
 
-    func run() throws {
-        let sink = OutputSink()
-        var copy = self
-        try copy.run(output: sink)
-        print(sink.text, terminator: "")
-    }
-
     mutating func run(output: OutputSink) throws {
         let environment = ProcessInfo.processInfo.environment
         var loader = ConfigurationLoader(environment: environment, userID: getuid())
         let daemonConfiguration: DaemonConfiguration
         do {
-            daemonConfiguration = try loader.load(explicitPath: config)
+            daemonConfiguration = try loader.load(explicitPath: config, resolvingKeys: false)
         } catch {
             throw CommandFailure("\(error)", exit: .error)
         }

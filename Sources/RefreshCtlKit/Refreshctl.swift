@@ -90,6 +90,16 @@ public final class OutputSink {
 }
 
 /// A command that writes through an `OutputSink`.
-protocol SinkRunnable {
+protocol SinkRunnable: ParsableCommand {
     mutating func run(output: OutputSink) throws
+}
+
+extension SinkRunnable {
+    /// Runs the command printing to stdout (used when not called through `runCapturing`).
+    func run() throws {
+        let sink = OutputSink()
+        var copy = self
+        try copy.run(output: sink)
+        print(sink.text, terminator: "")
+    }
 }

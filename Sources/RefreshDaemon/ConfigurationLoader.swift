@@ -22,7 +22,9 @@ public struct ConfigurationLoader {
 
     /// Loads the configuration. `explicitPath` is `--config`; without it `REFRESHD_CONFIG`, then
     /// the default path, which may be absent (local defaults then).
-    public mutating func load(explicitPath: String? = nil) throws -> DaemonConfiguration {
+    /// `resolvingKeys: false` skips reading API keys: `refreshctl enqueue` needs only the spool and
+    /// the account names, and its users must not need read access to the key files.
+    public mutating func load(explicitPath: String? = nil, resolvingKeys: Bool = true) throws -> DaemonConfiguration {
         warnings = []
         var path: String?
         var mustExist = true
@@ -50,11 +52,11 @@ public struct ConfigurationLoader {
                 path = nil
             }
         }
-        return try build(text: text, path: path)
+        return try build(text: text, path: path, resolvingKeys: resolvingKeys)
     }
 
     /// Builds the configuration from a file's text (nil: no file).
-    public mutating func build(text: String?, path: String?) throws -> DaemonConfiguration {
+    public mutating func build(text: String?, path: String?, resolvingKeys: Bool = true) throws -> DaemonConfiguration {
         var problems: [String] = []
         var config = defaults()
         config.configPath = path
@@ -72,7 +74,7 @@ public struct ConfigurationLoader {
         applyEnvironment(to: &config, problems: &problems)
         validate(config, problems: &problems)
         guard problems.isEmpty else { throw ConfigurationError(problems) }
-        resolveKeys(&config, problems: &problems)
+        if resolvingKeys { resolveKeys(&config, problems: &problems) }
         guard problems.isEmpty else { throw ConfigurationError(problems) }
         return config
     }

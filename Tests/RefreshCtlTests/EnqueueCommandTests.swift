@@ -71,6 +71,16 @@ struct EnqueueCommandTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory + "/spool/incoming").isEmpty)
     }
 
+    /// Submitters need not read the API key files: enqueue never resolves keys.
+    @Test func keyFilesNotNeeded() throws {
+        let (directory, _) = try enqueueFixture()
+        let config = directory + "/keyed.toml"
+        try "spool_dir = \"\(directory)/spool\"\n[[account]]\nname = \"default\"\napi_key_file = \"\(directory)/unreadable-key\"\n"
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        let result = try refreshctl(["enqueue", "--config", config, "--segment", "0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a01", "--time-zone", "UTC"])
+        #expect(result.status == 0, "\(result.stderr)")
+    }
+
     @Test func missingSpool() throws {
         let (directory, config) = try enqueueFixture()
         try FileManager.default.removeItem(atPath: directory + "/spool")
