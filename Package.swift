@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         // Reads the host's tz database: TZif parsing and POSIX TZ rules are pure over bytes;
@@ -45,6 +47,21 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        // A small SendGrid stand-in on 127.0.0.1 for tests and demos: both segment endpoints, the
+        // three documented rules in its own simple code (not RefreshCore), fault injection.
+        .target(
+            name: "FakeSendGrid",
+            dependencies: [
+                "TZData",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
@@ -80,7 +97,8 @@ let package = Package(
         .testTarget(
             name: "RefreshDaemonTests",
             dependencies: [
-                "RefreshDaemon", "refreshd", "RefreshStore", "RefreshCore", "TZData", .product(name: "Logging", package: "swift-log"),
+                "RefreshDaemon", "refreshd", "RefreshStore", "RefreshCore", "TZData", "FakeSendGrid",
+                .product(name: "Logging", package: "swift-log"),
             ],
             exclude: ["SpoolCorpus", "SpoolCorpus.tsv", "make_spool_corpus.py"],
             swiftSettings: strict

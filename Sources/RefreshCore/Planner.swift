@@ -394,3 +394,5 @@ struct BinaryHeap<Element: Comparable> {
         return top
     }
 }
+
+extension BinaryHeap: Sendable where Element: Sendable {}

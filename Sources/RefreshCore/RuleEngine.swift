@@ -79,12 +79,15 @@ public enum AttemptOutcome: String, Sendable, Equatable, CaseIterable, Codable {
     case notSent = "not_sent"
     /// A refresh made elsewhere (web UI, another tool), learned from SendGrid's `refreshes_used`.
     case external
+    /// Was `uncertain` until a later pre-flight read showed SendGrid did not record it as a
+    /// refresh: it still counts toward the account's day, no longer toward the segment's rules.
+    case unrecorded
 
     /// Counts toward the segment's rules (I1, I2): SendGrid accepted or may have accepted it.
     public var countsAsRefresh: Bool {
         switch self {
         case .reserved, .accepted, .uncertain, .dryRun, .external: return true
-        case .rejected, .rateLimited, .unauthorized, .forbidden, .notSent: return false
+        case .rejected, .rateLimited, .unauthorized, .forbidden, .notSent, .unrecorded: return false
         }
     }
 

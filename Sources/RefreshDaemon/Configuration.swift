@@ -75,6 +75,11 @@ public struct DaemonConfiguration: Sendable {
     public var sendGridBaseURL: Setting<String>
     public var requestTimeoutSeconds: Setting<Double>
     public var preflight: Setting<Bool>
+    /// Seconds to establish a connection to SendGrid (no byte of the request is sent before).
+    public var connectTimeoutSeconds: Setting<Double> = Setting(10)
+    /// Requests that may have reached SendGrid without an answer (5xx, timeout, reset) before a
+    /// job fails.
+    public var maxAttempts: Setting<Int> = Setting(5)
     public var segmentDaily: Setting<Int>
     public var segmentIntervalSeconds: Setting<Int>
     public var accountDaily: Setting<Int>

@@ -174,8 +174,14 @@ public struct ConfigurationLoader {
         } else {
             problems.append("sendgrid.base_url\(at(config.sendGridBaseURL.source)): \"\(config.sendGridBaseURL.value)\" is not an http(s) URL")
         }
-        if !(1...300).contains(config.requestTimeoutSeconds.value) {
-            problems.append("sendgrid.request_timeout_seconds\(at(config.requestTimeoutSeconds.source)): \(config.requestTimeoutSeconds.value) is outside 1...300")
+        if !(0.1...60).contains(config.connectTimeoutSeconds.value) {
+            problems.append("sendgrid.connect_timeout_seconds\(at(config.connectTimeoutSeconds.source)): \(config.connectTimeoutSeconds.value) is outside 0.1...60")
+        }
+        if !(1...100).contains(config.maxAttempts.value) {
+            problems.append("sendgrid.max_attempts\(at(config.maxAttempts.source)): \(config.maxAttempts.value) is outside 1...100")
+        }
+        if !(0.1...300).contains(config.requestTimeoutSeconds.value) {
+            problems.append("sendgrid.request_timeout_seconds\(at(config.requestTimeoutSeconds.source)): \(config.requestTimeoutSeconds.value) is outside 0.1...300")
         }
         let limits = DaemonConfiguration.SendGridLimits.self
         if config.segmentDaily.value > limits.segmentDaily || config.segmentDaily.value < 0 {
@@ -314,10 +320,12 @@ private struct TableReader {
         int(table, nil, "max_queued_jobs") { config.maxQueuedJobs = $0 }
         if let value = table["sendgrid"] {
             if let sendgrid = value.table {
-                for key in sendgrid.keys where !["base_url", "request_timeout_seconds", "preflight"].contains(key) { unknown("sendgrid", key) }
+                for key in sendgrid.keys where !["base_url", "request_timeout_seconds", "connect_timeout_seconds", "preflight", "max_attempts"].contains(key) { unknown("sendgrid", key) }
                 string(sendgrid, "sendgrid", "base_url") { config.sendGridBaseURL = $0 }
                 number(sendgrid, "sendgrid", "request_timeout_seconds") { config.requestTimeoutSeconds = $0 }
+                number(sendgrid, "sendgrid", "connect_timeout_seconds") { config.connectTimeoutSeconds = $0 }
                 bool(sendgrid, "sendgrid", "preflight") { config.preflight = $0 }
+                int(sendgrid, "sendgrid", "max_attempts") { config.maxAttempts = $0 }
             } else {
                 wrongType(nil, "sendgrid", expected: "a table [sendgrid]", found: value)
             }

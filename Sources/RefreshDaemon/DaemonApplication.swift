@@ -37,9 +37,10 @@ public enum DaemonApplication {
         } catch {
             throw StartupError(description: "\(error)", exitCode: 74)
         }
+        let dispatcher = makeDispatcher(configuration: configuration, ledger: ledger, zones: zones, now: now, logger: logger)
         let intake = SpoolIntake(
             spoolDirectory: configuration.spoolDir.value, ledger: ledger, accounts: Set(configuration.accounts.map(\.name)),
-            zones: zones, maxQueuedJobs: configuration.maxQueuedJobs.value, now: now, logger: logger)
+            zones: zones, maxQueuedJobs: configuration.maxQueuedJobs.value, now: now, logger: logger, onEnqueued: { dispatcher.wakeUp() })
         do {
             try intake.prepareDirectories()
         } catch {
@@ -64,8 +65,27 @@ public enum DaemonApplication {
         }
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [spool, maintenance], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: [spool, dispatcher, maintenance], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         logger.info("refreshd stopped")
+    }
+
+    /// One lane per account, sharing one HTTP client (none when every account runs dry).
+    static func makeDispatcher(
+        configuration: DaemonConfiguration, ledger: any Ledger, zones: ZoneInfoDirectory, now: @escaping @Sendable () -> Date, logger: Logger
+    ) -> DispatcherService {
+        let anyLive = configuration.accounts.contains { !configuration.isDryRun($0) }
+        let client =
+            anyLive
+            ? SendGridClient(
+                baseURL: configuration.sendGridBaseURL.value, requestTimeoutSeconds: configuration.requestTimeoutSeconds.value,
+                connectTimeoutSeconds: configuration.connectTimeoutSeconds.value, version: version) : nil
+        let lanes = configuration.accounts.map { account in
+            AccountLane(
+                account: account, ledger: ledger, client: configuration.isDryRun(account) ? nil : client, zones: zones,
+                limits: configuration.limits(for: account.name), preflight: configuration.preflight.value,
+                maxAttempts: configuration.maxAttempts.value, now: now, logger: logger)
+        }
+        return DispatcherService(lanes: lanes, client: client)
     }
 }

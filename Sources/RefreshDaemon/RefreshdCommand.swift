@@ -131,7 +131,9 @@ public struct ConfigurationReport {
         lines.append("[sendgrid]")
         line("base_url", c.sendGridBaseURL, quoted)
         line("request_timeout_seconds", c.requestTimeoutSeconds) { "\($0)" }
+        line("connect_timeout_seconds", c.connectTimeoutSeconds) { "\($0)" }
         line("preflight", c.preflight) { "\($0)" }
+        line("max_attempts", c.maxAttempts) { "\($0)" }
         lines.append("[limits]")
         line("segment_daily", c.segmentDaily) { "\($0)" }
         line("segment_interval_seconds", c.segmentIntervalSeconds) { "\($0)" }

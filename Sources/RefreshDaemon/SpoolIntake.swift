@@ -39,8 +39,9 @@ public final class SpoolIntake: Sendable {
 
     public init(
         spoolDirectory: String, ledger: any Ledger, accounts: Set<String>, zones: ZoneInfoDirectory, maxQueuedJobs: Int,
-        now: @escaping @Sendable () -> Date, logger: Logger
+        now: @escaping @Sendable () -> Date, logger: Logger, onEnqueued: @escaping @Sendable () -> Void = {}
     ) {
+        self.onEnqueued = onEnqueued
         self.spoolDirectory = spoolDirectory
         self.ledger = ledger
         self.accounts = accounts
@@ -49,6 +50,9 @@ public final class SpoolIntake: Sendable {
         self.now = now
         self.logger = logger
     }
+
+    /// Called after a scan that put jobs in the ledger (wakes the dispatcher).
+    let onEnqueued: @Sendable () -> Void
 
     public var status: IntakeState { state.withLock { $0 } }
 
@@ -120,6 +124,7 @@ public final class SpoolIntake: Sendable {
                 }
             }
         }
+        if taken > 0 { onEnqueued() }
         let backlog = readyNames().count
         return state.withLock { state in
             if let blocked, state.blocked != blocked {

@@ -76,8 +76,9 @@ public enum JobDisposition: Sendable, Equatable {
     case sent
     /// All become `failed` with the reason.
     case failed(reason: String)
-    /// All go back to `queued`, held back until the instant if given.
-    case requeue(notBefore: Date?)
+    /// All go back to `queued`, held back until `retryAt` if given; `countsTry` adds one to each
+    /// job's `tries` (the request may have reached SendGrid without an answer).
+    case requeue(retryAt: Date?, countsTry: Bool)
 }
 
 /// The ledger's operations, so a shared ledger (e.g. PostgreSQL for several hosts on one
@@ -97,6 +98,8 @@ public protocol Ledger: Sendable {
     func jobs(state: JobState?, segmentID: String?, after cursor: Int64?, limit: Int) throws -> [StoredJob]
     /// Every job still waiting (queued), in id order.
     func queuedJobs() throws -> [StoredJob]
+    /// The queued jobs of one segment of one account, in id order.
+    func queuedJobs(account: String, segmentID: String) throws -> [StoredJob]
     /// How many jobs are in each state.
     func jobCounts() throws -> [JobState: Int]
     /// Cancels a job that has not been sent.
@@ -125,6 +128,11 @@ public protocol Ledger: Sendable {
     func recordExternal(account: String, segmentID: String, timeZone: String, at: Date) throws -> StoredAttempt
     /// Adds a learned block.
     func addBlock(account: String, segmentID: String?, until: Date, reason: String, now: Date) throws
+    /// The blocks of an account (its own and its segments') that end after `now` - 1 day.
+    func blocks(account: String, now: Date) throws -> [StoredBlock]
+    /// Turns `uncertain` attempts into `unrecorded` (a pre-flight read showed SendGrid did not
+    /// record them); returns how many changed.
+    func markUnrecorded(attemptIDs: [Int64]) throws -> Int
     /// SendGrid's last known `refreshes_used` for a segment.
     func recordUsage(account: String, segmentID: String, refreshesUsed: Int, lastRefreshedAt: Date?, observedAt: Date) throws
 

@@ -68,6 +68,12 @@ public struct StoredJob: Sendable, Equatable {
     public var attemptID: Int64?
     /// Why it failed, expired or was cancelled.
     public var reason: String?
+    /// Requests that served it and may have reached SendGrid without an answer (5xx, timeout,
+    /// reset), counted against `max_attempts`.
+    public var tries: Int
+    /// After a failed try, held back until this instant (backoff); the submitter's `not_before`
+    /// is kept apart, unchanged.
+    public var retryAt: Date?
     public var createdAt: Date
     public var updatedAt: Date
 }
@@ -86,6 +92,18 @@ public struct StoredAttempt: Sendable, Equatable {
     public var finishedAt: Date?
     /// A bounded error text (never a secret).
     public var error: String?
+}
+
+extension StoredJob {
+    /// When the job may go out at the earliest: its `not_before` and any backoff.
+    public var dueAt: Date? {
+        switch (job.notBefore, retryAt) {
+        case (let a?, let b?): return max(a, b)
+        case (let a?, nil): return a
+        case (nil, let b?): return b
+        case (nil, nil): return nil
+        }
+    }
 }
 
 /// A learned block as stored.

@@ -141,6 +141,39 @@ public final class SQLiteLedger: Ledger {
                 CREATE INDEX spool_file_by_time ON spool_file(taken_at);
                 """)
         }
+        migrator.registerMigration("v3") { db in
+            // The dispatcher: per-job tries and backoff (kept apart from the submitter's
+            // not_before), and the outcome 'unrecorded' (an uncertain attempt a later pre-flight
+            // showed SendGrid did not record). SQLite cannot change a CHECK, so attempt is rebuilt.
+            try db.execute(sql: """
+                ALTER TABLE job ADD COLUMN tries INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE job ADD COLUMN retry_at REAL;
+                CREATE TABLE attempt_v3 (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    account TEXT NOT NULL,
+                    segment_id TEXT NOT NULL,
+                    time_zone TEXT NOT NULL,
+                    outcome TEXT NOT NULL CHECK (outcome IN ('reserved', 'accepted', 'rejected', 'rate_limited',
+                        'unauthorized', 'forbidden', 'uncertain', 'dry_run', 'not_sent', 'external', 'unrecorded')),
+                    http_status INTEGER,
+                    sendgrid_job_id TEXT,
+                    started_at REAL NOT NULL,
+                    finished_at REAL,
+                    error TEXT CHECK (error IS NULL OR length(error) <= 600)
+                );
+                INSERT INTO attempt_v3 (id, account, segment_id, time_zone, outcome, http_status, sendgrid_job_id, started_at,
+                    finished_at, error)
+                    SELECT id, account, segment_id, time_zone, outcome, http_status, sendgrid_job_id, started_at, finished_at, error
+                    FROM attempt;
+                DROP TABLE attempt;
+                ALTER TABLE attempt_v3 RENAME TO attempt;
+                CREATE INDEX attempt_by_segment ON attempt(account, segment_id, started_at);
+                CREATE INDEX attempt_by_account ON attempt(account, started_at);
+                CREATE INDEX attempt_by_time ON attempt(started_at);
+                CREATE INDEX attempt_reserved ON attempt(outcome) WHERE outcome = 'reserved';
+                CREATE INDEX job_queued_by_segment ON job(account, segment_id, id) WHERE state = 'queued';
+                """)
+        }
         return migrator
     }
 
@@ -153,7 +186,7 @@ public final class SQLiteLedger: Ledger {
         try write { db in
             try db.execute(
                 sql: """
-                    UPDATE job SET state = 'queued', updated_at = ?
+                    UPDATE job SET state = 'queued', updated_at = ?, tries = tries + 1
                     WHERE state = 'sending' AND attempt_id IN (SELECT id FROM attempt WHERE outcome = 'reserved')
                     """, arguments: [now.timeIntervalSince1970])
             try db.execute(
@@ -204,7 +237,7 @@ public final class SQLiteLedger: Ledger {
         ])
         // Real seconds round-trip through REAL exactly, so the row need not be read back.
         let stored = StoredJob(
-            id: db.lastInsertedRowID, job: job, state: .queued, attemptID: nil, reason: nil,
+            id: db.lastInsertedRowID, job: job, state: .queued, attemptID: nil, reason: nil, tries: 0, retryAt: nil,
             createdAt: Date(timeIntervalSince1970: t), updatedAt: Date(timeIntervalSince1970: t))
         return .created(stored)
     }
@@ -234,6 +267,15 @@ public final class SQLiteLedger: Ledger {
 
     public func queuedJobs() throws -> [StoredJob] {
         try writer.read { db in try Row.fetchAll(db, sql: "SELECT * FROM job WHERE state = 'queued' ORDER BY id").map(Self.job) }
+    }
+
+    public func queuedJobs(account: String, segmentID: String) throws -> [StoredJob] {
+        try writer.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM job WHERE account = ? AND segment_id = ? AND state = 'queued' ORDER BY id",
+                arguments: [account, segmentID]
+            ).map(Self.job)
+        }
     }
 
     public func jobCounts() throws -> [JobState: Int] {
@@ -378,10 +420,11 @@ public final class SQLiteLedger: Ledger {
                 db,
                 sql: """
                     SELECT * FROM job WHERE account = ? AND segment_id = ? AND state = 'queued'
-                        AND (not_before IS NULL OR not_before <= ?) AND (expires_at IS NULL OR expires_at > ?)
+                        AND (not_before IS NULL OR not_before <= ?) AND (retry_at IS NULL OR retry_at <= ?)
+                        AND (expires_at IS NULL OR expires_at > ?)
                     ORDER BY priority DESC, id
                     """,
-                arguments: [account, segmentID, t, t]
+                arguments: [account, segmentID, t, t, t]
             ).map(Self.job)
             guard !due.isEmpty else { return .nothingDue }
             let history = try Self.history(db, account: account, segmentID: segmentID, now: now)
@@ -437,15 +480,11 @@ public final class SQLiteLedger: Ledger {
                         sql: "UPDATE job SET state = 'failed', reason = ?, updated_at = ? WHERE id = ?",
                         arguments: [boundedErrorText(reason), t, id])
                 }
-            case .requeue(let notBefore):
+            case .requeue(let retryAt, let countsTry):
                 for id in jobIDs {
                     try db.execute(
-                        sql: """
-                            UPDATE job SET state = 'queued', attempt_id = NULL, updated_at = ?,
-                                not_before = CASE WHEN ? IS NULL THEN not_before ELSE max(coalesce(not_before, 0), ?) END
-                            WHERE id = ?
-                            """,
-                        arguments: [t, notBefore?.timeIntervalSince1970, notBefore?.timeIntervalSince1970, id])
+                        sql: "UPDATE job SET state = 'queued', attempt_id = NULL, updated_at = ?, retry_at = ?, tries = tries + ? WHERE id = ?",
+                        arguments: [t, retryAt?.timeIntervalSince1970, countsTry ? 1 : 0, id])
                 }
             }
         }
@@ -470,6 +509,32 @@ public final class SQLiteLedger: Ledger {
             try db.execute(
                 sql: "INSERT INTO learned_block (account, segment_id, until, reason, created_at) VALUES (?, ?, ?, ?, ?)",
                 arguments: [account, segmentID, until.timeIntervalSince1970, boundedErrorText(reason), now.timeIntervalSince1970])
+        }
+    }
+
+    public func blocks(account: String, now: Date) throws -> [StoredBlock] {
+        try writer.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM learned_block WHERE account = ? AND until >= ? ORDER BY id",
+                arguments: [account, now.timeIntervalSince1970 - 86400]
+            ).map(Self.block)
+        }
+    }
+
+    public func markUnrecorded(attemptIDs: [Int64]) throws -> Int {
+        guard !attemptIDs.isEmpty else { return 0 }
+        return try write { db in
+            var changed = 0
+            for id in attemptIDs {
+                try db.execute(
+                    sql: """
+                        UPDATE attempt SET outcome = 'unrecorded',
+                            error = substr(coalesce(error, '') || ' (not recorded by SendGrid, seen by pre-flight)', 1, 600)
+                        WHERE id = ? AND outcome = 'uncertain'
+                        """, arguments: [id])
+                changed += db.changesCount
+            }
+            return changed
         }
     }
 
@@ -518,7 +583,7 @@ public final class SQLiteLedger: Ledger {
                 timeZone: row["time_zone"], priority: row["priority"], notBefore: date(row["not_before"]),
                 expiresAt: date(row["expires_at"]), note: row["note"]),
             state: JobState(rawValue: row["state"]) ?? .failed, attemptID: row["attempt_id"], reason: row["reason"],
-            createdAt: Date(timeIntervalSince1970: row["created_at"]), updatedAt: Date(timeIntervalSince1970: row["updated_at"]))
+            tries: row["tries"], retryAt: date(row["retry_at"]), createdAt: Date(timeIntervalSince1970: row["created_at"]), updatedAt: Date(timeIntervalSince1970: row["updated_at"]))
     }
 
     static func attempt(_ row: Row) -> StoredAttempt {

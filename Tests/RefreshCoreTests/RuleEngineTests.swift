@@ -78,7 +78,7 @@ struct RuleEngineTests {
     }
 
     /// I1/I2: rejected, rate-limited, unauthorized and not-sent attempts are no refreshes.
-    @Test(arguments: [AttemptOutcome.rejected, .rateLimited, .unauthorized, .forbidden, .notSent])
+    @Test(arguments: [AttemptOutcome.rejected, .rateLimited, .unauthorized, .forbidden, .notSent, .unrecorded])
     func nonRefreshesDoNotCount(_ outcome: AttemptOutcome) {
         let history = [attempt(outcome, "2026-11-25T11:59:00Z"), attempt(outcome, "2026-11-25T11:30:00Z")]
         let decision = decide(history, now: "2026-11-25T12:00:00Z")

@@ -28,7 +28,7 @@ struct SQLiteLedgerTests {
     @Test func opensWithPragmas() throws {
         let directory = tempDirectory()
         let ledger = try SQLiteLedger(path: directory + "/ledger.sqlite", now: t0)
-        #expect(try ledger.appliedMigrations() == ["v1", "v2"])
+        #expect(try ledger.appliedMigrations() == ["v1", "v2", "v3"])
         let pragmas = try ledger.writer.read { db -> [String] in
             try ["journal_mode", "synchronous", "foreign_keys", "busy_timeout"].map { try String.fetchOne(db, sql: "PRAGMA \($0)") ?? "" }
         }
@@ -44,7 +44,7 @@ struct SQLiteLedgerTests {
         }
         let again = try SQLiteLedger(path: path, now: t0)
         #expect(try again.queuedJobs().count == 1)
-        #expect(try again.appliedMigrations() == ["v1", "v2"])
+        #expect(try again.appliedMigrations() == ["v1", "v2", "v3"])
     }
 
     /// Same idempotency key and content: a no-op; different content: refused, naming the key.
@@ -90,9 +90,10 @@ struct SQLiteLedgerTests {
         let ledger = try SQLiteLedger(inMemoryAt: t0)
         _ = try ledger.enqueue(newJob(), now: t0)
         guard case .reserved(let first, _) = try ledger.reserve(account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow) else { return }
-        try ledger.complete(attemptID: first, outcome: .uncertain, httpStatus: 503, sendGridJobID: nil, error: "503", finishedAt: t0, jobs: .requeue(notBefore: t0.addingTimeInterval(600)))
+        try ledger.complete(attemptID: first, outcome: .uncertain, httpStatus: 503, sendGridJobID: nil, error: "503", finishedAt: t0, jobs: .requeue(retryAt: t0.addingTimeInterval(600), countsTry: true))
         let requeued = try ledger.queuedJobs()
-        #expect(requeued.count == 1 && requeued[0].job.notBefore == t0.addingTimeInterval(600) && requeued[0].attemptID == nil)
+        #expect(requeued.count == 1 && requeued[0].retryAt == t0.addingTimeInterval(600) && requeued[0].attemptID == nil)
+        #expect(requeued[0].job.notBefore == nil && requeued[0].tries == 1 && requeued[0].dueAt == t0.addingTimeInterval(600))
         let early = try ledger.reserve(account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow)
         #expect(early == .nothingDue)
         let later = t0.addingTimeInterval(700)
@@ -120,7 +121,25 @@ struct SQLiteLedgerTests {
         #expect(attempt.outcome == .uncertain)
         #expect(attempt.finishedAt == t0.addingTimeInterval(90))
         #expect(attempt.outcome.countsAsRefresh && attempt.outcome.countsTowardAccount)
-        #expect(try reopened.queuedJobs().count == 1)
+        let requeued = try reopened.queuedJobs()
+        #expect(requeued.count == 1 && requeued.first?.tries == 1)
+    }
+
+    /// A pre-flight read can show an uncertain attempt was not recorded: it stops counting for the
+    /// segment, keeps counting for the account. Other outcomes are never changed.
+    @Test func markUnrecorded() throws {
+        let ledger = try SQLiteLedger(inMemoryAt: t0)
+        _ = try ledger.enqueue(newJob(), now: t0)
+        guard case .reserved(let id, _) = try ledger.reserve(account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow) else {
+            Issue.record("not reserved")
+            return
+        }
+        try ledger.complete(attemptID: id, outcome: .uncertain, httpStatus: 502, sendGridJobID: nil, error: "502", finishedAt: t0, jobs: .requeue(retryAt: nil, countsTry: true))
+        let external = try ledger.recordExternal(account: "default", segmentID: segmentA, timeZone: "UTC", at: t0)
+        #expect(try ledger.markUnrecorded(attemptIDs: [id, external.id]) == 1)
+        let outcomes = try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 10).map(\.outcome)
+        #expect(Set(outcomes) == [.unrecorded, .external])
+        #expect(!AttemptOutcome.unrecorded.countsAsRefresh && AttemptOutcome.unrecorded.countsTowardAccount)
     }
 
     /// Cancel works on queued jobs only; expiry marks queued jobs past expires_at.
@@ -235,13 +254,13 @@ struct LedgerMigrationTests {
         let path = tempDirectory() + "/ledger.sqlite"
         _ = FileManager.default.createFile(atPath: path, contents: Data())
         let ledger = try SQLiteLedger(path: path, now: t0)
-        #expect(try ledger.appliedMigrations() == ["v1", "v2"])
+        #expect(try ledger.appliedMigrations() == ["v1", "v2", "v3"])
     }
 
     /// From every earlier version: a database migrated only up to each shipped migration, with
     /// rows in it, reaches the latest schema with its rows intact.
     @Test func fromEveryEarlierVersion() throws {
-        let identifiers = ["v1", "v2"]
+        let identifiers = ["v1", "v2", "v3"]
         for (index, identifier) in identifiers.enumerated() {
             let path = tempDirectory() + "/ledger.sqlite"
             do {
@@ -251,11 +270,23 @@ struct LedgerMigrationTests {
                     try db.execute(
                         sql: "INSERT INTO attempt (account, segment_id, time_zone, outcome, started_at, finished_at) VALUES ('default', ?, 'UTC', 'accepted', ?, ?)",
                         arguments: [segmentA, t0.timeIntervalSince1970, t0.timeIntervalSince1970])
+                    try db.execute(
+                        sql: """
+                            INSERT INTO job (source, content_digest, account, segment_id, time_zone, state, attempt_id, created_at, updated_at)
+                            VALUES ('cli', 'x', 'default', ?, 'UTC', 'sent', 1, ?, ?)
+                            """,
+                        arguments: [segmentA, t0.timeIntervalSince1970, t0.timeIntervalSince1970])
                 }
             }
             let ledger = try SQLiteLedger(path: path, now: t0)
             #expect(try ledger.appliedMigrations() == identifiers, "from \(identifier) (#\(index))")
-            #expect(try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 10).count == 1)
+            let attempts = try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 10)
+            #expect(attempts.count == 1 && attempts.first?.outcome == .accepted)
+            let jobs = try ledger.jobs(state: .sent, segmentID: nil, after: nil, limit: 10)
+            #expect(jobs.count == 1 && jobs.first?.attemptID == attempts.first?.id && jobs.first?.tries == 0)
+            // The rebuilt attempt table takes the new outcome.
+            let external = try ledger.recordExternal(account: "default", segmentID: segmentA, timeZone: "UTC", at: t0)
+            #expect(external.outcome == .external)
         }
     }
 }

@@ -1,0 +1,598 @@
+import Foundation
+import Logging
+import RefreshCore
+import RefreshStore
+import ServiceLifecycle
+import TZData
+
+/// A wake-up for a sleeping loop: new jobs, a cancel, a reload, a shutdown. Signals sent while
+/// nobody waits are kept (one), so none is lost between two waits.
+public final class WakeSignal: @unchecked Sendable {
+    private let lock = NSLock()
+    private var pending = false
+    private var waiter: CheckedContinuation<Void, Never>?
+
+    public init() {}
+
+    public func signal() {
+        lock.lock()
+        if let waiter {
+            self.waiter = nil
+            lock.unlock()
+            waiter.resume()
+        } else {
+            pending = true
+            lock.unlock()
+        }
+    }
+
+    /// Returns at the next signal (or at once if one is pending), or when the task is cancelled.
+    public func next() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                lock.lock()
+                if pending || Task.isCancelled {
+                    pending = false
+                    lock.unlock()
+                    continuation.resume()
+                    return
+                }
+                waiter = continuation
+                lock.unlock()
+            }
+        } onCancel: {
+            lock.lock()
+            let waiter = self.waiter
+            self.waiter = nil
+            lock.unlock()
+            waiter?.resume()
+        }
+    }
+
+    /// Returns at the next signal or after `duration` on `clock`, whichever comes first.
+    public func next<C: Clock>(orAfter duration: C.Duration, on clock: C) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await clock.sleep(for: duration) }
+            group.addTask { await self.next() }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+}
+
+/// What a lane shows of itself (status line, API).
+public struct LaneStatus: Sendable, Equatable {
+    public var account: String
+    public var queued = 0
+    /// When the next refresh is expected to go out (nil: nothing queued can go).
+    public var nextSendAt: Date?
+    /// Why the account is paused, if it is.
+    public var paused: String?
+    /// The last error talking to SendGrid or the ledger, if any.
+    public var lastError: String?
+    /// When the loop last completed a step (the liveness the watchdog follows).
+    public var lastStepAt: Date?
+}
+
+/// The dispatcher for one account: takes its queued jobs, waits until the rules allow each,
+/// reserves, sends, records the answer. One request in flight per account by construction: a lane
+/// is one loop.
+public final class AccountLane: @unchecked Sendable {
+    public let account: AccountConfiguration
+    let ledger: any Ledger
+    /// nil: dry-run (everything but the HTTP request).
+    let client: SendGridClient?
+    let zones: ZoneInfoDirectory
+    let preflight: Bool
+    let maxAttempts: Int
+    let now: @Sendable () -> Date
+    let logger: Logger
+    let signal = WakeSignal()
+
+    private var queue: SendQueue
+    private var lastSeenJobID: Int64 = 0
+    private var loaded = false
+    private var connectFailures = 0
+    /// Consecutive 429s that said nothing about when, per segment (1 h, then the next local midnight).
+    private var uninformativeRateLimits: [String: Int] = [:]
+    private var lastRateLimitedSegment: String?
+    private let statusLock = NSLock()
+    private var published: LaneStatus
+    private var stopping = false
+
+    /// Requests without an answer back off from this many seconds, doubling, up to `maxBackoff`.
+    static let firstBackoff = 30.0
+    static let maxBackoff = 1800.0
+    /// An uncertain attempt is taken as unrecorded only once a pre-flight at least this much later shows it.
+    static let unrecordedAfter = 300.0
+
+    public init(
+        account: AccountConfiguration, ledger: any Ledger, client: SendGridClient?, zones: ZoneInfoDirectory, limits: Limits,
+        preflight: Bool, maxAttempts: Int, now: @escaping @Sendable () -> Date, logger: Logger
+    ) {
+        self.account = account
+        self.ledger = ledger
+        self.client = client
+        self.zones = zones
+        self.preflight = preflight
+        self.maxAttempts = maxAttempts
+        self.now = now
+        var logger = logger
+        logger[metadataKey: "account"] = "\(account.name)"
+        self.logger = logger
+        self.queue = SendQueue(account: account.name, limits: limits)
+        self.published = LaneStatus(account: account.name)
+    }
+
+    public var status: LaneStatus { statusLock.withLock { published } }
+
+    /// Wakes the lane (new jobs, cancel).
+    public func wake() { signal.signal() }
+
+    /// Stops after the request in flight, if any.
+    public func stop() {
+        statusLock.withLock { stopping = true }
+        signal.signal()
+    }
+
+    var isStopping: Bool { statusLock.withLock { stopping } }
+
+    // MARK: The loop
+
+    /// Runs until `stop`: a step, then sleep until the next instant (at most 60 s, re-reading the
+    /// wall clock each time, so clock steps in either direction are survived) or a wake-up.
+    public func run<C: Clock>(clock: C, maxSleep: C.Duration) async where C.Duration == Duration {
+        while !isStopping {
+            let next = await step()
+            if isStopping { break }
+            let wait = next.map { $0.timeIntervalSince(now()) } ?? .infinity
+            if wait > 0 {
+                let capped = wait.isFinite ? min(Duration.milliseconds(Int64(wait * 1000) + 1), maxSleep) : maxSleep
+                await signal.next(orAfter: capped, on: clock)
+            }
+        }
+    }
+
+    /// Does everything due now: expiries and sends, one after another. Returns when to look again
+    /// (nil: not before something changes).
+    public func step() async -> Date? {
+        var iterations = 0
+        while !isStopping {
+            iterations += 1
+            let t = now()
+            do {
+                if !loaded { try load(now: t) }
+                try pullNewJobs(now: t)
+            } catch {
+                note(error: "ledger: \(error)")
+                logger.error("cannot read the queue from the ledger; retrying in 5 s", metadata: ["error": "\(error)"])
+                return t.addingTimeInterval(5)
+            }
+            // A safety valve against a disagreement between the queue and the ledger.
+            if iterations > 10_000 { return t.addingTimeInterval(1) }
+            switch queue.next(now: t) {
+            case .wait(let until):
+                publish(next: until, at: t)
+                return until
+            case .expire(let jobs):
+                expire(jobs, now: t)
+            case .send(let segment, let zone, let jobs):
+                await send(segment: segment, zone: zone, jobIDs: jobs, at: t)
+            }
+        }
+        return nil
+    }
+
+    // MARK: Reading the ledger
+
+    private var utc: ZoneRules { (try? zones.rules(for: "UTC")) ?? ZoneRules.fixed(name: "UTC", offset: 0) }
+
+    private func rules(_ name: String) -> ZoneRules { (try? zones.rules(for: name)) ?? utc }
+
+    private func pending(_ job: StoredJob) -> PendingJob {
+        PendingJob(
+            id: job.id, segment: job.job.segmentID, zone: rules(job.job.timeZone), priority: job.job.priority, dueAt: job.dueAt,
+            expiresAt: job.job.expiresAt)
+    }
+
+    private func attempt(_ stored: StoredAttempt) -> Attempt {
+        Attempt(
+            account: stored.account, segment: stored.segmentID, zone: rules(stored.timeZone), outcome: stored.outcome,
+            startedAt: stored.startedAt, finishedAt: stored.finishedAt)
+    }
+
+    private func learned(_ block: StoredBlock) -> LearnedBlock {
+        LearnedBlock(
+            scope: block.segmentID.map { .segment(account: block.account, segment: $0) } ?? .account(block.account), until: block.until,
+            reason: block.reason)
+    }
+
+    /// Reads every queued job of the account, its recent attempts and blocks.
+    func load(now t: Date) throws {
+        let all = try ledger.queuedJobs()
+        lastSeenJobID = all.map(\.id).max() ?? 0
+        let mine = all.filter { $0.job.account == account.name }
+        let attempts = try ledger.attempts(since: t.addingTimeInterval(-4 * 86400), account: account.name, segmentID: nil, limit: Int.max)
+            .map(attempt)
+        let blocks = try ledger.blocks(account: account.name, now: t).map(learned)
+        queue.setAccountHistory(attempts)
+        queue.setBlocks(blocks, now: t)
+        let bySegment = Dictionary(grouping: attempts, by: \.segment)
+        for (segment, jobs) in Dictionary(grouping: mine, by: \.job.segmentID) {
+            queue.setJobs(segment: segment, jobs.map(pending), history: bySegment[segment] ?? [], blocks: blocks, now: t)
+        }
+        loaded = true
+        if !mine.isEmpty { logger.info("dispatcher loaded the queue", metadata: ["queued": "\(mine.count)"]) }
+    }
+
+    /// Jobs added since the last look (spool, API, CLI).
+    func pullNewJobs(now t: Date) throws {
+        while true {
+            let batch = try ledger.jobs(state: .queued, segmentID: nil, after: lastSeenJobID, limit: 5000)
+            guard let last = batch.last else { return }
+            lastSeenJobID = last.id
+            for (segment, jobs) in Dictionary(grouping: batch.filter { $0.job.account == account.name }, by: \.job.segmentID) {
+                if queue.knows(segment: segment) {
+                    for job in jobs { queue.add(pending(job), now: t) }
+                } else {
+                    try reload(segment: segment, now: t)
+                }
+            }
+            if batch.count < 5000 { return }
+        }
+    }
+
+    /// The segment's queued jobs, attempts and blocks, as the ledger has them.
+    private func reload(segment: String, now t: Date) throws {
+        let jobs = try ledger.queuedJobs(account: account.name, segmentID: segment)
+        let history = try ledger.history(account: account.name, segmentID: segment, now: t)
+        queue.setJobs(
+            segment: segment, jobs.map(pending), history: history.segmentAttempts.map(attempt), blocks: history.blocks.map(learned), now: t)
+    }
+
+    private func reloadBlocks(now t: Date) throws {
+        queue.setBlocks(try ledger.blocks(account: account.name, now: t).map(learned), now: t)
+    }
+
+    // MARK: Expiry
+
+    private func expire(_ jobs: [PendingJob], now t: Date) {
+        do {
+            let expired = try ledger.expireJobs(now: t)
+            for job in expired {
+                logger.notice(
+                    "job expired before the rules allowed a refresh",
+                    metadata: ["job": "\(job.id)", "segment": "\(job.job.segmentID)", "expires_at": "\(Timestamp.rfc3339(job.job.expiresAt!))"])
+            }
+        } catch {
+            note(error: "ledger: \(error)")
+            logger.error("cannot mark expired jobs", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: Sending
+
+    private func send(segment: String, zone: ZoneRules, jobIDs: [Int64], at t: Date) async {
+        var segmentLogger = logger
+        segmentLogger[metadataKey: "segment"] = "\(segment)"
+        let key = account.apiKey
+        // 1. Pre-flight: learn refreshes made elsewhere before spending a slot.
+        if let client, let key, preflight {
+            switch await client.readSegment(segment: segment, key: key, onBehalfOf: account.onBehalfOf) {
+            case .success(let reading):
+                do {
+                    if try reconcile(segment: segment, zone: zone, reading: reading, at: t, logger: segmentLogger) { return }
+                } catch {
+                    segmentLogger.error("cannot record what the pre-flight read showed", metadata: ["error": "\(error)"])
+                }
+            case .failure(let failure):
+                segmentLogger.notice("pre-flight read failed; the ledger decides alone", metadata: ["reason": "\(failure)"])
+            }
+        }
+        // 2. Reserve: the rules are checked again on the ledger's own history, in the transaction.
+        let alsoZones = queue.jobs(of: segment).map(\.zone)
+        let limits = queue.limits
+        let accountName = account.name
+        let fallback = utc
+        let reservation: ReservationResult
+        do {
+            reservation = try ledger.reserve(account: accountName, segmentID: segment, timeZone: zone.name, now: t) { history in
+                let inputs = history.engineInputs(resolve: { try? self.zones.rules(for: $0) }, fallback: fallback)
+                return RuleEngine.decide(
+                    account: accountName, segment: segment, zone: zone, alsoZones: alsoZones, history: inputs.attempts,
+                    blocks: inputs.blocks, limits: limits, now: t)
+            }
+        } catch {
+            note(error: "ledger: \(error)")
+            segmentLogger.error("cannot reserve a refresh in the ledger; retrying in 30 s", metadata: ["error": "\(error)"])
+            queue.hold(segment: segment, until: t.addingTimeInterval(30), now: t)
+            return
+        }
+        let attemptID: Int64
+        let jobs: [StoredJob]
+        switch reservation {
+        case .nothingDue:
+            try? reload(segment: segment, now: t)
+            return
+        case .denied(let decision):
+            segmentLogger.debug("the ledger's rules hold the refresh back", metadata: ["binding": "\(decision.binding.map(\.rawValue))"])
+            try? reload(segment: segment, now: t)
+            if let earliest = decision.earliest(now: t) { queue.hold(segment: segment, until: earliest, now: t) }
+            return
+        case .reserved(let id, let reserved):
+            attemptID = id
+            jobs = reserved
+        }
+        // 3. Send (or, in dry-run, don't) and record the answer.
+        let outcome: Completion
+        if let client, let key {
+            let answer = await client.refresh(segment: segment, zone: zone.name, key: key, onBehalfOf: account.onBehalfOf)
+            let finished = max(now(), t)
+            outcome = await interpret(answer, segment: segment, zone: zone, jobs: jobs, started: t, finished: finished, logger: segmentLogger)
+        } else {
+            outcome = Completion(outcome: .dryRun, status: nil, sendGridJobID: nil, error: nil, finished: t, disposition: .sent)
+            segmentLogger.info("dry-run: refresh recorded, not sent", metadata: ["jobs": "\(jobs.map(\.id))", "time_zone": "\(zone.name)"])
+        }
+        do {
+            try ledger.complete(
+                attemptID: attemptID, outcome: outcome.outcome, httpStatus: outcome.status, sendGridJobID: outcome.sendGridJobID,
+                error: outcome.error, finishedAt: outcome.finished, jobs: outcome.disposition)
+        } catch {
+            // The attempt stays reserved: on restart it becomes uncertain (it counts). Hold the
+            // segment so nothing is sent for it until then.
+            note(error: "ledger: \(error)")
+            segmentLogger.critical("cannot record SendGrid's answer in the ledger", metadata: ["error": "\(error)"])
+            queue.hold(segment: segment, until: .distantFuture, now: t)
+            return
+        }
+        queue.record(
+            Attempt(account: account.name, segment: segment, zone: zone, outcome: outcome.outcome, startedAt: t, finishedAt: outcome.finished),
+            now: t)
+        do {
+            try reload(segment: segment, now: t)
+            if outcome.reloadBlocks { try reloadBlocks(now: t) }
+        } catch {
+            segmentLogger.error("cannot re-read the segment from the ledger", metadata: ["error": "\(error)"])
+            queue.hold(segment: segment, until: t.addingTimeInterval(30), now: t)
+        }
+        if let pause = outcome.pause { queue.pause(reason: pause) }
+    }
+
+    struct Completion {
+        var outcome: AttemptOutcome
+        var status: Int?
+        var sendGridJobID: String?
+        var error: String?
+        var finished: Date
+        var disposition: JobDisposition
+        var pause: String? = nil
+        var reloadBlocks = false
+    }
+
+    /// Turns SendGrid's answer into an outcome for the ledger (see the table in docs/dispatcher.md).
+    private func interpret(
+        _ result: Result<SendGridAnswer, SendGridFailure>, segment: String, zone: ZoneRules, jobs: [StoredJob], started t: Date,
+        finished: Date, logger: Logger
+    ) async -> Completion {
+        let tries = (jobs.map(\.tries).max() ?? 0) + 1
+        func retryOrFail(_ outcome: AttemptOutcome, status: Int?, reason: String) -> Completion {
+            if tries >= maxAttempts {
+                logger.error(
+                    "no clear answer from SendGrid; the job fails", metadata: ["tries": "\(tries)", "reason": "\(reason)"])
+                return Completion(
+                    outcome: outcome, status: status, error: reason, finished: finished,
+                    disposition: .failed(reason: "no clear answer from SendGrid after \(tries) tries (last: \(reason))"))
+            }
+            let backoff = min(Self.firstBackoff * pow(2, Double(tries - 1)), Self.maxBackoff)
+            logger.warning(
+                "no clear answer from SendGrid; the refresh counts and the job is requeued",
+                metadata: ["tries": "\(tries)", "reason": "\(reason)", "retry_in_s": "\(Int(backoff))"])
+            return Completion(
+                outcome: outcome, status: status, error: reason, finished: finished,
+                disposition: .requeue(retryAt: finished.addingTimeInterval(backoff), countsTry: true))
+        }
+        switch result {
+        case .failure(.notSent(let reason)):
+            connectFailures += 1
+            let backoff = min(5 * pow(2, Double(connectFailures - 1)), 300)
+            note(error: "SendGrid not reachable: \(reason)")
+            logger.warning("cannot reach SendGrid; nothing was sent", metadata: ["reason": "\(reason)", "retry_in_s": "\(Int(backoff))"])
+            return Completion(
+                outcome: .notSent, status: nil, error: reason, finished: finished,
+                disposition: .requeue(retryAt: finished.addingTimeInterval(backoff), countsTry: false))
+        case .failure(.noAnswer(let reason)):
+            connectFailures = 0
+            note(error: "SendGrid: \(reason)")
+            return retryOrFail(.uncertain, status: nil, reason: reason)
+        case .success(let answer):
+            connectFailures = 0
+            let summary = Self.errorSummary(answer)
+            switch answer.status {
+            case 200..<300:
+                uninformativeRateLimits[segment] = nil
+                lastRateLimitedSegment = nil
+                let jobID = (try? JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any])?["job_id"] as? String
+                logger.info(
+                    "refresh accepted by SendGrid",
+                    metadata: ["jobs": "\(jobs.map(\.id))", "time_zone": "\(zone.name)", "status": "\(answer.status)"])
+                return Completion(
+                    outcome: .accepted, status: answer.status, sendGridJobID: jobID.map { String($0.prefix(100)) }, finished: finished,
+                    disposition: .sent)
+            case 400, 404, 405, 413, 415, 422:
+                note(error: "SendGrid refused a refresh of \(segment): \(summary)")
+                logger.error("SendGrid refused the request; the job fails", metadata: ["status": "\(answer.status)", "reason": "\(summary)"])
+                return Completion(
+                    outcome: .rejected, status: answer.status, error: summary, finished: finished,
+                    disposition: .failed(reason: "SendGrid answered \(answer.status): \(summary)"))
+            case 401:
+                let reason = "SendGrid refused the API key (401); fix the key, then reload refreshd (systemctl reload refreshd)"
+                note(error: reason)
+                logger.critical("account paused: SendGrid refused the API key", metadata: ["status": "401", "fix": "put a valid key in place and reload"])
+                return Completion(
+                    outcome: .unauthorized, status: 401, error: summary, finished: finished, disposition: .requeue(retryAt: nil, countsTry: false),
+                    pause: reason)
+            case 403:
+                let reason = "SendGrid forbids segment refreshes for this account (403: the plan lacks Marketing Campaigns Basic/Advanced, or the key lacks the scope)"
+                note(error: reason)
+                logger.critical("account paused: SendGrid answered 403", metadata: ["status": "403", "reason": "\(summary)"])
+                return Completion(
+                    outcome: .forbidden, status: 403, error: summary, finished: finished, disposition: .requeue(retryAt: nil, countsTry: false),
+                    pause: reason)
+            case 429:
+                await learnFromRateLimit(answer, segment: segment, zone: zone, at: finished, logger: logger)
+                return Completion(
+                    outcome: .rateLimited, status: 429, error: summary, finished: finished, disposition: .requeue(retryAt: nil, countsTry: false),
+                    reloadBlocks: true)
+            default:
+                return retryOrFail(.uncertain, status: answer.status, reason: "SendGrid answered \(answer.status): \(summary)")
+            }
+        }
+    }
+
+    /// A 429: block the segment until the later of what the headers and a pre-flight read say,
+    /// else 1 h, then the next local midnight; block the account until 00:00 UTC if its day seems
+    /// exhausted (the segment itself looks free, or two segments in a row were refused).
+    private func learnFromRateLimit(_ answer: SendGridAnswer, segment: String, zone: ZoneRules, at t: Date, logger: Logger) async {
+        var until: Date?
+        var reasons: [String] = []
+        if let text = answer.headers["x-ratelimit-reset"], let value = Double(text.trimmingCharacters(in: .whitespaces)), value > 0 {
+            until = value < 1e9 ? t.addingTimeInterval(value) : Date(timeIntervalSince1970: value)
+            reasons.append("X-RateLimit-Reset \(text)")
+        }
+        var segmentLooksFree = false
+        if let client, let key = account.apiKey, preflight,
+            case .success(let reading) = await client.readSegment(segment: segment, key: key, onBehalfOf: account.onBehalfOf) {
+            let window = zone.dayWindow(containing: Int64(t.timeIntervalSince1970.rounded(.down)))
+            if reading.refreshesUsed >= (reading.maxRefreshes ?? 2) {
+                let midnight = Date(timeIntervalSince1970: Double(window.end))
+                until = max(until ?? midnight, midnight)
+                reasons.append("refreshes_used \(reading.refreshesUsed)")
+            } else if let last = reading.lastRefreshedAt, t.timeIntervalSince(last) < 3600 {
+                let hour = last.addingTimeInterval(3600)
+                until = max(until ?? hour, hour)
+                reasons.append("last_refreshed_at \(Timestamp.rfc3339(last))")
+            } else {
+                segmentLooksFree = true
+            }
+        }
+        let streak = (uninformativeRateLimits[segment] ?? 0) + (until == nil ? 1 : 0)
+        if until == nil {
+            uninformativeRateLimits[segment] = streak
+            if streak <= 1 {
+                until = t.addingTimeInterval(3600)
+                reasons.append("no reset given: 1 h")
+            } else {
+                until = Date(timeIntervalSince1970: Double(zone.dayWindow(containing: Int64(t.timeIntervalSince1970.rounded(.down))).end))
+                reasons.append("no reset given again: next local midnight")
+            }
+        }
+        let accountExhausted = segmentLooksFree || (lastRateLimitedSegment != nil && lastRateLimitedSegment != segment)
+        lastRateLimitedSegment = segment
+        do {
+            try ledger.addBlock(account: account.name, segmentID: segment, until: until!, reason: "429: " + reasons.joined(separator: ", "), now: t)
+            if accountExhausted {
+                let midnight = Date(timeIntervalSince1970: Double(ZoneRules.utcDay(containing: Int64(t.timeIntervalSince1970.rounded(.down))).end))
+                try ledger.addBlock(account: account.name, segmentID: nil, until: midnight, reason: "429: the account's day seems exhausted", now: t)
+                logger.warning("SendGrid answered 429 and the account's day seems used up elsewhere; paused until 00:00 UTC", metadata: ["until": "\(Timestamp.rfc3339(midnight))"])
+            }
+        } catch {
+            logger.error("cannot record a block learned from a 429", metadata: ["error": "\(error)"])
+        }
+        note(error: "SendGrid answered 429 for \(segment)")
+        logger.warning("SendGrid answered 429; the segment is blocked", metadata: ["until": "\(Timestamp.rfc3339(until!))", "why": "\(reasons.joined(separator: ", "))"])
+    }
+
+    /// What the pre-flight read says against the ledger. Returns whether the ledger changed (the
+    /// rules must then decide again).
+    private func reconcile(segment: String, zone: ZoneRules, reading: SegmentReading, at t: Date, logger: Logger) throws -> Bool {
+        try ledger.recordUsage(
+            account: account.name, segmentID: segment, refreshesUsed: reading.refreshesUsed, lastRefreshedAt: reading.lastRefreshedAt,
+            observedAt: t)
+        let history = try ledger.history(account: account.name, segmentID: segment, now: t)
+        let dayStart = Double(zone.dayWindow(containing: Int64(t.timeIntervalSince1970.rounded(.down))).start)
+        let today = history.segmentAttempts.filter {
+            $0.outcome.countsAsRefresh && ($0.finishedAt ?? $0.startedAt).timeIntervalSince1970 >= dayStart
+        }
+        if reading.refreshesUsed > today.count {
+            // Refreshed elsewhere: count it, no earlier than SendGrid's last_refreshed_at.
+            let missing = reading.refreshesUsed - today.count
+            let at = min(t, max(Date(timeIntervalSince1970: dayStart), reading.lastRefreshedAt ?? t))
+            for _ in 0..<missing { _ = try ledger.recordExternal(account: account.name, segmentID: segment, timeZone: zone.name, at: at) }
+            logger.notice(
+                "SendGrid counts refreshes today that refreshd did not send (web UI or another tool); recorded as external",
+                metadata: ["refreshes_used": "\(reading.refreshesUsed)", "known": "\(today.count)", "at": "\(Timestamp.rfc3339(at))"])
+            let external = Attempt(account: account.name, segment: segment, zone: zone, outcome: .external, startedAt: at, finishedAt: at)
+            for _ in 0..<missing { queue.record(external, now: t) }
+            try reload(segment: segment, now: t)
+            return true
+        }
+        if reading.refreshesUsed < today.count {
+            // Requests without an answer that SendGrid shows it did not record stop counting for
+            // the segment (only when one zone was used, so both sides count the same day).
+            let oneZone = history.segmentAttempts.allSatisfy { $0.timeZone == zone.name }
+            let candidates = today.filter {
+                $0.outcome == .uncertain && ($0.finishedAt ?? $0.startedAt).timeIntervalSince1970 <= t.timeIntervalSince1970 - Self.unrecordedAfter
+            }.sorted { $0.startedAt < $1.startedAt }
+            let n = min(today.count - reading.refreshesUsed, candidates.count)
+            if oneZone, n > 0 {
+                let changed = try ledger.markUnrecorded(attemptIDs: candidates.prefix(n).map(\.id))
+                logger.info("pre-flight shows SendGrid did not record earlier unanswered requests", metadata: ["attempts": "\(changed)"])
+                queue.setAccountHistory(
+                    try ledger.attempts(since: t.addingTimeInterval(-2 * 86400), account: account.name, segmentID: nil, limit: Int.max)
+                        .map(attempt))
+                try reload(segment: segment, now: t)
+                return true
+            }
+        }
+        return false
+    }
+
+    static func errorSummary(_ answer: SendGridAnswer) -> String {
+        let flattened = answer.body.replacingOccurrences(of: "\n", with: " ")
+        return flattened.isEmpty ? "(no body)" : String(flattened.prefix(300))
+    }
+
+    // MARK: Status
+
+    private func note(error: String) { statusLock.withLock { published.lastError = error } }
+
+    private func publish(next: Date?, at t: Date) {
+        let paused = queue.pauseReason
+        let count = queue.count
+        statusLock.withLock {
+            published.nextSendAt = next
+            published.paused = paused
+            published.queued = count
+            published.lastStepAt = t
+        }
+    }
+}
+
+/// Runs one lane per account until shutdown; the composition root wires intake's wake-ups to it.
+public final class DispatcherService: Service, Sendable {
+    public let lanes: [AccountLane]
+    let client: SendGridClient?
+    let maxSleep: Duration
+
+    public init(lanes: [AccountLane], client: SendGridClient?, maxSleep: Duration = .seconds(60)) {
+        self.lanes = lanes
+        self.client = client
+        self.maxSleep = maxSleep
+    }
+
+    /// New jobs or a cancel: every lane looks again.
+    public func wakeUp() { for lane in lanes { lane.wake() } }
+
+    public func run() async throws {
+        let lanes = self.lanes
+        let maxSleep = self.maxSleep
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                for lane in lanes { group.addTask { await lane.run(clock: ContinuousClock(), maxSleep: maxSleep) } }
+            }
+        } onGracefulShutdown: {
+            for lane in lanes { lane.stop() }
+        }
+        await client?.shutdown()
+    }
+}
