@@ -88,10 +88,8 @@ public final class FakeSendGrid: @unchecked Sendable {
         self.apiKey = apiKey
         self.zones = zones
         self.clock = now
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.group = MultiThreadedEventLoopGroup.singleton
     }
-
-    deinit { try? group.syncShutdownGracefully() }
 
     /// Starts listening on 127.0.0.1 (port 0: any free port); returns the base URL.
     public func start(port: Int = 0) async throws -> String {
@@ -159,6 +157,20 @@ public final class FakeSendGrid: @unchecked Sendable {
         return best
     }
 
+    /// The first whole minute after `t` whose wall-clock date is past `t`'s local day: when the
+    /// next local day begins.
+    public static func nextDayStart(after t: Date, zone: ZoneRules) -> Date {
+        let today = localDay(t, zone: zone)
+        var s = Int64(t.timeIntervalSince1970.rounded(.down))
+        s += 60 - ((s % 60) + 60) % 60
+        while true {
+            let local = s + Int64(zone.utcOffset(at: s))
+            let day = local >= 0 ? local / 86400 : (local - 86399) / 86400
+            if day > today { return Date(timeIntervalSince1970: Double(s)) }
+            s += 60
+        }
+    }
+
     static func utcDay(_ t: Date) -> Int64 { Int64((t.timeIntervalSince1970 / 86400).rounded(.down)) }
 
     /// The rule a refresh of `segment` with `zoneName` at `t` would break, if any. Call with the lock held.
@@ -212,7 +224,8 @@ public final class FakeSendGrid: @unchecked Sendable {
     }
 
     private func refresh(segment: String, body: String, at t: Date) -> Answer {
-        accountRequests.append(t)
+        // Every request counts toward the account's day, once it has been judged.
+        defer { accountRequests.append(t) }
         let zoneName =
             (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any])?["user_time_zone"] as? String
         guard let zoneName, zones.contains(zoneName) else {

@@ -57,6 +57,19 @@ public struct AccountConfiguration: Sendable, Equatable {
     public var apiKey: APIKey?
     /// Where the key came from, or why there is none.
     public var apiKeySource: String
+
+    public init(
+        name: String, apiKeyFile: String? = nil, apiKeyEnv: String? = nil, onBehalfOf: String? = nil, accountDaily: Int? = nil,
+        apiKey: APIKey? = nil, apiKeySource: String
+    ) {
+        self.name = name
+        self.apiKeyFile = apiKeyFile
+        self.apiKeyEnv = apiKeyEnv
+        self.onBehalfOf = onBehalfOf
+        self.accountDaily = accountDaily
+        self.apiKey = apiKey
+        self.apiKeySource = apiKeySource
+    }
 }
 
 /// The daemon's effective configuration.

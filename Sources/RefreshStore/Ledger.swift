@@ -74,7 +74,7 @@ public enum SpoolIngestResult: Sendable, Equatable {
 public enum JobDisposition: Sendable, Equatable {
     /// The leader becomes `sent`, the others `coalesced`.
     case sent
-    /// All become `failed` with the reason.
+    /// All become `failed` with the reason (an `uncertain` outcome adds one to their `tries`).
     case failed(reason: String)
     /// All go back to `queued`, held back until `retryAt` if given; `countsTry` adds one to each
     /// job's `tries` (the request may have reached SendGrid without an answer).

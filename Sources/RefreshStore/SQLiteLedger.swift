@@ -477,8 +477,8 @@ public final class SQLiteLedger: Ledger {
             case .failed(let reason):
                 for id in jobIDs {
                     try db.execute(
-                        sql: "UPDATE job SET state = 'failed', reason = ?, updated_at = ? WHERE id = ?",
-                        arguments: [boundedErrorText(reason), t, id])
+                        sql: "UPDATE job SET state = 'failed', reason = ?, updated_at = ?, tries = tries + ? WHERE id = ?",
+                        arguments: [boundedErrorText(reason), t, outcome == .uncertain ? 1 : 0, id])
                 }
             case .requeue(let retryAt, let countsTry):
                 for id in jobIDs {

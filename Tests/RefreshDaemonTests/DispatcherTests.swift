@@ -1,0 +1,335 @@
+import FakeSendGrid
+import Foundation
+import RefreshCore
+import RefreshDaemon
+import RefreshStore
+import TZData
+import Testing
+
+/// 2026-11-25T06:00:00Z.
+let simStart = Date(timeIntervalSince1970: 1_795_586_400)
+
+@Suite("Dispatcher simulated weeks", .serialized)
+struct DispatcherSimulationTests {
+    /// 3 weeks, 50 segments in 12 zones, random arrivals and priorities, over real HTTP to the
+    /// fake SendGrid: no rule is ever broken, no slot with demand is left unused, and each send
+    /// goes out within 1 s (simulated) of the earliest instant the rules plus the margin allow.
+    @Test func threeWeeksFiftySegmentsTwelveZones() async throws {
+        let zoneNames = [
+            "America/Santiago", "America/Havana", "Atlantic/Azores", "Australia/Lord_Howe", "Asia/Kathmandu", "Pacific/Apia",
+            "Africa/Casablanca", "UTC", "America/New_York", "Pacific/Chatham", "Europe/London", "America/St_Johns",
+        ]
+        var rng = SplitMix(seed: 20261126)
+        let segments = (0..<50).map { (id: segmentID($0), zone: zoneNames[$0 % zoneNames.count]) }
+        let end = simStart.addingTimeInterval(21 * 86400)
+        var arrivals: [(at: Date, segment: String, zone: String, priority: Int)] = []
+        // Busy days (demand above the account's 10) and quiet ones.
+        for day in 0..<21 {
+            let count = day % 3 == 2 ? 4 : 16
+            for _ in 0..<count {
+                let segment = segments[Int(rng.next() % 50)]
+                let at = simStart.addingTimeInterval(Double(day) * 86400 + Double(rng.next() % 86400))
+                arrivals.append((at, segment.id, segment.zone, rng.next() % 5 == 0 ? 10 : 0))
+            }
+        }
+        let harness = try await DispatchHarness(start: simStart)
+        try await harness.run(until: end, arrivals: arrivals)
+        await harness.shutdown()
+
+        #expect(harness.fake.violations.isEmpty, "\(harness.fake.violations)")
+        let sends = harness.fake.refreshes.filter { $0.status == 202 }.sorted { $0.at < $1.at }
+        #expect(sends.count == harness.fake.refreshes.count, "only 202s expected without faults")
+        #expect(sends.count > 150, "the account should be busy: \(sends.count) sends")
+
+        // Work conservation and timeliness, judged by the fake's own day arithmetic.
+        let zoneOf = Dictionary(uniqueKeysWithValues: segments.map { ($0.id, try! hostZones.rules(for: $0.zone)) })
+        let arrivalsBySegment = Dictionary(grouping: arrivals, by: \.segment).mapValues { $0.map(\.at).sorted() }
+        var dayEnds: [Date: Date] = [:]
+        var late: [String] = []
+        for index in 0...sends.count {
+            let previous = index == 0 ? simStart : sends[index - 1].at
+            let before = sends.prefix(index)
+            // The earliest instant any segment with unserved demand could legally have gone out.
+            var earliest = Date.distantFuture
+            for (segment, times) in arrivalsBySegment {
+                let segmentSends = before.filter { $0.segment == segment }.map(\.at)
+                let lastSend = segmentSends.max() ?? .distantPast
+                guard let demand = times.first(where: { $0 > lastSend }) else { continue }
+                let legal = earliestLegal(
+                    from: max(demand, previous), zone: zoneOf[segment]!, segmentSends: segmentSends, accountSends: before.map(\.at),
+                    dayEnds: &dayEnds)
+                earliest = min(earliest, legal)
+            }
+            if index < sends.count {
+                if sends[index].at.timeIntervalSince(earliest) > 1 {
+                    late.append("send \(index) of \(sends[index].segment) at \(sends[index].at), a slot was free at \(earliest)")
+                }
+                // And the send itself was legal with the margin.
+                let segment = sends[index].segment
+                let own = earliestLegal(
+                    from: sends[index].at, zone: zoneOf[segment]!, segmentSends: before.filter { $0.segment == segment }.map(\.at),
+                    accountSends: before.map(\.at), dayEnds: &dayEnds)
+                #expect(own == sends[index].at, "send \(index) went out before its legal instant \(own)")
+            } else if earliest < end.addingTimeInterval(-1) {
+                late.append("demand left unserved although a slot was free at \(earliest)")
+            }
+        }
+        #expect(late.isEmpty, "\(late.prefix(5))")
+        // Every job is accounted for: sent or coalesced into a send, or still waiting.
+        let jobs = try harness.ledger.jobs(state: nil, segmentID: nil, after: nil, limit: 10_000)
+        #expect(jobs.count == arrivals.count)
+        #expect(jobs.allSatisfy { [.sent, .coalesced, .queued].contains($0.state) })
+        #expect(jobs.filter { $0.state == .sent }.count == sends.count)
+        #expect(!harness.logs.text.contains(fakeKey))
+    }
+
+    /// Fault storm: 30 % of refreshes answer 5xx (recorded or not), time out, or lose the
+    /// connection. No rule is broken, and no job is lost: each ends sent, coalesced, failed after
+    /// max_attempts, or still queued.
+    @Test func faultStorm() async throws {
+        var rng = SplitMix(seed: 7)
+        let harness = try await DispatchHarness(start: simStart, requestTimeout: 0.5)
+        let faults: [FakeSendGrid.Fault] = [
+            .serverError(recorded: true), .serverError(recorded: false), .delay(seconds: 1.5, recorded: true),
+            .delay(seconds: 1.5, recorded: false), .drop(recorded: true), .drop(recorded: false),
+        ]
+        for _ in 0..<200 {
+            if rng.next() % 10 < 3 { harness.fake.inject(faults[Int(rng.next() % UInt64(faults.count))]) } else { harness.fake.inject(.status(202)) }
+        }
+        var arrivals: [(at: Date, segment: String, zone: String, priority: Int)] = []
+        for _ in 0..<80 {
+            arrivals.append((simStart.addingTimeInterval(Double(rng.next() % (7 * 86400))), segmentID(Int(rng.next() % 20)), "Europe/Berlin", 0))
+        }
+        try await harness.run(until: simStart.addingTimeInterval(8 * 86400), arrivals: arrivals)
+        await harness.shutdown()
+        #expect(harness.fake.violations.isEmpty, "\(harness.fake.violations)")
+        let jobs = try harness.ledger.jobs(state: nil, segmentID: nil, after: nil, limit: 10_000)
+        #expect(jobs.count == arrivals.count)
+        #expect(jobs.allSatisfy { [.sent, .coalesced, .queued, .failed].contains($0.state) })
+        #expect(jobs.filter { $0.state == .failed }.allSatisfy { $0.reason?.contains("no clear answer") == true })
+        let outcomes = Set(try harness.attempts().map(\.outcome))
+        #expect(outcomes.contains(.uncertain) && outcomes.contains(.accepted))
+    }
+}
+
+/// A small deterministic generator (SplitMix64).
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+@Suite("Dispatcher: each answer from SendGrid", .serialized)
+struct DispatcherAnswerTests {
+    let segment = segmentID(1)
+
+    /// 202: the job is sent (SendGrid's job_id kept), later jobs of the segment coalesce into one refresh; the request is well formed.
+    @Test func accepted() async throws {
+        let h = try await DispatchHarness(start: simStart, onBehalfOf: "subuser-1")
+        let a = try h.enqueue(segment, zone: "America/Chicago")
+        let b = try h.enqueue(segment, zone: "America/Chicago", priority: 5)
+        _ = await h.lane.step()
+        await h.shutdown()
+        #expect(try h.job(b).state == .sent && h.job(a).state == .coalesced)
+        let attempt = try #require(try h.attempts().first)
+        #expect(attempt.outcome == .accepted && attempt.httpStatus == 202 && attempt.sendGridJobID?.count == 36)
+        let post = try #require(h.fake.requests.first { $0.method == "POST" })
+        #expect(post.uri == "/v3/marketing/segments/2.0/refresh/\(segment)")
+        #expect(post.header("Authorization") == "Bearer \(fakeKey)" && post.header("on-behalf-of") == "subuser-1")
+        #expect(post.header("User-Agent") == "refreshd/test" && post.header("Content-Type") == "application/json")
+        #expect(post.body == #"{"user_time_zone":"America/Chicago"}"#)
+        let preflight = try #require(h.fake.requests.first { $0.method == "GET" })
+        #expect(preflight.uri == "/v3/marketing/segments/2.0/\(segment)?contacts_sample=false")
+        #expect(h.fake.refreshes.count == 1)
+    }
+
+    /// 404 and 400: the job fails with SendGrid's reason; the segment is not counted, the account is.
+    @Test(arguments: [404, 400])
+    func rejected(status: Int) async throws {
+        let h = try await DispatchHarness(start: simStart)
+        if status == 404 { h.fake.forget(segment: segment) } else { h.fake.inject(.status(400)) }
+        let id = try h.enqueue(segment)
+        _ = await h.lane.step()
+        let job = try h.job(id)
+        #expect(job.state == .failed && job.reason?.contains("SendGrid answered \(status)") == true)
+        let attempt = try #require(try h.attempts().first)
+        #expect(attempt.outcome == .rejected && attempt.httpStatus == status)
+        // A new job for the segment may go at once (not counted for the segment), and the account counts 2 requests.
+        if status == 400 {
+            try h.enqueue(segment)
+            _ = await h.lane.step()
+            #expect(h.fake.refreshes.map(\.status) == [400, 202])
+        }
+        await h.shutdown()
+    }
+
+    /// 401 and 403: the job stays queued, the account is paused with a loud error, nothing else is sent.
+    @Test(arguments: [401, 403])
+    func pausesAccount(status: Int) async throws {
+        let h = try await DispatchHarness(start: simStart)
+        h.fake.inject(.status(status))
+        let id = try h.enqueue(segment)
+        try h.enqueue(segmentID(2))
+        let next = await h.lane.step()
+        #expect(next == nil)
+        #expect(try h.job(id).state == .queued)
+        #expect(h.lane.status.paused?.contains(String(status)) == true)
+        #expect(h.logs.text.contains("critical") && h.logs.text.contains("account paused"))
+        h.time.advance(7200)
+        _ = await h.lane.step()
+        #expect(h.fake.refreshes.count == 1)
+        let attempt = try #require(try h.attempts().first)
+        #expect(attempt.outcome == (status == 401 ? .unauthorized : .forbidden))
+        await h.shutdown()
+    }
+
+    /// 429 with X-RateLimit-Reset as seconds or as a Unix time: the segment is blocked until then
+    /// (+ margin), the job requeued; nothing else goes for that segment before.
+    @Test(arguments: ["900", "unix"])
+    func rateLimitedWithReset(reading: String) async throws {
+        let h = try await DispatchHarness(start: simStart, preflight: false)
+        let reset = reading == "unix" ? String(Int(simStart.timeIntervalSince1970) + 900) : reading
+        h.fake.inject(.rateLimited(headers: ["X-RateLimit-Reset": reset]))
+        let id = try h.enqueue(segment)
+        let next = await h.lane.step()
+        #expect(try h.job(id).state == .queued)
+        #expect(next == simStart.addingTimeInterval(900 + 60))
+        try await h.run(until: simStart.addingTimeInterval(2000))
+        #expect(h.fake.refreshes.map(\.status) == [429, 202])
+        #expect(h.fake.refreshes[1].at == simStart.addingTimeInterval(960))
+        await h.shutdown()
+    }
+
+    /// 429 saying nothing: 1 h, then (again) the next local midnight; when the pre-flight shows the
+    /// segment itself is free, the account's day is taken as exhausted: paused until 00:00 UTC + margin.
+    @Test func rateLimitedWithoutReset() async throws {
+        let h = try await DispatchHarness(start: simStart, preflight: false)
+        h.fake.inject(.rateLimited(headers: [:]), .rateLimited(headers: [:]))
+        try h.enqueue(segment, zone: "Asia/Tokyo")
+        #expect(await h.lane.step() == simStart.addingTimeInterval(3600 + 60))
+        h.time.set(simStart.addingTimeInterval(3660))
+        let second = await h.lane.step()
+        // 2026-11-25T15:00Z is midnight in Tokyo.
+        #expect(second == Date(timeIntervalSince1970: 1_795_618_800 + 60))
+        await h.shutdown()
+
+        let p = try await DispatchHarness(start: simStart, preflight: true)
+        p.fake.inject(.rateLimited(headers: [:]))
+        try p.enqueue(segment)
+        try p.enqueue(segmentID(2))
+        let next = await p.lane.step()
+        // Both segments wait for 00:00 UTC + margin (the account block).
+        #expect(next == Date(timeIntervalSince1970: 1_795_651_200 + 60))
+        let blocks = try p.ledger.blocks(account: "default", now: simStart)
+        #expect(blocks.contains { $0.segmentID == nil })
+        await p.shutdown()
+    }
+
+    /// 5xx, a timeout and a reset after the request was written: uncertain (counts for the
+    /// segment and the account), requeued; after max_attempts the job fails.
+    @Test func noClearAnswer() async throws {
+        let h = try await DispatchHarness(start: simStart, maxAttempts: 3, requestTimeout: 0.5)
+        // SendGrid recorded each of them (so no later pre-flight frees the segment).
+        h.fake.inject(.serverError(recorded: true), .delay(seconds: 1.5, recorded: true), .drop(recorded: true))
+        let id = try h.enqueue(segment)
+        try await h.run(until: simStart.addingTimeInterval(2 * 86400))
+        let job = try h.job(id)
+        #expect(job.state == .failed && job.tries == 3 && job.reason?.contains("after 3 tries") == true, "\(job) \(h.fake.refreshes)")
+        let attempts = try h.attempts()
+        #expect(attempts.count == 3 && attempts.allSatisfy { $0.outcome == .uncertain })
+        // Each counted for the segment: at least an hour (+ margin) apart.
+        for (a, b) in zip(attempts, attempts.dropFirst()) { #expect(b.startedAt.timeIntervalSince(a.finishedAt!) >= 3660) }
+        #expect(h.fake.violations.isEmpty)
+        await h.shutdown()
+    }
+
+    /// Connection refused: nothing reached SendGrid; not counted, requeued with backoff.
+    @Test func connectionRefused() async throws {
+        // A port that was just free: nothing listens there.
+        let h = try await DispatchHarness(start: simStart, baseURL: "http://127.0.0.1:9")
+        let id = try h.enqueue(segment)
+        let next = try #require(await h.lane.step())
+        #expect(try h.job(id).state == .queued && (try h.job(id).retryAt) == next)
+        #expect(next > simStart && next <= simStart.addingTimeInterval(10))
+        let attempt = try #require(try h.attempts().first)
+        #expect(attempt.outcome == .notSent && !attempt.outcome.countsTowardAccount)
+        #expect(h.lane.status.lastError?.contains("not reachable") == true)
+        await h.shutdown()
+    }
+
+    /// Dry-run: everything but the request; the outcome counts like an accepted refresh.
+    @Test func dryRun() async throws {
+        let h = try await DispatchHarness(start: simStart, dryRun: true)
+        let id = try h.enqueue(segment)
+        try h.enqueue(segment)
+        _ = await h.lane.step()
+        #expect(try h.job(id).state == .sent)
+        #expect(try h.attempts().map(\.outcome) == [.dryRun])
+        #expect(h.fake.requests.isEmpty)
+        // The second job waits for the interval, exactly as if the refresh had been sent.
+        try h.enqueue(segment)
+        #expect(await h.lane.step() == simStart.addingTimeInterval(3660))
+        await h.shutdown()
+    }
+
+    /// A refresh made in the web UI is caught by the pre-flight: recorded as external at
+    /// last_refreshed_at, and the rules hold the job until an hour after it.
+    @Test func webUIRefreshCaughtByPreflight() async throws {
+        let h = try await DispatchHarness(start: simStart)
+        h.fake.webUIRefresh(segment: segment, zone: "UTC", at: simStart.addingTimeInterval(-600))
+        try h.enqueue(segment)
+        let next = await h.lane.step()
+        #expect(h.fake.refreshes.isEmpty)
+        #expect(next == simStart.addingTimeInterval(-600 + 3600 + 60))
+        #expect(try h.attempts().map(\.outcome) == [.external])
+        try await h.run(until: simStart.addingTimeInterval(7200))
+        #expect(h.fake.refreshes.map(\.status) == [202] && h.fake.violations.isEmpty)
+        await h.shutdown()
+    }
+
+    /// Automatic refreshes move last_refreshed_at every hour; that alone never holds a job back.
+    @Test func automaticRefreshesDoNotBlock() async throws {
+        let h = try await DispatchHarness(start: simStart)
+        h.fake.automaticRefreshSeconds = 3600
+        try h.enqueue(segment)
+        _ = await h.lane.step()
+        #expect(h.fake.refreshes.map(\.status) == [202])
+        await h.shutdown()
+    }
+
+    /// An unanswered request that SendGrid did not record stops counting for the segment once a
+    /// later pre-flight shows it (the account still counts it).
+    @Test func unrecordedUncertainFreesTheSegment() async throws {
+        let h = try await DispatchHarness(start: simStart, requestTimeout: 0.5)
+        h.fake.inject(.serverError(recorded: false), .serverError(recorded: false))
+        try h.enqueue(segment)
+        try await h.run(until: simStart.addingTimeInterval(3 * 3600))
+        let outcomes = try h.attempts().map(\.outcome)
+        #expect(outcomes.first == .unrecorded)
+        #expect(outcomes.contains(.accepted))
+        #expect(h.fake.violations.isEmpty)
+        await h.shutdown()
+    }
+
+    /// not_before holds a job back; past expires_at it expires unsent.
+    @Test func notBeforeAndExpiry() async throws {
+        let h = try await DispatchHarness(start: simStart)
+        let later = try h.enqueue(segment, notBefore: simStart.addingTimeInterval(500))
+        try h.enqueue(segmentID(2))
+        // Segment 2 goes at once; segment 1's job waits for its not_before.
+        #expect(await h.lane.step() == simStart.addingTimeInterval(500))
+        // Queued after segment 2's refresh, it needs a new one, which the interval holds past its expiry.
+        let expiring = try h.enqueue(segmentID(2), expiresAt: simStart.addingTimeInterval(1000))
+        try await h.run(until: simStart.addingTimeInterval(5000))
+        #expect(try h.job(later).state == .sent)
+        #expect(try h.job(expiring).state == .expired)
+        #expect(h.fake.refreshes.count == 2)
+        await h.shutdown()
+    }
+}
