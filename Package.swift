@@ -100,7 +100,7 @@ let package = Package(
                 "RefreshDaemon", "refreshd", "RefreshStore", "RefreshCore", "TZData", "FakeSendGrid",
                 .product(name: "Logging", package: "swift-log"),
             ],
-            exclude: ["SpoolCorpus", "SpoolCorpus.tsv", "make_spool_corpus.py"],
+            exclude: ["SpoolCorpus", "SpoolCorpus.tsv", "make_spool_corpus.py", "Fixtures"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -202,6 +202,12 @@ public final class FakeSendGrid: @unchecked Sendable {
         var drop = false
     }
 
+    /// Answers a request without the network (status and body), exactly as the server would.
+    public func answer(method: String, uri: String, body: String = "") -> (status: Int, body: String) {
+        let answer = handle(ReceivedRequest(method: method, uri: uri, headers: [("Authorization", "Bearer \(apiKey)")], body: body))
+        return (answer.status, answer.body)
+    }
+
     func handle(_ request: ReceivedRequest) -> Answer {
         lock.withLock {
             requestLog.append(request)
@@ -296,11 +302,17 @@ public final class FakeSendGrid: @unchecked Sendable {
             last = max(last ?? auto, auto)
         }
         let formatter = ISO8601DateFormatter()
-        let lastText = last.map { "\"\(formatter.string(from: $0))\"" } ?? "null"
+        let created = formatter.string(from: Date(timeIntervalSince1970: 1_700_000_000))
+        let sampled = formatter.string(from: last ?? Date(timeIntervalSince1970: 1_700_000_000))
+        let next = formatter.string(from: t.addingTimeInterval(3600))
+        // The shape of SendGrid's Segment2xx schema (all its required fields); last_refreshed_at
+        // only once the segment was refreshed.
+        let lastField = last.map { #","last_refreshed_at":"\#(formatter.string(from: $0))""# } ?? ""
         let body = """
-            {"id":"\(segment)","name":"segment \(segment.prefix(8))","query_dsl":"","contacts_count":42,\
-            "sample_updated_at":\(lastText),"last_refreshed_at":\(lastText),"refreshes_used":\(refreshesUsed(segment: segment, at: t)),\
-            "max_refreshes":2,"status":{"query_validation":"VALID"}}
+            {"id":"\(segment)","name":"segment \(segment.prefix(8))","query_dsl":"SELECT contact_id FROM contact_data","contacts_count":42,\
+            "contacts_sample":[],"created_at":"\(created)","updated_at":"\(created)","sample_updated_at":"\(sampled)",\
+            "next_sample_update":"\(next)","parent_list_ids":[],"query_version":"2","status":{"query_validation":"VALID"},\
+            "refreshes_used":\(refreshesUsed(segment: segment, at: t)),"max_refreshes":2\(lastField)}
             """
         return Answer(status: 200, body: body)
     }
