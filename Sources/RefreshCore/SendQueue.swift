@@ -284,6 +284,9 @@ public struct SendQueue: Sendable {
         if eligible <= t {
             let best = dueJobs(group, at: t)[0]
             ready.push(ReadyEntry(priority: -best.priority, sequence: best.id, segment: segment, version: group.version))
+            // A job that becomes due later may lead with a better key: look again then.
+            let laterDue = pending.compactMap { $0.dueAt?.timeIntervalSince1970 }.filter { $0 > t }.min()
+            if let laterDue { waiting.push(WaitEntry(at: laterDue, segment: segment, version: group.version)) }
         } else {
             waiting.push(WaitEntry(at: eligible, segment: segment, version: group.version))
         }
