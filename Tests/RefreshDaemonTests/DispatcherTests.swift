@@ -333,3 +333,69 @@ struct DispatcherAnswerTests {
         await h.shutdown()
     }
 }
+
+@Suite("Dispatcher loop in real time", .serialized, .timeLimit(.minutes(1)))
+struct DispatcherLoopTests {
+    /// The loop sleeps until the next instant (never polling), a wake-up brings a new job out at
+    /// once, and stop ends it; the fake and the lane run on the real clock here.
+    @Test func sleepsWakesAndStops() async throws {
+        let fake = FakeSendGrid(apiKey: fakeKey, zones: hostZones)
+        let url = try await fake.start()
+        let ledger = try SQLiteLedger(path: temporaryDirectory() + "/ledger.sqlite", now: Date())
+        let client = SendGridClient(baseURL: url, requestTimeoutSeconds: 2, connectTimeoutSeconds: 1, version: "test")
+        let lane = AccountLane(
+            account: AccountConfiguration(name: "default", apiKey: APIKey(fakeKey), apiKeySource: "test"), ledger: ledger, client: client,
+            zones: hostZones, limits: .sendGrid, preflight: true, maxAttempts: 5, now: { Date() }, logger: .init(label: "test"))
+        let service = DispatcherService(lanes: [lane], client: client, maxSleep: .seconds(60))
+        let loop = Task { await lane.run(clock: ContinuousClock(), maxSleep: .seconds(60)) }
+
+        // not_before 0.8 s ahead: out at that instant, not before, not a minute later.
+        let notBefore = Date().addingTimeInterval(0.8)
+        _ = try ledger.enqueue(NewJob(source: "test", account: "default", segmentID: segmentID(1), timeZone: "UTC", notBefore: notBefore), now: Date())
+        service.wakeUp()
+        #expect(waitUntil(timeout: 5) { fake.refreshes.count == 1 })
+        let first = try #require(try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 1).first)
+        #expect(first.startedAt >= notBefore && first.startedAt < notBefore.addingTimeInterval(0.5))
+
+        // Idle now (the only job is sent): a new job plus a wake-up goes out within moments.
+        let queuedAt = Date()
+        _ = try ledger.enqueue(NewJob(source: "test", account: "default", segmentID: segmentID(2), timeZone: "UTC"), now: Date())
+        service.wakeUp()
+        #expect(waitUntil(timeout: 5) { fake.refreshes.count == 2 })
+        #expect(Date().timeIntervalSince(queuedAt) < 1)
+        #expect(lane.status.queued == 0 && lane.status.lastStepAt != nil)
+
+        // stop() ends the loop (the suite's time limit catches a loop that would not end).
+        lane.stop()
+        _ = await loop.value
+        await client.shutdown()
+        await fake.stop()
+    }
+
+    /// Accounts are independent lanes: one account's slow request does not hold up another's.
+    @Test func accountsRunInParallel() async throws {
+        let fake = FakeSendGrid(apiKey: fakeKey, zones: hostZones)
+        let url = try await fake.start()
+        fake.inject(segment: segmentID(1), .delay(seconds: 3, recorded: true))
+        let ledger = try SQLiteLedger(path: temporaryDirectory() + "/ledger.sqlite", now: Date())
+        let client = SendGridClient(baseURL: url, requestTimeoutSeconds: 10, connectTimeoutSeconds: 1, version: "test")
+        let lanes = ["slow", "quick"].map { name in
+            AccountLane(
+                account: AccountConfiguration(name: name, apiKey: APIKey(fakeKey), apiKeySource: "test"), ledger: ledger, client: client,
+                zones: hostZones, limits: .sendGrid, preflight: false, maxAttempts: 5, now: { Date() }, logger: .init(label: "test"))
+        }
+        let service = DispatcherService(lanes: lanes, client: client, maxSleep: .seconds(60))
+        _ = try ledger.enqueue(NewJob(source: "test", account: "slow", segmentID: segmentID(1), timeZone: "UTC"), now: Date())
+        let loops = lanes.map { lane in Task { await lane.run(clock: ContinuousClock(), maxSleep: .seconds(60)) } }
+        #expect(waitUntil(timeout: 5) { fake.refreshes.count == 1 })
+        let start = Date()
+        _ = try ledger.enqueue(NewJob(source: "test", account: "quick", segmentID: segmentID(2), timeZone: "UTC"), now: Date())
+        service.wakeUp()
+        #expect(waitUntil(timeout: 2) { fake.refreshes.count == 2 })
+        #expect(Date().timeIntervalSince(start) < 2, "the quick account waited for the slow one")
+        for lane in lanes { lane.stop() }
+        for loop in loops { _ = await loop.value }
+        await client.shutdown()
+        await fake.stop()
+    }
+}
