@@ -10,6 +10,7 @@ let package = Package(
         .package(name: "refreshd", path: ".."),
         .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.1", traits: ["MallocInterposer"]),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
         .executableTarget(
@@ -43,6 +44,19 @@ let package = Package(
                 .product(name: "TZData", package: "refreshd"),
             ],
             path: "Benchmarks/IntakeBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        .executableTarget(
+            name: "DispatchBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "RefreshDaemon", package: "refreshd"),
+                .product(name: "RefreshStore", package: "refreshd"),
+                .product(name: "RefreshCore", package: "refreshd"),
+                .product(name: "TZData", package: "refreshd"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/DispatchBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
     ]

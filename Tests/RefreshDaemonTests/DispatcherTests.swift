@@ -317,6 +317,22 @@ struct DispatcherAnswerTests {
         await h.shutdown()
     }
 
+    /// Wall-clock steps: backwards, a refresh recorded "in the future" still holds the segment
+    /// for its hour; forwards, work that became due goes at once.
+    @Test func clockSteps() async throws {
+        let h = try await DispatchHarness(start: simStart)
+        try h.enqueue(segment)
+        _ = await h.lane.step()
+        h.time.set(simStart.addingTimeInterval(-7200))
+        try h.enqueue(segment)
+        #expect(await h.lane.step() == simStart.addingTimeInterval(3660))
+        #expect(h.fake.refreshes.count == 1)
+        h.time.set(simStart.addingTimeInterval(86400))
+        _ = await h.lane.step()
+        #expect(h.fake.refreshes.count == 2 && h.fake.violations.isEmpty)
+        await h.shutdown()
+    }
+
     /// not_before holds a job back; past expires_at it expires unsent.
     @Test func notBeforeAndExpiry() async throws {
         let h = try await DispatchHarness(start: simStart)
