@@ -226,6 +226,13 @@ public enum RuleEngine {
         return combine(segmentPart + accountPart, now: t)
     }
 
+    /// The account's own budgets at `now` (I3 and the account's blocks), whatever the segment.
+    public static func accountBudgets(account: String, history: [Attempt], blocks: [LearnedBlock], limits: Limits, now: Date) -> [RuleBudget] {
+        let t = now.timeIntervalSince1970
+        let finishes = history.filter { $0.account == account && $0.outcome.countsTowardAccount }.map { $0.finish(now: t) }
+        return AccountState(account: account, finishes: finishes, blocks: blocks).evaluate(limits: limits, now: t)
+    }
+
     /// Folds per-rule budgets into a decision (the largest earliest instant wins).
     static func combine(_ budgets: [RuleBudget], now: Double) -> Decision {
         let sorted = budgets.sorted { $0.rule < $1.rule }

@@ -80,6 +80,8 @@ public struct DaemonConfiguration: Sendable {
     public var spoolDir: Setting<String>
     public var socket: Setting<String>
     public var listen: Setting<String?>
+    /// A file holding the token that state-changing routes need on the TCP listener.
+    public var apiTokenFile: Setting<String?> = Setting(nil)
     public var dryRun: Setting<Bool>
     public var logLevel: Setting<String>
     public var retentionDays: Setting<Int>

@@ -306,7 +306,7 @@ private struct TableReader {
 
     mutating func apply(_ table: TOMLTable, to config: inout DaemonConfiguration) {
         let topKeys: Set<String> = [
-            "state_dir", "spool_dir", "socket", "listen", "dry_run", "log_level", "retention_days", "max_queued_jobs", "sendgrid",
+            "state_dir", "spool_dir", "socket", "listen", "api_token_file", "dry_run", "log_level", "retention_days", "max_queued_jobs", "sendgrid",
             "limits", "account",
         ]
         for key in table.keys where !topKeys.contains(key) { unknown(nil, key) }
@@ -314,6 +314,7 @@ private struct TableReader {
         string(table, nil, "spool_dir") { config.spoolDir = $0 }
         string(table, nil, "socket") { config.socket = $0 }
         string(table, nil, "listen") { config.listen = Setting($0.value, $0.source) }
+        string(table, nil, "api_token_file") { config.apiTokenFile = Setting($0.value, $0.source) }
         bool(table, nil, "dry_run") { config.dryRun = $0 }
         string(table, nil, "log_level") { config.logLevel = $0 }
         int(table, nil, "retention_days") { config.retentionDays = $0 }

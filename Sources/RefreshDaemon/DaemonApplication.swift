@@ -37,7 +37,8 @@ public enum DaemonApplication {
         } catch {
             throw StartupError(description: "\(error)", exitCode: 74)
         }
-        let dispatcher = makeDispatcher(configuration: configuration, ledger: ledger, zones: zones, now: now, logger: logger)
+        let metrics = RefreshdMetrics()
+        let dispatcher = makeDispatcher(configuration: configuration, ledger: ledger, zones: zones, now: now, logger: logger, observer: metrics)
         let intake = SpoolIntake(
             spoolDirectory: configuration.spoolDir.value, ledger: ledger, accounts: Set(configuration.accounts.map(\.name)),
             zones: zones, maxQueuedJobs: configuration.maxQueuedJobs.value, now: now, logger: logger, onEnqueued: { dispatcher.wakeUp() })
@@ -55,6 +56,24 @@ public enum DaemonApplication {
                 ])
         }
         let spool = SpoolIntakeService(intake: intake, rescanInterval: .seconds(60), logger: logger, onReady: ready)
+        let state = ControlState(
+            ledger: ledger, zones: zones, configuration: configuration, version: version, startedAt: now(), now: now, metrics: metrics,
+            lanes: { dispatcher.lanes.map(\.status) }, intake: { intake.status }, wake: { dispatcher.wakeUp() })
+        var apiToken: String?
+        if let tokenFile = configuration.apiTokenFile.value {
+            guard let text = try? String(contentsOfFile: tokenFile, encoding: .utf8), !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+                throw StartupError(description: "api_token_file: cannot read a token from \(tokenFile)", exitCode: 78)
+            }
+            apiToken = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let listeners: [any Service]
+        do {
+            try ControlAPIListeners.prepareSocket(configuration.socket.value)
+            listeners = try ControlAPIListeners.make(
+                state: state, socketPath: configuration.socket.value, listen: configuration.listen.value, apiToken: apiToken, logger: logger)
+        } catch {
+            throw StartupError(description: "control API: \(error)", exitCode: 73)
+        }
         let maintenance = LedgerMaintenanceService(
             ledger: ledger, retentionDays: configuration.retentionDays.value, interval: .seconds(3600), now: now, logger: logger)
 
@@ -65,14 +84,15 @@ public enum DaemonApplication {
         }
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [spool, dispatcher, maintenance], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: [spool, dispatcher, maintenance] + listeners, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         logger.info("refreshd stopped")
     }
 
     /// One lane per account, sharing one HTTP client (none when every account runs dry).
     static func makeDispatcher(
-        configuration: DaemonConfiguration, ledger: any Ledger, zones: ZoneInfoDirectory, now: @escaping @Sendable () -> Date, logger: Logger
+        configuration: DaemonConfiguration, ledger: any Ledger, zones: ZoneInfoDirectory, now: @escaping @Sendable () -> Date, logger: Logger,
+        observer: (any DispatchObserver)? = nil
     ) -> DispatcherService {
         let anyLive = configuration.accounts.contains { !configuration.isDryRun($0) }
         let client =
@@ -84,7 +104,7 @@ public enum DaemonApplication {
             AccountLane(
                 account: account, ledger: ledger, client: configuration.isDryRun(account) ? nil : client, zones: zones,
                 limits: configuration.limits(for: account.name), preflight: configuration.preflight.value,
-                maxAttempts: configuration.maxAttempts.value, now: now, logger: logger)
+                maxAttempts: configuration.maxAttempts.value, now: now, logger: logger, observer: observer)
         }
         return DispatcherService(lanes: lanes, client: client)
     }

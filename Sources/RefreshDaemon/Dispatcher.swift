@@ -87,6 +87,7 @@ public final class AccountLane: @unchecked Sendable {
     let maxAttempts: Int
     let now: @Sendable () -> Date
     let logger: Logger
+    let observer: (any DispatchObserver)?
     let signal = WakeSignal()
 
     private var queue: SendQueue
@@ -108,8 +109,9 @@ public final class AccountLane: @unchecked Sendable {
 
     public init(
         account: AccountConfiguration, ledger: any Ledger, client: SendGridClient?, zones: ZoneInfoDirectory, limits: Limits,
-        preflight: Bool, maxAttempts: Int, now: @escaping @Sendable () -> Date, logger: Logger
+        preflight: Bool, maxAttempts: Int, now: @escaping @Sendable () -> Date, logger: Logger, observer: (any DispatchObserver)? = nil
     ) {
+        self.observer = observer
         self.account = account
         self.ledger = ledger
         self.client = client
@@ -325,8 +327,11 @@ public final class AccountLane: @unchecked Sendable {
         }
         // 3. Send (or, in dry-run, don't) and record the answer.
         let outcome: Completion
+        var latency: Duration?
         if let client, let key {
+            let began = ContinuousClock.now
             let answer = await client.refresh(segment: segment, zone: zone.name, key: key, onBehalfOf: account.onBehalfOf)
+            latency = ContinuousClock.now - began
             let finished = max(now(), t)
             outcome = await interpret(answer, segment: segment, zone: zone, jobs: jobs, started: t, finished: finished, logger: segmentLogger)
         } else {
@@ -345,6 +350,7 @@ public final class AccountLane: @unchecked Sendable {
             queue.hold(segment: segment, until: .distantFuture, now: t)
             return
         }
+        observer?.attemptFinished(account: account.name, outcome: outcome.outcome, latency: latency)
         queue.record(
             Attempt(account: account.name, segment: segment, zone: zone, outcome: outcome.outcome, startedAt: t, finishedAt: outcome.finished),
             now: t)

@@ -124,6 +124,7 @@ public struct ConfigurationReport {
         line("spool_dir", c.spoolDir, quoted)
         line("socket", c.socket, quoted)
         line("listen", c.listen) { $0.map(quoted) ?? "(not set: unix socket only)" }
+        line("api_token_file", c.apiTokenFile) { $0.map(quoted) ?? "(not set: the TCP listener refuses changes)" }
         line("dry_run", c.dryRun) { "\($0)" }
         line("log_level", c.logLevel, quoted)
         line("retention_days", c.retentionDays) { "\($0)" }

@@ -214,7 +214,7 @@ struct ConfigurationTests {
         for key in ["state_dir", "spool_dir", "socket", "listen", "dry_run", "log_level", "retention_days", "base_url",
                     "request_timeout_seconds", "preflight", "segment_daily", "segment_interval_seconds", "account_daily",
                     "safety_margin_seconds", "name", "api_key_file", "api_key_env", "on_behalf_of", "max_queued_jobs",
-                    "connect_timeout_seconds", "max_attempts"] {
+                    "connect_timeout_seconds", "max_attempts", "api_token_file"] {
             #expect(text.contains("#\(key) = "), "\(key) is not documented")
         }
         let uncommented = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }

@@ -8,12 +8,15 @@ import Testing
 struct SchemaValidator {
     let document: [String: Any]
 
-    init() throws {
+    init(path: String = "Fixtures/sendgrid-segments-2.0.openapi.json") throws {
         var root = URL(fileURLWithPath: #filePath)
         root.deleteLastPathComponent()
-        let data = try Data(contentsOf: root.appendingPathComponent("Fixtures/sendgrid-segments-2.0.openapi.json"))
+        let data = try Data(contentsOf: path.hasPrefix("/") ? URL(fileURLWithPath: path) : root.appendingPathComponent(path))
         document = try JSONSerialization.jsonObject(with: data) as! [String: Any]
     }
+
+    /// The schema of a component by name.
+    func component(_ name: String) -> [String: Any] { resolve(["$ref": "#/components/schemas/\(name)"]) }
 
     func resolve(_ schema: [String: Any]) -> [String: Any] {
         guard let ref = schema["$ref"] as? String else { return schema }
@@ -26,13 +29,27 @@ struct SchemaValidator {
     func problems(_ value: Any, _ schema: [String: Any], at path: String = "$") -> [String] {
         let schema = resolve(schema)
         var found: [String] = []
+        if let branches = schema["oneOf"] as? [[String: Any]] {
+            return branches.contains { problems(value, $0, at: path).isEmpty } ? [] : ["\(path): matches no branch of oneOf"]
+        }
+        if let options = schema["enum"] as? [Any], let text = value as? String, !options.contains(where: { ($0 as? String) == text }) {
+            return ["\(path): \"\(text)\" is not one of \(options)"]
+        }
         switch schema["type"] as? String {
+        case "null":
+            guard value is NSNull else { return ["\(path): expected null"] }
         case "object":
             guard let object = value as? [String: Any] else { return ["\(path): expected an object"] }
             for key in schema["required"] as? [String] ?? [] where object[key] == nil { found.append("\(path).\(key): required") }
             let properties = schema["properties"] as? [String: Any] ?? [:]
             for (key, child) in object {
-                if let childSchema = properties[key] as? [String: Any] { found += problems(child, childSchema, at: "\(path).\(key)") }
+                if let childSchema = properties[key] as? [String: Any] {
+                    found += problems(child, childSchema, at: "\(path).\(key)")
+                } else if let extra = schema["additionalProperties"] as? [String: Any] {
+                    found += problems(child, extra, at: "\(path).\(key)")
+                } else if schema["additionalProperties"] as? Bool == false {
+                    found.append("\(path).\(key): not allowed")
+                }
             }
         case "array":
             guard let array = value as? [Any] else { return ["\(path): expected an array"] }

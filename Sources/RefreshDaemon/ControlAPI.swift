@@ -1,0 +1,506 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import RefreshCore
+import RefreshStore
+import TZData
+
+/// What the control API reads and steers: the ledger, the configuration, the dispatcher's lanes,
+/// intake. Built once in the composition root.
+public final class ControlState: @unchecked Sendable {
+    public let ledger: any Ledger
+    public let zones: ZoneInfoDirectory
+    public let version: String
+    public let startedAt: Date
+    public let now: @Sendable () -> Date
+    public let metrics: RefreshdMetrics
+    private let lock = NSLock()
+    private var _configuration: DaemonConfiguration
+    private let lanes: @Sendable () -> [LaneStatus]
+    private let intake: @Sendable () -> SpoolIntake.IntakeState?
+    private let wake: @Sendable () -> Void
+
+    public init(
+        ledger: any Ledger, zones: ZoneInfoDirectory, configuration: DaemonConfiguration, version: String, startedAt: Date,
+        now: @escaping @Sendable () -> Date, metrics: RefreshdMetrics, lanes: @escaping @Sendable () -> [LaneStatus],
+        intake: @escaping @Sendable () -> SpoolIntake.IntakeState?, wake: @escaping @Sendable () -> Void
+    ) {
+        self.ledger = ledger
+        self.zones = zones
+        self._configuration = configuration
+        self.version = version
+        self.startedAt = startedAt
+        self.now = now
+        self.metrics = metrics
+        self.lanes = lanes
+        self.intake = intake
+        self.wake = wake
+    }
+
+    public var configuration: DaemonConfiguration {
+        get { lock.withLock { _configuration } }
+        set { lock.withLock { _configuration = newValue } }
+    }
+
+    var laneStatuses: [LaneStatus] { lanes() }
+    var intakeState: SpoolIntake.IntakeState? { intake() }
+    func wakeDispatcher() { wake() }
+}
+
+/// An error as the API answers it: `{"error": {"code", "message"}}` with the status.
+public struct APIError: Error, HTTPResponseError, Sendable {
+    public let status: HTTPResponse.Status
+    public let code: String
+    public let message: String
+
+    public init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
+        self.status = status
+        self.code = code
+        self.message = message
+    }
+
+    public static func badRequest(_ field: String, _ message: String) -> APIError {
+        APIError(.badRequest, "invalid_\(field)", "\(field): \(message)")
+    }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        ControlAPI.json(["error": ["code": code, "message": message]], status: status)
+    }
+}
+
+/// Turns every error into the JSON error shape (unknown routes included).
+struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as APIError {
+            return ControlAPI.json(["error": ["code": error.code, "message": error.message]], status: error.status)
+        } catch let error as HTTPError {
+            let code = error.status == .notFound ? "not_found" : error.status == .methodNotAllowed ? "method_not_allowed" : "http_\(error.status.code)"
+            let message =
+                error.status == .notFound
+                ? "no such route: \(request.method) \(request.uri.path) (see GET /v1/openapi.json)" : (error.body ?? error.status.reasonPhrase)
+            return ControlAPI.json(["error": ["code": code, "message": message]], status: error.status)
+        } catch let error as LedgerError {
+            logger.error("control API: ledger error", metadata: ["error": "\(error)"])
+            return ControlAPI.json(["error": ["code": "ledger_\(error.code.rawValue)", "message": error.message]], status: .serviceUnavailable)
+        } catch {
+            logger.error("control API: unexpected error", metadata: ["error": "\(error)"])
+            return ControlAPI.json(["error": ["code": "internal", "message": "internal error: \(type(of: error))"]], status: .internalServerError)
+        }
+    }
+}
+
+/// On a TCP listener (reachable by every local user), routes that change state need the API token.
+struct WriteTokenMiddleware<Context: RequestContext>: RouterMiddleware {
+    let token: String?
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if request.method == .post || request.method == .delete || request.method == .put || request.method == .patch {
+            guard let token else {
+                throw APIError(.forbidden, "forbidden", "changes are refused on the TCP listener unless api_token_file is configured; use the unix socket")
+            }
+            guard let header = request.headers[.authorization], constantTimeEqual(header, "Bearer " + token) else {
+                throw APIError(.forbidden, "forbidden", "this route changes state: send the API token as 'Authorization: Bearer <token>'")
+            }
+        }
+        return try await next(request, context)
+    }
+
+    private func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8)
+        let y = Array(b.utf8)
+        guard x.count == y.count else { return false }
+        var difference: UInt8 = 0
+        for i in 0..<x.count { difference |= x[i] ^ y[i] }
+        return difference == 0
+    }
+}
+
+/// The control API's routes (documented in `ControlAPI.openAPIDocument`, served at /v1/openapi.json).
+public enum ControlAPI {
+    /// Every route: method and path as the OpenAPI document writes them. Tests hold the two equal.
+    public static let routes: [(method: String, path: String)] = [
+        ("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/v1/openapi.json"), ("GET", "/v1/status"), ("GET", "/v1/budget"),
+        ("GET", "/v1/segments/{id}/budget"), ("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs/{id}"),
+        ("DELETE", "/v1/jobs/{id}"), ("GET", "/v1/plan"), ("GET", "/v1/refreshes"),
+    ]
+
+    /// The router; `writeToken` given (even nil) means a TCP listener: writes need the token.
+    public static func router(state: ControlState, logger: Logger, tcp: Bool, writeToken: String?) -> Router<BasicRequestContext> {
+        let router = Router()
+        router.middlewares.add(JSONErrorMiddleware(logger: logger))
+        if tcp { router.middlewares.add(WriteTokenMiddleware(token: writeToken)) }
+        let handlers = Handlers(state: state)
+        router.get("/healthz") { _, _ in try handlers.health() }
+        router.get("/metrics") { _, _ in handlers.metrics() }
+        router.get("/v1/openapi.json") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: openAPIDocument)))
+        }
+        router.get("/v1/status") { _, _ in try handlers.status() }
+        router.get("/v1/budget") { _, _ in try handlers.budget() }
+        router.get("/v1/segments/{id}/budget") { request, context in
+            try handlers.segmentBudget(id: context.parameters.get("id") ?? "", query: request.uri.queryParameters)
+        }
+        router.get("/v1/jobs") { request, _ in try handlers.jobs(query: request.uri.queryParameters) }
+        router.post("/v1/jobs") { request, _ in
+            let body = try await request.body.collect(upTo: JobFile.maxBytes + 1)
+            return try handlers.enqueue(body: body)
+        }
+        router.get("/v1/jobs/{id}") { _, context in try handlers.job(id: context.parameters.get("id") ?? "") }
+        router.delete("/v1/jobs/{id}") { _, context in try handlers.cancel(id: context.parameters.get("id") ?? "") }
+        router.get("/v1/plan") { _, _ in try handlers.plan() }
+        router.get("/v1/refreshes") { request, _ in try handlers.refreshes(query: request.uri.queryParameters) }
+        return router
+    }
+
+    /// A JSON response from plain values (dictionaries, arrays, strings, numbers, booleans, NSNull).
+    static func json(_ value: Any, status: HTTPResponse.Status = .ok) -> Response {
+        let data = (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        var buffer = ByteBuffer(bytes: data)
+        buffer.writeString("\n")
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: buffer))
+    }
+}
+
+/// The route handlers, over the state.
+struct Handlers: Sendable {
+    let state: ControlState
+
+    var ledger: any Ledger { state.ledger }
+
+    func health() throws -> Response {
+        _ = try ledger.queuedCount()
+        return ControlAPI.json(["status": "ok"])
+    }
+
+    func metrics() -> Response {
+        let text = state.metrics.render(state: state)
+        return Response(
+            status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    // MARK: Status
+
+    func status() throws -> Response {
+        let t = state.now()
+        let configuration = state.configuration
+        let counts = try ledger.jobCounts()
+        let lanes = state.laneStatuses
+        var accounts: [[String: Any]] = []
+        for account in configuration.accounts {
+            let lane = lanes.first { $0.account == account.name }
+            var entry: [String: Any] = [
+                "name": account.name, "dry_run": configuration.isDryRun(account), "queued": lane?.queued ?? 0,
+                "paused": lane?.paused != nil,
+            ]
+            entry["paused_reason"] = lane?.paused ?? NSNull()
+            entry["next_send_at"] = lane?.nextSendAt.map(Timestamp.rfc3339) ?? NSNull()
+            entry["last_error"] = lane?.lastError ?? NSNull()
+            accounts.append(entry)
+        }
+        var spool: [String: Any] = ["backlog": 0, "taken": 0, "rejected": 0, "blocked": NSNull()]
+        if let intake = state.intakeState {
+            spool = ["backlog": intake.backlog, "taken": intake.taken, "rejected": intake.rejected, "blocked": intake.blocked ?? NSNull()]
+        }
+        var jobs: [String: Int] = [:]
+        for jobState in JobState.allCases { jobs[jobState.rawValue] = counts[jobState] ?? 0 }
+        let lastError = lanes.compactMap(\.lastError).first
+        let body: [String: Any] = [
+            "version": state.version, "tzdata_version": state.zones.version ?? NSNull(), "tz_directory": state.zones.path,
+            "dry_run": configuration.accounts.allSatisfy { configuration.isDryRun($0) }, "started_at": Timestamp.rfc3339(state.startedAt),
+            "uptime_seconds": Int(t.timeIntervalSince(state.startedAt)), "now": Timestamp.rfc3339(t), "jobs": jobs,
+            "queue_size": counts[.queued] ?? 0, "spool": spool, "accounts": accounts, "last_error": lastError ?? NSNull(),
+            "paused_accounts": accounts.filter { $0["paused"] as? Bool == true }.map { $0["name"]! },
+        ]
+        return ControlAPI.json(body)
+    }
+
+    // MARK: Budget
+
+    private func rules(_ name: String) -> ZoneRules? { try? state.zones.rules(for: name) }
+    private var utc: ZoneRules { rules("UTC") ?? ZoneRules.fixed(name: "UTC", offset: 0) }
+
+    func budgetJSON(_ budget: RuleBudget) -> [String: Any] {
+        [
+            "rule": budget.rule.rawValue, "used": budget.used, "limit": budget.limit, "remaining": budget.remaining,
+            "resets_at": budget.resetsAt.map(Timestamp.rfc3339) ?? NSNull(),
+        ]
+    }
+
+    func budget() throws -> Response {
+        let t = state.now()
+        let configuration = state.configuration
+        let lanes = state.laneStatuses
+        var accounts: [[String: Any]] = []
+        for account in configuration.accounts {
+            let since = t.addingTimeInterval(-2 * 86400)
+            let attempts = try ledger.attempts(since: since, account: account.name, segmentID: nil, limit: Int.max)
+            let history = attempts.map {
+                Attempt(account: $0.account, segment: $0.segmentID, zone: utc, outcome: $0.outcome, startedAt: $0.startedAt, finishedAt: $0.finishedAt)
+            }
+            let blocks = try ledger.blocks(account: account.name, now: t).filter { $0.segmentID == nil }.map {
+                LearnedBlock(scope: .account($0.account), until: $0.until, reason: $0.reason)
+            }
+            let budgets = RuleEngine.accountBudgets(account: account.name, history: history, blocks: blocks, limits: configuration.limits(for: account.name), now: t)
+            let daily = budgets.first { $0.rule == .accountDaily }!
+            let block = budgets.first { $0.rule == .learnedBlock }
+            let lane = lanes.first { $0.account == account.name }
+            var pausedReason: Any = NSNull()
+            if let paused = lane?.paused {
+                pausedReason = paused
+            } else if let block, let until = block.resetsAt {
+                pausedReason = "blocked until \(Timestamp.rfc3339(until)) (learned from SendGrid)"
+            }
+            accounts.append([
+                "account": account.name, "used": daily.used, "limit": daily.limit, "remaining": daily.remaining,
+                "resets_at": daily.resetsAt.map(Timestamp.rfc3339) ?? NSNull(), "paused": !(pausedReason is NSNull), "paused_reason": pausedReason,
+                "dry_run": configuration.isDryRun(account), "queued": lane?.queued ?? 0,
+                "next_send_at": lane?.nextSendAt.map(Timestamp.rfc3339) ?? NSNull(),
+            ])
+        }
+        return ControlAPI.json(["now": Timestamp.rfc3339(t), "accounts": accounts])
+    }
+
+    func segmentBudget(id: String, query: Parameters) throws -> Response {
+        guard let segment = JobFile.normalizedUUID(id) else {
+            throw APIError.badRequest("segment_id", "\"\(id)\" is not a segment id (a UUID, 36 characters)")
+        }
+        let configuration = state.configuration
+        let account = query.get("account") ?? "default"
+        guard configuration.accounts.contains(where: { $0.name == account }) else {
+            throw APIError.badRequest(
+                "account", "no account named \"\(account)\" (configured: \(configuration.accounts.map(\.name).joined(separator: ", ")))")
+        }
+        let t = state.now()
+        let history = try ledger.history(account: account, segmentID: segment, now: t)
+        var zoneName = query.get("time_zone")
+        if zoneName == nil {
+            zoneName = try ledger.queuedJobs(account: account, segmentID: segment).last?.job.timeZone ?? history.segmentAttempts.last?.timeZone
+        }
+        guard let zoneName else {
+            throw APIError.badRequest("time_zone", "required for a segment refreshd has never seen (an IANA zone such as America/Chicago)")
+        }
+        guard let zone = rules(zoneName) else {
+            let suggestions = state.zones.suggestions(for: zoneName)
+            throw APIError.badRequest(
+                "time_zone", "unknown time zone \"\(zoneName)\"" + (suggestions.isEmpty ? "" : "; did you mean \(suggestions.joined(separator: ", "))?"))
+        }
+        let inputs = history.engineInputs(resolve: rules, fallback: utc)
+        let decision = RuleEngine.decide(
+            account: account, segment: segment, zone: zone, history: inputs.attempts, blocks: inputs.blocks, limits: configuration.limits(for: account),
+            now: t)
+        let paused = state.laneStatuses.first { $0.account == account }?.paused
+        var body: [String: Any] = [
+            "segment_id": segment, "account": account, "time_zone": zone.name, "now": Timestamp.rfc3339(t),
+            "allowed_now": decision.verdict == .allowed && paused == nil, "binding": decision.binding.map(\.rawValue),
+            "earliest": decision.earliest(now: t).map(Timestamp.rfc3339) ?? NSNull(), "rules": decision.budgets.map(budgetJSON),
+            "segment_remaining_today": decision.budget(.segmentDaily)?.remaining ?? 0,
+            "account_remaining": decision.budget(.accountDaily)?.remaining ?? 0,
+        ]
+        body["paused_reason"] = paused ?? NSNull()
+        return ControlAPI.json(body)
+    }
+
+    // MARK: Jobs
+
+    static func jobJSON(_ job: StoredJob) -> [String: Any] {
+        [
+            "id": job.id, "state": job.state.rawValue, "account": job.job.account, "segment_id": job.job.segmentID,
+            "time_zone": job.job.timeZone, "priority": job.job.priority, "source": job.job.source,
+            "idempotency_key": job.job.idempotencyKey ?? NSNull(), "not_before": job.job.notBefore.map(Timestamp.rfc3339) ?? NSNull(),
+            "expires_at": job.job.expiresAt.map(Timestamp.rfc3339) ?? NSNull(), "note": job.job.note ?? NSNull(),
+            "attempt_id": job.attemptID ?? NSNull(), "reason": job.reason ?? NSNull(), "tries": job.tries,
+            "retry_at": job.retryAt.map(Timestamp.rfc3339) ?? NSNull(), "created_at": Timestamp.rfc3339(job.createdAt),
+            "updated_at": Timestamp.rfc3339(job.updatedAt),
+        ]
+    }
+
+    private func jobID(_ text: String) throws -> Int64 {
+        guard let id = Int64(text), id > 0 else { throw APIError.badRequest("id", "\"\(text)\" is not a job id (a positive integer)") }
+        return id
+    }
+
+    func jobs(query: Parameters) throws -> Response {
+        var jobState: JobState?
+        if let text = query.get("state") {
+            guard let parsed = JobState(rawValue: text) else {
+                throw APIError.badRequest("state", "\"\(text)\" is not a job state (\(JobState.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            jobState = parsed
+        }
+        var segment: String?
+        if let text = query.get("segment") {
+            guard let normalized = JobFile.normalizedUUID(text) else { throw APIError.badRequest("segment", "\"\(text)\" is not a segment id (a UUID)") }
+            segment = normalized
+        }
+        let limit = try intParameter(query, "limit", default: 100, range: 1...1000)
+        var cursor: Int64?
+        if let text = query.get("cursor") {
+            guard let value = Int64(text), value >= 0 else { throw APIError.badRequest("cursor", "\"\(text)\" is not a cursor (use next_cursor from the previous page)") }
+            cursor = value
+        }
+        let page = try ledger.jobs(state: jobState, segmentID: segment, after: cursor, limit: limit)
+        let next: Any = page.count == limit ? String(page.last!.id) : NSNull()
+        return ControlAPI.json(["jobs": page.map(Self.jobJSON), "next_cursor": next])
+    }
+
+    func job(id: String) throws -> Response {
+        let id = try jobID(id)
+        guard let job = try ledger.job(id: id) else { throw APIError(.notFound, "job_not_found", "no job \(id)") }
+        return ControlAPI.json(["job": Self.jobJSON(job)])
+    }
+
+    func enqueue(body: ByteBuffer) throws -> Response {
+        guard body.readableBytes <= JobFile.maxBytes else {
+            throw APIError(.contentTooLarge, "too_large", "a job is at most \(JobFile.maxBytes) bytes")
+        }
+        let configuration = state.configuration
+        let zones = state.zones
+        let bytes = Array(body.readableBytesView)
+        let request: JobRequest
+        switch JobFile.parse(bytes, accounts: Set(configuration.accounts.map(\.name)), zoneProblem: { zone in
+            zones.contains(zone) ? nil : TZDataError.unknownZone(zone, suggestions: zones.suggestions(for: zone)).message
+        }) {
+        case .success(let parsed): request = parsed
+        case .failure(let error):
+            throw APIError(.badRequest, error.field.map { "invalid_\($0)" } ?? "invalid_job", error.description)
+        }
+        guard try ledger.queuedCount() < configuration.maxQueuedJobs.value else {
+            throw APIError(.serviceUnavailable, "queue_full", "the queue holds max_queued_jobs = \(configuration.maxQueuedJobs.value) jobs; try again later")
+        }
+        let job = NewJob(
+            source: "api", idempotencyKey: request.id, account: request.account, segmentID: request.segmentID, timeZone: request.timeZone,
+            priority: request.priority, notBefore: request.notBefore, expiresAt: request.expiresAt, note: request.note)
+        do {
+            switch try ledger.enqueue(job, now: state.now()) {
+            case .created(let stored):
+                state.wakeDispatcher()
+                return ControlAPI.json(["job": Self.jobJSON(stored), "created": true], status: .created)
+            case .duplicate(let stored):
+                return ControlAPI.json(["job": Self.jobJSON(stored), "created": false])
+            }
+        } catch let error as LedgerError where error.code == .idempotencyConflict {
+            throw APIError(.conflict, "idempotency_conflict", error.message)
+        }
+    }
+
+    func cancel(id: String) throws -> Response {
+        let id = try jobID(id)
+        do {
+            let job = try ledger.cancel(jobID: id, now: state.now())
+            state.wakeDispatcher()
+            return ControlAPI.json(["job": Self.jobJSON(job)])
+        } catch let error as LedgerError where error.code == .notFound {
+            throw APIError(.notFound, "job_not_found", "no job \(id)")
+        } catch let error as LedgerError where error.code == .invalidState {
+            throw APIError(.conflict, "not_cancellable", error.message)
+        }
+    }
+
+    // MARK: Plan and history
+
+    func plan() throws -> Response {
+        let t = state.now()
+        let configuration = state.configuration
+        let lanes = state.laneStatuses
+        let paused = Set(lanes.filter { $0.paused != nil }.map(\.account))
+        let queued = try ledger.queuedJobs()
+        let attempts = try ledger.attempts(since: t.addingTimeInterval(-4 * 86400), account: nil, segmentID: nil, limit: Int.max)
+        var history: [Attempt] = []
+        for attempt in attempts {
+            history.append(Attempt(
+                account: attempt.account, segment: attempt.segmentID, zone: rules(attempt.timeZone) ?? utc, outcome: attempt.outcome,
+                startedAt: attempt.startedAt, finishedAt: attempt.finishedAt))
+        }
+        var blocks: [LearnedBlock] = []
+        for account in configuration.accounts {
+            blocks += try ledger.blocks(account: account.name, now: t).map { block in
+                LearnedBlock(
+                    scope: block.segmentID.map { .segment(account: block.account, segment: $0) } ?? .account(block.account), until: block.until,
+                    reason: block.reason)
+            }
+        }
+        var jobsOut: [[String: Any]] = []
+        var sendsOut: [[String: Any]] = []
+        for account in Set(queued.map(\.job.account)).sorted() {
+            let jobs = queued.filter { $0.job.account == account }
+            if paused.contains(account) || !configuration.accounts.contains(where: { $0.name == account }) {
+                let why = paused.contains(account) ? "paused" : "unknown_account"
+                jobsOut += jobs.map { ["id": $0.id, "account": account, "segment_id": $0.job.segmentID, "fate": why, "at": NSNull()] }
+                continue
+            }
+            let queue = jobs.map { job in
+                QueuedJob(
+                    id: String(job.id), account: account, segment: job.job.segmentID, zone: rules(job.job.timeZone) ?? utc, priority: job.job.priority,
+                    sequence: job.id, notBefore: job.dueAt, expiresAt: job.job.expiresAt)
+            }
+            let plan = Planner.plan(
+                queue: queue, history: history.filter { $0.account == account }, blocks: blocks, limits: configuration.limits(for: account), now: t)
+            for send in plan.sends {
+                sendsOut.append([
+                    "at": Timestamp.rfc3339(send.at), "account": send.account, "segment_id": send.segment, "time_zone": send.zone,
+                    "jobs": send.jobs.compactMap { Int64($0) }, "reasons": send.reasons.map(\.rawValue),
+                ])
+            }
+            for job in jobs {
+                var entry: [String: Any] = ["id": job.id, "account": account, "segment_id": job.job.segmentID]
+                switch plan.fates[String(job.id)] {
+                case .send(let at, let leader)?:
+                    entry["fate"] = Int64(leader) == job.id ? "send" : "coalesce"
+                    entry["at"] = Timestamp.rfc3339(at)
+                    entry["leader"] = Int64(leader) ?? NSNull()
+                case .expire(let at)?:
+                    entry["fate"] = "expire"
+                    entry["at"] = Timestamp.rfc3339(at)
+                case .never?, nil:
+                    entry["fate"] = "never"
+                    entry["at"] = NSNull()
+                }
+                jobsOut.append(entry)
+            }
+        }
+        sendsOut.sort { ($0["at"] as! String) < ($1["at"] as! String) }
+        return ControlAPI.json(["now": Timestamp.rfc3339(t), "sends": sendsOut, "jobs": jobsOut])
+    }
+
+    static func attemptJSON(_ attempt: StoredAttempt) -> [String: Any] {
+        [
+            "id": attempt.id, "account": attempt.account, "segment_id": attempt.segmentID, "time_zone": attempt.timeZone,
+            "outcome": attempt.outcome.rawValue, "http_status": attempt.httpStatus ?? NSNull(), "sendgrid_job_id": attempt.sendGridJobID ?? NSNull(),
+            "started_at": Timestamp.rfc3339(attempt.startedAt), "finished_at": attempt.finishedAt.map(Timestamp.rfc3339) ?? NSNull(),
+            "error": attempt.error ?? NSNull(), "counts_for_segment": attempt.outcome.countsAsRefresh,
+            "counts_for_account": attempt.outcome.countsTowardAccount,
+        ]
+    }
+
+    func refreshes(query: Parameters) throws -> Response {
+        var since = state.now().addingTimeInterval(-7 * 86400)
+        if let text = query.get("since") {
+            guard let parsed = Timestamp.parseRFC3339(text) else {
+                throw APIError.badRequest("since", "\"\(text)\" is not an RFC 3339 instant such as 2026-11-25T06:00:00Z")
+            }
+            since = parsed
+        }
+        var segment: String?
+        if let text = query.get("segment") {
+            guard let normalized = JobFile.normalizedUUID(text) else { throw APIError.badRequest("segment", "\"\(text)\" is not a segment id (a UUID)") }
+            segment = normalized
+        }
+        let limit = try intParameter(query, "limit", default: 100, range: 1...1000)
+        let attempts = try ledger.attempts(since: since, account: query.get("account"), segmentID: segment, limit: limit)
+        return ControlAPI.json(["refreshes": attempts.map(Self.attemptJSON)])
+    }
+
+    private func intParameter(_ query: Parameters, _ name: String, default value: Int, range: ClosedRange<Int>) throws -> Int {
+        guard let text = query.get(name) else { return value }
+        guard let parsed = Int(text), range.contains(parsed) else {
+            throw APIError.badRequest(name, "\"\(text)\" is not a whole number in \(range.lowerBound)...\(range.upperBound)")
+        }
+        return parsed
+    }
+}

@@ -1,0 +1,89 @@
+import Foundation
+import Prometheus
+import RefreshCore
+import RefreshStore
+
+/// What the dispatcher reports as it works (metrics, for now).
+public protocol DispatchObserver: Sendable {
+    /// An attempt finished with `outcome`; `latency` is the SendGrid request's duration (nil when
+    /// no request was made).
+    func attemptFinished(account: String, outcome: AttemptOutcome, latency: Duration?)
+}
+
+/// refreshd's metrics in Prometheus text format (swift-prometheus). Counters are kept as events
+/// happen; gauges (jobs by state, budget remaining, seconds until the next send, spool) are read
+/// when scraped. Labels are bounded: account names and fixed vocabularies only, never segment
+/// ids, never secrets.
+public final class RefreshdMetrics: DispatchObserver, @unchecked Sendable {
+    let registry = PrometheusCollectorRegistry()
+    private let lock = NSLock()
+    private var attempts: [String: Counter] = [:]
+    private var latency: [String: DurationHistogram] = [:]
+    private var lastRejected = 0
+    private var lastTaken = 0
+    static let latencyBuckets: [Duration] = [.milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30)]
+
+    public init() {}
+
+    static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "refreshd", metricName: metric, unitName: unit, helpText: help)
+    }
+
+    public func attemptFinished(account: String, outcome: AttemptOutcome, latency duration: Duration?) {
+        let key = account + "\u{1F}" + outcome.rawValue
+        let (counter, histogram) = lock.withLock { () -> (Counter, DurationHistogram?) in
+            let counter = attempts[key] ?? registry.makeCounter(
+                descriptor: Self.name("attempts", "total", "Refresh attempts by outcome"), labels: [("account", account), ("outcome", outcome.rawValue)])
+            attempts[key] = counter
+            guard duration != nil else { return (counter, nil) }
+            let histogram = latency[account] ?? registry.makeDurationHistogram(
+                descriptor: Self.name("sendgrid_request", "seconds", "Duration of refresh requests to SendGrid"), labels: [("account", account)],
+                buckets: Self.latencyBuckets)
+            latency[account] = histogram
+            return (counter, histogram)
+        }
+        counter.increment()
+        if let duration, let histogram { histogram.record(duration) }
+    }
+
+    /// The scrape: gauges refreshed from the state, then everything rendered.
+    func render(state: ControlState) -> String {
+        let t = state.now()
+        let counts = (try? state.ledger.jobCounts()) ?? [:]
+        for jobState in JobState.allCases {
+            registry.makeGauge(descriptor: Self.name("jobs", "", "Jobs in the ledger by state"), labels: [("state", jobState.rawValue)])
+                .set(Double(counts[jobState] ?? 0))
+        }
+        let configuration = state.configuration
+        let lanes = state.laneStatuses
+        for account in configuration.accounts {
+            let since = t.addingTimeInterval(-2 * 86400)
+            let history = ((try? state.ledger.attempts(since: since, account: account.name, segmentID: nil, limit: Int.max)) ?? []).map {
+                Attempt(
+                    account: $0.account, segment: $0.segmentID, zone: .fixed(name: "UTC", offset: 0), outcome: $0.outcome, startedAt: $0.startedAt,
+                    finishedAt: $0.finishedAt)
+            }
+            let budgets = RuleEngine.accountBudgets(account: account.name, history: history, blocks: [], limits: configuration.limits(for: account.name), now: t)
+            registry.makeGauge(descriptor: Self.name("account_budget_remaining", "", "Requests left today (UTC) for the account"), labels: [("account", account.name)])
+                .set(Double(budgets.first { $0.rule == .accountDaily }?.remaining ?? 0))
+            let lane = lanes.first { $0.account == account.name }
+            let until: Double = lane?.nextSendAt.map { max(0, $0.timeIntervalSince(t)) } ?? -1
+            registry.makeGauge(descriptor: Self.name("next_send", "seconds", "Seconds until the next send (-1: none planned)"), labels: [("account", account.name)])
+                .set(until)
+            registry.makeGauge(descriptor: Self.name("account_paused", "", "1 while the account is paused (401, 403)"), labels: [("account", account.name)])
+                .set(lane?.paused == nil ? 0.0 : 1.0)
+        }
+        if let intake = state.intakeState {
+            // Intake counts since start; the counters follow them.
+            let (rejected, taken) = lock.withLock { () -> (Int, Int) in
+                defer { (lastRejected, lastTaken) = (intake.rejected, intake.taken) }
+                return (max(0, intake.rejected - lastRejected), max(0, intake.taken - lastTaken))
+            }
+            registry.makeCounter(descriptor: Self.name("spool_rejected", "total", "Spool files rejected (moved to rejected/)")).increment(by: Int64(rejected))
+            registry.makeCounter(descriptor: Self.name("spool_taken", "total", "Spool files taken into the ledger")).increment(by: Int64(taken))
+            registry.makeGauge(descriptor: Self.name("spool_backlog", "", "Files waiting in incoming/")).set(Double(intake.backlog))
+        }
+        registry.makeGauge(descriptor: Self.name("uptime", "seconds", "Seconds since refreshd started")).set(t.timeIntervalSince(state.startedAt))
+        return registry.emitToString()
+    }
+}

@@ -1,0 +1,257 @@
+import FakeSendGrid
+import Foundation
+import Glibc
+import Logging
+import RefreshCore
+import RefreshDaemon
+import RefreshStore
+import TZData
+import Testing
+
+/// The control API's own OpenAPI document, from docs/.
+func controlAPISchema() throws -> SchemaValidator {
+    var root = URL(fileURLWithPath: #filePath)
+    for _ in 0..<3 { root.deleteLastPathComponent() }
+    return try SchemaValidator(path: root.appendingPathComponent("docs/openapi.json").path)
+}
+
+let segmentA = "5e9a1c3e-0000-4000-8000-00000000000a"
+let segmentB = "5e9a1c3e-0000-4000-8000-00000000000b"
+
+@Suite("Control API over a unix socket", .serialized, .timeLimit(.minutes(2)))
+struct ControlAPITests {
+    /// Every route answers, and every answer matches the OpenAPI document's schema.
+    @Test func everyRouteMatchesTheDocument() async throws {
+        let schema = try controlAPISchema()
+        let h = try await APIHarness()
+        defer { Task { await h.stop() } }
+        let posted = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentA)","user_time_zone":"America/Chicago","id":"k1","priority":5}"#)
+        #expect(posted.status == 201 && posted.object["created"] as? Bool == true)
+        _ = try h.ledger.recordExternal(account: "default", segmentID: segmentB, timeZone: "Europe/Paris", at: Date().addingTimeInterval(-600))
+        let checks: [(String, String)] = [
+            ("/v1/status", "Status"), ("/v1/budget", "Budget"), ("/v1/segments/\(segmentA)/budget", "SegmentBudget"),
+            ("/v1/segments/\(segmentB)/budget?time_zone=Asia/Tokyo", "SegmentBudget"), ("/v1/jobs", "JobPage"), ("/v1/jobs?state=queued&limit=1", "JobPage"),
+            ("/v1/jobs/1", "JobEnvelope"), ("/v1/plan", "Plan"), ("/v1/refreshes", "Refreshes"),
+        ]
+        for (uri, component) in checks {
+            let answer = try await h.get(uri)
+            #expect(answer.status == 200, "\(uri): \(answer.body)")
+            #expect(schema.problems(answer.json as Any, schema.component(component)).isEmpty, "\(uri): \(schema.problems(answer.json as Any, schema.component(component)))")
+        }
+        #expect(schema.problems(posted.json as Any, schema.component("JobEnvelope")).isEmpty)
+        let health = try await h.get("/healthz")
+        #expect(health.status == 200 && health.object["status"] as? String == "ok")
+        let openapi = try await h.get("/v1/openapi.json")
+        var root = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { root.deleteLastPathComponent() }
+        #expect(openapi.body == (try String(contentsOf: root.appendingPathComponent("docs/openapi.json"), encoding: .utf8)))
+        // The document lists exactly the router's routes.
+        let documented = Set(((openapi.object["paths"] as? [String: Any]) ?? [:]).flatMap { path, operations in
+            ((operations as? [String: Any]) ?? [:]).keys.map { "\($0.uppercased()) \(path)" }
+        })
+        #expect(documented == Set(ControlAPI.routes.map { "\($0.method) \($0.path)" }))
+        // An error body matches the Error schema too.
+        let missing = try await h.get("/v1/jobs/999")
+        #expect(missing.status == 404 && schema.problems(missing.json as Any, schema.component("Error")).isEmpty)
+    }
+
+    /// Jobs: create, duplicate, conflict, bad input naming the field, paging, cancel (twice), 404.
+    @Test func jobsLifecycle() async throws {
+        let h = try await APIHarness()
+        defer { Task { await h.stop() } }
+        let body = #"{"segment_id":"\#(segmentA)","user_time_zone":"UTC","id":"same"}"#
+        let first = try await h.request(.POST, "/v1/jobs", body: body)
+        let again = try await h.request(.POST, "/v1/jobs", body: body)
+        #expect(first.status == 201 && again.status == 200 && again.object["created"] as? Bool == false)
+        let conflict = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentB)","user_time_zone":"UTC","id":"same"}"#)
+        #expect(conflict.status == 409 && conflict.errorCode == "idempotency_conflict")
+        let badZone = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentA)","user_time_zone":"America/Chicgo"}"#)
+        #expect(badZone.status == 400 && badZone.errorMessage?.contains("time_zone") == true && badZone.errorMessage?.contains("America/Chicago") == true)
+        let badJSON = try await h.request(.POST, "/v1/jobs", body: "{nope")
+        #expect(badJSON.status == 400 && badJSON.errorCode != nil)
+        let unknownAccount = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentA)","user_time_zone":"UTC","account":"other"}"#)
+        #expect(unknownAccount.status == 400 && unknownAccount.errorMessage?.contains("account") == true)
+        for index in 0..<4 { _ = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentB)","user_time_zone":"UTC","id":"p\#(index)"}"#) }
+        let page1 = try await h.get("/v1/jobs?limit=2")
+        let cursor = try #require(page1.object["next_cursor"] as? String)
+        let page2 = try await h.get("/v1/jobs?limit=2&cursor=\(cursor)")
+        let page3 = try await h.get("/v1/jobs?limit=2&cursor=\(page2.object["next_cursor"] as? String ?? "")")
+        let ids = [page1, page2, page3].flatMap { (($0.object["jobs"] as? [[String: Any]]) ?? []).compactMap { ($0["id"] as? NSNumber)?.intValue } }
+        #expect(ids == [1, 2, 3, 4, 5])
+        #expect(page3.object["next_cursor"] is NSNull)
+        let cancelled = try await h.request(.DELETE, "/v1/jobs/1")
+        #expect(cancelled.status == 200 && (cancelled.object["job"] as? [String: Any])?["state"] as? String == "cancelled")
+        let twice = try await h.request(.DELETE, "/v1/jobs/1")
+        #expect(twice.status == 409 && twice.errorCode == "not_cancellable")
+        #expect(try await h.request(.DELETE, "/v1/jobs/77").status == 404)
+        let filtered = try await h.get("/v1/jobs?state=cancelled&segment=\(segmentA.uppercased())")
+        #expect(((filtered.object["jobs"] as? [Any]) ?? []).count == 1)
+    }
+
+    /// Bad input: 400 naming the field; unknown routes: 404; every error in the JSON shape.
+    @Test(arguments: [
+        ("/v1/jobs?state=bogus", 400, "state"), ("/v1/jobs?limit=0", 400, "limit"), ("/v1/jobs?cursor=x", 400, "cursor"),
+        ("/v1/jobs?segment=nope", 400, "segment"), ("/v1/jobs/abc", 400, "id"), ("/v1/segments/nope/budget?time_zone=UTC", 400, "segment_id"),
+        ("/v1/segments/\(segmentA)/budget", 400, "time_zone"), ("/v1/segments/\(segmentA)/budget?time_zone=Mars/Base", 400, "time_zone"),
+        ("/v1/segments/\(segmentA)/budget?time_zone=UTC&account=nobody", 400, "account"), ("/v1/refreshes?since=yesterday", 400, "since"),
+        ("/v1/nothing", 404, "no such route"), ("/v2/budget", 404, "no such route"),
+    ])
+    func errors(uri: String, status: Int, names: String) async throws {
+        let h = try await APIHarness()
+        defer { Task { await h.stop() } }
+        let answer = try await h.get(uri)
+        #expect(answer.status == status, "\(uri): \(answer.body)")
+        #expect(answer.errorMessage?.contains(names) == true && answer.errorCode != nil, "\(uri): \(answer.body)")
+    }
+
+    /// The segment budget agrees with RefreshCore for random ledgers and zones (and the account
+    /// budget with the engine's account rule).
+    @Test func budgetsAgreeWithTheEngine() async throws {
+        let zones = ["America/Santiago", "Pacific/Apia", "Asia/Kathmandu", "Australia/Lord_Howe", "Europe/London", "America/Havana", "UTC"]
+        var rng = SplitMix(seed: 99)
+        for round in 0..<6 {
+            let h = try await APIHarness()
+            let now = Date()
+            var segments: [(String, String)] = []
+            for index in 0..<5 {
+                segments.append((String(format: "5e9a1c3e-0000-4000-8000-%012d", round * 10 + index), zones[Int(rng.next() % UInt64(zones.count))]))
+            }
+            for _ in 0..<Int(rng.next() % 12) {
+                let (segment, zone) = segments[Int(rng.next() % 5)]
+                let at = now.addingTimeInterval(-Double(rng.next() % (40 * 3600)))
+                _ = try h.ledger.recordExternal(account: "default", segmentID: segment, timeZone: zone, at: at)
+            }
+            for (segment, zone) in segments {
+                let answer = try await h.get("/v1/segments/\(segment)/budget?time_zone=\(zone)")
+                let history = try h.ledger.history(account: "default", segmentID: segment, now: now)
+                let inputs = history.engineInputs(resolve: { try? hostZones.rules(for: $0) }, fallback: try hostZones.rules(for: "UTC"))
+                let answeredNow = try #require(Timestamp.parseRFC3339(answer.object["now"] as? String ?? ""))
+                let decision = RuleEngine.decide(
+                    account: "default", segment: segment, zone: try hostZones.rules(for: zone), history: inputs.attempts, blocks: inputs.blocks,
+                    limits: .sendGrid, now: answeredNow)
+                #expect(answer.object["allowed_now"] as? Bool == (decision.verdict == .allowed))
+                #expect(answer.object["earliest"] as? String == decision.earliest(now: answeredNow).map(Timestamp.rfc3339))
+                #expect(answer.object["binding"] as? [String] == decision.binding.map(\.rawValue))
+                #expect((answer.object["segment_remaining_today"] as? NSNumber)?.intValue == decision.budget(.segmentDaily)?.remaining)
+                #expect((answer.object["account_remaining"] as? NSNumber)?.intValue == decision.budget(.accountDaily)?.remaining)
+            }
+            let budget = try await h.get("/v1/budget")
+            let account = try #require((budget.object["accounts"] as? [[String: Any]])?.first)
+            let requests = try h.ledger.attempts(since: .distantPast, account: "default", segmentID: nil, limit: 1000)
+            // By definition: a request counts until the end of its UTC day + the 60 s margin.
+            let answeredAt = try #require(Timestamp.parseRFC3339(budget.object["now"] as? String ?? ""))
+            let today = requests.filter { (($0.finishedAt!.timeIntervalSince1970 / 86400).rounded(.down) + 1) * 86400 + 60 > answeredAt.timeIntervalSince1970 }
+            #expect((account["used"] as? NSNumber)?.intValue == today.count)
+            await h.stop()
+        }
+    }
+
+    /// On the TCP listener, reads are open; POST and DELETE need the token.
+    @Test func tcpListenerNeedsTheTokenForChanges() async throws {
+        let port = freePort()
+        let h = try await APIHarness(listen: "127.0.0.1:\(port)", token: "s3cret-token")
+        defer { Task { await h.stop() } }
+        let body = #"{"segment_id":"\#(segmentA)","user_time_zone":"UTC"}"#
+        #expect(try await h.request(.GET, "/v1/budget", tcp: true).status == 200)
+        let refused = try await h.request(.POST, "/v1/jobs", body: body, tcp: true)
+        #expect(refused.status == 403 && refused.errorCode == "forbidden")
+        #expect(try await h.request(.POST, "/v1/jobs", body: body, tcp: true, headers: ["Authorization": "Bearer wrong"]).status == 403)
+        #expect(try await h.request(.POST, "/v1/jobs", body: body, tcp: true, headers: ["Authorization": "Bearer s3cret-token"]).status == 201)
+        #expect(try await h.request(.DELETE, "/v1/jobs/1", tcp: true).status == 403)
+        // The unix socket needs no token.
+        #expect(try await h.request(.DELETE, "/v1/jobs/1").status == 200)
+    }
+
+    /// Without api_token_file the TCP listener refuses every change.
+    @Test func tcpListenerWithoutTokenRefusesChanges() async throws {
+        let port = freePort()
+        let h = try await APIHarness(listen: "127.0.0.1:\(port)")
+        defer { Task { await h.stop() } }
+        let answer = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentA)","user_time_zone":"UTC"}"#, tcp: true, headers: ["Authorization": "Bearer x"])
+        #expect(answer.status == 403 && answer.errorMessage?.contains("api_token_file") == true)
+    }
+
+    /// The socket is 0660; a stale socket file is replaced, a live one is refused.
+    @Test func socketFile() async throws {
+        let h = try await APIHarness()
+        var info = stat()
+        #expect(stat(h.socket, &info) == 0 && info.st_mode & 0o777 == 0o660)
+        #expect(throws: ControlAPIListeners.SetupError.self) { try ControlAPIListeners.prepareSocket(h.socket) }
+        await h.stop()
+        // The server is gone; leave a stale socket file behind and start again on it.
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in for (i, b) in h.socket.utf8.enumerated() { raw[i] = b } }
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        close(fd)
+        #expect(FileManager.default.fileExists(atPath: h.socket))
+        try ControlAPIListeners.prepareSocket(h.socket)
+        #expect(!FileManager.default.fileExists(atPath: h.socket))
+    }
+
+    /// /metrics: Prometheus text with the documented families; no segment ids, no secrets.
+    @Test func metrics() async throws {
+        let h = try await APIHarness()
+        defer { Task { await h.stop() } }
+        _ = try h.ledger.recordExternal(account: "default", segmentID: segmentA, timeZone: "UTC", at: Date())
+        h.state.metrics.attemptFinished(account: "default", outcome: .accepted, latency: .milliseconds(120))
+        let answer = try await h.get("/metrics")
+        #expect(answer.status == 200)
+        for family in ["refreshd_jobs{state=\"queued\"}", "refreshd_attempts_total{", "refreshd_account_budget_remaining{account=\"default\"} 9",
+                       "refreshd_next_send_seconds", "refreshd_sendgrid_request_seconds_bucket"] {
+            #expect(answer.body.contains(family), "\(family) missing")
+        }
+        #expect(!answer.body.contains(segmentA) && !answer.body.contains(fakeKey))
+    }
+}
+
+@Suite("Control API under load", .serialized, .timeLimit(.minutes(3)))
+struct ControlAPILoadTests {
+    /// 64 clients hammer the budget routes while the dispatcher sends (to the fake SendGrid) and
+    /// jobs arrive over the API: no error, no "database is locked".
+    @Test func sixtyFourClients() async throws {
+        let fake = FakeSendGrid(apiKey: fakeKey, zones: hostZones)
+        let url = try await fake.start()
+        let h = try await APIHarness()
+        let client = SendGridClient(baseURL: url, requestTimeoutSeconds: 5, connectTimeoutSeconds: 1, version: "test")
+        let lane = AccountLane(
+            account: AccountConfiguration(name: "default", apiKey: APIKey(fakeKey), apiKeySource: "test"), ledger: h.ledger, client: client,
+            zones: hostZones, limits: Limits(segmentDaily: 2, segmentIntervalSeconds: 3600, accountDaily: 10, safetyMarginSeconds: 0),
+            preflight: true, maxAttempts: 5, now: { Date() }, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let loop = Task { await lane.run(clock: ContinuousClock(), maxSleep: .milliseconds(50)) }
+        let failures = await withTaskGroup(of: [String].self) { group in
+            for client in 0..<64 {
+                group.addTask {
+                    var failed: [String] = []
+                    for round in 0..<25 {
+                        do {
+                            let uri = round % 2 == 0 ? "/v1/budget" : "/v1/segments/\(segmentA)/budget?time_zone=UTC"
+                            let answer = try await h.get(uri)
+                            if answer.status != 200 { failed.append("\(uri): \(answer.status) \(answer.body)") }
+                            if client % 8 == 0 {
+                                let segment = String(format: "5e9a1c3e-0000-4000-8000-%012d", client * 100 + round)
+                                let posted = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segment)","user_time_zone":"UTC"}"#)
+                                if posted.status != 201 { failed.append("POST: \(posted.status) \(posted.body)") }
+                                lane.wake()
+                            }
+                        } catch {
+                            failed.append("\(error)")
+                        }
+                    }
+                    return failed
+                }
+            }
+            var all: [String] = []
+            for await failed in group { all += failed }
+            return all
+        }
+        lane.stop()
+        _ = await loop.value
+        await client.shutdown()
+        await h.stop()
+        await fake.stop()
+        #expect(failures.isEmpty, "\(failures.prefix(5))")
+        #expect(fake.refreshes.count == 10 && fake.violations.isEmpty)
+    }
+}

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Writes docs/openapi.json (the control API's OpenAPI 3.1 document) and embeds the same text in
+Sources/RefreshDaemon/OpenAPIDocument.swift, which refreshd serves at /v1/openapi.json.
+A test holds both equal and checks the routes against the router: edit here, run, commit both."""
+import json, os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+def ref(name): return {"$ref": f"#/components/schemas/{name}"}
+def nullable(schema): return {"oneOf": [schema, {"type": "null"}]}
+TS = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"}
+UUID = {"type": "string", "format": "uuid", "minLength": 36, "maxLength": 36}
+
+def error_responses(*codes):
+    text = {400: "Bad input; the message names the field", 403: "A change on the TCP listener without the API token",
+            404: "No such job, or no such route", 409: "Conflict (idempotency key reused with other content, or the job can no longer be cancelled)",
+            413: "Body too large", 503: "The ledger is not usable, or the queue is full"}
+    return {str(c): {"description": text[c], "content": {"application/json": {"schema": ref("Error")}}} for c in codes}
+
+def ok(schema, description="OK", code="200"):
+    return {code: {"description": description, "content": {"application/json": {"schema": schema}}}}
+
+schemas = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"],
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+    "RuleBudget": {"type": "object", "required": ["rule", "used", "limit", "remaining", "resets_at"], "properties": {
+        "rule": {"type": "string", "enum": ["segment_daily", "segment_interval", "account_daily", "learned_block"]},
+        "used": {"type": "integer"}, "limit": {"type": "integer"}, "remaining": {"type": "integer"}, "resets_at": nullable(TS)}},
+    "AccountBudget": {"type": "object", "required": ["account", "used", "limit", "remaining", "resets_at", "paused", "paused_reason", "dry_run", "queued", "next_send_at"],
+        "properties": {"account": {"type": "string"}, "used": {"type": "integer"}, "limit": {"type": "integer"}, "remaining": {"type": "integer"},
+            "resets_at": nullable(TS), "paused": {"type": "boolean"}, "paused_reason": nullable({"type": "string"}), "dry_run": {"type": "boolean"},
+            "queued": {"type": "integer"}, "next_send_at": nullable(TS)}},
+    "Budget": {"type": "object", "required": ["now", "accounts"], "properties": {"now": TS, "accounts": {"type": "array", "items": ref("AccountBudget")}}},
+    "SegmentBudget": {"type": "object", "required": ["segment_id", "account", "time_zone", "now", "allowed_now", "earliest", "binding", "rules",
+        "segment_remaining_today", "account_remaining", "paused_reason"], "properties": {
+        "segment_id": UUID, "account": {"type": "string"}, "time_zone": {"type": "string"}, "now": TS, "allowed_now": {"type": "boolean"},
+        "earliest": nullable(TS), "binding": {"type": "array", "items": {"type": "string"}}, "rules": {"type": "array", "items": ref("RuleBudget")},
+        "segment_remaining_today": {"type": "integer"}, "account_remaining": {"type": "integer"}, "paused_reason": nullable({"type": "string"})}},
+    "Job": {"type": "object", "required": ["id", "state", "account", "segment_id", "time_zone", "priority", "source", "idempotency_key", "not_before",
+        "expires_at", "note", "attempt_id", "reason", "tries", "retry_at", "created_at", "updated_at"], "properties": {
+        "id": {"type": "integer"}, "state": {"type": "string", "enum": ["queued", "sending", "sent", "coalesced", "failed", "cancelled", "expired"]},
+        "account": {"type": "string"}, "segment_id": UUID, "time_zone": {"type": "string"}, "priority": {"type": "integer", "minimum": -100, "maximum": 100},
+        "source": {"type": "string"}, "idempotency_key": nullable({"type": "string"}), "not_before": nullable(TS), "expires_at": nullable(TS),
+        "note": nullable({"type": "string"}), "attempt_id": nullable({"type": "integer"}), "reason": nullable({"type": "string"}),
+        "tries": {"type": "integer"}, "retry_at": nullable(TS), "created_at": TS, "updated_at": TS}},
+    "JobEnvelope": {"type": "object", "required": ["job"], "properties": {"job": ref("Job"), "created": {"type": "boolean"}}},
+    "JobPage": {"type": "object", "required": ["jobs", "next_cursor"], "properties": {"jobs": {"type": "array", "items": ref("Job")},
+        "next_cursor": nullable({"type": "string"})}},
+    "NewJob": {"type": "object", "required": ["segment_id", "user_time_zone"], "additionalProperties": False,
+        "description": "The job file contract (README, 'The job file'): the same validation and idempotency as a spool file.",
+        "properties": {"segment_id": UUID, "user_time_zone": {"type": "string", "description": "IANA zone name, sent to SendGrid as user_time_zone"},
+            "account": {"type": "string", "default": "default"},
+            "id": {"type": "string", "description": "idempotency key", "minLength": 1, "maxLength": 128, "pattern": "^[A-Za-z0-9._:-]+$"},
+            "priority": {"type": "integer", "minimum": -100, "maximum": 100, "default": 0}, "not_before": TS, "expires_at": TS,
+            "note": {"type": "string", "maxLength": 1024}}},
+    "Refresh": {"type": "object", "required": ["id", "account", "segment_id", "time_zone", "outcome", "http_status", "sendgrid_job_id", "started_at",
+        "finished_at", "error", "counts_for_segment", "counts_for_account"], "properties": {
+        "id": {"type": "integer"}, "account": {"type": "string"}, "segment_id": {"type": "string"}, "time_zone": {"type": "string"},
+        "outcome": {"type": "string", "enum": ["reserved", "accepted", "rejected", "rate_limited", "unauthorized", "forbidden", "uncertain", "dry_run",
+            "not_sent", "external", "unrecorded"]},
+        "http_status": nullable({"type": "integer"}), "sendgrid_job_id": nullable({"type": "string"}), "started_at": TS, "finished_at": nullable(TS),
+        "error": nullable({"type": "string"}), "counts_for_segment": {"type": "boolean"}, "counts_for_account": {"type": "boolean"}}},
+    "Refreshes": {"type": "object", "required": ["refreshes"], "properties": {"refreshes": {"type": "array", "items": ref("Refresh")}}},
+    "PlannedSend": {"type": "object", "required": ["at", "account", "segment_id", "time_zone", "jobs", "reasons"], "properties": {
+        "at": TS, "account": {"type": "string"}, "segment_id": {"type": "string"}, "time_zone": {"type": "string"},
+        "jobs": {"type": "array", "items": {"type": "integer"}},
+        "reasons": {"type": "array", "items": {"type": "string", "enum": ["segment_daily", "segment_interval", "account_daily", "learned_block", "not_before", "queue"]}}}},
+    "PlannedJob": {"type": "object", "required": ["id", "account", "segment_id", "fate", "at"], "properties": {
+        "id": {"type": "integer"}, "account": {"type": "string"}, "segment_id": {"type": "string"},
+        "fate": {"type": "string", "enum": ["send", "coalesce", "expire", "never", "paused", "unknown_account"]}, "at": nullable(TS),
+        "leader": {"type": "integer"}}},
+    "Plan": {"type": "object", "required": ["now", "sends", "jobs"], "properties": {"now": TS, "sends": {"type": "array", "items": ref("PlannedSend")},
+        "jobs": {"type": "array", "items": ref("PlannedJob")}}},
+    "AccountStatus": {"type": "object", "required": ["name", "dry_run", "queued", "paused", "paused_reason", "next_send_at", "last_error"], "properties": {
+        "name": {"type": "string"}, "dry_run": {"type": "boolean"}, "queued": {"type": "integer"}, "paused": {"type": "boolean"},
+        "paused_reason": nullable({"type": "string"}), "next_send_at": nullable(TS), "last_error": nullable({"type": "string"})}},
+    "Status": {"type": "object", "required": ["version", "tzdata_version", "tz_directory", "dry_run", "started_at", "uptime_seconds", "now", "jobs",
+        "queue_size", "spool", "accounts", "paused_accounts", "last_error"], "properties": {
+        "version": {"type": "string"}, "tzdata_version": nullable({"type": "string"}), "tz_directory": {"type": "string"}, "dry_run": {"type": "boolean"},
+        "started_at": TS, "uptime_seconds": {"type": "integer"}, "now": TS,
+        "jobs": {"type": "object", "additionalProperties": {"type": "integer"}}, "queue_size": {"type": "integer"},
+        "spool": {"type": "object", "required": ["backlog", "taken", "rejected", "blocked"], "properties": {"backlog": {"type": "integer"},
+            "taken": {"type": "integer"}, "rejected": {"type": "integer"}, "blocked": nullable({"type": "string"})}},
+        "accounts": {"type": "array", "items": ref("AccountStatus")}, "paused_accounts": {"type": "array", "items": {"type": "string"}},
+        "last_error": nullable({"type": "string"})}},
+}
+
+def q(name, schema, description, required=False):
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+def p(name, schema, description):
+    return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
+
+JOB_ID = {"type": "integer", "minimum": 1}
+paths = {
+    "/healthz": {"get": {"operationId": "health", "summary": "Liveness: the ledger answers",
+        "responses": {**ok({"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "const": "ok"}}}), **error_responses(503)}}},
+    "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus text format", "responses": {"200": {"description": "Metrics",
+        "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+    "/v1/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "responses": ok({"type": "object"})}},
+    "/v1/status": {"get": {"operationId": "status", "summary": "Version, tz data, dry-run, uptime, queue, spool, paused accounts, last error",
+        "responses": {**ok(ref("Status")), **error_responses(503)}}},
+    "/v1/budget": {"get": {"operationId": "budget", "summary": "Every account: used, limit, remaining, resets_at (UTC), paused and why",
+        "responses": {**ok(ref("Budget")), **error_responses(503)}}},
+    "/v1/segments/{id}/budget": {"get": {"operationId": "segmentBudget",
+        "summary": "One segment: what is left today in its zone and for the account, the earliest instant a refresh may go out, the binding rules",
+        "parameters": [p("id", UUID, "The segment id"),
+            q("time_zone", {"type": "string"}, "IANA zone; required for a segment refreshd has never seen, else the zone of its latest job or refresh"),
+            q("account", {"type": "string", "default": "default"}, "The account")],
+        "responses": {**ok(ref("SegmentBudget")), **error_responses(400, 503)}}},
+    "/v1/jobs": {
+        "get": {"operationId": "listJobs", "summary": "Jobs, oldest first, a page at a time",
+            "parameters": [q("state", {"type": "string", "enum": ["queued", "sending", "sent", "coalesced", "failed", "cancelled", "expired"]}, "Only this state"),
+                q("segment", UUID, "Only this segment"), q("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size"),
+                q("cursor", {"type": "string", "pattern": "^[0-9]+$"}, "next_cursor of the previous page")],
+            "responses": {**ok(ref("JobPage")), **error_responses(400, 503)}},
+        "post": {"operationId": "enqueueJob", "summary": "Queue a refresh (the job file contract; idempotent with an id)",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": ref("NewJob")}}},
+            "responses": {**ok(ref("JobEnvelope"), "Created", "201"), **ok(ref("JobEnvelope"), "The same id and content were queued before: nothing new"),
+                **error_responses(400, 403, 409, 413, 503)}}},
+    "/v1/jobs/{id}": {
+        "get": {"operationId": "getJob", "summary": "One job", "parameters": [p("id", JOB_ID, "The job id")],
+            "responses": {**ok(ref("JobEnvelope")), **error_responses(400, 404, 503)}},
+        "delete": {"operationId": "cancelJob", "summary": "Cancel a job that has not been sent", "parameters": [p("id", JOB_ID, "The job id")],
+            "responses": {**ok(ref("JobEnvelope")), **error_responses(400, 403, 404, 409, 503)}}},
+    "/v1/plan": {"get": {"operationId": "plan", "summary": "The forecast: when each queued job is expected to go out, and why then",
+        "responses": {**ok(ref("Plan")), **error_responses(503)}}},
+    "/v1/refreshes": {"get": {"operationId": "listRefreshes", "summary": "The ledger's attempts with outcomes, newest first",
+        "parameters": [q("since", TS, "Only attempts started at or after this instant (default: 7 days ago)"), q("segment", UUID, "Only this segment"),
+            q("account", {"type": "string"}, "Only this account"), q("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "At most this many")],
+        "responses": {**ok(ref("Refreshes")), **error_responses(400, 503)}}},
+}
+
+document = {"openapi": "3.1.0", "info": {"title": "refreshd control API", "version": "1",
+    "description": "refreshd's local HTTP API: on a unix socket (default /run/refreshd/refreshd.sock, mode 0660, group refreshd) and optionally on a loopback TCP port, where POST and DELETE need the API token. JSON everywhere; errors are {\"error\": {\"code\", \"message\"}}."},
+    "servers": [{"url": "http://localhost"}], "paths": paths, "components": {"schemas": schemas}}
+text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+with open(os.path.join(ROOT, "docs/openapi.json"), "w") as f: f.write(text)
+swift = ("// Generated by scripts/openapi.py from the same data as docs/openapi.json: do not edit by hand.\n\n"
+         "extension ControlAPI {\n    /// The control API's OpenAPI 3.1 document, served at /v1/openapi.json.\n"
+         "    public static let openAPIDocument = #\"\"\"\n" + text + "\n\"\"\"#\n}\n")
+with open(os.path.join(ROOT, "Sources/RefreshDaemon/OpenAPIDocument.swift"), "w") as f: f.write(swift)
+print("wrote docs/openapi.json and Sources/RefreshDaemon/OpenAPIDocument.swift")
