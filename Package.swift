@@ -78,6 +78,9 @@ let package = Package(
             dependencies: [
                 "TZData", "RefreshCore", "RefreshDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
@@ -115,7 +118,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RefreshCtlTests",
-            dependencies: ["RefreshCtlKit", "refreshctl", "TZData", "RefreshCore"],
+            dependencies: ["RefreshCtlKit", "refreshctl", "refreshd", "TZData", "RefreshCore", "RefreshStore"],
             swiftSettings: strict
         ),
     ],

@@ -12,9 +12,9 @@ struct EnqueueCommand: ParsableCommand, SinkRunnable {
         commandName: "enqueue",
         abstract: "Queue a segment refresh by writing a job file into the spool (works with the daemon stopped).",
         discussion: """
-            Either give the job with flags (--segment and --time-zone are required), or pass a ready job file \\
-            (or - for standard input). The job is validated exactly as refreshd validates spool files, then \\
-            written atomically into <spool_dir>/incoming/; the file name is printed. refreshd sends it at the \\
+            Either give the job with flags (--segment and --time-zone are required), or pass a ready job file \
+            (or - for standard input). The job is validated exactly as refreshd validates spool files, then \
+            written atomically into <spool_dir>/incoming/; the file name is printed. refreshd sends it at the \
             earliest instant SendGrid's limits allow.
 
             Exit codes: 0 queued, 1 the spool cannot be written, 2 invalid job or usage.

@@ -11,6 +11,10 @@ public enum RefreshctlExit: Int32, Sendable {
     case usage = 2
     /// The daemon could not be reached on its socket.
     case unreachable = 3
+    /// No such job.
+    case notFound = 4
+    /// The change conflicts with the job's state (e.g. cancelling a job already sent).
+    case conflict = 5
 }
 
 /// An error a command reports, with the exit code it maps to.
@@ -37,13 +41,22 @@ public struct Refreshctl: ParsableCommand {
             queues refresh requests and sends each one at the earliest instant those rules allow. refreshctl \
             shows its calendars, budgets and queue.
 
+            Commands that ask the daemon (budget, jobs, show, cancel, plan, history, status) talk to its \
+            control socket: --socket, else $REFRESHD_SOCKET, else the configured socket, else \
+            /run/refreshd/refreshd.sock. --json prints the daemon's JSON for scripts.
+
             Exit codes:
               0  success
               1  error: the command could not do its work
-              2  usage: bad flag or bad input (unknown time zone, invalid date)
+              2  usage: bad flag or bad input (unknown time zone, invalid date or id)
               3  the daemon is not reachable
+              4  no such job
+              5  conflict: the job can no longer be changed (already sent or finished)
             """,
-        subcommands: [EnqueueCommand.self, CalendarCommand.self]
+        subcommands: [
+            StatusCommand.self, BudgetCommand.self, JobsCommand.self, ShowCommand.self, CancelCommand.self, PlanCommand.self, HistoryCommand.self,
+            EnqueueCommand.self, CalendarCommand.self,
+        ]
     )
 
     public init() {}

@@ -147,7 +147,7 @@ struct CalendarCommandTests {
 
             """)
         let root = try refreshctl(["--help"])
-        #expect(root.stdout.contains("  2  usage: bad flag or bad input (unknown time zone, invalid date)"))
+        #expect(root.stdout.contains("  2  usage: bad flag or bad input (unknown time zone, invalid date or id)"))
         #expect(root.stdout.contains("calendar"))
     }
 

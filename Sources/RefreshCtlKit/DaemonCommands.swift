@@ -1,0 +1,349 @@
+import ArgumentParser
+import Foundation
+import RefreshCore
+import TZData
+
+/// Options every command that talks to the daemon takes.
+struct DaemonOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("refreshd's control socket (default: $REFRESHD_SOCKET, the configured socket, or /run/refreshd/refreshd.sock).", valueName: "path"))
+    var socket: String?
+
+    @Option(help: ArgumentHelp("refreshd's config file, to find the socket.", valueName: "file"))
+    var config: String?
+
+    @Flag(help: "Print the daemon's JSON answer instead of a table.")
+    var json = false
+
+    func client() throws -> ControlClient { try ControlClient.resolve(socket: socket, config: config) }
+}
+
+/// Prints the answer as JSON, or calls `human`.
+private func present(_ answer: ControlAnswer, json: Bool, output: OutputSink, human: ([String: Any]) throws -> Void) rethrows {
+    if json {
+        output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
+    } else {
+        try human(answer.object)
+    }
+}
+
+private let sharedZones: ZoneInfoDirectory? = try? hostZoneDirectory()
+
+/// `refreshctl budget`.
+struct BudgetCommand: ParsableCommand, SinkRunnable {
+    static let configuration = CommandConfiguration(
+        commandName: "budget",
+        abstract: "How many refreshes are left: per account, or for one segment.",
+        discussion: """
+            Without a segment: every account's requests used today (UTC), its limit, what is left, when it resets, \
+            whether it is paused and why, and when its next refresh is expected.
+
+            With a segment: what is left today in the segment's zone and for the account, and the earliest instant \
+            a refresh of it may go out, with the rule that holds it back. --time-zone is needed for a segment \
+            refreshd has never seen (otherwise the zone of its latest job or refresh is used).
+
+            Examples:
+              refreshctl budget
+              refreshctl budget 0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a01 --time-zone America/Chicago
+              refreshctl budget 0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a01 --json
+            """)
+
+    @Argument(help: ArgumentHelp("A segment's UUID.", valueName: "segment"))
+    var segment: String?
+
+    @Option(name: .customLong("time-zone"), help: "The segment's IANA time zone.")
+    var timeZone: String?
+
+    @Option(help: "The account (default: default).")
+    var account: String?
+
+    @OptionGroup var options: DaemonOptions
+
+    mutating func run(output: OutputSink) throws {
+        let client = try options.client()
+        guard let segment else {
+            let answer = try client.call(.GET, "/v1/budget")
+            present(answer, json: options.json, output: output) { body in
+                let now = Human.date(body["now"]) ?? Date()
+                let rows = (body["accounts"] as? [[String: Any]] ?? []).map { account -> [String] in
+                    let resets = Human.date(account["resets_at"])
+                    let next = Human.date(account["next_send_at"])
+                    return [
+                        Human.text(account["account"]), "\(Human.text(account["remaining"])) of \(Human.text(account["limit"]))",
+                        resets.map { "\(Timestamp.rfc3339($0)) (\(Human.relative($0, now: now)))" } ?? "-", Human.text(account["queued"]),
+                        next.map { Human.relative($0, now: now) } ?? "-",
+                        (account["paused"] as? Bool == true ? "paused: " + Human.text(account["paused_reason"]) : "")
+                            + (account["dry_run"] as? Bool == true ? "dry-run" : ""),
+                    ]
+                }
+                Human.table(["ACCOUNT", "LEFT TODAY", "RESETS (UTC)", "QUEUED", "NEXT SEND", "NOTE"], rows, into: output)
+            }
+            return
+        }
+        var query: [String] = []
+        if let timeZone { query.append("time_zone=" + (timeZone.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? timeZone)) }
+        if let account { query.append("account=" + (account.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? account)) }
+        let path = segment.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? segment
+        let answer = try client.call(.GET, "/v1/segments/\(path)/budget" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")))
+        present(answer, json: options.json, output: output) { body in
+            let now = Human.date(body["now"]) ?? Date()
+            let zone = Human.text(body["time_zone"])
+            func when(_ date: Date) -> String {
+                "\(Timestamp.rfc3339(date)) (\(Human.local(date, zone: zone, zones: sharedZones)) \(zone), \(Human.relative(date, now: now)))"
+            }
+            output.line("segment \(Human.text(body["segment_id"]))  account \(Human.text(body["account"]))  zone \(zone)")
+            if let paused = body["paused_reason"] as? String {
+                output.line("the account is paused: \(paused)")
+            } else if body["allowed_now"] as? Bool == true {
+                output.line("a refresh may go out now")
+            } else if let earliest = Human.date(body["earliest"]) {
+                output.line("next refresh not before \(when(earliest)), held by \((body["binding"] as? [String] ?? []).joined(separator: ", "))")
+            } else {
+                output.line("no refresh can go out under the configured limits (a limit is 0)")
+            }
+            output.line("left today: \(Human.text(body["segment_remaining_today"])) for the segment, \(Human.text(body["account_remaining"])) for the account")
+            output.line("")
+            let rows = (body["rules"] as? [[String: Any]] ?? []).map { rule in
+                [
+                    Human.text(rule["rule"]), Human.text(rule["used"]), Human.text(rule["limit"]), Human.text(rule["remaining"]),
+                    Human.date(rule["resets_at"]).map(when) ?? "-",
+                ]
+            }
+            Human.table(["RULE", "USED", "LIMIT", "LEFT", "RESETS"], rows, into: output)
+        }
+    }
+}
+
+/// `refreshctl jobs`.
+struct JobsCommand: ParsableCommand, SinkRunnable {
+    static let configuration = CommandConfiguration(
+        commandName: "jobs",
+        abstract: "List jobs (oldest first), optionally by state or segment.",
+        discussion: """
+            States: queued, sending, sent, coalesced, failed, cancelled, expired. A page holds --limit jobs; \
+            the last line says how to get the next one.
+
+            Examples:
+              refreshctl jobs --state queued
+              refreshctl jobs --segment 0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a01 --json
+            """)
+
+    @Option(help: "Only jobs in this state.")
+    var state: String?
+
+    @Option(help: ArgumentHelp("Only jobs of this segment.", valueName: "uuid"))
+    var segment: String?
+
+    @Option(help: "At most this many (1...1000, default 50).")
+    var limit: Int = 50
+
+    @Option(help: "Start after this job id (the cursor a previous page printed).")
+    var cursor: String?
+
+    @OptionGroup var options: DaemonOptions
+
+    mutating func run(output: OutputSink) throws {
+        var query = ["limit=\(limit)"]
+        if let state { query.append("state=\(state)") }
+        if let segment { query.append("segment=\(segment)") }
+        if let cursor { query.append("cursor=\(cursor)") }
+        let answer = try options.client().call(.GET, "/v1/jobs?" + query.joined(separator: "&"))
+        present(answer, json: options.json, output: output) { body in
+            let jobs = body["jobs"] as? [[String: Any]] ?? []
+            let rows = jobs.map { job in
+                [
+                    Human.text(job["id"]), Human.text(job["state"]), Human.text(job["segment_id"]), Human.text(job["time_zone"]),
+                    Human.text(job["priority"]), Human.text(job["account"]), Human.text(job["created_at"]),
+                    Human.text(job["reason"] is NSNull ? job["note"] : job["reason"]),
+                ]
+            }
+            Human.table(["ID", "STATE", "SEGMENT", "ZONE", "PRIO", "ACCOUNT", "CREATED (UTC)", "NOTE / REASON"], rows, into: output)
+            if let next = body["next_cursor"] as? String { output.line("more: refreshctl jobs --cursor \(next)") }
+        }
+    }
+}
+
+/// `refreshctl show`.
+struct ShowCommand: ParsableCommand, SinkRunnable {
+    static let configuration = CommandConfiguration(
+        commandName: "show", abstract: "Show one job, and when it is expected to go out.",
+        discussion: "Example:\n  refreshctl show 42")
+
+    @Argument(help: "The job id.")
+    var job: String
+
+    @OptionGroup var options: DaemonOptions
+
+    mutating func run(output: OutputSink) throws {
+        let client = try options.client()
+        let answer = try client.call(.GET, "/v1/jobs/\(job.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? job)")
+        try present(answer, json: options.json, output: output) { body in
+            let job = body["job"] as? [String: Any] ?? [:]
+            for key in ["id", "state", "account", "segment_id", "time_zone", "priority", "source", "idempotency_key", "not_before", "expires_at",
+                        "note", "tries", "retry_at", "attempt_id", "reason", "created_at", "updated_at"] {
+                output.line(key.padding(toLength: 16, withPad: " ", startingAt: 0) + Human.text(job[key]))
+            }
+            if job["state"] as? String == "queued" {
+                let plan = try client.call(.GET, "/v1/plan").object
+                let now = Human.date(plan["now"]) ?? Date()
+                let fate = (plan["jobs"] as? [[String: Any]] ?? []).first { ($0["id"] as? NSNumber)?.int64Value == (job["id"] as? NSNumber)?.int64Value }
+                if let fate, let at = Human.date(fate["at"]) {
+                    let zone = Human.text(job["time_zone"])
+                    output.line(
+                        "expected".padding(toLength: 16, withPad: " ", startingAt: 0)
+                            + "\(Human.text(fate["fate"])) at \(Timestamp.rfc3339(at)) (\(Human.local(at, zone: zone, zones: sharedZones)) \(zone), \(Human.relative(at, now: now)))")
+                } else if let fate {
+                    output.line("expected".padding(toLength: 16, withPad: " ", startingAt: 0) + Human.text(fate["fate"]))
+                }
+            }
+        }
+    }
+}
+
+/// `refreshctl cancel`.
+struct CancelCommand: ParsableCommand, SinkRunnable {
+    static let configuration = CommandConfiguration(
+        commandName: "cancel", abstract: "Cancel a job that has not been sent.",
+        discussion: "Exit codes: 0 cancelled, 4 no such job, 5 the job was already sent or finished.\n\nExample:\n  refreshctl cancel 42")
+
+    @Argument(help: "The job id.")
+    var job: String
+
+    @OptionGroup var options: DaemonOptions
+
+    mutating func run(output: OutputSink) throws {
+        let answer = try options.client().call(.DELETE, "/v1/jobs/\(job.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? job)")
+        present(answer, json: options.json, output: output) { body in
+            let job = body["job"] as? [String: Any] ?? [:]
+            output.line("cancelled job \(Human.text(job["id"])) (segment \(Human.text(job["segment_id"])))")
+        }
+    }
+}
+
+/// `refreshctl plan`.
+struct PlanCommand: ParsableCommand, SinkRunnable {
+    static let configuration = CommandConfiguration(
+        commandName: "plan", abstract: "The forecast: when each queued job is expected to go out, and why then.",
+        discussion: """
+            Each line is one refresh; the jobs it serves are listed (the first leads, the others are coalesced). \
+            WHY names what holds it until then: segment_daily, segment_interval, account_daily, learned_block \
+            (a block SendGrid told us), not_before, or queue (other jobs of the account go first). The forecast \
+            assumes every send is accepted.
+
+            Example:
+              refreshctl plan --limit 20
+            """)
+
+    @Option(help: "Show at most this many refreshes (default 50).")
+    var limit: Int = 50
+
+    @OptionGroup var options: DaemonOptions
+
+    mutating func run(output: OutputSink) throws {
+        let answer = try options.client().call(.GET, "/v1/plan")
+        let limit = self.limit
+        present(answer, json: options.json, output: output) { body in
+            let now = Human.date(body["now"]) ?? Date()
+            let sends = body["sends"] as? [[String: Any]] ?? []
+            let rows = sends.prefix(limit).map { send -> [String] in
+                let at = Human.date(send["at"]) ?? now
+                let zone = Human.text(send["time_zone"])
+                return [
+                    Timestamp.rfc3339(at), "\(Human.local(at, zone: zone, zones: sharedZones)) \(zone)", Human.relative(at, now: now),
+                    Human.text(send["segment_id"]), (send["jobs"] as? [Any] ?? []).map { Human.text($0) }.joined(separator: ","),
+                    (send["reasons"] as? [String] ?? []).joined(separator: ",").ifEmpty("-"),
+                ]
+            }
+            Human.table(["WHEN (UTC)", "LOCAL", "IN", "SEGMENT", "JOBS", "WHY"], rows, into: output)
+            if sends.count > limit { output.line("... and \(sends.count - limit) more (--limit, or --json for all)") }
+            let stuck = (body["jobs"] as? [[String: Any]] ?? []).filter { ["never", "paused", "unknown_account", "expire"].contains($0["fate"] as? String) }
+            for job in stuck { output.line("job \(Human.text(job["id"])): \(Human.text(job["fate"]))\(Human.date(job["at"]).map { " at " + Timestamp.rfc3339($0) } ?? "")") }
+        }
+    }
+}
+
+/// `refreshctl history`.
+struct HistoryCommand: ParsableCommand, SinkRunnable {
+    static let configuration = CommandConfiguration(
+        commandName: "history", abstract: "Refreshes refreshd sent (or learned of), newest first, with what SendGrid answered.",
+        discussion: """
+            Outcomes: accepted, rejected (400/404), rate_limited (429), unauthorized (401), forbidden (403), \
+            uncertain (no clear answer: counted), unrecorded (uncertain, later shown not recorded), not_sent, \
+            dry_run, external (made elsewhere, seen by a pre-flight read), reserved (in flight).
+
+            Example:
+              refreshctl history --since 2026-11-25T00:00:00Z --segment 0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a01
+            """)
+
+    @Option(help: ArgumentHelp("Only refreshes started at or after this RFC 3339 time (default: 7 days ago).", valueName: "time"))
+    var since: String?
+
+    @Option(help: ArgumentHelp("Only this segment.", valueName: "uuid"))
+    var segment: String?
+
+    @Option(help: "Only this account.")
+    var account: String?
+
+    @Option(help: "At most this many (1...1000, default 50).")
+    var limit: Int = 50
+
+    @OptionGroup var options: DaemonOptions
+
+    mutating func run(output: OutputSink) throws {
+        var query = ["limit=\(limit)"]
+        if let since { query.append("since=" + (since.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? since)) }
+        if let segment { query.append("segment=\(segment)") }
+        if let account { query.append("account=" + (account.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? account)) }
+        let answer = try options.client().call(.GET, "/v1/refreshes?" + query.joined(separator: "&"))
+        present(answer, json: options.json, output: output) { body in
+            let rows = (body["refreshes"] as? [[String: Any]] ?? []).map { attempt in
+                [
+                    Human.text(attempt["started_at"]), Human.text(attempt["outcome"]), Human.text(attempt["http_status"]), Human.text(attempt["segment_id"]),
+                    Human.text(attempt["time_zone"]), Human.text(attempt["account"]),
+                    (attempt["counts_for_segment"] as? Bool == true ? "segment+" : "") + (attempt["counts_for_account"] as? Bool == true ? "account" : "-"),
+                ]
+            }
+            Human.table(["STARTED (UTC)", "OUTCOME", "HTTP", "SEGMENT", "ZONE", "ACCOUNT", "COUNTS FOR"], rows, into: output)
+        }
+    }
+}
+
+/// `refreshctl status`.
+struct StatusCommand: ParsableCommand, SinkRunnable {
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "Is refreshd running, and how is it doing?",
+        discussion: """
+            Version, tz data, dry-run, uptime, queue, spool, paused accounts, last error.
+
+            Exit code 3 when the daemon is not reachable.
+            """)
+
+    @OptionGroup var options: DaemonOptions
+
+    mutating func run(output: OutputSink) throws {
+        let answer = try options.client().call(.GET, "/v1/status")
+        present(answer, json: options.json, output: output) { body in
+            let now = Human.date(body["now"]) ?? Date()
+            let uptime = (body["uptime_seconds"] as? NSNumber)?.doubleValue ?? 0
+            output.line("refreshd \(Human.text(body["version"])), running for \(Human.relative(now.addingTimeInterval(uptime), now: now).replacingOccurrences(of: "in ", with: ""))")
+            output.line("tz data \(Human.text(body["tzdata_version"])) from \(Human.text(body["tz_directory"]))")
+            if body["dry_run"] as? Bool == true { output.line("DRY-RUN: refreshes are planned and recorded, never sent") }
+            let jobs = body["jobs"] as? [String: Any] ?? [:]
+            output.line("queue: \(Human.text(body["queue_size"])) queued, \(Human.text(jobs["sending"])) sending, \(Human.text(jobs["sent"])) sent, \(Human.text(jobs["failed"])) failed")
+            let spool = body["spool"] as? [String: Any] ?? [:]
+            output.line("spool: \(Human.text(spool["backlog"])) waiting, \(Human.text(spool["taken"])) taken, \(Human.text(spool["rejected"])) rejected since start"
+                + ((spool["blocked"] as? String).map { "; BLOCKED: " + $0 } ?? ""))
+            for account in body["accounts"] as? [[String: Any]] ?? [] {
+                var line = "account \(Human.text(account["name"])): \(Human.text(account["queued"])) queued"
+                if let next = Human.date(account["next_send_at"]) { line += ", next send \(Human.relative(next, now: now))" }
+                if account["dry_run"] as? Bool == true { line += ", dry-run" }
+                if let paused = account["paused_reason"] as? String { line += ", PAUSED: " + paused }
+                output.line(line)
+            }
+            if let error = body["last_error"] as? String { output.line("last error: \(error)") }
+        }
+    }
+}
+
+extension String {
+    func ifEmpty(_ replacement: String) -> String { isEmpty ? replacement : self }
+}
