@@ -10,6 +10,7 @@ def ref(name): return {"$ref": f"#/components/schemas/{name}"}
 def nullable(schema): return {"oneOf": [schema, {"type": "null"}]}
 TS = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"}
 UUID = {"type": "string", "format": "uuid", "minLength": 36, "maxLength": 36}
+ZONE = {"type": "string", "minLength": 1, "maxLength": 255, "description": "An IANA zone name exactly as in the host's tz database (e.g. America/Chicago)"}
 
 def error_responses(*codes):
     text = {400: "Bad input; the message names the field", 403: "A change on the TCP listener without the API token",
@@ -48,7 +49,7 @@ schemas = {
         "next_cursor": nullable({"type": "string"})}},
     "NewJob": {"type": "object", "required": ["segment_id", "user_time_zone"], "additionalProperties": False,
         "description": "The job file contract (README, 'The job file'): the same validation and idempotency as a spool file.",
-        "properties": {"segment_id": UUID, "user_time_zone": {"type": "string", "description": "IANA zone name, sent to SendGrid as user_time_zone"},
+        "properties": {"segment_id": UUID, "user_time_zone": ZONE,
             "account": {"type": "string", "default": "default"},
             "id": {"type": "string", "description": "idempotency key", "minLength": 1, "maxLength": 128, "pattern": "^[A-Za-z0-9._:-]+$"},
             "priority": {"type": "integer", "minimum": -100, "maximum": 100, "default": 0}, "not_before": TS, "expires_at": TS,
@@ -90,7 +91,9 @@ def q(name, schema, description, required=False):
 def p(name, schema, description):
     return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
 
-JOB_ID = {"type": "integer", "minimum": 1}
+JOB_ID = {"type": "integer", "format": "int64", "minimum": 1, "maximum": 9223372036854775807}
+JOB_LINKS = {"GetJob": {"operationId": "getJob", "parameters": {"id": "$response.body#/job/id"}},
+             "CancelJob": {"operationId": "cancelJob", "parameters": {"id": "$response.body#/job/id"}}}
 paths = {
     "/healthz": {"get": {"operationId": "health", "summary": "Liveness: the ledger answers",
         "responses": {**ok({"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "const": "ok"}}}), **error_responses(503)}}},
@@ -104,7 +107,7 @@ paths = {
     "/v1/segments/{id}/budget": {"get": {"operationId": "segmentBudget",
         "summary": "One segment: what is left today in its zone and for the account, the earliest instant a refresh may go out, the binding rules",
         "parameters": [p("id", UUID, "The segment id"),
-            q("time_zone", {"type": "string"}, "IANA zone; required for a segment refreshd has never seen, else the zone of its latest job or refresh"),
+            q("time_zone", ZONE, "IANA zone; required for a segment refreshd has never seen, else the zone of its latest job or refresh"),
             q("account", {"type": "string", "default": "default"}, "The account")],
         "responses": {**ok(ref("SegmentBudget")), **error_responses(400, 503)}}},
     "/v1/jobs": {
@@ -130,6 +133,9 @@ paths = {
         "responses": {**ok(ref("Refreshes")), **error_responses(400, 503)}}},
 }
 
+# Links let a client (and schemathesis' stateful phase) follow a created job.
+for code in ("201", "200"):
+    paths["/v1/jobs"]["post"]["responses"][code]["links"] = JOB_LINKS
 document = {"openapi": "3.1.0", "info": {"title": "refreshd control API", "version": "1",
     "description": "refreshd's local HTTP API: on a unix socket (default /run/refreshd/refreshd.sock, mode 0660, group refreshd) and optionally on a loopback TCP port, where POST and DELETE need the API token. JSON everywhere; errors are {\"error\": {\"code\", \"message\"}}."},
     "servers": [{"url": "http://localhost"}], "paths": paths, "components": {"schemas": schemas}}

@@ -79,6 +79,13 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         } catch let error as APIError {
             return ControlAPI.json(["error": ["code": error.code, "message": error.message]], status: error.status)
+        } catch let error as HTTPError where error.status == .notFound && !ControlAPI.allowedMethods(for: request.uri.path).isEmpty {
+            let allowed = ControlAPI.allowedMethods(for: request.uri.path)
+            var response = ControlAPI.json(
+                ["error": ["code": "method_not_allowed", "message": "\(request.method) is not allowed on \(request.uri.path); allowed: \(allowed.joined(separator: ", "))"]],
+                status: .methodNotAllowed)
+            response.headers[.allow] = allowed.joined(separator: ", ")
+            return response
         } catch let error as HTTPError {
             let code = error.status == .notFound ? "not_found" : error.status == .methodNotAllowed ? "method_not_allowed" : "http_\(error.status.code)"
             let message =
@@ -129,6 +136,15 @@ public enum ControlAPI {
         ("GET", "/v1/segments/{id}/budget"), ("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs/{id}"),
         ("DELETE", "/v1/jobs/{id}"), ("GET", "/v1/plan"), ("GET", "/v1/refreshes"),
     ]
+
+    /// The methods a path allows (empty: no such path).
+    public static func allowedMethods(for path: String) -> [String] {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        return routes.filter { route in
+            let pattern = route.path.split(separator: "/", omittingEmptySubsequences: false)
+            return pattern.count == parts.count && zip(pattern, parts).allSatisfy { $0.hasPrefix("{") || $0 == $1 }
+        }.map(\.method)
+    }
 
     /// The router; `writeToken` given (even nil) means a TCP listener: writes need the token.
     public static func router(state: ControlState, logger: Logger, tcp: Bool, writeToken: String?) -> Router<BasicRequestContext> {

@@ -408,7 +408,9 @@ extension ControlAPI {
             "type": "string"
           },
           "user_time_zone": {
-            "description": "IANA zone name, sent to SendGrid as user_time_zone",
+            "description": "An IANA zone name exactly as in the host's tz database (e.g. America/Chicago)",
+            "maxLength": 255,
+            "minLength": 1,
             "type": "string"
           }
         },
@@ -1090,7 +1092,21 @@ extension ControlAPI {
                 }
               }
             },
-            "description": "The same id and content were queued before: nothing new"
+            "description": "The same id and content were queued before: nothing new",
+            "links": {
+              "CancelJob": {
+                "operationId": "cancelJob",
+                "parameters": {
+                  "id": "$response.body#/job/id"
+                }
+              },
+              "GetJob": {
+                "operationId": "getJob",
+                "parameters": {
+                  "id": "$response.body#/job/id"
+                }
+              }
+            }
           },
           "201": {
             "content": {
@@ -1100,7 +1116,21 @@ extension ControlAPI {
                 }
               }
             },
-            "description": "Created"
+            "description": "Created",
+            "links": {
+              "CancelJob": {
+                "operationId": "cancelJob",
+                "parameters": {
+                  "id": "$response.body#/job/id"
+                }
+              },
+              "GetJob": {
+                "operationId": "getJob",
+                "parameters": {
+                  "id": "$response.body#/job/id"
+                }
+              }
+            }
           },
           "400": {
             "content": {
@@ -1166,6 +1196,8 @@ extension ControlAPI {
             "name": "id",
             "required": true,
             "schema": {
+              "format": "int64",
+              "maximum": 9223372036854775807,
               "minimum": 1,
               "type": "integer"
             }
@@ -1244,6 +1276,8 @@ extension ControlAPI {
             "name": "id",
             "required": true,
             "schema": {
+              "format": "int64",
+              "maximum": 9223372036854775807,
               "minimum": 1,
               "type": "integer"
             }
@@ -1446,6 +1480,9 @@ extension ControlAPI {
             "name": "time_zone",
             "required": false,
             "schema": {
+              "description": "An IANA zone name exactly as in the host's tz database (e.g. America/Chicago)",
+              "maxLength": 255,
+              "minLength": 1,
               "type": "string"
             }
           },

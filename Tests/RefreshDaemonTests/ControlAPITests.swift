@@ -104,6 +104,15 @@ struct ControlAPITests {
         #expect(answer.errorMessage?.contains(names) == true && answer.errorCode != nil, "\(uri): \(answer.body)")
     }
 
+    /// A known path with a method it does not take: 405 with an Allow header.
+    @Test func methodNotAllowed() async throws {
+        let h = try await APIHarness()
+        defer { Task { await h.stop() } }
+        let answer = try await h.request(.POST, "/v1/budget", body: "{}")
+        #expect(answer.status == 405 && answer.errorCode == "method_not_allowed" && answer.errorMessage?.contains("allowed: GET") == true)
+        #expect(try await h.request(.PUT, "/v1/jobs/3").status == 405)
+    }
+
     /// The segment budget agrees with RefreshCore for random ledgers and zones (and the account
     /// budget with the engine's account rule).
     @Test func budgetsAgreeWithTheEngine() async throws {

@@ -1,8 +1,13 @@
+import AsyncHTTPClient
 import Benchmark
 import Foundation
 import GRDB
+import Logging
 import RefreshCore
+import RefreshDaemon
 import RefreshStore
+import ServiceLifecycle
+import TZData
 
 /// A ledger file with 1,000,000 attempts: 1,000 accounts of 10 segments each (about 11 attempts per
 /// account per day, near what SendGrid allows), spread over 90 days, and
@@ -56,4 +61,71 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    apiBenchmarks()
+}
+
+// MARK: The control API over its unix socket, on the same 1M-attempt ledger (10,000 segments)
+
+/// The API served in process on a unix socket; the clock is the ledger's "now".
+let apiSocket: String = {
+    let socket = FileManager.default.temporaryDirectory.appendingPathComponent("refreshd-bench-api.sock").path
+    let ledger = try! SQLiteLedger(path: ledgerPath, now: now)
+    var loader = ConfigurationLoader(environment: ["HOME": NSTemporaryDirectory()], userID: 1000)
+    var configuration = try! loader.build(text: nil, path: nil)
+    configuration.accounts = (0..<1000).map { AccountConfiguration(name: "acct-\($0)", apiKeySource: "none") }
+    let zones = try! ZoneInfoDirectory(path: ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment))
+    let state = ControlState(
+        ledger: ledger, zones: zones, configuration: configuration, version: "bench", startedAt: now, now: { now }, metrics: RefreshdMetrics(),
+        lanes: { [] }, intake: { nil }, wake: {})
+    let quiet = Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler() })
+    try! ControlAPIListeners.prepareSocket(socket)
+    let services = try! ControlAPIListeners.make(state: state, socketPath: socket, listen: nil, apiToken: nil, logger: quiet)
+    let group = ServiceGroup(services: services, gracefulShutdownSignals: [], logger: quiet)
+    Task { try await group.run() }
+    while !FileManager.default.fileExists(atPath: socket) { usleep(10_000) }
+    usleep(100_000)
+    return socket
+}()
+
+let apiClient = HTTPClient(eventLoopGroupProvider: .singleton)
+
+func segmentBudgetURL(_ i: Int) -> String {
+    let segment = i % 10_000
+    let uri = "/v1/segments/" + String(format: "00000000-0000-4000-8000-%012d", segment) + "/budget?account=acct-\(segment % 1000)"
+    return URL(httpURLWithSocketPath: apiSocket, uri: uri)!.absoluteString
+}
+
+let apiBenchmarks: @Sendable () -> Void = {
+    Benchmark(
+        "control API: one segment budget over the unix socket (1 client)",
+        configuration: .init(metrics: [.wallClock, .throughput], maxDuration: .seconds(10))
+    ) { benchmark in
+        for i in benchmark.scaledIterations {
+            let response = try await apiClient.execute(request: HTTPClient.Request(url: segmentBudgetURL(i))).get()
+            precondition(response.status == .ok)
+            blackHole(response)
+        }
+    }
+
+    Benchmark(
+        "control API: 10,000 segment budgets, 16 concurrent clients",
+        configuration: .init(metrics: [.wallClock], maxDuration: .seconds(60), maxIterations: 5)
+    ) { _ in
+        await withTaskGroup(of: Void.self) { group in
+            for client in 0..<16 {
+                group.addTask {
+                    for k in 0..<625 {
+                        let response = try? await apiClient.execute(request: HTTPClient.Request(url: segmentBudgetURL(client * 625 + k))).get()
+                        precondition(response?.status == .ok)
+                    }
+                }
+            }
+        }
+    }
+
+    Benchmark("control API: GET /v1/budget, 1,000 accounts", configuration: .init(metrics: [.wallClock], maxDuration: .seconds(20), maxIterations: 20)) { _ in
+        let url = URL(httpURLWithSocketPath: apiSocket, uri: "/v1/budget")!.absoluteString
+        let response = try await apiClient.execute(request: HTTPClient.Request(url: url)).get()
+        precondition(response.status == .ok)
+    }
 }
