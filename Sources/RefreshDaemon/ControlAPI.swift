@@ -11,13 +11,13 @@ import TZData
 /// intake. Built once in the composition root.
 public final class ControlState: @unchecked Sendable {
     public let ledger: any Ledger
-    public let zones: ZoneInfoDirectory
     public let version: String
     public let startedAt: Date
     public let now: @Sendable () -> Date
     public let metrics: RefreshdMetrics
     private let lock = NSLock()
     private var _configuration: DaemonConfiguration
+    private var _zones: ZoneInfoDirectory
     private let lanes: @Sendable () -> [LaneStatus]
     private let intake: @Sendable () -> SpoolIntake.IntakeState?
     private let wake: @Sendable () -> Void
@@ -28,7 +28,7 @@ public final class ControlState: @unchecked Sendable {
         intake: @escaping @Sendable () -> SpoolIntake.IntakeState?, wake: @escaping @Sendable () -> Void
     ) {
         self.ledger = ledger
-        self.zones = zones
+        self._zones = zones
         self._configuration = configuration
         self.version = version
         self.startedAt = startedAt
@@ -42,6 +42,12 @@ public final class ControlState: @unchecked Sendable {
     public var configuration: DaemonConfiguration {
         get { lock.withLock { _configuration } }
         set { lock.withLock { _configuration = newValue } }
+    }
+
+    /// The tz data in use (replaced by a reload or a tzdata upgrade).
+    public var zones: ZoneInfoDirectory {
+        get { lock.withLock { _zones } }
+        set { lock.withLock { _zones = newValue } }
     }
 
     var laneStatuses: [LaneStatus] { lanes() }

@@ -1,8 +1,10 @@
 import Foundation
 import Logging
 import RefreshStore
+import RefreshCore
 import ServiceLifecycle
 import TZData
+import UnixSignals
 
 /// The composition root: the one place where refreshd's pieces are wired together.
 public enum DaemonApplication {
@@ -16,8 +18,14 @@ public enum DaemonApplication {
     }
 
     /// Builds the services for a configuration and runs them until SIGTERM or SIGINT.
-    public static func run(configuration: DaemonConfiguration, logger: Logger, environment: [String: String]) async throws {
+    public static func run(
+        configuration: DaemonConfiguration, logger: Logger, environment: [String: String], configPath: String? = nil,
+        levels: LogLevelControl = LogLevelControl(.info)
+    ) async throws {
         let now: @Sendable () -> Date = { Date() }
+        let notifier = SystemdNotifier(environment: environment)
+        // SIGHUP is ignored until the reload service traps it (its default action would end us).
+        signal(SIGHUP, SIG_IGN)
         let zones: ZoneInfoDirectory
         do {
             zones = try ZoneInfoDirectory(path: ZoneInfoDirectory.defaultPath(environment: environment))
@@ -48,6 +56,7 @@ public enum DaemonApplication {
             throw StartupError(description: "cannot prepare the spool directory \(configuration.spoolDir.value): \(error)", exitCode: 73)
         }
         let ready: @Sendable () -> Void = {
+            notifier.send("READY=1\nSTATUS=started")
             logger.info(
                 "refreshd started",
                 metadata: [
@@ -82,11 +91,56 @@ public enum DaemonApplication {
                 "dry-run: refreshes for this account are planned and recorded but never sent",
                 metadata: ["account": "\(account.name)", "reason": "\(configuration.dryRun.value ? "dry_run = true" : "no API key found")"])
         }
+        let reloader = Reloader(
+            explicitPath: configPath, environment: environment, configuration: configuration, zones: zones, client: dispatcher.client,
+            dispatcher: dispatcher, intake: intake, state: state, ledger: ledger, levels: levels, notifier: notifier, observer: metrics, now: now,
+            logger: logger)
+        // The tz data on disk is compared hourly ($REFRESHD_TZ_CHECK_SECONDS changes that, for tests).
+        let tzCheck = environment["REFRESHD_TZ_CHECK_SECONDS"].flatMap(Double.init).map { Duration.milliseconds(Int64($0 * 1000)) } ?? .seconds(3600)
+        let reload = ReloadService(reloader: reloader, tzCheckInterval: tzCheck)
+        // Liveness: a loop beats at least every 60 s, plus a request in flight, plus slack.
+        let tolerance = Duration.seconds(60) + .milliseconds(Int64(configuration.requestTimeoutSeconds.value * 1000)) + .seconds(30)
+        let notify = SystemdNotifyService(
+            notifier: notifier, watchdog: SystemdNotifier.watchdogInterval(environment: environment), liveness: Liveness(tolerance: tolerance),
+            beats: { dispatcher.lanes.map(\.lastBeat) }, status: { statusLine(state: state) }, logger: logger)
+        // Shutdown runs in reverse: reload and notify stop (STOPPING=1), intake stops taking files,
+        // the API closes, and the dispatcher last, letting a request in flight finish.
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [spool, dispatcher, maintenance] + listeners, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: [dispatcher, maintenance] + listeners + [spool, notify, reload], gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
         try await group.run()
         logger.info("refreshd stopped")
+    }
+
+    /// "12 queued, next in 41 min, 7/10 left today" (systemd's STATUS= line).
+    static func statusLine(state: ControlState) -> String {
+        let lanes = state.laneStatuses
+        let queued = lanes.map(\.queued).reduce(0, +)
+        let t = state.now()
+        var parts = ["\(queued) queued"]
+        if let next = lanes.compactMap(\.nextSendAt).min() {
+            let seconds = Int(max(0, next.timeIntervalSince(t)))
+            parts.append(seconds < 60 ? "next in \(seconds) s" : seconds < 3600 ? "next in \(seconds / 60) min" : "next in \(seconds / 3600) h \(seconds % 3600 / 60) min")
+        }
+        let configuration = state.configuration
+        var used = 0
+        var limit = 0
+        for account in configuration.accounts {
+            let since = t.addingTimeInterval(-2 * 86400)
+            let history = ((try? state.ledger.attempts(since: since, account: account.name, segmentID: nil, limit: 10_000)) ?? []).map {
+                Attempt(account: $0.account, segment: $0.segmentID, zone: .fixed(name: "UTC", offset: 0), outcome: $0.outcome, startedAt: $0.startedAt, finishedAt: $0.finishedAt)
+            }
+            if let daily = RuleEngine.accountBudgets(account: account.name, history: history, blocks: [], limits: configuration.limits(for: account.name), now: t)
+                .first(where: { $0.rule == .accountDaily }) {
+                used += daily.remaining
+                limit += daily.limit
+            }
+        }
+        parts.append("\(used)/\(limit) left today")
+        let paused = lanes.filter { $0.paused != nil }.map(\.account)
+        if !paused.isEmpty { parts.append("PAUSED: \(paused.joined(separator: ","))") }
+        return parts.joined(separator: ", ")
     }
 
     /// One lane per account, sharing one HTTP client (none when every account runs dry).

@@ -78,13 +78,16 @@ public struct LaneStatus: Sendable, Equatable {
 /// reserves, sends, records the answer. One request in flight per account by construction: a lane
 /// is one loop.
 public final class AccountLane: @unchecked Sendable {
-    public let account: AccountConfiguration
+    /// The account's name (fixed for the lane's life).
+    public let name: String
+    // Read and written by the lane's loop only; a reload hands new values over through `pending`.
+    private(set) var account: AccountConfiguration
     let ledger: any Ledger
     /// nil: dry-run (everything but the HTTP request).
-    let client: SendGridClient?
-    let zones: ZoneInfoDirectory
-    let preflight: Bool
-    let maxAttempts: Int
+    private(set) var client: SendGridClient?
+    private(set) var zones: ZoneInfoDirectory
+    private(set) var preflight: Bool
+    private(set) var maxAttempts: Int
     let now: @Sendable () -> Date
     let logger: Logger
     let observer: (any DispatchObserver)?
@@ -100,6 +103,27 @@ public final class AccountLane: @unchecked Sendable {
     private let statusLock = NSLock()
     private var published: LaneStatus
     private var stopping = false
+    private var beat: ContinuousClock.Instant?
+    private var pending: Reconfiguration?
+
+    /// What a reload changes, applied by the loop between two sends (never during one).
+    public struct Reconfiguration: Sendable {
+        public var account: AccountConfiguration
+        public var client: SendGridClient?
+        public var zones: ZoneInfoDirectory
+        public var limits: Limits
+        public var preflight: Bool
+        public var maxAttempts: Int
+
+        public init(account: AccountConfiguration, client: SendGridClient?, zones: ZoneInfoDirectory, limits: Limits, preflight: Bool, maxAttempts: Int) {
+            self.account = account
+            self.client = client
+            self.zones = zones
+            self.limits = limits
+            self.preflight = preflight
+            self.maxAttempts = maxAttempts
+        }
+    }
 
     /// Requests without an answer back off from this many seconds, doubling, up to `maxBackoff`.
     static let firstBackoff = 30.0
@@ -112,6 +136,7 @@ public final class AccountLane: @unchecked Sendable {
         preflight: Bool, maxAttempts: Int, now: @escaping @Sendable () -> Date, logger: Logger, observer: (any DispatchObserver)? = nil
     ) {
         self.observer = observer
+        self.name = account.name
         self.account = account
         self.ledger = ledger
         self.client = client
@@ -131,6 +156,36 @@ public final class AccountLane: @unchecked Sendable {
     /// Wakes the lane (new jobs, cancel).
     public func wake() { signal.signal() }
 
+    /// When the loop last ran (the watchdog's liveness source).
+    public var lastBeat: ContinuousClock.Instant? { statusLock.withLock { beat } }
+
+    /// Hands a reload's values to the loop: applied before its next step, a request in flight
+    /// finishes first. A pause (401, 403) is lifted: the key may have been fixed.
+    public func reconfigure(_ change: Reconfiguration) {
+        statusLock.withLock { pending = change }
+        signal.signal()
+    }
+
+    private func applyPendingConfiguration(now t: Date) {
+        guard let change = statusLock.withLock({ () -> Reconfiguration? in
+            defer { pending = nil }
+            return pending
+        }) else { return }
+        account = change.account
+        client = change.client
+        zones = change.zones
+        preflight = change.preflight
+        maxAttempts = change.maxAttempts
+        if queue.pauseReason != nil {
+            logger.notice("account resumed after a reload", metadata: ["was": "\(queue.pauseReason!)"])
+            queue.resume()
+        }
+        queue.setLimits(change.limits, now: t)
+        // Zones may have changed (tz data upgrade): read the queue again with the new rules.
+        loaded = false
+        statusLock.withLock { published.paused = nil }
+    }
+
     /// Stops after the request in flight, if any.
     public func stop() {
         statusLock.withLock { stopping = true }
@@ -145,7 +200,9 @@ public final class AccountLane: @unchecked Sendable {
     /// wall clock each time, so clock steps in either direction are survived) or a wake-up.
     public func run<C: Clock>(clock: C, maxSleep: C.Duration) async where C.Duration == Duration {
         while !isStopping {
+            statusLock.withLock { beat = .now }
             let next = await step()
+            statusLock.withLock { beat = .now }
             if isStopping { break }
             let wait = next.map { $0.timeIntervalSince(now()) } ?? .infinity
             if wait > 0 {
@@ -162,6 +219,7 @@ public final class AccountLane: @unchecked Sendable {
         while !isStopping {
             iterations += 1
             let t = now()
+            applyPendingConfiguration(now: t)
             do {
                 if !loaded { try load(now: t) }
                 try pullNewJobs(now: t)
@@ -211,6 +269,10 @@ public final class AccountLane: @unchecked Sendable {
 
     /// Reads every queued job of the account, its recent attempts and blocks.
     func load(now t: Date) throws {
+        // A fresh queue (a reload may have changed zones or limits); a pause survives.
+        let pause = queue.pauseReason
+        queue = SendQueue(account: account.name, limits: queue.limits)
+        if let pause { queue.pause(reason: pause) }
         let all = try ledger.queuedJobs()
         lastSeenJobID = all.map(\.id).max() ?? 0
         let mine = all.filter { $0.job.account == account.name }
@@ -575,30 +637,61 @@ public final class AccountLane: @unchecked Sendable {
 }
 
 /// Runs one lane per account until shutdown; the composition root wires intake's wake-ups to it.
-public final class DispatcherService: Service, Sendable {
-    public let lanes: [AccountLane]
-    let client: SendGridClient?
+/// Lanes can be added (an account appears in a reloaded configuration) and stopped while it runs.
+public final class DispatcherService: Service, @unchecked Sendable {
+    private let lock = NSLock()
+    private var current: [AccountLane]
+    private var clients: [SendGridClient]
     let maxSleep: Duration
+    private let added: AsyncStream<AccountLane>
+    private let addedContinuation: AsyncStream<AccountLane>.Continuation
 
     public init(lanes: [AccountLane], client: SendGridClient?, maxSleep: Duration = .seconds(60)) {
-        self.lanes = lanes
-        self.client = client
+        self.current = lanes
+        self.clients = client.map { [$0] } ?? []
         self.maxSleep = maxSleep
+        (added, addedContinuation) = AsyncStream.makeStream(of: AccountLane.self)
     }
+
+    public var lanes: [AccountLane] { lock.withLock { current } }
+
+    /// The client the lanes were made with (nil: every account runs dry).
+    public var client: SendGridClient? { lock.withLock { clients.first } }
 
     /// New jobs or a cancel: every lane looks again.
     public func wakeUp() { for lane in lanes { lane.wake() } }
 
+    /// Starts a lane for a new account.
+    public func add(_ lane: AccountLane) {
+        lock.withLock { current.append(lane) }
+        addedContinuation.yield(lane)
+    }
+
+    /// Stops the lane of an account that left the configuration (its jobs stay queued).
+    public func remove(account: String) {
+        let lane = lock.withLock { () -> AccountLane? in
+            guard let index = current.firstIndex(where: { $0.name == account }) else { return nil }
+            return current.remove(at: index)
+        }
+        lane?.stop()
+    }
+
+    /// A client made by a reload: shut down with the others at the end.
+    public func adopt(_ client: SendGridClient) { lock.withLock { clients.append(client) } }
+
     public func run() async throws {
-        let lanes = self.lanes
+        let initial = lanes
         let maxSleep = self.maxSleep
+        let added = self.added
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
-                for lane in lanes { group.addTask { await lane.run(clock: ContinuousClock(), maxSleep: maxSleep) } }
+                for lane in initial { group.addTask { await lane.run(clock: ContinuousClock(), maxSleep: maxSleep) } }
+                for await lane in added { group.addTask { await lane.run(clock: ContinuousClock(), maxSleep: maxSleep) } }
             }
         } onGracefulShutdown: {
-            for lane in lanes { lane.stop() }
+            for lane in self.lanes { lane.stop() }
+            self.addedContinuation.finish()
         }
-        await client?.shutdown()
+        for client in lock.withLock({ clients }) { await client.shutdown() }
     }
 }

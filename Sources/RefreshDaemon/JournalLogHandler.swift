@@ -3,6 +3,16 @@ import Logging
 import RefreshCore
 import Synchronization
 
+/// The log level, changeable at run time (SIGHUP reload) for every logger sharing it.
+public final class LogLevelControl: Sendable {
+    private let value: Mutex<Logger.Level>
+    public init(_ level: Logger.Level) { value = Mutex(level) }
+    public var level: Logger.Level {
+        get { value.withLock { $0 } }
+        set { value.withLock { $0 = newValue } }
+    }
+}
+
 /// A swift-log handler writing one line per record to stderr.
 ///
 /// Under systemd (`JOURNAL_STREAM` set) each line starts with the `<N>` syslog priority that
@@ -11,15 +21,25 @@ import Synchronization
 /// `job.id`, `account`, ...), sorted, quoted when needed. Never give it a secret.
 public struct JournalLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
-    public var logLevel: Logger.Level
+    /// The level: the shared `LogLevelControl`'s (a reload changes it for every logger), unless
+    /// this copy set its own (e.g. a quieter logger handed to a library).
+    public var logLevel: Logger.Level {
+        get { own ?? control.level }
+        set { own = newValue }
+    }
+    let control: LogLevelControl
+    private var own: Logger.Level?
     let label: String
     let journald: Bool
     let clock: @Sendable () -> Date
     let sink: LogSink
 
-    public init(label: String, level: Logger.Level, journald: Bool, sink: LogSink = .standardError, clock: @escaping @Sendable () -> Date) {
+    public init(
+        label: String, level: Logger.Level, journald: Bool, sink: LogSink = .standardError, control: LogLevelControl? = nil,
+        clock: @escaping @Sendable () -> Date
+    ) {
         self.label = label
-        self.logLevel = level
+        self.control = control ?? LogLevelControl(level)
         self.journald = journald
         self.clock = clock
         self.sink = sink

@@ -55,12 +55,14 @@ public struct RefreshdCommand: AsyncParsableCommand {
             }
             let level = Logger.Level(rawValue: configuration.logLevel.value) ?? .info
             let journald = environment["JOURNAL_STREAM"] != nil
+            let levels = LogLevelControl(level)
             let logger = Logger(label: "refreshd") { label in
-                JournalLogHandler(label: label, level: level, journald: journald, clock: { Date() })
+                JournalLogHandler(label: label, level: level, journald: journald, control: levels, clock: { Date() })
             }
             for warning in loader.warnings { logger.warning("\(warning)") }
             do {
-                try await DaemonApplication.run(configuration: configuration, logger: logger, environment: environment)
+                try await DaemonApplication.run(
+                    configuration: configuration, logger: logger, environment: environment, configPath: options.config, levels: levels)
             } catch let error as DaemonApplication.StartupError {
                 logger.critical("refreshd cannot start: \(error.description)")
                 throw ExitCode(error.exitCode)

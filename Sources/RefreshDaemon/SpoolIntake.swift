@@ -20,9 +20,15 @@ public final class SpoolIntake: Sendable {
     public var incoming: String { spoolDirectory + "/incoming" }
     public var rejected: String { spoolDirectory + "/rejected" }
     let ledger: any Ledger
-    let accounts: Set<String>
-    let zones: ZoneInfoDirectory
-    let maxQueuedJobs: Int
+    private let settings: Mutex<(accounts: Set<String>, zones: ZoneInfoDirectory, maxQueuedJobs: Int)>
+    var accounts: Set<String> { settings.withLock { $0.accounts } }
+    var zones: ZoneInfoDirectory { settings.withLock { $0.zones } }
+    var maxQueuedJobs: Int { settings.withLock { $0.maxQueuedJobs } }
+
+    /// A reload: new accounts, tz data, queue bound; taken at the next scan.
+    public func update(accounts: Set<String>, zones: ZoneInfoDirectory, maxQueuedJobs: Int) {
+        settings.withLock { $0 = (accounts, zones, maxQueuedJobs) }
+    }
     let now: @Sendable () -> Date
     let logger: Logger
     private let state = Mutex(IntakeState())
@@ -44,9 +50,7 @@ public final class SpoolIntake: Sendable {
         self.onEnqueued = onEnqueued
         self.spoolDirectory = spoolDirectory
         self.ledger = ledger
-        self.accounts = accounts
-        self.zones = zones
-        self.maxQueuedJobs = maxQueuedJobs
+        self.settings = Mutex((accounts, zones, maxQueuedJobs))
         self.now = now
         self.logger = logger
     }

@@ -1,0 +1,191 @@
+import Foundation
+import Logging
+import RefreshCore
+import RefreshStore
+import ServiceLifecycle
+import TZData
+import UnixSignals
+
+/// Applies a new configuration (SIGHUP) or new tz data to the running daemon without dropping
+/// the queue or a request in flight: limits, accounts (lanes added and stopped), keys, SendGrid
+/// settings, log level, tz data. An invalid configuration is refused with the reason logged; the
+/// running one stays.
+public final class Reloader: @unchecked Sendable {
+    let explicitPath: String?
+    let environment: [String: String]
+    let dispatcher: DispatcherService
+    let intake: SpoolIntake
+    let state: ControlState
+    let ledger: any Ledger
+    let levels: LogLevelControl
+    let notifier: SystemdNotifier
+    let logger: Logger
+    let now: @Sendable () -> Date
+    let observer: (any DispatchObserver)?
+    private let lock = NSLock()
+    private var configuration: DaemonConfiguration
+    private var zones: ZoneInfoDirectory
+    private var client: SendGridClient?
+    private var zonesStamp: String
+
+    public init(
+        explicitPath: String?, environment: [String: String], configuration: DaemonConfiguration, zones: ZoneInfoDirectory,
+        client: SendGridClient?, dispatcher: DispatcherService, intake: SpoolIntake, state: ControlState, ledger: any Ledger,
+        levels: LogLevelControl, notifier: SystemdNotifier, observer: (any DispatchObserver)?, now: @escaping @Sendable () -> Date,
+        logger: Logger
+    ) {
+        self.explicitPath = explicitPath
+        self.environment = environment
+        self.configuration = configuration
+        self.zones = zones
+        self.client = client
+        self.dispatcher = dispatcher
+        self.intake = intake
+        self.state = state
+        self.ledger = ledger
+        self.levels = levels
+        self.notifier = notifier
+        self.observer = observer
+        self.now = now
+        self.logger = logger
+        self.zonesStamp = Self.stamp(zones.path)
+    }
+
+    /// What identifies the tz data on disk: tzdata.zi's version line, size and mtime.
+    static func stamp(_ directory: String) -> String {
+        var info = stat()
+        guard stat(directory + "/tzdata.zi", &info) == 0 else { return "none" }
+        return "\(info.st_size):\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)"
+    }
+
+    /// SIGHUP: read the configuration and the tz data again and apply them. Returns whether it did.
+    @discardableResult
+    public func reload() -> Bool {
+        notifier.send("RELOADING=1\nMONOTONIC_USEC=\(SystemdNotifier.monotonicMicroseconds())\nSTATUS=reloading")
+        defer { notifier.send("READY=1") }
+        var loader = ConfigurationLoader(environment: environment, userID: getuid())
+        let next: DaemonConfiguration
+        do {
+            next = try loader.load(explicitPath: explicitPath)
+        } catch {
+            logger.error("reload refused; the running configuration stays", metadata: ["reason": "\(error)"])
+            notifier.send("STATUS=reload refused: \(String(describing: error).prefix(200))")
+            return false
+        }
+        let newZones: ZoneInfoDirectory
+        do {
+            newZones = try ZoneInfoDirectory(path: ZoneInfoDirectory.defaultPath(environment: environment))
+        } catch {
+            logger.error("reload refused: the tz database cannot be read; the running configuration stays", metadata: ["reason": "\(error.message)"])
+            return false
+        }
+        apply(next, zones: newZones)
+        for warning in loader.warnings { logger.warning("\(warning)") }
+        logger.notice(
+            "configuration reloaded",
+            metadata: ["accounts": "\(next.accounts.map(\.name).joined(separator: ","))", "log_level": "\(next.logLevel.value)"])
+        return true
+    }
+
+    /// The tz data changed on disk (a tzdata upgrade sends no signal): read it again.
+    @discardableResult
+    public func checkTZData() -> Bool {
+        let path = lock.withLock { zones.path }
+        let stamp = Self.stamp(path)
+        guard stamp != lock.withLock({ zonesStamp }) else { return false }
+        guard let fresh = try? ZoneInfoDirectory(path: path) else {
+            logger.error("the tz database changed but cannot be read; keeping the loaded one", metadata: ["tz_directory": "\(path)"])
+            lock.withLock { zonesStamp = stamp }
+            return false
+        }
+        let (old, configuration) = lock.withLock { (zones.version, self.configuration) }
+        logger.notice("tz data changed on disk; reloaded", metadata: ["old": "\(old ?? "unknown")", "new": "\(fresh.version ?? "unknown")"])
+        apply(configuration, zones: fresh)
+        return true
+    }
+
+    private func apply(_ next: DaemonConfiguration, zones newZones: ZoneInfoDirectory) {
+        let (previous, oldZones, oldClient) = lock.withLock { (self.configuration, self.zones, self.client) }
+        if oldZones.version != newZones.version {
+            logger.notice("tz data version", metadata: ["old": "\(oldZones.version ?? "unknown")", "new": "\(newZones.version ?? "unknown")"])
+        }
+        // One shared client; a new one only when its settings changed.
+        let anyLive = next.accounts.contains { !next.isDryRun($0) }
+        var client = oldClient
+        let clientChanged =
+            previous.sendGridBaseURL.value != next.sendGridBaseURL.value
+            || previous.requestTimeoutSeconds.value != next.requestTimeoutSeconds.value
+            || previous.connectTimeoutSeconds.value != next.connectTimeoutSeconds.value
+        if anyLive && (client == nil || clientChanged) {
+            let made = SendGridClient(
+                baseURL: next.sendGridBaseURL.value, requestTimeoutSeconds: next.requestTimeoutSeconds.value,
+                connectTimeoutSeconds: next.connectTimeoutSeconds.value, version: DaemonApplication.version)
+            dispatcher.adopt(made)
+            client = made
+        }
+        let lanes = dispatcher.lanes
+        for account in next.accounts {
+            let change = AccountLane.Reconfiguration(
+                account: account, client: next.isDryRun(account) ? nil : client, zones: newZones, limits: next.limits(for: account.name),
+                preflight: next.preflight.value, maxAttempts: next.maxAttempts.value)
+            if let lane = lanes.first(where: { $0.name == account.name }) {
+                lane.reconfigure(change)
+            } else {
+                logger.notice("account added by reload", metadata: ["account": "\(account.name)"])
+                dispatcher.add(
+                    AccountLane(
+                        account: account, ledger: ledger, client: change.client, zones: newZones, limits: change.limits, preflight: change.preflight,
+                        maxAttempts: change.maxAttempts, now: now, logger: logger, observer: observer))
+            }
+        }
+        for lane in lanes where !next.accounts.contains(where: { $0.name == lane.name }) {
+            logger.warning("account removed by reload; its queued jobs stay queued until it returns", metadata: ["account": "\(lane.name)"])
+            dispatcher.remove(account: lane.name)
+        }
+        intake.update(accounts: Set(next.accounts.map(\.name)), zones: newZones, maxQueuedJobs: next.maxQueuedJobs.value)
+        state.configuration = next
+        state.zones = newZones
+        if let level = Logger.Level(rawValue: next.logLevel.value) { levels.level = level }
+        lock.withLock {
+            configuration = next
+            zones = newZones
+            self.client = client
+            zonesStamp = Self.stamp(newZones.path)
+        }
+        for account in next.accounts where next.isDryRun(account) && !previous.isDryRun(account) {
+            logger.warning("dry-run after reload: refreshes for this account are planned and recorded but never sent", metadata: ["account": "\(account.name)"])
+        }
+    }
+}
+
+/// SIGHUP reloads; every `tzCheckInterval` the tz data on disk is compared with the loaded one.
+public struct ReloadService: Service {
+    let reloader: Reloader
+    let tzCheckInterval: Duration
+
+    public init(reloader: Reloader, tzCheckInterval: Duration = .seconds(3600)) {
+        self.reloader = reloader
+        self.tzCheckInterval = tzCheckInterval
+    }
+
+    public func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        let reloader = self.reloader
+        let interval = tzCheckInterval
+        await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await _ in signals { reloader.reload() }
+                }
+                group.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: interval)
+                        if Task.isCancelled { break }
+                        reloader.checkTZData()
+                    }
+                }
+                await group.waitForAll()
+            }
+        }
+    }
+}
