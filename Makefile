@@ -13,8 +13,10 @@ SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 DOCDIR = $(PREFIX)/share/doc/refreshd
 SWIFT ?= swift
+# Where the binaries to install are (tests stage debug builds with BINARIES=.build/debug).
+BINARIES ?= .build/release
 
-.PHONY: all build install uninstall verify
+.PHONY: all build install install-files uninstall verify
 
 all: build
 
@@ -22,9 +24,11 @@ build:
 	$(SWIFT) build -c release --product refreshd
 	$(SWIFT) build -c release --product refreshctl
 
-install: build
+install: build install-files
+
+install-files:
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(DOCDIR)
-	install -m 0755 .build/release/refreshd .build/release/refreshctl $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(BINARIES)/refreshd $(BINARIES)/refreshctl $(DESTDIR)$(BINDIR)/
 	sed 's|/usr/bin/refreshd|$(BINDIR)/refreshd|; s|/etc/refreshd|$(SYSCONFDIR)/refreshd|g; s|/usr/share/doc|$(PREFIX)/share/doc|' \
 		systemd/refreshd.service > $(DESTDIR)$(UNITDIR)/refreshd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/refreshd.service
@@ -32,8 +36,8 @@ install: build
 	sed 's|/etc/refreshd|$(SYSCONFDIR)/refreshd|g' systemd/refreshd.tmpfiles > $(DESTDIR)$(TMPFILESDIR)/refreshd.conf
 	chmod 0644 $(DESTDIR)$(TMPFILESDIR)/refreshd.conf
 	install -m 0644 README.md CHANGELOG.md docs/dispatcher.md docs/openapi.json $(DESTDIR)$(DOCDIR)/
-	.build/release/refreshd --help > $(DESTDIR)$(DOCDIR)/refreshd.txt
-	.build/release/refreshctl --help > $(DESTDIR)$(DOCDIR)/refreshctl.txt
+	$(BINARIES)/refreshd --help > $(DESTDIR)$(DOCDIR)/refreshd.txt
+	$(BINARIES)/refreshctl --help > $(DESTDIR)$(DOCDIR)/refreshctl.txt
 	install -d -m 0750 $(DESTDIR)$(SYSCONFDIR)/refreshd
 	# The example configuration never overwrites one in place.
 	test -e $(DESTDIR)$(SYSCONFDIR)/refreshd/refreshd.toml || install -m 0640 config/refreshd.toml $(DESTDIR)$(SYSCONFDIR)/refreshd/refreshd.toml
@@ -54,5 +58,9 @@ uninstall:
 
 verify: build
 	rm -rf .build/stage && $(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/.build/stage
-	systemd-analyze verify --root=$(CURDIR)/.build/stage $(CURDIR)/.build/stage$(UNITDIR)/refreshd.service
-	systemd-analyze security --offline=yes --root=$(CURDIR)/.build/stage --threshold=20 $(CURDIR)/.build/stage$(UNITDIR)/refreshd.service
+	# Verified against the host's systemd, with ExecStart pointing at the staged binary.
+	mkdir -p .build/verify
+	sed 's|^ExecStart=$(BINDIR)/refreshd|ExecStart=$(CURDIR)/.build/stage$(BINDIR)/refreshd|' \
+		.build/stage$(UNITDIR)/refreshd.service > .build/verify/refreshd.service
+	systemd-analyze verify .build/verify/refreshd.service
+	systemd-analyze security --offline=yes --threshold=20 .build/verify/refreshd.service

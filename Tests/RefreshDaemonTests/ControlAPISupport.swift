@@ -61,10 +61,10 @@ final class APIHarness: @unchecked Sendable {
         task = Task { try await group.run() }
         if let listen { tcpBase = "http://\(listen)" }
         let socket = self.socket
-        _ = waitUntil(timeout: 10) { ControlAPIListenersProbe.isLive(socket) }
+        _ = await eventually(timeout: 10) { ControlAPIListenersProbe.isLive(socket) }
         if let listen {
             let port = Int(listen.split(separator: ":").last!)!
-            _ = waitUntil(timeout: 10) { ControlAPIListenersProbe.tcpLive(port: port) }
+            _ = await eventually(timeout: 10) { ControlAPIListenersProbe.tcpLive(port: port) }
         }
     }
 

@@ -369,17 +369,18 @@ struct DispatcherLoopTests {
         let notBefore = Date().addingTimeInterval(0.8)
         _ = try ledger.enqueue(NewJob(source: "test", account: "default", segmentID: segmentID(1), timeZone: "UTC", notBefore: notBefore), now: Date())
         service.wakeUp()
-        #expect(waitUntil(timeout: 5) { fake.refreshes.count == 1 })
+        #expect(await eventually(timeout: 5) { fake.refreshes.count == 1 })
         let first = try #require(try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 1).first)
-        #expect(first.startedAt >= notBefore && first.startedAt < notBefore.addingTimeInterval(0.5))
+        // At the instant (a loaded 2-core CI machine may add a second or two), never a minute later.
+        #expect(first.startedAt >= notBefore && first.startedAt < notBefore.addingTimeInterval(3))
 
         // Idle now (the only job is sent): a new job plus a wake-up goes out within moments.
         let queuedAt = Date()
         _ = try ledger.enqueue(NewJob(source: "test", account: "default", segmentID: segmentID(2), timeZone: "UTC"), now: Date())
         service.wakeUp()
-        #expect(waitUntil(timeout: 5) { fake.refreshes.count == 2 })
-        #expect(Date().timeIntervalSince(queuedAt) < 1)
-        #expect(lane.status.queued == 0 && lane.status.lastStepAt != nil)
+        #expect(await eventually(timeout: 5) { fake.refreshes.count == 2 })
+        #expect(Date().timeIntervalSince(queuedAt) < 3)
+        #expect(await eventually(timeout: 5) { lane.status.queued == 0 && lane.status.lastStepAt != nil })
 
         // stop() ends the loop (the suite's time limit catches a loop that would not end).
         lane.stop()
@@ -403,11 +404,11 @@ struct DispatcherLoopTests {
         let service = DispatcherService(lanes: lanes, client: client, maxSleep: .seconds(60))
         _ = try ledger.enqueue(NewJob(source: "test", account: "slow", segmentID: segmentID(1), timeZone: "UTC"), now: Date())
         let loops = lanes.map { lane in Task { await lane.run(clock: ContinuousClock(), maxSleep: .seconds(60)) } }
-        #expect(waitUntil(timeout: 5) { fake.refreshes.count == 1 })
+        #expect(await eventually(timeout: 5) { fake.refreshes.count == 1 })
         let start = Date()
         _ = try ledger.enqueue(NewJob(source: "test", account: "quick", segmentID: segmentID(2), timeZone: "UTC"), now: Date())
         service.wakeUp()
-        #expect(waitUntil(timeout: 2) { fake.refreshes.count == 2 })
+        #expect(await eventually(timeout: 2) { fake.refreshes.count == 2 })
         #expect(Date().timeIntervalSince(start) < 2, "the quick account waited for the slow one")
         for lane in lanes { lane.stop() }
         for loop in loops { _ = await loop.value }

@@ -56,6 +56,11 @@ final class DaemonProcess: @unchecked Sendable {
         return false
     }
 
+    /// The same, for async tests (never blocks a cooperative thread).
+    func eventuallyOutputs(_ text: String, timeout: TimeInterval = 15) async -> Bool {
+        await eventually(timeout: timeout) { output.contains(text) || !process.isRunning } && output.contains(text)
+    }
+
     /// Waits for exit; nil on timeout.
     func waitForExit(timeout: TimeInterval) -> Int32? {
         guard done.wait(timeout: .now() + timeout) == .success else { return nil }
@@ -97,7 +102,7 @@ struct RefreshdProcessTests {
         #expect(elapsed < 2, "took \(elapsed) s to stop")
         #expect(daemon.output.contains("refreshd stopped"))
         let ledger = try SQLiteLedger(path: directory + "/state/ledger.sqlite", now: Date())
-        #expect(try ledger.appliedMigrations() == ["v1", "v2"])
+        #expect(try ledger.appliedMigrations() == ["v1", "v2", "v3"])
     }
 
     /// SIGINT stops it too; under journald every line carries a <N> priority prefix.

@@ -17,6 +17,17 @@ struct ProgramError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+/// The same, for async tests: polls with Task.sleep, never blocking a cooperative thread (on 2
+/// cores, a blocked pool starves the very loops a test waits for).
+func eventually(timeout: TimeInterval, _ condition: () -> Bool) async -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if condition() { return true }
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+    return condition()
+}
+
 func waitUntil(timeout: TimeInterval, _ condition: () -> Bool) -> Bool {
     let deadline = Date().addingTimeInterval(timeout)
     while Date() < deadline {

@@ -92,7 +92,7 @@ struct SystemdTests {
         let config = try writeConfig(directory, "\(sendgrid)[limits]\naccount_daily = 2\n")
         let daemon = try DaemonProcess(
             arguments: ["run", "--config", config], environment: daemonEnvironment(directory, extra: ["SENDGRID_API_KEY": fakeKey]))
-        #expect(daemon.waitFor("refreshd started"))
+        #expect(await daemon.eventuallyOutputs("refreshd started"))
         let incoming = directory + "/spool/incoming"
         let total = 300
         let dropper = Thread {
@@ -102,23 +102,23 @@ struct SystemdTests {
             }
         }
         dropper.start()
-        #expect(waitUntil(timeout: 10) { fake.refreshes.count == 2 })
+        #expect(await eventually(timeout: 10) { fake.refreshes.count == 2 })
         try await Task.sleep(for: .milliseconds(300))
         #expect(fake.refreshes.count == 2, "account_daily = 2 holds")
         // An invalid configuration is refused; the old one stays.
         _ = try writeConfig(directory, "\(sendgrid)[limits]\naccount_daily = 11\n")
         kill(daemon.process.processIdentifier, SIGHUP)
-        #expect(daemon.waitFor("reload refused"))
+        #expect(await daemon.eventuallyOutputs("reload refused"))
         #expect(daemon.output.contains("account_daily"))
         try await Task.sleep(for: .milliseconds(300))
         #expect(fake.refreshes.count == 2)
         // A valid one: 5 a day, log level debug.
         _ = try writeConfig(directory, "log_level = \"debug\"\n\(sendgrid)[limits]\naccount_daily = 5\n")
         kill(daemon.process.processIdentifier, SIGHUP)
-        #expect(daemon.waitFor("configuration reloaded"))
-        #expect(waitUntil(timeout: 10) { fake.refreshes.count == 5 })
-        #expect(waitUntil(timeout: 30) { dropper.isFinished })
-        #expect(waitUntil(timeout: 30) { (try? FileManager.default.contentsOfDirectory(atPath: incoming))?.isEmpty == true })
+        #expect(await daemon.eventuallyOutputs("configuration reloaded"))
+        #expect(await eventually(timeout: 10) { fake.refreshes.count == 5 })
+        #expect(await eventually(timeout: 30) { dropper.isFinished })
+        #expect(await eventually(timeout: 30) { (try? FileManager.default.contentsOfDirectory(atPath: incoming))?.isEmpty == true })
         try await Task.sleep(for: .milliseconds(300))
         #expect(fake.refreshes.count == 5 && fake.violations.isEmpty)
         kill(daemon.process.processIdentifier, SIGTERM)
@@ -183,15 +183,15 @@ struct WatchdogTests {
         let loop = Task { await lane.run(clock: ContinuousClock(), maxSleep: .milliseconds(200)) }
         try await Task.sleep(for: .milliseconds(400))
         #expect(service.tick() == true)
-        #expect(listener.wait(for: "WATCHDOG=1", timeout: 2) != nil)
+        #expect(await eventually(timeout: 2) { listener.messages.contains { $0.contains("WATCHDOG=1") } })
         // A job whose request hangs for 4 s: the loop stops beating.
         _ = try ledger.enqueue(NewJob(source: "test", account: "default", segmentID: segmentID(9), timeZone: "UTC"), now: Date())
         lane.wake()
-        #expect(waitUntil(timeout: 3) { fake.refreshes.count == 1 })
+        #expect(await eventually(timeout: 3) { fake.refreshes.count == 1 })
         try await Task.sleep(for: .milliseconds(1200))
         let before = listener.messages.count
         #expect(service.tick() == false)
-        #expect(waitUntil(timeout: 1) { listener.messages.count > before })
+        #expect(await eventually(timeout: 1) { listener.messages.count > before })
         #expect(!(listener.messages.last ?? "").contains("WATCHDOG=1"))
         // The answer comes; the loop beats again, and so do the pings.
         try await Task.sleep(for: .seconds(4))
