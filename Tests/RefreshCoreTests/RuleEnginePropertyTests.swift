@@ -9,7 +9,7 @@ import Testing
 struct RuleEnginePropertyTests {
     /// I1-I5: the engine's earliest instant is exactly the first minute the brute force allows.
     @Test func decisionMatchesBruteForce() async {
-        await propertyCheck(count: 150, input: Gen.int(in: 0...Int.max)) { seed in
+        await offPool { await propertyCheck(count: 150, input: Gen.int(in: 0...Int.max)) { seed in
             let world = Scenario(seed: UInt64(seed))
             let last = world.now + 4 * 86400
             let brute = world.brute(through: last)
@@ -27,13 +27,15 @@ struct RuleEnginePropertyTests {
                 }
             }
         }
+        }
     }
 
     /// plan() sends every job exactly when the brute-force dispatcher does: no schedule breaks a
     /// rule, each refresh goes at the earliest allowed minute, coalescing and expiry agree.
     @Test func planMatchesBruteForce() async {
-        await propertyCheck(count: Int(ProcessInfo.processInfo.environment["REFRESHD_PROPERTY_COUNT"] ?? "") ?? 150, input: Gen.int(in: 0...Int.max)) { seed in
+        await offPool { await propertyCheck(count: Int(ProcessInfo.processInfo.environment["REFRESHD_PROPERTY_COUNT"] ?? "") ?? 150, input: Gen.int(in: 0...Int.max)) { seed in
             Self.checkPlanMatches(seed: UInt64(seed))
+        }
         }
     }
 
@@ -51,8 +53,9 @@ struct RuleEnginePropertyTests {
 
     /// Every planned send, replayed in order, is allowed by the brute-force rules at its instant.
     @Test func plannedSendsBreakNoRule() async {
-        await propertyCheck(count: 80, input: Gen.int(in: 0...Int.max)) { seed in
+        await offPool { await propertyCheck(count: 80, input: Gen.int(in: 0...Int.max)) { seed in
             Self.checkPlannedSends(seed: UInt64(seed))
+        }
         }
     }
 

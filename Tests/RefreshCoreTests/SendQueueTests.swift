@@ -50,7 +50,7 @@ struct SendQueueTests {
     /// The dispatcher's incremental queue sends exactly what the planner plans, for random worlds
     /// (zones with DST edges, histories, blocks, priorities, not_before, expires_at, two accounts).
     @Test func agreesWithThePlanner() async {
-        await propertyCheck(count: Int(ProcessInfo.processInfo.environment["REFRESHD_PROPERTY_COUNT"] ?? "") ?? 150, input: Gen.int(in: 0...Int.max)) { seed in
+        await offPool { await propertyCheck(count: Int(ProcessInfo.processInfo.environment["REFRESHD_PROPERTY_COUNT"] ?? "") ?? 150, input: Gen.int(in: 0...Int.max)) { seed in
             let world = Scenario(seed: UInt64(seed))
             let now = Date(timeIntervalSince1970: Double(world.now))
             let end = now.addingTimeInterval(16 * 86400)
@@ -68,6 +68,7 @@ struct SendQueueTests {
                     #expect(actual == planned, "\(world) job \(job.id)")
                 }
             }
+        }
         }
     }
 

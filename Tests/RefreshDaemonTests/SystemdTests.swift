@@ -181,21 +181,20 @@ struct WatchdogTests {
         // Before the loop runs at all: not alive.
         #expect(service.tick() == false)
         let loop = Task { await lane.run(clock: ContinuousClock(), maxSleep: .milliseconds(200)) }
-        try await Task.sleep(for: .milliseconds(400))
-        #expect(service.tick() == true)
+        #expect(await eventually(timeout: 10) { service.tick() })
         #expect(await eventually(timeout: 2) { listener.messages.contains { $0.contains("WATCHDOG=1") } })
         // A job whose request hangs for 4 s: the loop stops beating.
         _ = try ledger.enqueue(NewJob(source: "test", account: "default", segmentID: segmentID(9), timeZone: "UTC"), now: Date())
         lane.wake()
         #expect(await eventually(timeout: 3) { fake.refreshes.count == 1 })
-        try await Task.sleep(for: .milliseconds(1200))
+        // While the request hangs (4 s), the loop does not beat: within its 0.5 s tolerance the pings stop.
+        #expect(await eventually(timeout: 3) { !service.tick() })
         let before = listener.messages.count
         #expect(service.tick() == false)
         #expect(await eventually(timeout: 1) { listener.messages.count > before })
         #expect(!(listener.messages.last ?? "").contains("WATCHDOG=1"))
         // The answer comes; the loop beats again, and so do the pings.
-        try await Task.sleep(for: .seconds(4))
-        #expect(service.tick() == true)
+        #expect(await eventually(timeout: 15) { service.tick() })
         lane.stop()
         _ = await loop.value
         await client.shutdown()

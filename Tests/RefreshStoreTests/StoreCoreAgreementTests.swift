@@ -14,7 +14,7 @@ let zones: ZoneInfoDirectory = try! ZoneInfoDirectory(path: ZoneInfoDirectory.de
 @Suite("Store and core agree")
 struct StoreCoreAgreementTests {
     @Test func decisionsFromStoreHistoryEqualDecisionsFromAllHistory() async throws {
-        await propertyCheck(count: 60, input: Gen.int(in: 0...Int.max)) { seed in
+        await offPool { await propertyCheck(count: 60, input: Gen.int(in: 0...Int.max)) { seed in
             var rng = SystemRandomNumberGeneratorSeeded(seed: UInt64(seed))
             let ledger = try! SQLiteLedger(inMemoryAt: t0)
             let zoneNames = ["America/Chicago", "Asia/Tokyo", "Pacific/Apia", "America/Santiago", "UTC", "Australia/Lord_Howe"]
@@ -44,6 +44,7 @@ struct StoreCoreAgreementTests {
                 let fromAll = RuleEngine.decide(account: "default", segment: segment, zone: zone, history: all, blocks: [], limits: .sendGrid, now: now)
                 #expect(fromStore == fromAll, "seed \(seed) segment \(segment)")
             }
+        }
         }
     }
 }

@@ -66,26 +66,36 @@ let benchmarks: @Sendable () -> Void = {
 
 // MARK: The control API over its unix socket, on the same 1M-attempt ledger (10,000 segments)
 
-/// The API served in process on a unix socket; the clock is the ledger's "now".
-let apiSocket: String = {
+/// The API served in process on a unix socket; the clock is the ledger's "now". Started once,
+/// from inside the first API benchmark (never blocking a thread while it comes up).
+actor APIServer {
     let socket = FileManager.default.temporaryDirectory.appendingPathComponent("refreshd-bench-api.sock").path
-    let ledger = try! SQLiteLedger(path: ledgerPath, now: now)
-    var loader = ConfigurationLoader(environment: ["HOME": NSTemporaryDirectory()], userID: 1000)
-    var configuration = try! loader.build(text: nil, path: nil)
-    configuration.accounts = (0..<1000).map { AccountConfiguration(name: "acct-\($0)", apiKeySource: "none") }
-    let zones = try! ZoneInfoDirectory(path: ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment))
-    let state = ControlState(
-        ledger: ledger, zones: zones, configuration: configuration, version: "bench", startedAt: now, now: { now }, metrics: RefreshdMetrics(),
-        lanes: { [] }, intake: { nil }, wake: {})
-    let quiet = Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler() })
-    try! ControlAPIListeners.prepareSocket(socket)
-    let services = try! ControlAPIListeners.make(state: state, socketPath: socket, listen: nil, apiToken: nil, logger: quiet)
-    let group = ServiceGroup(services: services, gracefulShutdownSignals: [], logger: quiet)
-    Task { try await group.run() }
-    while !FileManager.default.fileExists(atPath: socket) { usleep(10_000) }
-    usleep(100_000)
-    return socket
-}()
+    private var group: ServiceGroup?
+
+    func start() async throws -> String {
+        if group != nil { return socket }
+        let ledger = try SQLiteLedger(path: ledgerPath, now: now)
+        var loader = ConfigurationLoader(environment: ["HOME": NSTemporaryDirectory()], userID: 1000)
+        var configuration = try loader.build(text: nil, path: nil)
+        configuration.accounts = (0..<1000).map { AccountConfiguration(name: "acct-\($0)", apiKeySource: "none") }
+        let zones = try ZoneInfoDirectory(path: ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment))
+        let state = ControlState(
+            ledger: ledger, zones: zones, configuration: configuration, version: "bench", startedAt: now, now: { now }, metrics: RefreshdMetrics(),
+            lanes: { [] }, intake: { nil }, wake: {})
+        let quiet = Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler() })
+        try ControlAPIListeners.prepareSocket(socket)
+        let services = try ControlAPIListeners.make(state: state, socketPath: socket, listen: nil, apiToken: nil, logger: quiet)
+        let group = ServiceGroup(services: services, gracefulShutdownSignals: [], logger: quiet)
+        self.group = group
+        Task.detached { try await group.run() }
+        while !FileManager.default.fileExists(atPath: socket) { try await Task.sleep(for: .milliseconds(10)) }
+        try await Task.sleep(for: .milliseconds(100))
+        return socket
+    }
+}
+
+let apiServer = APIServer()
+nonisolated(unsafe) var apiSocket = ""
 
 let apiClient = HTTPClient(eventLoopGroupProvider: .singleton)
 
@@ -100,6 +110,8 @@ let apiBenchmarks: @Sendable () -> Void = {
         "control API: one segment budget over the unix socket (1 client)",
         configuration: .init(metrics: [.wallClock, .throughput], maxDuration: .seconds(10))
     ) { benchmark in
+        apiSocket = try await apiServer.start()
+        benchmark.startMeasurement()
         for i in benchmark.scaledIterations {
             let response = try await apiClient.execute(request: HTTPClient.Request(url: segmentBudgetURL(i))).get()
             precondition(response.status == .ok)
@@ -110,7 +122,9 @@ let apiBenchmarks: @Sendable () -> Void = {
     Benchmark(
         "control API: 10,000 segment budgets, 16 concurrent clients",
         configuration: .init(metrics: [.wallClock], maxDuration: .seconds(60), maxIterations: 5)
-    ) { _ in
+    ) { benchmark in
+        apiSocket = try await apiServer.start()
+        benchmark.startMeasurement()
         await withTaskGroup(of: Void.self) { group in
             for client in 0..<16 {
                 group.addTask {
@@ -123,7 +137,9 @@ let apiBenchmarks: @Sendable () -> Void = {
         }
     }
 
-    Benchmark("control API: GET /v1/budget, 1,000 accounts", configuration: .init(metrics: [.wallClock], maxDuration: .seconds(20), maxIterations: 20)) { _ in
+    Benchmark("control API: GET /v1/budget, 1,000 accounts", configuration: .init(metrics: [.wallClock], maxDuration: .seconds(20), maxIterations: 20)) { benchmark in
+        apiSocket = try await apiServer.start()
+        benchmark.startMeasurement()
         let url = URL(httpURLWithSocketPath: apiSocket, uri: "/v1/budget")!.absoluteString
         let response = try await apiClient.execute(request: HTTPClient.Request(url: url)).get()
         precondition(response.status == .ok)
