@@ -37,7 +37,7 @@ final class RunningDaemon: @unchecked Sendable {
         }
         try process.run()
         let deadline = Date().addingTimeInterval(20)
-        while Date() < deadline, !output.contains("refreshd started") { Thread.sleep(forTimeInterval: 0.02) }
+        while Date() < deadline, !output.contains("refreshd started") { usleep(UInt32(0.02 * 1_000_000)) }
     }
 
     var output: String { lock.withLock { String(decoding: collected, as: UTF8.self) } }
@@ -56,98 +56,104 @@ let segmentTwo = "0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a02"
 @Suite("refreshctl against a running refreshd", .serialized)
 struct DaemonCommandTests {
     /// status, budget, jobs, show, cancel, plan and history, as tables and as JSON, with their exit codes.
-    @Test func everyCommand() throws {
-        let daemon = try RunningDaemon()
-        defer { daemon.stop() }
-        #expect(daemon.output.contains("refreshd started"), "\(daemon.output)")
+    @Test func everyCommand() async throws {
+        try await offPool {
+            let daemon = try RunningDaemon()
+            defer { daemon.stop() }
+            #expect(daemon.output.contains("refreshd started"), "\(daemon.output)")
 
-        let status = try daemon.ctl(["status"])
-        #expect(status.status == 0, "\(status.stderr)")
-        #expect(status.stdout.contains("refreshd 0.1.0, running for") && status.stdout.contains("DRY-RUN") && status.stdout.contains("queue: 0 queued"))
+            let status = try daemon.ctl(["status"])
+            #expect(status.status == 0, "\(status.stderr)")
+            #expect(status.stdout.contains("refreshd 0.1.0, running for") && status.stdout.contains("DRY-RUN") && status.stdout.contains("queue: 0 queued"))
 
-        // Two jobs for one segment in dry-run: the first goes at once, the next waits for the hour.
-        let config = daemon.directory + "/refreshd.toml"
-        #expect(try refreshctl(["enqueue", "--segment", segmentOne, "--time-zone", "America/Chicago", "--config", config]).status == 0)
-        var sent = false
-        for _ in 0..<250 where !sent {
-            sent = (try daemon.ctl(["jobs", "--state", "sent", "--json"])).stdout.contains(segmentOne)
-            Thread.sleep(forTimeInterval: 0.02)
+            // Two jobs for one segment in dry-run: the first goes at once, the next waits for the hour.
+            let config = daemon.directory + "/refreshd.toml"
+            #expect(try refreshctl(["enqueue", "--segment", segmentOne, "--time-zone", "America/Chicago", "--config", config]).status == 0)
+            var sent = false
+            for _ in 0..<250 where !sent {
+                sent = (try daemon.ctl(["jobs", "--state", "sent", "--json"])).stdout.contains(segmentOne)
+                usleep(UInt32(0.02 * 1_000_000))
+            }
+            #expect(sent)
+            #expect(try refreshctl(["enqueue", "--segment", segmentOne, "--time-zone", "America/Chicago", "--note", "second", "--config", config]).status == 0)
+            var queuedID = ""
+            for _ in 0..<250 where queuedID.isEmpty {
+                let jobs = try daemon.ctl(["jobs", "--state", "queued", "--json"])
+                let object = try JSONSerialization.jsonObject(with: Data(jobs.stdout.utf8)) as? [String: Any]
+                if let first = (object?["jobs"] as? [[String: Any]])?.first { queuedID = "\(first["id"]!)" }
+                usleep(UInt32(0.02 * 1_000_000))
+            }
+            #expect(!queuedID.isEmpty)
+
+            let budget = try daemon.ctl(["budget"])
+            #expect(budget.status == 0)
+            #expect(budget.stdout.hasPrefix("ACCOUNT  LEFT TODAY") && budget.stdout.contains("default  9 of 10") && budget.stdout.contains("dry-run"))
+            let segment = try daemon.ctl(["budget", segmentOne])
+            #expect(segment.stdout.contains("zone America/Chicago") && segment.stdout.contains("held by segment_interval"), "\(segment.stdout)")
+            #expect(segment.stdout.contains("left today: 1 for the segment, 9 for the account") && segment.stdout.contains(", in 1 h"), "\(segment.stdout)")
+            let never = try daemon.ctl(["budget", segmentTwo])
+            #expect(never.status == 2 && never.stderr.contains("time_zone: required"))
+            let fresh = try daemon.ctl(["budget", segmentTwo, "--time-zone", "Asia/Kathmandu", "--json"])
+            #expect(fresh.status == 0 && fresh.stdout.contains("\"allowed_now\":true"))
+
+            let jobs = try daemon.ctl(["jobs"])
+            #expect(jobs.stdout.hasPrefix("ID  STATE") && jobs.stdout.contains("sent") && jobs.stdout.contains("second"))
+            let show = try daemon.ctl(["show", queuedID])
+            #expect(show.stdout.contains("state           queued") && show.stdout.contains("expected        send at") && show.stdout.contains("America/Chicago, in 1 h"), "\(show.stdout)")
+            let plan = try daemon.ctl(["plan"])
+            #expect(plan.stdout.hasPrefix("WHEN (UTC)") && plan.stdout.contains("segment_interval") && plan.stdout.contains(segmentOne))
+            let history = try daemon.ctl(["history"])
+            #expect(history.stdout.contains("dry_run") && history.stdout.contains("segment+account"))
+
+            let cancel = try daemon.ctl(["cancel", queuedID])
+            #expect(cancel.status == 0 && cancel.stdout.contains("cancelled job \(queuedID)"))
+            let again = try daemon.ctl(["cancel", queuedID])
+            #expect(again.status == 5 && again.stderr.contains("cancelled"))
+            let missing = try daemon.ctl(["show", "999"])
+            #expect(missing.status == 4 && missing.stderr.contains("no job 999"))
+            let bad = try daemon.ctl(["jobs", "--state", "bogus"])
+            #expect(bad.status == 2 && bad.stderr.contains("state"))
+            let json = try daemon.ctl(["status", "--json"])
+            #expect((try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])?["version"] as? String == "0.1.0")
         }
-        #expect(sent)
-        #expect(try refreshctl(["enqueue", "--segment", segmentOne, "--time-zone", "America/Chicago", "--note", "second", "--config", config]).status == 0)
-        var queuedID = ""
-        for _ in 0..<250 where queuedID.isEmpty {
-            let jobs = try daemon.ctl(["jobs", "--state", "queued", "--json"])
-            let object = try JSONSerialization.jsonObject(with: Data(jobs.stdout.utf8)) as? [String: Any]
-            if let first = (object?["jobs"] as? [[String: Any]])?.first { queuedID = "\(first["id"]!)" }
-            Thread.sleep(forTimeInterval: 0.02)
-        }
-        #expect(!queuedID.isEmpty)
-
-        let budget = try daemon.ctl(["budget"])
-        #expect(budget.status == 0)
-        #expect(budget.stdout.hasPrefix("ACCOUNT  LEFT TODAY") && budget.stdout.contains("default  9 of 10") && budget.stdout.contains("dry-run"))
-        let segment = try daemon.ctl(["budget", segmentOne])
-        #expect(segment.stdout.contains("zone America/Chicago") && segment.stdout.contains("held by segment_interval"), "\(segment.stdout)")
-        #expect(segment.stdout.contains("left today: 1 for the segment, 9 for the account") && segment.stdout.contains(", in 1 h"), "\(segment.stdout)")
-        let never = try daemon.ctl(["budget", segmentTwo])
-        #expect(never.status == 2 && never.stderr.contains("time_zone: required"))
-        let fresh = try daemon.ctl(["budget", segmentTwo, "--time-zone", "Asia/Kathmandu", "--json"])
-        #expect(fresh.status == 0 && fresh.stdout.contains("\"allowed_now\":true"))
-
-        let jobs = try daemon.ctl(["jobs"])
-        #expect(jobs.stdout.hasPrefix("ID  STATE") && jobs.stdout.contains("sent") && jobs.stdout.contains("second"))
-        let show = try daemon.ctl(["show", queuedID])
-        #expect(show.stdout.contains("state           queued") && show.stdout.contains("expected        send at") && show.stdout.contains("America/Chicago, in 1 h"), "\(show.stdout)")
-        let plan = try daemon.ctl(["plan"])
-        #expect(plan.stdout.hasPrefix("WHEN (UTC)") && plan.stdout.contains("segment_interval") && plan.stdout.contains(segmentOne))
-        let history = try daemon.ctl(["history"])
-        #expect(history.stdout.contains("dry_run") && history.stdout.contains("segment+account"))
-
-        let cancel = try daemon.ctl(["cancel", queuedID])
-        #expect(cancel.status == 0 && cancel.stdout.contains("cancelled job \(queuedID)"))
-        let again = try daemon.ctl(["cancel", queuedID])
-        #expect(again.status == 5 && again.stderr.contains("cancelled"))
-        let missing = try daemon.ctl(["show", "999"])
-        #expect(missing.status == 4 && missing.stderr.contains("no job 999"))
-        let bad = try daemon.ctl(["jobs", "--state", "bogus"])
-        #expect(bad.status == 2 && bad.stderr.contains("state"))
-        let json = try daemon.ctl(["status", "--json"])
-        #expect((try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])?["version"] as? String == "0.1.0")
     }
 
     /// With the daemon down, every daemon command says so, and how to start it: exit code 3.
     @Test(arguments: [["status"], ["budget"], ["jobs"], ["plan"], ["history"], ["show", "1"], ["cancel", "1"]])
-    func daemonDown(_ arguments: [String]) throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("refreshctl-down-\(UUID().uuidString)").path
-        let result = try refreshctl(arguments + ["--socket", directory + "/refreshd.sock"])
-        #expect(result.status == 3)
-        #expect(result.stderr.contains("refreshd is not reachable on \(directory)/refreshd.sock (no such socket)"))
-        #expect(result.stderr.contains("systemctl start refreshd"))
-        // REFRESHD_SOCKET is honoured the same way.
-        let viaEnvironment = try refreshctl(arguments, environment: ["REFRESHD_SOCKET": directory + "/other.sock"])
-        #expect(viaEnvironment.status == 3 && viaEnvironment.stderr.contains("/other.sock"))
+    func daemonDown(_ arguments: [String]) async throws {
+        try await offPool {
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("refreshctl-down-\(UUID().uuidString)").path
+            let result = try refreshctl(arguments + ["--socket", directory + "/refreshd.sock"])
+            #expect(result.status == 3)
+            #expect(result.stderr.contains("refreshd is not reachable on \(directory)/refreshd.sock (no such socket)"))
+            #expect(result.stderr.contains("systemctl start refreshd"))
+            // REFRESHD_SOCKET is honoured the same way.
+            let viaEnvironment = try refreshctl(arguments, environment: ["REFRESHD_SOCKET": directory + "/other.sock"])
+            #expect(viaEnvironment.status == 3 && viaEnvironment.stderr.contains("/other.sock"))
+        }
     }
 
     /// Help is enough to learn the tool from: each command explains itself with examples.
-    @Test func help() throws {
-        let budget = try refreshctl(["budget", "--help"])
-        #expect(budget.status == 0)
-        #expect(budget.stdout.contains("OVERVIEW: How many refreshes are left: per account, or for one segment."))
-        #expect(budget.stdout.contains("refreshctl budget 0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a01 --time-zone America/Chicago"))
-        #expect(budget.stdout.contains("--socket <path>") && budget.stdout.contains("--json"))
-        for (command, sentence) in [
-            ("jobs", "States: queued, sending, sent, coalesced, failed, cancelled, expired."),
-            ("plan", "WHY names what holds it until then"), ("history", "Outcomes: accepted, rejected (400/404)"),
-            ("cancel", "Exit codes: 0 cancelled, 4 no such job, 5 the job was already sent or finished."),
-            ("status", "Exit code 3 when the daemon is not reachable."), ("show", "refreshctl show 42"),
-        ] {
-            let help = try refreshctl([command, "--help"])
-            #expect(help.status == 0 && help.stdout.contains(sentence), "\(command)")
-        }
-        let root = try refreshctl(["--help"])
-        for line in ["  3  the daemon is not reachable", "  4  no such job", "status ", "budget ", "plan ", "history "] {
-            #expect(root.stdout.contains(line), "\(line)")
+    @Test func help() async throws {
+        try await offPool {
+            let budget = try refreshctl(["budget", "--help"])
+            #expect(budget.status == 0)
+            #expect(budget.stdout.contains("OVERVIEW: How many refreshes are left: per account, or for one segment."))
+            #expect(budget.stdout.contains("refreshctl budget 0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a01 --time-zone America/Chicago"))
+            #expect(budget.stdout.contains("--socket <path>") && budget.stdout.contains("--json"))
+            for (command, sentence) in [
+                ("jobs", "States: queued, sending, sent, coalesced, failed, cancelled, expired."),
+                ("plan", "WHY names what holds it until then"), ("history", "Outcomes: accepted, rejected (400/404)"),
+                ("cancel", "Exit codes: 0 cancelled, 4 no such job, 5 the job was already sent or finished."),
+                ("status", "Exit code 3 when the daemon is not reachable."), ("show", "refreshctl show 42"),
+            ] {
+                let help = try refreshctl([command, "--help"])
+                #expect(help.status == 0 && help.stdout.contains(sentence), "\(command)")
+            }
+            let root = try refreshctl(["--help"])
+            for line in ["  3  the daemon is not reachable", "  4  no such job", "status ", "budget ", "plan ", "history "] {
+                #expect(root.stdout.contains(line), "\(line)")
+            }
         }
     }
 }

@@ -228,7 +228,7 @@ struct ControlAPILoadTests {
             account: AccountConfiguration(name: "default", apiKey: APIKey(fakeKey), apiKeySource: "test"), ledger: h.ledger, client: client,
             zones: hostZones, limits: Limits(segmentDaily: 2, segmentIntervalSeconds: 3600, accountDaily: 10, safetyMarginSeconds: 0),
             preflight: true, maxAttempts: 5, now: { Date() }, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
-        let loop = Task { await lane.run(clock: ContinuousClock(), maxSleep: .milliseconds(50)) }
+        let loop = Task(executorPreference: DedicatedExecutor("lane")) { await lane.run(clock: ContinuousClock(), maxSleep: .milliseconds(50)) }
         let failures = await withTaskGroup(of: [String].self) { group in
             for client in 0..<64 {
                 group.addTask {

@@ -363,7 +363,8 @@ struct DispatcherLoopTests {
             account: AccountConfiguration(name: "default", apiKey: APIKey(fakeKey), apiKeySource: "test"), ledger: ledger, client: client,
             zones: hostZones, limits: .sendGrid, preflight: true, maxAttempts: 5, now: { Date() }, logger: .init(label: "test"))
         let service = DispatcherService(lanes: [lane], client: client, maxSleep: .seconds(60))
-        let loop = Task { await lane.run(clock: ContinuousClock(), maxSleep: .seconds(60)) }
+        // The loop on its own thread: other tests' synchronous work cannot starve it.
+        let loop = Task(executorPreference: DedicatedExecutor("lane")) { await lane.run(clock: ContinuousClock(), maxSleep: .seconds(60)) }
 
         // not_before 0.8 s ahead: out at that instant, not before, not a minute later.
         let notBefore = Date().addingTimeInterval(0.8)
@@ -403,7 +404,9 @@ struct DispatcherLoopTests {
         }
         let service = DispatcherService(lanes: lanes, client: client, maxSleep: .seconds(60))
         _ = try ledger.enqueue(NewJob(source: "test", account: "slow", segmentID: segmentID(1), timeZone: "UTC"), now: Date())
-        let loops = lanes.map { lane in Task { await lane.run(clock: ContinuousClock(), maxSleep: .seconds(60)) } }
+        let loops = lanes.map { lane in
+            Task(executorPreference: DedicatedExecutor("lane-\(lane.name)")) { await lane.run(clock: ContinuousClock(), maxSleep: .seconds(60)) }
+        }
         #expect(await eventually(timeout: 5) { fake.refreshes.count == 1 })
         let start = Date()
         _ = try ledger.enqueue(NewJob(source: "test", account: "quick", segmentID: segmentID(2), timeZone: "UTC"), now: Date())

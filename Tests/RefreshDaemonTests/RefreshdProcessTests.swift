@@ -1,3 +1,4 @@
+import Glibc
 import Foundation
 import RefreshStore
 import Testing
@@ -51,7 +52,7 @@ final class DaemonProcess: @unchecked Sendable {
         while Date() < deadline {
             if output.contains(text) { return true }
             if !process.isRunning { return output.contains(text) }
-            Thread.sleep(forTimeInterval: 0.02)
+            usleep(UInt32(0.02 * 1_000_000))
         }
         return false
     }
@@ -88,71 +89,79 @@ func writeConfig(_ directory: String, _ extra: String = "") throws -> String {
 @Suite("refreshd process", .serialized)
 struct RefreshdProcessTests {
     /// Starts on a temp config (dry-run, no key), stops on SIGTERM with exit 0 within 2 s, ledger intact.
-    @Test func startsAndStopsOnSIGTERM() throws {
-        let directory = temporaryDirectory()
-        let config = try writeConfig(directory)
-        let daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
-        #expect(daemon.waitFor("refreshd started"), "\(daemon.output)")
-        #expect(daemon.output.contains("dry-run"))
-        let start = Date()
-        kill(daemon.process.processIdentifier, SIGTERM)
-        let status = daemon.waitForExit(timeout: 5)
-        let elapsed = Date().timeIntervalSince(start)
-        #expect(status == 0, "\(daemon.output)")
-        #expect(elapsed < 2, "took \(elapsed) s to stop")
-        #expect(daemon.output.contains("refreshd stopped"))
-        let ledger = try SQLiteLedger(path: directory + "/state/ledger.sqlite", now: Date())
-        #expect(try ledger.appliedMigrations() == ["v1", "v2", "v3"])
+    @Test func startsAndStopsOnSIGTERM() async throws {
+        try await offPool {
+            let directory = temporaryDirectory()
+            let config = try writeConfig(directory)
+            let daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
+            #expect(daemon.waitFor("refreshd started"), "\(daemon.output)")
+            #expect(daemon.output.contains("dry-run"))
+            let start = Date()
+            kill(daemon.process.processIdentifier, SIGTERM)
+            let status = daemon.waitForExit(timeout: 5)
+            let elapsed = Date().timeIntervalSince(start)
+            #expect(status == 0, "\(daemon.output)")
+            #expect(elapsed < 2, "took \(elapsed) s to stop")
+            #expect(daemon.output.contains("refreshd stopped"))
+            let ledger = try SQLiteLedger(path: directory + "/state/ledger.sqlite", now: Date())
+            #expect(try ledger.appliedMigrations() == ["v1", "v2", "v3"])
+        }
     }
 
     /// SIGINT stops it too; under journald every line carries a <N> priority prefix.
-    @Test func journaldPrefixAndSIGINT() throws {
-        let directory = temporaryDirectory()
-        let config = try writeConfig(directory)
-        let daemon = try DaemonProcess(
-            arguments: ["--config", config], environment: daemonEnvironment(directory, extra: ["JOURNAL_STREAM": "8:12345"]))
-        #expect(daemon.waitFor("refreshd started"))
-        // Steady state is quiet at info: after start-up (the dry-run warning and "started"), nothing.
-        Thread.sleep(forTimeInterval: 1.5)
-        #expect(daemon.output.split(separator: "\n").count == 2, "\(daemon.output)")
-        kill(daemon.process.processIdentifier, SIGINT)
-        #expect(daemon.waitForExit(timeout: 5) == 0)
-        let lines = daemon.output.split(separator: "\n")
-        #expect(!lines.isEmpty)
-        #expect(lines.allSatisfy { $0.range(of: #"^<[0-7]>"#, options: .regularExpression) != nil }, "\(lines)")
-        #expect(lines.contains { $0.hasPrefix("<6>info: refreshd started") })
-        #expect(lines.contains { $0.hasPrefix("<4>warning: dry-run") })
+    @Test func journaldPrefixAndSIGINT() async throws {
+        try await offPool {
+            let directory = temporaryDirectory()
+            let config = try writeConfig(directory)
+            let daemon = try DaemonProcess(
+                arguments: ["--config", config], environment: daemonEnvironment(directory, extra: ["JOURNAL_STREAM": "8:12345"]))
+            #expect(daemon.waitFor("refreshd started"))
+            // Steady state is quiet at info: after start-up (the dry-run warning and "started"), nothing.
+            usleep(UInt32(1.5 * 1_000_000))
+            #expect(daemon.output.split(separator: "\n").count == 2, "\(daemon.output)")
+            kill(daemon.process.processIdentifier, SIGINT)
+            #expect(daemon.waitForExit(timeout: 5) == 0)
+            let lines = daemon.output.split(separator: "\n")
+            #expect(!lines.isEmpty)
+            #expect(lines.allSatisfy { $0.range(of: #"^<[0-7]>"#, options: .regularExpression) != nil }, "\(lines)")
+            #expect(lines.contains { $0.hasPrefix("<6>info: refreshd started") })
+            #expect(lines.contains { $0.hasPrefix("<4>warning: dry-run") })
+        }
     }
 
     /// A corrupt ledger: refuses to start (exit 74) naming the file; the file is left as it was.
-    @Test func refusesCorruptLedger() throws {
-        let directory = temporaryDirectory()
-        let config = try writeConfig(directory)
-        try FileManager.default.createDirectory(atPath: directory + "/state", withIntermediateDirectories: true)
-        let garbage = Data(repeating: 0x5A, count: 4096)
-        try garbage.write(to: URL(fileURLWithPath: directory + "/state/ledger.sqlite"))
-        let daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
-        #expect(daemon.waitForExit(timeout: 10) == 74)
-        #expect(daemon.output.contains(directory + "/state/ledger.sqlite"), "\(daemon.output)")
-        #expect(try Data(contentsOf: URL(fileURLWithPath: directory + "/state/ledger.sqlite")) == garbage)
+    @Test func refusesCorruptLedger() async throws {
+        try await offPool {
+            let directory = temporaryDirectory()
+            let config = try writeConfig(directory)
+            try FileManager.default.createDirectory(atPath: directory + "/state", withIntermediateDirectories: true)
+            let garbage = Data(repeating: 0x5A, count: 4096)
+            try garbage.write(to: URL(fileURLWithPath: directory + "/state/ledger.sqlite"))
+            let daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
+            #expect(daemon.waitForExit(timeout: 10) == 74)
+            #expect(daemon.output.contains(directory + "/state/ledger.sqlite"), "\(daemon.output)")
+            #expect(try Data(contentsOf: URL(fileURLWithPath: directory + "/state/ledger.sqlite")) == garbage)
+        }
     }
 
     /// check-config: 0 and the effective configuration when valid; 78 with the reasons otherwise; never the key.
-    @Test func checkConfig() throws {
-        let directory = temporaryDirectory()
-        let good = try writeConfig(directory)
-        let valid = try DaemonProcess(
-            arguments: ["check-config", "--config", good], environment: daemonEnvironment(directory, extra: ["SENDGRID_API_KEY": fakeKey]))
-        #expect(valid.waitForExit(timeout: 10) == 0)
-        #expect(valid.output.contains("state_dir = \"\(directory)/state\""))
-        #expect(valid.output.contains("# configuration is valid"))
-        #expect(!valid.output.contains(fakeKey))
-        let bad = try writeConfig(directory, "[limits]\nsegment_daily = 5\nbogus = 1\n")
-        let invalid = try DaemonProcess(arguments: ["check-config", "--config", bad], environment: daemonEnvironment(directory))
-        #expect(invalid.waitForExit(timeout: 10) == 78)
-        #expect(invalid.output.contains("limits.segment_daily (\(bad):5): 5 is above SendGrid's documented limit of 2"), "\(invalid.output)")
-        #expect(invalid.output.contains("limits.bogus (\(bad):6): unknown key"))
-        let run = try DaemonProcess(arguments: ["run", "--config", bad], environment: daemonEnvironment(directory))
-        #expect(run.waitForExit(timeout: 10) == 78)
+    @Test func checkConfig() async throws {
+        try await offPool {
+            let directory = temporaryDirectory()
+            let good = try writeConfig(directory)
+            let valid = try DaemonProcess(
+                arguments: ["check-config", "--config", good], environment: daemonEnvironment(directory, extra: ["SENDGRID_API_KEY": fakeKey]))
+            #expect(valid.waitForExit(timeout: 10) == 0)
+            #expect(valid.output.contains("state_dir = \"\(directory)/state\""))
+            #expect(valid.output.contains("# configuration is valid"))
+            #expect(!valid.output.contains(fakeKey))
+            let bad = try writeConfig(directory, "[limits]\nsegment_daily = 5\nbogus = 1\n")
+            let invalid = try DaemonProcess(arguments: ["check-config", "--config", bad], environment: daemonEnvironment(directory))
+            #expect(invalid.waitForExit(timeout: 10) == 78)
+            #expect(invalid.output.contains("limits.segment_daily (\(bad):5): 5 is above SendGrid's documented limit of 2"), "\(invalid.output)")
+            #expect(invalid.output.contains("limits.bogus (\(bad):6): unknown key"))
+            let run = try DaemonProcess(arguments: ["run", "--config", bad], environment: daemonEnvironment(directory))
+            #expect(run.waitForExit(timeout: 10) == 78)
+        }
     }
 }

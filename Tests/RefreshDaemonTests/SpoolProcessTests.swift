@@ -32,7 +32,7 @@ func waitUntil(timeout: TimeInterval, _ condition: () -> Bool) -> Bool {
     let deadline = Date().addingTimeInterval(timeout)
     while Date() < deadline {
         if condition() { return true }
-        Thread.sleep(forTimeInterval: 0.02)
+        usleep(UInt32(0.02 * 1_000_000))
     }
     return condition()
 }
@@ -40,55 +40,59 @@ func waitUntil(timeout: TimeInterval, _ condition: () -> Bool) -> Bool {
 @Suite("Spool with the real daemon", .serialized)
 struct SpoolProcessTests {
     /// A file renamed into incoming/ is taken at once (inotify), far sooner than the 60 s rescan.
-    @Test func inotifyWakesIntake() throws {
-        let directory = temporaryDirectory()
-        let config = try writeConfig(directory)
-        let daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
-        #expect(daemon.waitFor("refreshd started"))
-        let incoming = directory + "/spool/incoming"
-        try dropJob(incoming, 1)
-        #expect(waitUntil(timeout: 10) { (try? FileManager.default.contentsOfDirectory(atPath: incoming))?.isEmpty == true })
-        kill(daemon.process.processIdentifier, SIGTERM)
-        #expect(daemon.waitForExit(timeout: 5) == 0)
-        // The job is in the ledger (and, with no API key, already dispatched in dry-run).
-        let jobs = try SQLiteLedger(path: directory + "/state/ledger.sqlite", now: Date()).jobs(state: nil, segmentID: nil, after: nil, limit: 10)
-        #expect(jobs.count == 1 && [.queued, .sending, .sent].contains(jobs.first?.state))
+    @Test func inotifyWakesIntake() async throws {
+        try await offPool {
+            let directory = temporaryDirectory()
+            let config = try writeConfig(directory)
+            let daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
+            #expect(daemon.waitFor("refreshd started"))
+            let incoming = directory + "/spool/incoming"
+            try dropJob(incoming, 1)
+            #expect(waitUntil(timeout: 10) { (try? FileManager.default.contentsOfDirectory(atPath: incoming))?.isEmpty == true })
+            kill(daemon.process.processIdentifier, SIGTERM)
+            #expect(daemon.waitForExit(timeout: 5) == 0)
+            // The job is in the ledger (and, with no API key, already dispatched in dry-run).
+            let jobs = try SQLiteLedger(path: directory + "/state/ledger.sqlite", now: Date()).jobs(state: nil, segmentID: nil, after: nil, limit: 10)
+            #expect(jobs.count == 1 && [.queued, .sending, .sent].contains(jobs.first?.state))
+        }
     }
 
     /// kill -9 at random moments while 1,000 files are dropped; after restarts every file became
     /// exactly one job.
-    @Test func killNineWhileDropping() throws {
-        let directory = temporaryDirectory()
-        let config = try writeConfig(directory)
-        var daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
-        #expect(daemon.waitFor("refreshd started"))
-        let incoming = directory + "/spool/incoming"
-        let total = 1000
-        let dropper = Thread {
-            for index in 0..<total {
-                try? dropJob(incoming, index)
-                if index % 50 == 0 { Thread.sleep(forTimeInterval: 0.005) }
+    @Test func killNineWhileDropping() async throws {
+        try await offPool {
+            let directory = temporaryDirectory()
+            let config = try writeConfig(directory)
+            var daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
+            #expect(daemon.waitFor("refreshd started"))
+            let incoming = directory + "/spool/incoming"
+            let total = 1000
+            let dropper = Thread {
+                for index in 0..<total {
+                    try? dropJob(incoming, index)
+                    if index % 50 == 0 { usleep(UInt32(0.005 * 1_000_000)) }
+                }
             }
+            dropper.start()
+            var kills = 0
+            for _ in 0..<4 {
+                usleep(UInt32.random(in: 50_000...400_000))
+                kill(daemon.process.processIdentifier, SIGKILL)
+                _ = daemon.waitForExit(timeout: 5)
+                kills += 1
+                daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
+                #expect(daemon.waitFor("refreshd started"), "\(daemon.output)")
+            }
+            #expect(waitUntil(timeout: 60) { dropper.isFinished })
+            #expect(waitUntil(timeout: 60) { (try? FileManager.default.contentsOfDirectory(atPath: incoming))?.filter { !$0.hasPrefix(".") }.isEmpty == true })
+            kill(daemon.process.processIdentifier, SIGTERM)
+            #expect(daemon.waitForExit(timeout: 5) == 0)
+            // Every job, whatever the dry-run dispatcher did with it meanwhile.
+            let jobs = try SQLiteLedger(path: directory + "/state/ledger.sqlite", now: Date()).jobs(state: nil, segmentID: nil, after: nil, limit: 10_000)
+            #expect(kills == 4)
+            #expect(jobs.count == total)
+            #expect(Set(jobs.map(\.job.segmentID)).count == total)
+            #expect((try? FileManager.default.contentsOfDirectory(atPath: directory + "/spool/rejected"))?.isEmpty == true)
         }
-        dropper.start()
-        var kills = 0
-        for _ in 0..<4 {
-            Thread.sleep(forTimeInterval: Double.random(in: 0.05...0.4))
-            kill(daemon.process.processIdentifier, SIGKILL)
-            _ = daemon.waitForExit(timeout: 5)
-            kills += 1
-            daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
-            #expect(daemon.waitFor("refreshd started"), "\(daemon.output)")
-        }
-        #expect(waitUntil(timeout: 60) { dropper.isFinished })
-        #expect(waitUntil(timeout: 60) { (try? FileManager.default.contentsOfDirectory(atPath: incoming))?.filter { !$0.hasPrefix(".") }.isEmpty == true })
-        kill(daemon.process.processIdentifier, SIGTERM)
-        #expect(daemon.waitForExit(timeout: 5) == 0)
-        // Every job, whatever the dry-run dispatcher did with it meanwhile.
-        let jobs = try SQLiteLedger(path: directory + "/state/ledger.sqlite", now: Date()).jobs(state: nil, segmentID: nil, after: nil, limit: 10_000)
-        #expect(kills == 4)
-        #expect(jobs.count == total)
-        #expect(Set(jobs.map(\.job.segmentID)).count == total)
-        #expect((try? FileManager.default.contentsOfDirectory(atPath: directory + "/spool/rejected"))?.isEmpty == true)
     }
 }

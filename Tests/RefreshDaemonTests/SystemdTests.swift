@@ -40,7 +40,7 @@ final class NotifyListener: @unchecked Sendable {
 
     func close() {
         lock.withLock { closed = true }
-        Thread.sleep(forTimeInterval: 0.2)
+        usleep(UInt32(0.2 * 1_000_000))
         Glibc.close(fd)
     }
 
@@ -49,7 +49,7 @@ final class NotifyListener: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             if let found = messages.indices.first(where: { $0 > index && messages[$0].contains(text) }) { return found }
-            Thread.sleep(forTimeInterval: 0.02)
+            usleep(UInt32(0.02 * 1_000_000))
         }
         return nil
     }
@@ -59,27 +59,29 @@ final class NotifyListener: @unchecked Sendable {
 struct SystemdTests {
     /// READY=1 once the ledger is open and the spool scanned, STATUS= and WATCHDOG=1 while the
     /// loops run, RELOADING=1 with MONOTONIC_USEC then READY=1 on SIGHUP, STOPPING=1 on SIGTERM.
-    @Test func notifyProtocol() throws {
-        let directory = temporaryDirectory()
-        let listener = NotifyListener(directory: directory)
-        defer { listener.close() }
-        let config = try writeConfig(directory)
-        let daemon = try DaemonProcess(
-            arguments: ["run", "--config", config],
-            environment: daemonEnvironment(directory, extra: ["NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "1000000"]))
-        let ready = try #require(listener.wait(for: "READY=1"), "\(daemon.output)")
-        #expect(daemon.waitFor("refreshd started"))
-        #expect(listener.wait(for: "WATCHDOG=1", after: ready, timeout: 5) != nil)
-        let status = try #require(listener.messages.first { $0.hasPrefix("STATUS=0 queued") }.map { $0 } ?? listener.messages.first { $0.contains("STATUS=0 queued") })
-        #expect(status.contains("10/10 left today"), "\(status)")
-        kill(daemon.process.processIdentifier, SIGHUP)
-        let reloading = try #require(listener.wait(for: "RELOADING=1", after: ready))
-        #expect(listener.messages[reloading].contains("MONOTONIC_USEC="))
-        #expect(listener.wait(for: "READY=1", after: reloading) != nil)
-        #expect(daemon.waitFor("configuration reloaded"))
-        kill(daemon.process.processIdentifier, SIGTERM)
-        #expect(daemon.waitForExit(timeout: 10) == 0)
-        #expect(listener.wait(for: "STOPPING=1", timeout: 2) != nil)
+    @Test func notifyProtocol() async throws {
+        try await offPool {
+            let directory = temporaryDirectory()
+            let listener = NotifyListener(directory: directory)
+            defer { listener.close() }
+            let config = try writeConfig(directory)
+            let daemon = try DaemonProcess(
+                arguments: ["run", "--config", config],
+                environment: daemonEnvironment(directory, extra: ["NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "1000000"]))
+            let ready = try #require(listener.wait(for: "READY=1"), "\(daemon.output)")
+            #expect(daemon.waitFor("refreshd started"))
+            #expect(listener.wait(for: "WATCHDOG=1", after: ready, timeout: 5) != nil)
+            let status = try #require(listener.messages.first { $0.hasPrefix("STATUS=0 queued") }.map { $0 } ?? listener.messages.first { $0.contains("STATUS=0 queued") })
+            #expect(status.contains("10/10 left today"), "\(status)")
+            kill(daemon.process.processIdentifier, SIGHUP)
+            let reloading = try #require(listener.wait(for: "RELOADING=1", after: ready))
+            #expect(listener.messages[reloading].contains("MONOTONIC_USEC="))
+            #expect(listener.wait(for: "READY=1", after: reloading) != nil)
+            #expect(daemon.waitFor("configuration reloaded"))
+            kill(daemon.process.processIdentifier, SIGTERM)
+            #expect(daemon.waitForExit(timeout: 10) == 0)
+            #expect(listener.wait(for: "STOPPING=1", timeout: 2) != nil)
+        }
     }
 
     /// SIGHUP under load: jobs keep arriving, the limits change, an invalid file is refused with the
@@ -98,7 +100,7 @@ struct SystemdTests {
         let dropper = Thread {
             for index in 0..<total {
                 try? dropJob(incoming, 1000 + index)
-                Thread.sleep(forTimeInterval: 0.005)
+                usleep(UInt32(0.005 * 1_000_000))
             }
         }
         dropper.start()
@@ -132,29 +134,31 @@ struct SystemdTests {
 
     /// tzdata upgrades send no signal: refreshd notices a changed tzdata.zi by itself and logs the
     /// old and new versions.
-    @Test func noticesTZDataChange() throws {
-        let directory = temporaryDirectory()
-        let tzdir = directory + "/zoneinfo"
-        let source = ProcessInfo.processInfo.environment["TZDIR"] ?? "/usr/share/zoneinfo"
-        let copy = Process()
-        copy.executableURL = URL(fileURLWithPath: "/bin/cp")
-        copy.arguments = ["-r", source, tzdir]
-        try copy.run()
-        copy.waitUntilExit()
-        let config = try writeConfig(directory)
-        let daemon = try DaemonProcess(
-            arguments: ["run", "--config", config],
-            environment: daemonEnvironment(directory, extra: ["TZDIR": tzdir, "REFRESHD_TZ_CHECK_SECONDS": "0.5"]))
-        #expect(daemon.waitFor("refreshd started"))
-        let zi = tzdir + "/tzdata.zi"
-        var text = try String(contentsOfFile: zi, encoding: .utf8)
-        let old = text.split(separator: "\n")[0]
-        text = text.replacingOccurrences(of: String(old), with: "# version 2099z")
-        try text.write(toFile: zi, atomically: true, encoding: .utf8)
-        #expect(daemon.waitFor("tz data changed on disk"), "\(daemon.output)")
-        #expect(daemon.output.contains("new=2099z") && daemon.output.contains("old=\(old.dropFirst("# version ".count))"))
-        kill(daemon.process.processIdentifier, SIGTERM)
-        #expect(daemon.waitForExit(timeout: 10) == 0)
+    @Test func noticesTZDataChange() async throws {
+        try await offPool {
+            let directory = temporaryDirectory()
+            let tzdir = directory + "/zoneinfo"
+            let source = ProcessInfo.processInfo.environment["TZDIR"] ?? "/usr/share/zoneinfo"
+            let copy = Process()
+            copy.executableURL = URL(fileURLWithPath: "/bin/cp")
+            copy.arguments = ["-r", source, tzdir]
+            try copy.run()
+            copy.waitUntilExit()
+            let config = try writeConfig(directory)
+            let daemon = try DaemonProcess(
+                arguments: ["run", "--config", config],
+                environment: daemonEnvironment(directory, extra: ["TZDIR": tzdir, "REFRESHD_TZ_CHECK_SECONDS": "0.5"]))
+            #expect(daemon.waitFor("refreshd started"))
+            let zi = tzdir + "/tzdata.zi"
+            var text = try String(contentsOfFile: zi, encoding: .utf8)
+            let old = text.split(separator: "\n")[0]
+            text = text.replacingOccurrences(of: String(old), with: "# version 2099z")
+            try text.write(toFile: zi, atomically: true, encoding: .utf8)
+            #expect(daemon.waitFor("tz data changed on disk"), "\(daemon.output)")
+            #expect(daemon.output.contains("new=2099z") && daemon.output.contains("old=\(old.dropFirst("# version ".count))"))
+            kill(daemon.process.processIdentifier, SIGTERM)
+            #expect(daemon.waitForExit(timeout: 10) == 0)
+        }
     }
 }
 
@@ -180,7 +184,7 @@ struct WatchdogTests {
             logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         // Before the loop runs at all: not alive.
         #expect(service.tick() == false)
-        let loop = Task { await lane.run(clock: ContinuousClock(), maxSleep: .milliseconds(200)) }
+        let loop = Task(executorPreference: DedicatedExecutor("lane")) { await lane.run(clock: ContinuousClock(), maxSleep: .milliseconds(200)) }
         #expect(await eventually(timeout: 10) { service.tick() })
         #expect(await eventually(timeout: 2) { listener.messages.contains { $0.contains("WATCHDOG=1") } })
         // A job whose request hangs for 4 s: the loop stops beating.
