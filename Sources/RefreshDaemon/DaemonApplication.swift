@@ -67,7 +67,8 @@ public enum DaemonApplication {
         let spool = SpoolIntakeService(intake: intake, rescanInterval: .seconds(60), logger: logger, onReady: ready)
         let state = ControlState(
             ledger: ledger, zones: zones, configuration: configuration, version: version, startedAt: now(), now: now, metrics: metrics,
-            lanes: { dispatcher.lanes.map(\.status) }, intake: { intake.status }, wake: { dispatcher.wakeUp() })
+            lanes: { dispatcher.lanes.map(\.status) }, lane: { dispatcher.lane(named: $0)?.status }, intake: { intake.status },
+            wake: { dispatcher.wakeUp() })
         var apiToken: String?
         if let tokenFile = configuration.apiTokenFile.value {
             guard let text = try? String(contentsOfFile: tokenFile, encoding: .utf8), !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {

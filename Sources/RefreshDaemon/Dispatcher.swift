@@ -655,6 +655,9 @@ public final class DispatcherService: Service, @unchecked Sendable {
 
     public var lanes: [AccountLane] { lock.withLock { current } }
 
+    /// One account's lane.
+    public func lane(named name: String) -> AccountLane? { lock.withLock { current.first { $0.name == name } } }
+
     /// The client the lanes were made with (nil: every account runs dry).
     public var client: SendGridClient? { lock.withLock { clients.first } }
 

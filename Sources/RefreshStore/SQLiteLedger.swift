@@ -272,7 +272,7 @@ public final class SQLiteLedger: Ledger {
     public func queuedJobs(account: String, segmentID: String) throws -> [StoredJob] {
         try writer.read { db in
             try Row.fetchAll(
-                db, sql: "SELECT * FROM job WHERE account = ? AND segment_id = ? AND state = 'queued' ORDER BY id",
+                db.cachedStatement(sql: "SELECT * FROM job WHERE account = ? AND segment_id = ? AND state = 'queued' ORDER BY id"),
                 arguments: [account, segmentID]
             ).map(Self.job)
         }
@@ -370,20 +370,20 @@ public final class SQLiteLedger: Ledger {
 
     static func history(_ db: Database, account: String, segmentID: String, now: Date) throws -> LedgerHistory {
         let t = now.timeIntervalSince1970
+        // Cached statements: this runs for every decision and every budget question.
         let segment = try Row.fetchAll(
-            db, sql: "SELECT * FROM attempt WHERE account = ? AND segment_id = ? AND started_at >= ? ORDER BY started_at",
+            db.cachedStatement(sql: "SELECT * FROM attempt WHERE account = ? AND segment_id = ? AND started_at >= ? ORDER BY started_at"),
             arguments: [account, segmentID, t - segmentLookback]
         ).map(attempt)
         // From the start of the previous UTC day: a request counts until the end of the UTC day
         // of its finish, and a finish can trail its start by a request timeout.
         let accountSince = (t / 86400).rounded(.down) * 86400 - 86400
         let accountRows = try Row.fetchAll(
-            db, sql: "SELECT * FROM attempt WHERE account = ? AND started_at >= ? ORDER BY started_at",
+            db.cachedStatement(sql: "SELECT * FROM attempt WHERE account = ? AND started_at >= ? ORDER BY started_at"),
             arguments: [account, accountSince]
         ).map(attempt)
         let blocks = try Row.fetchAll(
-            db,
-            sql: "SELECT * FROM learned_block WHERE account = ? AND (segment_id IS NULL OR segment_id = ?) AND until >= ?",
+            db.cachedStatement(sql: "SELECT * FROM learned_block WHERE account = ? AND (segment_id IS NULL OR segment_id = ?) AND until >= ?"),
             arguments: [account, segmentID, t - 86400]
         ).map(block)
         return LedgerHistory(segmentAttempts: segment, accountAttempts: accountRows, blocks: blocks)
