@@ -86,11 +86,14 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(name: "refreshctl", dependencies: ["RefreshCtlKit"], swiftSettings: strict),
+        // Shared by the test targets: running CPU-heavy or blocking test work off the 2-thread
+        // concurrency pool.
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "TZDataTests", dependencies: ["TZData"], swiftSettings: strict),
         .testTarget(
             name: "RefreshCoreTests",
             dependencies: [
-                "RefreshCore", "TZData",
+                "TestSupport", "RefreshCore", "TZData",
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ],
             swiftSettings: strict
@@ -98,7 +101,7 @@ let package = Package(
         .testTarget(
             name: "RefreshStoreTests",
             dependencies: [
-                "RefreshStore", "RefreshCore", "TZData",
+                "TestSupport", "RefreshStore", "RefreshCore", "TZData",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ],
@@ -107,7 +110,7 @@ let package = Package(
         .testTarget(
             name: "RefreshDaemonTests",
             dependencies: [
-                "RefreshDaemon", "refreshd", "RefreshStore", "RefreshCore", "TZData", "FakeSendGrid",
+                "TestSupport", "RefreshDaemon", "refreshd", "RefreshStore", "RefreshCore", "TZData", "FakeSendGrid",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -119,7 +122,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RefreshCtlTests",
-            dependencies: ["RefreshCtlKit", "refreshctl", "refreshd", "TZData", "RefreshCore", "RefreshStore"],
+            dependencies: ["TestSupport", "RefreshCtlKit", "refreshctl", "refreshd", "TZData", "RefreshCore", "RefreshStore"],
             swiftSettings: strict
         ),
     ],

@@ -70,6 +70,20 @@ public final class ControlState: @unchecked Sendable {
     func wakeDispatcher() { wake() }
 }
 
+extension ControlState {
+    /// The account's own budgets now (requests of the last two UTC days, optionally its blocks),
+    /// as the status line, the metrics and GET /v1/budget report them.
+    func accountBudgets(_ account: String, includeBlocks: Bool, now t: Date) throws -> [RuleBudget] {
+        let history = try ledger.attempts(since: t.addingTimeInterval(-2 * 86400), account: account, segmentID: nil, limit: Int.max).map {
+            Attempt(account: $0.account, segment: $0.segmentID, zone: .fixed(name: "UTC", offset: 0), outcome: $0.outcome, startedAt: $0.startedAt, finishedAt: $0.finishedAt)
+        }
+        let blocks = includeBlocks
+            ? try ledger.blocks(account: account, now: t).filter { $0.segmentID == nil }.map { LearnedBlock(scope: .account($0.account), until: $0.until, reason: $0.reason) }
+            : []
+        return RuleEngine.accountBudgets(account: account, history: history, blocks: blocks, limits: configuration.limits(for: account), now: t)
+    }
+}
+
 /// An error as the API answers it: `{"error": {"code", "message"}}` with the status.
 public struct APIError: Error, HTTPResponseError, Sendable {
     public let status: HTTPResponse.Status
@@ -277,15 +291,7 @@ struct Handlers: Sendable {
         let lanes = state.laneStatuses
         var accounts: [[String: Any]] = []
         for account in configuration.accounts {
-            let since = t.addingTimeInterval(-2 * 86400)
-            let attempts = try ledger.attempts(since: since, account: account.name, segmentID: nil, limit: Int.max)
-            let history = attempts.map {
-                Attempt(account: $0.account, segment: $0.segmentID, zone: utc, outcome: $0.outcome, startedAt: $0.startedAt, finishedAt: $0.finishedAt)
-            }
-            let blocks = try ledger.blocks(account: account.name, now: t).filter { $0.segmentID == nil }.map {
-                LearnedBlock(scope: .account($0.account), until: $0.until, reason: $0.reason)
-            }
-            let budgets = RuleEngine.accountBudgets(account: account.name, history: history, blocks: blocks, limits: configuration.limits(for: account.name), now: t)
+            let budgets = try state.accountBudgets(account.name, includeBlocks: true, now: t)
             let daily = budgets.first { $0.rule == .accountDaily }!
             let block = budgets.first { $0.rule == .learnedBlock }
             let lane = lanes.first { $0.account == account.name }

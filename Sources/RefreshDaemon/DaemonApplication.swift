@@ -125,20 +125,15 @@ public enum DaemonApplication {
             parts.append(seconds < 60 ? "next in \(seconds) s" : seconds < 3600 ? "next in \(seconds / 60) min" : "next in \(seconds / 3600) h \(seconds % 3600 / 60) min")
         }
         let configuration = state.configuration
-        var used = 0
+        var left = 0
         var limit = 0
         for account in configuration.accounts {
-            let since = t.addingTimeInterval(-2 * 86400)
-            let history = ((try? state.ledger.attempts(since: since, account: account.name, segmentID: nil, limit: 10_000)) ?? []).map {
-                Attempt(account: $0.account, segment: $0.segmentID, zone: .fixed(name: "UTC", offset: 0), outcome: $0.outcome, startedAt: $0.startedAt, finishedAt: $0.finishedAt)
-            }
-            if let daily = RuleEngine.accountBudgets(account: account.name, history: history, blocks: [], limits: configuration.limits(for: account.name), now: t)
-                .first(where: { $0.rule == .accountDaily }) {
-                used += daily.remaining
+            if let daily = (try? state.accountBudgets(account.name, includeBlocks: false, now: t))?.first(where: { $0.rule == .accountDaily }) {
+                left += daily.remaining
                 limit += daily.limit
             }
         }
-        parts.append("\(used)/\(limit) left today")
+        parts.append("\(left)/\(limit) left today")
         let paused = lanes.filter { $0.paused != nil }.map(\.account)
         if !paused.isEmpty { parts.append("PAUSED: \(paused.joined(separator: ","))") }
         return parts.joined(separator: ", ")

@@ -57,13 +57,7 @@ public final class RefreshdMetrics: DispatchObserver, @unchecked Sendable {
         let configuration = state.configuration
         let lanes = state.laneStatuses
         for account in configuration.accounts {
-            let since = t.addingTimeInterval(-2 * 86400)
-            let history = ((try? state.ledger.attempts(since: since, account: account.name, segmentID: nil, limit: Int.max)) ?? []).map {
-                Attempt(
-                    account: $0.account, segment: $0.segmentID, zone: .fixed(name: "UTC", offset: 0), outcome: $0.outcome, startedAt: $0.startedAt,
-                    finishedAt: $0.finishedAt)
-            }
-            let budgets = RuleEngine.accountBudgets(account: account.name, history: history, blocks: [], limits: configuration.limits(for: account.name), now: t)
+            let budgets = (try? state.accountBudgets(account.name, includeBlocks: false, now: t)) ?? []
             registry.makeGauge(descriptor: Self.name("account_budget_remaining", "", "Requests left today (UTC) for the account"), labels: [("account", account.name)])
                 .set(Double(budgets.first { $0.rule == .accountDaily }?.remaining ?? 0))
             let lane = lanes.first { $0.account == account.name }

@@ -1,3 +1,4 @@
+import TestSupport
 import FakeSendGrid
 import Foundation
 import RefreshCore
