@@ -55,8 +55,14 @@ public enum DaemonApplication {
         } catch {
             throw StartupError(description: "cannot prepare the spool directory \(configuration.spoolDir.value): \(error)", exitCode: 73)
         }
+        let state = ControlState(
+            ledger: ledger, zones: zones, configuration: configuration, version: version, startedAt: now(), now: now, metrics: metrics,
+            lanes: { dispatcher.lanes.map(\.status) }, lane: { dispatcher.lane(named: $0)?.status }, intake: { intake.status },
+            wake: { dispatcher.wakeUp() })
         let ready: @Sendable () -> Void = {
-            notifier.send("READY=1\nSTATUS=started")
+            // The status line goes with READY=1: the watchdog tick may have sent one before the
+            // spool scan, and systemd keeps the last STATUS= it got.
+            notifier.send("READY=1\nSTATUS=" + statusLine(state: state))
             logger.info(
                 "refreshd started",
                 metadata: [
@@ -65,10 +71,6 @@ public enum DaemonApplication {
                 ])
         }
         let spool = SpoolIntakeService(intake: intake, rescanInterval: .seconds(60), logger: logger, onReady: ready)
-        let state = ControlState(
-            ledger: ledger, zones: zones, configuration: configuration, version: version, startedAt: now(), now: now, metrics: metrics,
-            lanes: { dispatcher.lanes.map(\.status) }, lane: { dispatcher.lane(named: $0)?.status }, intake: { intake.status },
-            wake: { dispatcher.wakeUp() })
         var apiToken: String?
         if let tokenFile = configuration.apiTokenFile.value {
             guard let text = try? String(contentsOfFile: tokenFile, encoding: .utf8), !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {

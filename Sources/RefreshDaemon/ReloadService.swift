@@ -62,14 +62,19 @@ public final class Reloader: @unchecked Sendable {
     @discardableResult
     public func reload() -> Bool {
         notifier.send("RELOADING=1\nMONOTONIC_USEC=\(SystemdNotifier.monotonicMicroseconds())\nSTATUS=reloading")
-        defer { notifier.send("READY=1") }
+        // READY=1 ends the reload with a fresh status line (or why the reload was refused).
+        var refusal: String?
+        defer {
+            let status = refusal.map { "reload refused: \($0.prefix(200))" } ?? DaemonApplication.statusLine(state: state)
+            notifier.send("READY=1\nSTATUS=" + status)
+        }
         var loader = ConfigurationLoader(environment: environment, userID: getuid())
         let next: DaemonConfiguration
         do {
             next = try loader.load(explicitPath: explicitPath)
         } catch {
             logger.error("reload refused; the running configuration stays", metadata: ["reason": "\(error)"])
-            notifier.send("STATUS=reload refused: \(String(describing: error).prefix(200))")
+            refusal = String(describing: error)
             return false
         }
         let newZones: ZoneInfoDirectory
@@ -77,6 +82,7 @@ public final class Reloader: @unchecked Sendable {
             newZones = try ZoneInfoDirectory(path: ZoneInfoDirectory.defaultPath(environment: environment))
         } catch {
             logger.error("reload refused: the tz database cannot be read; the running configuration stays", metadata: ["reason": "\(error.message)"])
+            refusal = "the tz database cannot be read: \(error.message)"
             return false
         }
         apply(next, zones: newZones)
