@@ -128,8 +128,6 @@ public final class AccountLane: @unchecked Sendable {
     /// Requests without an answer back off from this many seconds, doubling, up to `maxBackoff`.
     static let firstBackoff = 30.0
     static let maxBackoff = 1800.0
-    /// An uncertain attempt is taken as unrecorded only once a pre-flight at least this much later shows it.
-    static let unrecordedAfter = 300.0
 
     public init(
         account: AccountConfiguration, ledger: any Ledger, client: SendGridClient?, zones: ZoneInfoDirectory, limits: Limits,
@@ -517,102 +515,65 @@ public final class AccountLane: @unchecked Sendable {
         }
     }
 
-    /// A 429: block the segment until the later of what the headers and a pre-flight read say,
-    /// else 1 h, then the next local midnight; block the account until 00:00 UTC if its day seems
-    /// exhausted (the segment itself looks free, or two segments in a row were refused).
+    /// A 429: what it teaches (RateLimitLesson: the headers, a fresh segment read, the 429s before
+    /// it) goes into the ledger as blocks.
     private func learnFromRateLimit(_ answer: SendGridAnswer, segment: String, zone: ZoneRules, at t: Date, logger: Logger) async {
-        var until: Date?
-        var reasons: [String] = []
-        if let text = answer.headers["x-ratelimit-reset"], let value = Double(text.trimmingCharacters(in: .whitespaces)), value > 0 {
-            until = value < 1e9 ? t.addingTimeInterval(value) : Date(timeIntervalSince1970: value)
-            reasons.append("X-RateLimit-Reset \(text)")
-        }
-        var segmentLooksFree = false
+        var reading: SegmentReading?
         if let client, let key = account.apiKey, preflight,
-            case .success(let reading) = await client.readSegment(segment: segment, key: key, onBehalfOf: account.onBehalfOf) {
-            let window = zone.dayWindow(containing: Int64(t.timeIntervalSince1970.rounded(.down)))
-            if reading.refreshesUsed >= (reading.maxRefreshes ?? 2) {
-                let midnight = Date(timeIntervalSince1970: Double(window.end))
-                until = max(until ?? midnight, midnight)
-                reasons.append("refreshes_used \(reading.refreshesUsed)")
-            } else if let last = reading.lastRefreshedAt, t.timeIntervalSince(last) < 3600 {
-                let hour = last.addingTimeInterval(3600)
-                until = max(until ?? hour, hour)
-                reasons.append("last_refreshed_at \(Timestamp.rfc3339(last))")
-            } else {
-                segmentLooksFree = true
-            }
+            case .success(let read) = await client.readSegment(segment: segment, key: key, onBehalfOf: account.onBehalfOf) {
+            reading = read
         }
-        let streak = (uninformativeRateLimits[segment] ?? 0) + (until == nil ? 1 : 0)
-        if until == nil {
-            uninformativeRateLimits[segment] = streak
-            if streak <= 1 {
-                until = t.addingTimeInterval(3600)
-                reasons.append("no reset given: 1 h")
-            } else {
-                until = Date(timeIntervalSince1970: Double(zone.dayWindow(containing: Int64(t.timeIntervalSince1970.rounded(.down))).end))
-                reasons.append("no reset given again: next local midnight")
-            }
-        }
-        let accountExhausted = segmentLooksFree || (lastRateLimitedSegment != nil && lastRateLimitedSegment != segment)
+        let lesson = RateLimitLesson.learn(
+            resetHeader: answer.headers["x-ratelimit-reset"], reading: reading, segment: segment, zone: zone, at: t,
+            uninformativeStreak: uninformativeRateLimits[segment] ?? 0, previousRateLimitedSegment: lastRateLimitedSegment)
+        uninformativeRateLimits[segment] = lesson.uninformativeStreak
         lastRateLimitedSegment = segment
         do {
-            try ledger.addBlock(account: account.name, segmentID: segment, until: until!, reason: "429: " + reasons.joined(separator: ", "), now: t)
-            if accountExhausted {
-                let midnight = Date(timeIntervalSince1970: Double(ZoneRules.utcDay(containing: Int64(t.timeIntervalSince1970.rounded(.down))).end))
+            try ledger.addBlock(
+                account: account.name, segmentID: segment, until: lesson.segmentBlockedUntil, reason: "429: " + lesson.reasons.joined(separator: ", "),
+                now: t)
+            if let midnight = lesson.accountBlockedUntil {
                 try ledger.addBlock(account: account.name, segmentID: nil, until: midnight, reason: "429: the account's day seems exhausted", now: t)
-                logger.warning("SendGrid answered 429 and the account's day seems used up elsewhere; paused until 00:00 UTC", metadata: ["until": "\(Timestamp.rfc3339(midnight))"])
+                logger.warning(
+                    "SendGrid answered 429 and the account's day seems used up elsewhere; paused until 00:00 UTC",
+                    metadata: ["until": "\(Timestamp.rfc3339(midnight))"])
             }
         } catch {
             logger.error("cannot record a block learned from a 429", metadata: ["error": "\(error)"])
         }
         note(error: "SendGrid answered 429 for \(segment)")
-        logger.warning("SendGrid answered 429; the segment is blocked", metadata: ["until": "\(Timestamp.rfc3339(until!))", "why": "\(reasons.joined(separator: ", "))"])
+        logger.warning(
+            "SendGrid answered 429; the segment is blocked",
+            metadata: ["until": "\(Timestamp.rfc3339(lesson.segmentBlockedUntil))", "why": "\(lesson.reasons.joined(separator: ", "))"])
     }
 
-    /// What the pre-flight read says against the ledger. Returns whether the ledger changed (the
-    /// rules must then decide again).
+    /// What the pre-flight read says against the ledger (Reconciliation), carried out. Returns
+    /// whether the ledger changed (the rules must then decide again).
     private func reconcile(segment: String, zone: ZoneRules, reading: SegmentReading, at t: Date, logger: Logger) throws -> Bool {
         try ledger.recordUsage(
             account: account.name, segmentID: segment, refreshesUsed: reading.refreshesUsed, lastRefreshedAt: reading.lastRefreshedAt,
             observedAt: t)
-        let history = try ledger.history(account: account.name, segmentID: segment, now: t)
-        let dayStart = Double(zone.dayWindow(containing: Int64(t.timeIntervalSince1970.rounded(.down))).start)
-        let today = history.segmentAttempts.filter {
-            $0.outcome.countsAsRefresh && ($0.finishedAt ?? $0.startedAt).timeIntervalSince1970 >= dayStart
+        let known = try ledger.history(account: account.name, segmentID: segment, now: t).segmentAttempts.map {
+            Reconciliation.Known(id: $0.id, outcome: $0.outcome, timeZone: $0.timeZone, startedAt: $0.startedAt, finishedAt: $0.finishedAt)
         }
-        if reading.refreshesUsed > today.count {
-            // Refreshed elsewhere: count it, no earlier than SendGrid's last_refreshed_at.
-            let missing = reading.refreshesUsed - today.count
-            let at = min(t, max(Date(timeIntervalSince1970: dayStart), reading.lastRefreshedAt ?? t))
+        switch Reconciliation.reconcile(reading: reading, attempts: known, zone: zone, now: t) {
+        case .agrees:
+            return false
+        case .external(let missing, let at):
             for _ in 0..<missing { _ = try ledger.recordExternal(account: account.name, segmentID: segment, timeZone: zone.name, at: at) }
             logger.notice(
                 "SendGrid counts refreshes today that refreshd did not send (web UI or another tool); recorded as external",
-                metadata: ["refreshes_used": "\(reading.refreshesUsed)", "known": "\(today.count)", "at": "\(Timestamp.rfc3339(at))"])
+                metadata: ["refreshes_used": "\(reading.refreshesUsed)", "missing": "\(missing)", "at": "\(Timestamp.rfc3339(at))"])
             let external = Attempt(account: account.name, segment: segment, zone: zone, outcome: .external, startedAt: at, finishedAt: at)
             for _ in 0..<missing { queue.record(external, now: t) }
-            try reload(segment: segment, now: t)
-            return true
+        case .unrecorded(let ids):
+            let changed = try ledger.markUnrecorded(attemptIDs: ids)
+            logger.info("pre-flight shows SendGrid did not record earlier unanswered requests", metadata: ["attempts": "\(changed)"])
+            queue.setAccountHistory(
+                try ledger.attempts(since: t.addingTimeInterval(-2 * 86400), account: account.name, segmentID: nil, limit: Int.max).map(attempt))
         }
-        if reading.refreshesUsed < today.count {
-            // Requests without an answer that SendGrid shows it did not record stop counting for
-            // the segment (only when one zone was used, so both sides count the same day).
-            let oneZone = history.segmentAttempts.allSatisfy { $0.timeZone == zone.name }
-            let candidates = today.filter {
-                $0.outcome == .uncertain && ($0.finishedAt ?? $0.startedAt).timeIntervalSince1970 <= t.timeIntervalSince1970 - Self.unrecordedAfter
-            }.sorted { $0.startedAt < $1.startedAt }
-            let n = min(today.count - reading.refreshesUsed, candidates.count)
-            if oneZone, n > 0 {
-                let changed = try ledger.markUnrecorded(attemptIDs: candidates.prefix(n).map(\.id))
-                logger.info("pre-flight shows SendGrid did not record earlier unanswered requests", metadata: ["attempts": "\(changed)"])
-                queue.setAccountHistory(
-                    try ledger.attempts(since: t.addingTimeInterval(-2 * 86400), account: account.name, segmentID: nil, limit: Int.max)
-                        .map(attempt))
-                try reload(segment: segment, now: t)
-                return true
-            }
-        }
-        return false
+        try reload(segment: segment, now: t)
+        return true
     }
 
     static func errorSummary(_ answer: SendGridAnswer) -> String {

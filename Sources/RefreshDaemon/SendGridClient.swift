@@ -29,15 +29,6 @@ public enum SendGridFailure: Error, Sendable, Equatable, CustomStringConvertible
     }
 }
 
-/// SendGrid's view of a segment (the pre-flight read).
-public struct SegmentReading: Sendable, Equatable {
-    /// Manual refreshes today in the segment's zone.
-    public var refreshesUsed: Int
-    public var maxRefreshes: Int?
-    /// Moves with manual and automatic refreshes.
-    public var lastRefreshedAt: Date?
-}
-
 /// The two SendGrid calls refreshd makes, over one shared async-http-client.
 ///
 /// The key goes into the Authorization header and nowhere else: errors carry status codes and
