@@ -100,7 +100,7 @@ public struct RateLimitLesson: Sendable, Equatable {
 
     /// - Parameters:
     ///   - resetHeader: X-RateLimit-Reset as sent, if any: seconds from now when below 10^9, else a
-    ///     Unix time (the docs allow both readings).
+    ///     Unix time (the docs allow both readings). An instant not in the future is ignored.
     ///   - reading: a pre-flight read made after the 429, if one could be made.
     ///   - uninformativeStreak: this segment's 429s in a row so far that named no instant.
     ///   - previousRateLimitedSegment: the segment of the last 429 with no success since.
@@ -122,17 +122,23 @@ public struct RateLimitLesson: Sendable, Equatable {
             reasons.append(reason)
         }
         if let text = resetHeader?.trimmingCharacters(in: .whitespaces), let value = Double(text), value.isFinite, value > 0 {
-            extend(to: value < 1e9 ? t.addingTimeInterval(value) : Date(timeIntervalSince1970: value), "X-RateLimit-Reset \(text)")
+            let instant = value < 1e9 ? t.addingTimeInterval(value) : Date(timeIntervalSince1970: value)
+            // An instant already past (clocks apart) says nothing: retrying at once would only
+            // spend the account's day on more 429s.
+            if instant > t { extend(to: instant, "X-RateLimit-Reset \(text)") }
         }
         var segmentLooksFree = false
         if let reading {
-            if reading.refreshesUsed >= (reading.maxRefreshes ?? 2) {
+            // Both can hold: the day used up, the last refresh minutes before midnight.
+            let usedUp = reading.refreshesUsed >= (reading.maxRefreshes ?? 2)
+            if usedUp {
                 extend(to: Date(timeIntervalSince1970: Double(zone.dayWindow(containing: second).end)), "refreshes_used \(reading.refreshesUsed)")
-            } else if let last = reading.lastRefreshedAt, t.timeIntervalSince(last) < 3600 {
-                extend(to: last.addingTimeInterval(3600), "last_refreshed_at \(Timestamp.rfc3339(last))")
-            } else {
-                segmentLooksFree = true
             }
+            let recent = reading.lastRefreshedAt.map { t.timeIntervalSince($0) < 3600 } ?? false
+            if let last = reading.lastRefreshedAt, recent {
+                extend(to: last.addingTimeInterval(3600), "last_refreshed_at \(Timestamp.rfc3339(last))")
+            }
+            segmentLooksFree = !usedUp && !recent
         }
         var streak = uninformativeStreak
         if until == nil {

@@ -109,6 +109,8 @@ struct RateLimitLessonTests {
         Case(name: "infinite header ignored: 1 h", header: "inf", segment: now + 3600, newStreak: 1),
         Case(name: "zero header ignored: 1 h", header: "0", segment: now + 3600, newStreak: 1),
         Case(name: "negative header ignored: 1 h", header: "-30", segment: now + 3600, newStreak: 1),
+        Case(name: "a Unix time already past (clocks apart) ignored: 1 h", header: "1725785000", segment: now + 3600, newStreak: 1),
+        Case(name: "a Unix time right now ignored: 1 h", header: "1725786000", segment: now + 3600, newStreak: 1),
         Case(name: "nothing said, first time: 1 h", segment: now + 3600, newStreak: 1),
         Case(name: "nothing said again: the next local midnight (after a 23 h day)", streak: 1, segment: localMidnight, newStreak: 2),
         Case(name: "nothing said, 25 h day: midnight comes 25 h after the last", zone: "Atlantic/Azores", now: 1729987200 + 3600, streak: 1,
@@ -117,6 +119,8 @@ struct RateLimitLessonTests {
         Case(name: "max_refreshes missing: 2 assumed", reading: SegmentReading(refreshesUsed: 2), segment: localMidnight),
         Case(name: "used up and a shorter header: the later wins", header: "60", reading: SegmentReading(refreshesUsed: 2), segment: localMidnight),
         Case(name: "used up and a later header: the later wins", header: "200000", reading: SegmentReading(refreshesUsed: 2), segment: now + 200000),
+        Case(name: "used up, last refresh 5 min before midnight: the hour runs past midnight", now: localMidnight - 60,
+             reading: SegmentReading(refreshesUsed: 2, lastRefreshedAt: at(localMidnight - 300)), segment: localMidnight + 3300),
         Case(name: "refreshed 20 min ago: last + 1 h", reading: SegmentReading(refreshesUsed: 1, lastRefreshedAt: at(now - 1200)), segment: now + 2400),
         Case(name: "segment looks free: the account's day is used up elsewhere", reading: SegmentReading(refreshesUsed: 1, lastRefreshedAt: at(now - 7200)),
              segment: now + 3600, account: utcMidnight, newStreak: 1),
@@ -139,5 +143,92 @@ struct RateLimitLessonTests {
         #expect(!lesson.reasons.isEmpty)
         // Never less than the shortest rule a 429 can stand for here, never before now.
         #expect(lesson.segmentBlockedUntil > at(c.now))
+    }
+}
+
+@Suite("Pre-flight reconciliation, properties")
+struct ReconciliationPropertyTests {
+    /// Random segment histories against random SendGrid readings, on DST days and odd offsets:
+    /// after the decision is carried out, refreshd never counts fewer refreshes today than
+    /// SendGrid does; it only frees unanswered attempts old enough, oldest first, never more than
+    /// the difference, and frees as many as it can; an external refresh is timed inside today.
+    @Test func neverCountsFewerThanSendGrid() {
+        let zones = ["America/Santiago", "Atlantic/Azores", "Australia/Lord_Howe", "Asia/Kathmandu", "America/Havana", "UTC", "Pacific/Apia"]
+        let anchors: [Double] = [1725768000, 1729987200, 1728135000, 1717179300, 1710046800, 1730606400]
+        var random = SplitMix64(seed: 0x5EED_0F_F11E)
+        for _ in 0..<5_000 {
+            let zone = rules(zones.randomElement(using: &random)!)
+            let now = anchors.randomElement(using: &random)! + Double(Int.random(in: -30 * 3600...30 * 3600, using: &random))
+            let oneZone = Bool.random(using: &random) || Bool.random(using: &random)
+            let attempts: [Reconciliation.Known] = (0..<Int.random(in: 0...6, using: &random)).map { index in
+                let start = now - Double(Int.random(in: 0...40 * 3600, using: &random))
+                let end: Double? = Int.random(in: 0..<5, using: &random) == 0 ? nil : min(now, start + Double(Int.random(in: 0...120, using: &random)))
+                return Reconciliation.Known(
+                    id: Int64(index + 1), outcome: AttemptOutcome.allCases.randomElement(using: &random)!,
+                    timeZone: oneZone ? zone.name : ["UTC", zone.name].randomElement(using: &random)!, startedAt: Date(timeIntervalSince1970: start),
+                    finishedAt: end.map { Date(timeIntervalSince1970: $0) })
+            }
+            let last: Date? = Bool.random(using: &random) ? Date(timeIntervalSince1970: now - Double(Int.random(in: -600...50 * 3600, using: &random))) : nil
+            let reading = SegmentReading(refreshesUsed: Int.random(in: 0...3, using: &random), lastRefreshedAt: last)
+            let t = Date(timeIntervalSince1970: now)
+            let dayStart = Date(timeIntervalSince1970: Double(zone.dayWindow(containing: Int64(now.rounded(.down))).start))
+            let today = attempts.filter { $0.outcome.countsAsRefresh && ($0.finishedAt ?? $0.startedAt) >= dayStart }
+            let eligible = today.filter { $0.outcome == .uncertain && ($0.finishedAt ?? $0.startedAt) <= t.addingTimeInterval(-300) }
+            let decision = Reconciliation.reconcile(reading: reading, attempts: attempts, zone: zone, now: t)
+            switch decision {
+            case .agrees:
+                #expect(today.count >= reading.refreshesUsed, "\(decision) \(attempts) \(reading)")
+                if today.count > reading.refreshesUsed && attempts.allSatisfy({ $0.timeZone == zone.name }) {
+                    #expect(eligible.isEmpty, "freeable attempts left counting: \(attempts) \(reading)")
+                }
+            case .external(let count, let at):
+                #expect(today.count + count == reading.refreshesUsed)
+                #expect(at >= dayStart && at <= t)
+            case .unrecorded(let ids):
+                let freed = eligible.filter { ids.contains($0.id) }
+                #expect(freed.count == ids.count, "only old unanswered attempts of today are freed")
+                #expect(today.count - ids.count >= reading.refreshesUsed, "never below SendGrid's count")
+                #expect(today.count - ids.count == reading.refreshesUsed || ids.count == eligible.count, "frees all it can")
+                #expect(attempts.allSatisfy { $0.timeZone == zone.name })
+                let kept = eligible.filter { !ids.contains($0.id) }
+                #expect(kept.allSatisfy { k in freed.allSatisfy { $0.startedAt <= k.startedAt } }, "oldest first")
+            }
+        }
+    }
+}
+
+@Suite("What a 429 teaches, properties")
+struct RateLimitLessonPropertyTests {
+    /// The block lasts at least until every instant the evidence names, and is always in the future.
+    @Test func blockCoversEveryEvidence() {
+        let zones = ["America/Santiago", "Atlantic/Azores", "Australia/Lord_Howe", "Asia/Kathmandu", "Pacific/Chatham", "UTC"]
+        var random = SplitMix64(seed: 0x429)
+        for _ in 0..<5_000 {
+            let zone = rules(zones.randomElement(using: &random)!)
+            let now = 1725768000 + Double(Int.random(in: -90 * 86400...90 * 86400, using: &random))
+            let t = Date(timeIntervalSince1970: now)
+            let header: String? = [nil, "\(Int.random(in: 1...7200, using: &random))", "\(Int(now) + Int.random(in: -100...90000, using: &random))", "x"]
+                .randomElement(using: &random)!
+            let reading: SegmentReading? = Bool.random(using: &random) ? nil : SegmentReading(
+                refreshesUsed: Int.random(in: 0...3, using: &random), maxRefreshes: [nil, 2, 3].randomElement(using: &random)!,
+                lastRefreshedAt: Bool.random(using: &random) ? t.addingTimeInterval(-Double(Int.random(in: 0...7200, using: &random))) : nil)
+            let streak = Int.random(in: 0...3, using: &random)
+            let lesson = RateLimitLesson.learn(
+                resetHeader: header, reading: reading, segment: "a", zone: zone, at: t, uninformativeStreak: streak,
+                previousRateLimitedSegment: [nil, "a", "b"].randomElement(using: &random)!)
+            let until = lesson.segmentBlockedUntil
+            #expect(until > t, "a 429 always blocks for some time")
+            if let value = header.flatMap(Double.init) {
+                #expect(until >= (value < 1e9 ? t.addingTimeInterval(value) : Date(timeIntervalSince1970: value)))
+            }
+            let midnight = Date(timeIntervalSince1970: Double(zone.dayWindow(containing: Int64(now)).end))
+            if let reading, reading.refreshesUsed >= (reading.maxRefreshes ?? 2) { #expect(until >= midnight) }
+            if let last = reading?.lastRefreshedAt, t.timeIntervalSince(last) < 3600 { #expect(until >= last.addingTimeInterval(3600)) }
+            #expect(until <= max(midnight, t.addingTimeInterval(90000)), "nothing invents a longer block than the evidence")
+            #expect(lesson.uninformativeStreak == streak || lesson.uninformativeStreak == streak + 1)
+            if let midnight = lesson.accountBlockedUntil {
+                #expect(midnight > t && midnight.timeIntervalSince(t) <= 86400 && Int(midnight.timeIntervalSince1970) % 86400 == 0)
+            }
+        }
     }
 }
