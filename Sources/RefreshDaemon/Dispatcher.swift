@@ -100,6 +100,9 @@ public final class AccountLane: @unchecked Sendable {
     /// Consecutive 429s that said nothing about when, per segment (1 h, then the next local midnight).
     private var uninformativeRateLimits: [String: Int] = [:]
     private var lastRateLimitedSegment: String?
+    /// An answer SendGrid gave that the ledger could not take (full disk, I/O error): written again
+    /// before anything else is done, so a freed disk needs no restart.
+    private var unwritten: Unwritten?
     private let statusLock = NSLock()
     private var published: LaneStatus
     private var stopping = false
@@ -218,6 +221,10 @@ public final class AccountLane: @unchecked Sendable {
             iterations += 1
             let t = now()
             applyPendingConfiguration(now: t)
+            // The last answer first: nothing else goes out for the account until it is in the ledger.
+            if let waiting = unwritten, !writeAgain(waiting, now: t) {
+                return t.addingTimeInterval(min(5 * pow(2, Double(waiting.failures - 1)), 60))
+            }
             do {
                 if !loaded { try load(now: t) }
                 try pullNewJobs(now: t)
@@ -398,28 +405,77 @@ public final class AccountLane: @unchecked Sendable {
             outcome = Completion(outcome: .dryRun, status: nil, sendGridJobID: nil, error: nil, finished: t, disposition: .sent)
             segmentLogger.info("dry-run: refresh recorded, not sent", metadata: ["jobs": "\(jobs.map(\.id))", "time_zone": "\(zone.name)"])
         }
+        let answer = Unwritten(attemptID: attemptID, segment: segment, zone: zone, startedAt: t, completion: outcome, latency: latency)
         do {
-            try ledger.complete(
-                attemptID: attemptID, outcome: outcome.outcome, httpStatus: outcome.status, sendGridJobID: outcome.sendGridJobID,
-                error: outcome.error, finishedAt: outcome.finished, jobs: outcome.disposition)
+            try write(answer)
         } catch {
-            // The attempt stays reserved: on restart it becomes uncertain (it counts). Hold the
-            // segment so nothing is sent for it until then.
+            // The attempt stays reserved (it counts; a restart makes it uncertain). The loop writes
+            // the answer again, from 5 s doubling to 60 s, before it does anything else.
             note(error: "ledger: \(error)")
-            segmentLogger.critical("cannot record SendGrid's answer in the ledger", metadata: ["error": "\(error)"])
-            queue.hold(segment: segment, until: .distantFuture, now: t)
+            segmentLogger.critical(
+                "cannot record SendGrid's answer in the ledger; nothing more is sent for the account until it is recorded",
+                metadata: ["error": "\(error)", "outcome": "\(outcome.outcome.rawValue)"])
+            unwritten = answer
+            unwritten!.failures = 1
             return
         }
-        observer?.attemptFinished(account: account.name, outcome: outcome.outcome, latency: latency)
+        recorded(answer, now: t, logger: segmentLogger)
+    }
+
+    /// SendGrid's answer to one request, on its way to the ledger.
+    struct Unwritten {
+        var attemptID: Int64
+        var segment: String
+        var zone: ZoneRules
+        var startedAt: Date
+        var completion: Completion
+        var latency: Duration?
+        var failures = 0
+    }
+
+    private func write(_ answer: Unwritten) throws {
+        let outcome = answer.completion
+        try ledger.complete(
+            attemptID: answer.attemptID, outcome: outcome.outcome, httpStatus: outcome.status, sendGridJobID: outcome.sendGridJobID,
+            error: outcome.error, finishedAt: outcome.finished, jobs: outcome.disposition)
+    }
+
+    /// Another try at writing an answer the ledger refused. Returns whether it is written now.
+    private func writeAgain(_ answer: Unwritten, now t: Date) -> Bool {
+        var segmentLogger = logger
+        segmentLogger[metadataKey: "segment"] = "\(answer.segment)"
+        do {
+            try write(answer)
+        } catch {
+            unwritten!.failures += 1
+            if unwritten!.failures % 10 == 0 {
+                segmentLogger.error("still cannot record SendGrid's answer in the ledger", metadata: ["error": "\(error)", "tries": "\(unwritten!.failures)"])
+            }
+            return false
+        }
+        unwritten = nil
+        segmentLogger.notice("SendGrid's answer is recorded in the ledger after all; sending resumes", metadata: ["outcome": "\(answer.completion.outcome.rawValue)"])
+        recorded(answer, now: t, logger: segmentLogger)
+        // Jobs may have come and gone meanwhile: read the queue again.
+        loaded = false
+        return true
+    }
+
+    /// What follows a recorded answer: the queue learns the attempt, the segment is read again.
+    private func recorded(_ answer: Unwritten, now t: Date, logger segmentLogger: Logger) {
+        let outcome = answer.completion
+        observer?.attemptFinished(account: account.name, outcome: outcome.outcome, latency: answer.latency)
         queue.record(
-            Attempt(account: account.name, segment: segment, zone: zone, outcome: outcome.outcome, startedAt: t, finishedAt: outcome.finished),
+            Attempt(
+                account: account.name, segment: answer.segment, zone: answer.zone, outcome: outcome.outcome, startedAt: answer.startedAt,
+                finishedAt: outcome.finished),
             now: t)
         do {
-            try reload(segment: segment, now: t)
+            try reload(segment: answer.segment, now: t)
             if outcome.reloadBlocks { try reloadBlocks(now: t) }
         } catch {
             segmentLogger.error("cannot re-read the segment from the ledger", metadata: ["error": "\(error)"])
-            queue.hold(segment: segment, until: t.addingTimeInterval(30), now: t)
+            queue.hold(segment: answer.segment, until: t.addingTimeInterval(30), now: t)
         }
         if let pause = outcome.pause { queue.pause(reason: pause) }
     }

@@ -11,6 +11,7 @@ import ServiceLifecycle
 struct SpoolIntakeService: Service {
     let intake: SpoolIntake
     let rescanInterval: Duration
+    var blockedRetryInterval: Duration = .seconds(5)
     let logger: Logger
     /// Called once, after the first scan: the daemon is ready (the ledger is open, the spool has
     /// been read, and, since services start after the group traps its signals, SIGTERM and SIGINT
@@ -31,10 +32,24 @@ struct SpoolIntakeService: Service {
             watcher?.stop()
             continuation.finish()
         }
-        intake.scan()
+        // While intake is blocked (ledger not writable, queue full), look again every few seconds:
+        // a freed disk should not wait for the backstop rescan.
+        var retryScheduled: ContinuousClock.Instant?
+        func scan() {
+            intake.scan()
+            guard intake.status.blocked != nil else { return }
+            let now = ContinuousClock.now
+            if let scheduled = retryScheduled, now - scheduled < blockedRetryInterval { return }
+            retryScheduled = now
+            Task { [blockedRetryInterval] in
+                try? await Task.sleep(for: blockedRetryInterval)
+                continuation.yield()
+            }
+        }
+        scan()
         onReady()
         for await _ in wakeups.cancelOnGracefulShutdown() {
-            intake.scan()
+            scan()
         }
     }
 }

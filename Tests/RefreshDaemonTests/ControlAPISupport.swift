@@ -87,6 +87,14 @@ final class APIHarness: @unchecked Sendable {
     func get(_ uri: String) async throws -> APIAnswer { try await request(.GET, uri) }
 }
 
+/// One GET to a running refreshd's control API over its unix socket.
+func socketGet(_ socket: String, _ uri: String) async throws -> APIAnswer {
+    let request = try HTTPClient.Request(url: URL(httpURLWithSocketPath: socket, uri: uri)!.absoluteString, method: .GET)
+    let response = try await HTTPClient.shared.execute(request: request).get()
+    var buffer = response.body ?? ByteBuffer()
+    return APIAnswer(status: Int(response.status.code), body: buffer.readString(length: buffer.readableBytes) ?? "")
+}
+
 /// Connect probes for readiness.
 enum ControlAPIListenersProbe {
     static func isLive(_ path: String) -> Bool {

@@ -4,6 +4,7 @@ import Glibc
 import RefreshCore
 import RefreshDaemon
 import RefreshStore
+import TestSupport
 import Testing
 
 @Suite("Dispatcher with the real daemon", .serialized)
@@ -59,6 +60,56 @@ struct DispatcherProcessTests {
         #expect(instant >= attempts[0].finishedAt!.addingTimeInterval(3660))
     }
 
+    /// A full disk while a refresh is in flight: SendGrid's answer cannot be written. Nothing more
+    /// goes out for the account, a job dropped meanwhile stays in incoming/, the daemon keeps
+    /// running; once space is freed the answer is recorded (accepted, not uncertain) and work
+    /// resumes without a restart. The ledger lives on a real 2 MiB tmpfs, mounted in a private
+    /// mount namespace around the real refreshd and filled through /proc/PID/root.
+    @Test(.enabled(if: FullDiskProbe.reason == nil, Comment(rawValue: FullDiskProbe.reason ?? "")))
+    func fullDiskWhileInFlight() async throws {
+        let fake = FakeSendGrid(apiKey: fakeKey, zones: hostZones)
+        let url = try await fake.start()
+        fake.inject(.delay(seconds: 2, recorded: true))
+        let directory = temporaryDirectory()
+        let state = directory + "/state"
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+        let config = try writeConfig(directory, "[sendgrid]\nbase_url = \"\(url)\"\n")
+        let daemon = try DaemonProcess(
+            arguments: ["run", "--config", config], environment: daemonEnvironment(directory, extra: ["SENDGRID_API_KEY": fakeKey]),
+            wrapper: FullDiskProbe.wrapper(mountingTmpfsAt: state))
+        #expect(await daemon.eventuallyOutputs("refreshd started"), "\(daemon.output)")
+        let incoming = directory + "/spool/incoming"
+        try dropJob(incoming, 21)
+        #expect(await eventually(timeout: 10) { fake.refreshes.count == 1 }, "\(daemon.output)")
+        // While SendGrid takes its time, the disk fills up.
+        let filler = "/proc/\(daemon.process.processIdentifier)/root\(state)/filler"
+        let written = try await offPool { try FullDiskProbe.fill(filler) }
+        #expect(written > 0)
+        #expect(await daemon.eventuallyOutputs("cannot record SendGrid's answer in the ledger"), "\(daemon.output)")
+        try dropJob(incoming, 22)
+        #expect(await daemon.eventuallyOutputs("spool intake stopped"), "\(daemon.output)")
+        try await Task.sleep(for: .seconds(2))
+        #expect(fake.refreshes.count == 1, "nothing more goes out while the answer is not recorded")
+        #expect(FileManager.default.fileExists(atPath: incoming + "/job-22.json"), "the new job stays in incoming/")
+        #expect(daemon.process.isRunning)
+
+        unlink(filler)
+        #expect(await daemon.eventuallyOutputs("recorded in the ledger after all", timeout: 30), "\(daemon.output)")
+        #expect(await eventually(timeout: 20) { fake.refreshes.count == 2 }, "the job dropped meanwhile goes out: \(daemon.output)")
+        #expect(!FileManager.default.fileExists(atPath: incoming + "/job-22.json"))
+        // The ledger (inside the daemon's mount namespace), as the control API reads it.
+        let socket = directory + "/refreshd.sock"
+        let refreshes = try await socketGet(socket, "/v1/refreshes?since=2000-01-01T00:00:00Z").object["refreshes"] as? [[String: Any]] ?? []
+        #expect(refreshes.compactMap { $0["outcome"] as? String } == ["accepted", "accepted"], "\(refreshes)")
+        let sent = try await socketGet(socket, "/v1/jobs?state=sent").object["jobs"] as? [[String: Any]] ?? []
+        #expect(sent.count == 2)
+        kill(daemon.process.processIdentifier, SIGTERM)
+        #expect(daemon.waitForExit(timeout: 10) == 0)
+        #expect(!daemon.output.contains(fakeKey))
+        #expect(fake.violations.isEmpty)
+        await fake.stop()
+    }
+
     /// The daemon sends a dropped job at once over real HTTP (live key, pre-flight on), and logs it.
     @Test func sendsDroppedJob() async throws {
         let fake = FakeSendGrid(apiKey: fakeKey, zones: hostZones)
@@ -76,5 +127,41 @@ struct DispatcherProcessTests {
         #expect(!daemon.output.contains(fakeKey))
         #expect(fake.violations.isEmpty)
         await fake.stop()
+    }
+}
+
+/// Whether a private mount namespace with a small tmpfs can be made here (root, unshare).
+enum FullDiskProbe {
+    static let reason: String? = {
+        guard getuid() == 0 else { return "the full-disk test needs root (a tmpfs in a private mount namespace)" }
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare") else { return "unshare is missing (util-linux)" }
+        let probe = Process()
+        probe.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+        probe.arguments = Array(wrapper(mountingTmpfsAt: "/tmp").dropFirst()) + ["/bin/true"]
+        probe.standardOutput = FileHandle.nullDevice
+        probe.standardError = FileHandle.nullDevice
+        do { try probe.run() } catch { return "unshare cannot run: \(error)" }
+        probe.waitUntilExit()
+        return probe.terminationStatus == 0 ? nil : "private mount namespaces with a tmpfs are not permitted here"
+    }()
+
+    /// unshare, mount a 2 MiB tmpfs at `path` (seen by the wrapped process only), then exec the rest.
+    static func wrapper(mountingTmpfsAt path: String) -> [String] {
+        ["/usr/bin/unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", "mount -t tmpfs -o size=2m refreshd-test \"$0\" && exec \"$@\"", path]
+    }
+
+    /// Writes zeros to `path` until the file system is full; returns the bytes written.
+    static func fill(_ path: String) throws -> Int {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        guard fd >= 0 else { throw ProgramError("cannot create \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let chunk = [UInt8](repeating: 0, count: 4096)
+        var total = 0
+        while true {
+            let n = chunk.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            total += n
+        }
+        return total
     }
 }

@@ -23,9 +23,10 @@ final class DaemonProcess: @unchecked Sendable {
     private var collected = Data()
     private let done = DispatchSemaphore(value: 0)
 
-    init(arguments: [String], environment: [String: String]) throws {
-        process.executableURL = URL(fileURLWithPath: refreshdPath)
-        process.arguments = arguments
+    /// `wrapper`: a command that ends by running its arguments (refreshd's path, then `arguments`).
+    init(arguments: [String], environment: [String: String], wrapper: [String] = []) throws {
+        process.executableURL = URL(fileURLWithPath: wrapper.first ?? refreshdPath)
+        process.arguments = wrapper.isEmpty ? arguments : Array(wrapper.dropFirst()) + [refreshdPath] + arguments
         process.environment = environment
         let stderr = Pipe()
         process.standardError = stderr
