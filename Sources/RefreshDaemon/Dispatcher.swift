@@ -128,9 +128,6 @@ public final class AccountLane: @unchecked Sendable {
         }
     }
 
-    /// Requests without an answer back off from this many seconds, doubling, up to `maxBackoff`.
-    static let firstBackoff = 30.0
-    static let maxBackoff = 1800.0
 
     public init(
         account: AccountConfiguration, ledger: any Ledger, client: SendGridClient?, zones: ZoneInfoDirectory, limits: Limits,
@@ -505,7 +502,7 @@ public final class AccountLane: @unchecked Sendable {
                     outcome: outcome, status: status, error: reason, finished: finished,
                     disposition: .failed(reason: "no clear answer from SendGrid after \(tries) tries (last: \(reason))"))
             }
-            let backoff = min(Self.firstBackoff * pow(2, Double(tries - 1)), Self.maxBackoff)
+            let backoff = Backoff.unclear(tries: tries)
             logger.warning(
                 "no clear answer from SendGrid; the refresh counts and the job is requeued",
                 metadata: ["tries": "\(tries)", "reason": "\(reason)", "retry_in_s": "\(Int(backoff))"])
@@ -516,7 +513,7 @@ public final class AccountLane: @unchecked Sendable {
         switch result {
         case .failure(.notSent(let reason)):
             connectFailures += 1
-            let backoff = min(5 * pow(2, Double(connectFailures - 1)), 300)
+            let backoff = Backoff.notSent(failures: connectFailures)
             note(error: "SendGrid not reachable: \(reason)")
             logger.warning("cannot reach SendGrid; nothing was sent", metadata: ["reason": "\(reason)", "retry_in_s": "\(Int(backoff))"])
             return Completion(
@@ -529,8 +526,8 @@ public final class AccountLane: @unchecked Sendable {
         case .success(let answer):
             connectFailures = 0
             let summary = Self.errorSummary(answer)
-            switch answer.status {
-            case 200..<300:
+            switch AnswerClass(status: answer.status) {
+            case .accepted:
                 uninformativeRateLimits[segment] = nil
                 lastRateLimitedSegment = nil
                 let jobID = (try? JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any])?["job_id"] as? String
@@ -540,32 +537,32 @@ public final class AccountLane: @unchecked Sendable {
                 return Completion(
                     outcome: .accepted, status: answer.status, sendGridJobID: jobID.map { String($0.prefix(100)) }, finished: finished,
                     disposition: .sent)
-            case 400, 404, 405, 413, 415, 422:
+            case .rejected:
                 note(error: "SendGrid refused a refresh of \(segment): \(summary)")
                 logger.error("SendGrid refused the request; the job fails", metadata: ["status": "\(answer.status)", "reason": "\(summary)"])
                 return Completion(
                     outcome: .rejected, status: answer.status, error: summary, finished: finished,
                     disposition: .failed(reason: "SendGrid answered \(answer.status): \(summary)"))
-            case 401:
+            case .unauthorized:
                 let reason = "SendGrid refused the API key (401); fix the key, then reload refreshd (systemctl reload refreshd)"
                 note(error: reason)
                 logger.critical("account paused: SendGrid refused the API key", metadata: ["status": "401", "fix": "put a valid key in place and reload"])
                 return Completion(
                     outcome: .unauthorized, status: 401, error: summary, finished: finished, disposition: .requeue(retryAt: nil, countsTry: false),
                     pause: reason)
-            case 403:
+            case .forbidden:
                 let reason = "SendGrid forbids segment refreshes for this account (403: the plan lacks Marketing Campaigns Basic/Advanced, or the key lacks the scope)"
                 note(error: reason)
                 logger.critical("account paused: SendGrid answered 403", metadata: ["status": "403", "reason": "\(summary)"])
                 return Completion(
                     outcome: .forbidden, status: 403, error: summary, finished: finished, disposition: .requeue(retryAt: nil, countsTry: false),
                     pause: reason)
-            case 429:
+            case .rateLimited:
                 await learnFromRateLimit(answer, segment: segment, zone: zone, at: finished, logger: logger)
                 return Completion(
                     outcome: .rateLimited, status: 429, error: summary, finished: finished, disposition: .requeue(retryAt: nil, countsTry: false),
                     reloadBlocks: true)
-            default:
+            case .unclear:
                 return retryOrFail(.uncertain, status: answer.status, reason: "SendGrid answered \(answer.status): \(summary)")
             }
         }

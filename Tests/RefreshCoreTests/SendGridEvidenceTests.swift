@@ -232,3 +232,29 @@ struct RateLimitLessonPropertyTests {
         }
     }
 }
+
+@Suite("SendGrid's answers and backoffs")
+struct AnswerClassTests {
+    @Test(arguments: [
+        (200, AnswerClass.accepted), (201, .accepted), (202, .accepted), (299, .accepted),
+        (400, .rejected), (404, .rejected), (405, .rejected), (413, .rejected), (415, .rejected), (422, .rejected),
+        (401, .unauthorized), (403, .forbidden), (429, .rateLimited),
+        (100, .unclear), (301, .unclear), (402, .unclear), (408, .unclear), (409, .unclear), (500, .unclear), (502, .unclear),
+        (503, .unclear), (504, .unclear), (599, .unclear), (0, .unclear),
+    ])
+    func status(_ status: Int, _ expected: AnswerClass) {
+        #expect(AnswerClass(status: status) == expected)
+    }
+
+    @Test(arguments: [
+        (0, 30.0), (1, 30.0), (2, 60.0), (3, 120.0), (4, 240.0), (5, 480.0), (6, 960.0), (7, 1800.0), (8, 1800.0), (1000, 1800.0), (Int.max, 1800.0),
+    ])
+    func unclear(_ tries: Int, _ seconds: Double) {
+        #expect(Backoff.unclear(tries: tries) == seconds)
+    }
+
+    @Test(arguments: [(1, 5.0), (2, 10.0), (3, 20.0), (6, 160.0), (7, 300.0), (50, 300.0), (Int.max, 300.0)])
+    func notSent(_ failures: Int, _ seconds: Double) {
+        #expect(Backoff.notSent(failures: failures) == seconds)
+    }
+}
