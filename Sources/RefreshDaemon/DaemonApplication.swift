@@ -138,6 +138,8 @@ public enum DaemonApplication {
         parts.append("\(left)/\(limit) left today")
         let paused = lanes.filter { $0.paused != nil }.map(\.account)
         if !paused.isEmpty { parts.append("PAUSED: \(paused.joined(separator: ","))") }
+        if lanes.contains(where: \.waitingForLedger) { parts.append("LEDGER NOT WRITABLE: waiting to record an answer") }
+        if state.intakeState?.blocked != nil { parts.append("SPOOL INTAKE BLOCKED (see refreshctl status)") }
         return parts.joined(separator: ", ")
     }
 

@@ -72,6 +72,8 @@ public struct LaneStatus: Sendable, Equatable {
     public var lastError: String?
     /// When the loop last completed a step (the liveness the watchdog follows).
     public var lastStepAt: Date?
+    /// SendGrid's last answer is not in the ledger yet (full disk): nothing goes out until it is.
+    public var waitingForLedger = false
 }
 
 /// The dispatcher for one account: takes its queued jobs, waits until the rules allow each,
@@ -414,6 +416,7 @@ public final class AccountLane: @unchecked Sendable {
                 metadata: ["error": "\(error)", "outcome": "\(outcome.outcome.rawValue)"])
             unwritten = answer
             unwritten!.failures = 1
+            statusLock.withLock { published.waitingForLedger = true }
             return
         }
         recorded(answer, now: t, logger: segmentLogger)
@@ -451,6 +454,7 @@ public final class AccountLane: @unchecked Sendable {
             return false
         }
         unwritten = nil
+        statusLock.withLock { published.waitingForLedger = false }
         segmentLogger.notice("SendGrid's answer is recorded in the ledger after all; sending resumes", metadata: ["outcome": "\(answer.completion.outcome.rawValue)"])
         recorded(answer, now: t, logger: segmentLogger)
         // Jobs may have come and gone meanwhile: read the queue again.

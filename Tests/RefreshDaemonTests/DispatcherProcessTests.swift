@@ -74,8 +74,13 @@ struct DispatcherProcessTests {
         let state = directory + "/state"
         try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
         let config = try writeConfig(directory, "[sendgrid]\nbase_url = \"\(url)\"\n")
+        // systemd's side too: the status line says what is wrong (a tick every 0.5 s).
+        let listener = NotifyListener(directory: directory)
+        defer { listener.close() }
         let daemon = try DaemonProcess(
-            arguments: ["run", "--config", config], environment: daemonEnvironment(directory, extra: ["SENDGRID_API_KEY": fakeKey]),
+            arguments: ["run", "--config", config],
+            environment: daemonEnvironment(
+                directory, extra: ["SENDGRID_API_KEY": fakeKey, "NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "1000000"]),
             wrapper: FullDiskProbe.wrapper(mountingTmpfsAt: state))
         #expect(await daemon.eventuallyOutputs("refreshd started"), "\(daemon.output)")
         let incoming = directory + "/spool/incoming"
@@ -92,11 +97,17 @@ struct DispatcherProcessTests {
         #expect(fake.refreshes.count == 1, "nothing more goes out while the answer is not recorded")
         #expect(FileManager.default.fileExists(atPath: incoming + "/job-22.json"), "the new job stays in incoming/")
         #expect(daemon.process.isRunning)
+        let full = listener.messages.count
+        #expect(await eventually(timeout: 5) {
+            listener.messages.dropFirst(full).contains { $0.contains("LEDGER NOT WRITABLE") && $0.contains("SPOOL INTAKE BLOCKED") && $0.contains("WATCHDOG=1") }
+        }, "the status line names the problem and the watchdog is still fed: \(listener.messages.suffix(3))")
 
         unlink(filler)
         #expect(await daemon.eventuallyOutputs("recorded in the ledger after all", timeout: 30), "\(daemon.output)")
         #expect(await eventually(timeout: 20) { fake.refreshes.count == 2 }, "the job dropped meanwhile goes out: \(daemon.output)")
         #expect(!FileManager.default.fileExists(atPath: incoming + "/job-22.json"))
+        let freed = listener.messages.count
+        #expect(await eventually(timeout: 5) { listener.messages.dropFirst(freed).contains { $0.contains("STATUS=0 queued") && !$0.contains("NOT WRITABLE") && !$0.contains("BLOCKED") } })
         // The ledger (inside the daemon's mount namespace), as the control API reads it.
         let socket = directory + "/refreshd.sock"
         let refreshes = try await socketGet(socket, "/v1/refreshes?since=2000-01-01T00:00:00Z").object["refreshes"] as? [[String: Any]] ?? []
