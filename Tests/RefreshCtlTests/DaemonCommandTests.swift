@@ -34,6 +34,8 @@ final class RunningDaemon: @unchecked Sendable {
         process.standardOutput = pipe
         pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
+            // End of output: stop watching (an empty read would otherwise repeat).
+            if data.isEmpty { handle.readabilityHandler = nil }
             self?.lock.withLock { self?.collected.append(data) }
         }
         try process.run()

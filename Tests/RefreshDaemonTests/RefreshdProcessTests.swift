@@ -22,6 +22,8 @@ final class DaemonProcess: @unchecked Sendable {
     private let lock = NSLock()
     private var collected = Data()
     private let done = DispatchSemaphore(value: 0)
+    /// Signalled at the end of the output (the process's side of the pipe closed).
+    private let drained = DispatchSemaphore(value: 0)
 
     /// `wrapper`: a command that ends by running its arguments (refreshd's path, then `arguments`).
     init(arguments: [String], environment: [String: String], wrapper: [String] = []) throws {
@@ -31,8 +33,13 @@ final class DaemonProcess: @unchecked Sendable {
         let stderr = Pipe()
         process.standardError = stderr
         process.standardOutput = stderr
-        stderr.fileHandleForReading.readabilityHandler = { [weak self] handle in
+        stderr.fileHandleForReading.readabilityHandler = { [weak self, drained] handle in
             let data = handle.availableData
+            if data.isEmpty {
+                handle.readabilityHandler = nil
+                drained.signal()
+                return
+            }
             guard let self else { return }
             self.lock.lock()
             self.collected.append(data)
@@ -53,20 +60,33 @@ final class DaemonProcess: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             if output.contains(text) { return true }
-            if !process.isRunning { return output.contains(text) }
+            if !process.isRunning {
+                drain()
+                return output.contains(text)
+            }
             usleep(UInt32(0.02 * 1_000_000))
         }
         return false
     }
 
-    /// The same, for async tests (never blocks a cooperative thread).
+    /// The same, for async tests (blocks a thread only after the process exited, for its last bytes).
     func eventuallyOutputs(_ text: String, timeout: TimeInterval = 15) async -> Bool {
-        await eventually(timeout: timeout) { output.contains(text) || !process.isRunning } && output.contains(text)
+        guard await eventually(timeout: timeout, { output.contains(text) || !process.isRunning }) else { return false }
+        if !output.contains(text) { drain() }
+        return output.contains(text)
     }
 
-    /// Waits for exit; nil on timeout.
+    /// After exit: waits (at most 5 s) until the pipe's last bytes are collected.
+    private func drain() {
+        if drained.wait(timeout: .now() + 5) == .success { drained.signal() }
+    }
+
+    /// Waits for exit and for the last of the output (the exit can be seen before the pipe's last
+    /// bytes are read); nil on timeout.
     func waitForExit(timeout: TimeInterval) -> Int32? {
-        guard done.wait(timeout: .now() + timeout) == .success else { return nil }
+        let deadline = DispatchTime.now() + timeout
+        guard done.wait(timeout: deadline) == .success else { return nil }
+        drain()
         return process.terminationStatus
     }
 }
