@@ -37,6 +37,8 @@ public final class SpoolIntake: Sendable {
     public struct IntakeState: Sendable, Equatable {
         /// Why files are being left in incoming/, if they are.
         public var blocked: String?
+        /// Blocked only because `max_queued_jobs` jobs are queued (room comes back slowly: no hurry).
+        public var queueFull = false
         /// Files waiting in incoming/ after the last scan.
         public var backlog = 0
         public var taken = 0
@@ -87,9 +89,11 @@ public final class SpoolIntake: Sendable {
         var taken = 0
         var rejectedCount = 0
         var blocked: String?
+        var queueFull = false
         var queued = (try? ledger.queuedCount()) ?? 0
         while !names.isEmpty, blocked == nil {
             guard queued < maxQueuedJobs else {
+                queueFull = true
                 blocked = "the queue holds \(queued) jobs (max_queued_jobs = \(maxQueuedJobs)); \(names.count) files wait in \(incoming)"
                 break
             }
@@ -137,6 +141,7 @@ public final class SpoolIntake: Sendable {
                 logger.notice("spool intake resumed", metadata: ["was": "\(previous)"])
             }
             state.blocked = blocked
+            state.queueFull = queueFull
             state.backlog = backlog
             state.taken += taken
             state.rejected += rejectedCount

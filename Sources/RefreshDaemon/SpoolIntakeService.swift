@@ -32,12 +32,13 @@ struct SpoolIntakeService: Service {
             watcher?.stop()
             continuation.finish()
         }
-        // While intake is blocked (ledger not writable, queue full), look again every few seconds:
-        // a freed disk should not wait for the backstop rescan.
+        // While intake is blocked by the file system or the ledger (full disk, read-only), look again
+        // every few seconds: a freed disk should not wait for the backstop rescan. A full queue
+        // (max_queued_jobs) empties at SendGrid's pace: the backstop is soon enough for it.
         var retryScheduled: ContinuousClock.Instant?
         func scan() {
-            intake.scan()
-            guard intake.status.blocked != nil else { return }
+            let seen = intake.scan()
+            guard seen.blocked != nil, !seen.queueFull else { return }
             let now = ContinuousClock.now
             if let scheduled = retryScheduled, now - scheduled < blockedRetryInterval { return }
             retryScheduled = now

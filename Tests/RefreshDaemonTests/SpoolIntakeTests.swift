@@ -143,6 +143,7 @@ struct SpoolIntakeTests {
         #expect(state.taken == 2)
         #expect(state.backlog == 2)
         #expect(state.blocked?.contains("max_queued_jobs = 2") == true)
+        #expect(state.queueFull, "a full queue is not retried every few seconds")
         #expect(fixture.logs.text.components(separatedBy: "spool intake stopped").count == 2)
         fixture.intake.scan()
         #expect(fixture.logs.text.components(separatedBy: "spool intake stopped").count == 2)  // logged once
@@ -160,6 +161,7 @@ struct SpoolIntakeTests {
         let state = fixture.intake.scan()
         #expect(state.taken == 0 && state.rejected == 0)
         #expect(state.blocked?.contains("cannot write the ledger") == true)
+        #expect(!state.queueFull, "an unwritable ledger is retried every few seconds")
         #expect(fixture.contents(fixture.intake.incoming) == ["a.json"])
     }
 }
