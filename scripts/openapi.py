@@ -14,7 +14,7 @@ ZONE = {"type": "string", "minLength": 1, "maxLength": 255, "description": "An I
 
 def error_responses(*codes):
     text = {400: "Bad input; the message names the field", 403: "A change on the TCP listener without the API token",
-            404: "No such job, or no such route", 409: "Conflict (idempotency key reused with other content, or the job can no longer be cancelled)",
+            404: "No such job or block, or no such route", 409: "Conflict (idempotency key reused with other content, or the job can no longer be cancelled)",
             413: "Body too large", 503: "The ledger is not usable, or the queue is full"}
     return {str(c): {"description": text[c], "content": {"application/json": {"schema": ref("Error")}}} for c in codes}
 
@@ -92,6 +92,13 @@ def p(name, schema, description):
     return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
 
 JOB_ID = {"type": "integer", "format": "int64", "minimum": 1, "maximum": 9223372036854775807}
+BLOCK = {"type": "object", "required": ["id", "account", "segment_id", "scope", "until", "reason"], "properties": {
+    "id": {"type": "integer", "minimum": 1}, "account": {"type": "string"}, "segment_id": nullable(UUID),
+    "scope": {"type": "string", "enum": ["segment", "account"]}, "until": TS, "reason": {"type": "string"}}}
+schemas["Block"] = BLOCK
+schemas["Blocks"] = {"type": "object", "required": ["now", "blocks"], "properties": {"now": TS, "blocks": {"type": "array", "items": ref("Block")}}}
+schemas["BlockEnvelope"] = {"type": "object", "required": ["block"], "properties": {"block": ref("Block")}}
+BLOCK_ID = {"type": "integer", "format": "int64", "minimum": 1, "maximum": 9223372036854775807}
 JOB_LINKS = {"GetJob": {"operationId": "getJob", "parameters": {"id": "$response.body#/job/id"}},
              "CancelJob": {"operationId": "cancelJob", "parameters": {"id": "$response.body#/job/id"}}}
 paths = {
@@ -131,6 +138,13 @@ paths = {
         "parameters": [q("since", TS, "Only attempts started at or after this instant (default: 7 days ago)"), q("segment", UUID, "Only this segment"),
             q("account", {"type": "string"}, "Only this account"), q("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "At most this many")],
         "responses": {**ok(ref("Refreshes")), **error_responses(400, 503)}}},
+    "/v1/blocks": {"get": {"operationId": "listBlocks", "summary": "Blocks learned from SendGrid's 429s that are still in force",
+        "parameters": [q("account", {"type": "string"}, "Only this account")],
+        "responses": {**ok(ref("Blocks")), **error_responses(400, 503)}}},
+    "/v1/blocks/{id}": {"delete": {"operationId": "liftBlock",
+        "summary": "Lift a learned block by hand (it ends now; the row stays with a note). The operator's call: it may earn another 429",
+        "parameters": [p("id", BLOCK_ID, "The block id")],
+        "responses": {**ok(ref("BlockEnvelope")), **error_responses(400, 403, 404, 503)}}},
 }
 
 # Links let a client (and schemathesis' stateful phase) follow a created job.

@@ -307,6 +307,79 @@ struct HistoryCommand: ParsableCommand, SinkRunnable {
     }
 }
 
+/// `refreshctl blocks`.
+struct BlocksCommand: ParsableCommand, SinkRunnable {
+    static let configuration = CommandConfiguration(
+        commandName: "blocks", abstract: "Blocks learned from SendGrid's 429s that are still in force.",
+        discussion: """
+            When SendGrid answers 429, refreshd blocks the segment (and, when the account's day seems used up \
+            elsewhere, the whole account until 00:00 UTC) until the instant SendGrid's headers or a fresh read \
+            of the segment name. Each block is listed with its id, what it covers, until when and why. \
+            `refreshctl unblock ID` lifts one by hand.
+
+            Example:
+              refreshctl blocks --account default
+            """)
+
+    @Option(help: "Only this account.")
+    var account: String?
+
+    @OptionGroup var options: DaemonOptions
+
+    mutating func run(output: OutputSink) throws {
+        let query = account.map { "?account=" + ($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? $0) } ?? ""
+        let answer = try options.client().call(.GET, "/v1/blocks" + query)
+        present(answer, json: options.json, output: output) { body in
+            let now = Human.date(body["now"]) ?? Date()
+            let blocks = body["blocks"] as? [[String: Any]] ?? []
+            guard !blocks.isEmpty else {
+                output.line("no blocks in force")
+                return
+            }
+            let rows = blocks.map { block in
+                [
+                    Human.text(block["id"]), Human.text(block["account"]),
+                    block["scope"] as? String == "account" ? "(whole account)" : Human.text(block["segment_id"]), Human.text(block["until"]),
+                    Human.date(block["until"]).map { Human.relative($0, now: now) } ?? "-", Human.text(block["reason"]),
+                ]
+            }
+            Human.table(["ID", "ACCOUNT", "SEGMENT", "UNTIL (UTC)", "ENDS", "WHY"], rows, into: output)
+        }
+    }
+}
+
+/// `refreshctl unblock`.
+struct UnblockCommand: ParsableCommand, SinkRunnable {
+    static let configuration = CommandConfiguration(
+        commandName: "unblock", abstract: "Lift a block learned from SendGrid by hand.",
+        discussion: """
+            The block ends now (its record stays, with a note) and the dispatcher looks at the queue again; \
+            the rules' safety margin still applies, so a held job goes out about a minute later at the \
+            earliest. This is your call: the block came from a 429, and lifting it early may earn another one \
+            (which refreshd then learns from again). Use it when you know better, for instance after another \
+            tool that used up the account's day was stopped and SendGrid support reset the count.
+
+            Exit codes: 0 lifted, 4 no such block in force.
+
+            Example:
+              refreshctl unblock 7
+            """)
+
+    @Argument(help: "The block id (refreshctl blocks lists them).")
+    var block: String
+
+    @OptionGroup var options: DaemonOptions
+
+    mutating func run(output: OutputSink) throws {
+        let answer = try options.client().call(.DELETE, "/v1/blocks/\(block.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? block)")
+        present(answer, json: options.json, output: output) { body in
+            let block = body["block"] as? [String: Any] ?? [:]
+            let what = block["scope"] as? String == "account" ? "account \(Human.text(block["account"]))" : "segment \(Human.text(block["segment_id"]))"
+            output.line("lifted block \(Human.text(block["id"])) on \(what)")
+        }
+    }
+}
+
 /// `refreshctl status`.
 struct StatusCommand: ParsableCommand, SinkRunnable {
     static let configuration = CommandConfiguration(

@@ -41,7 +41,7 @@ public struct Refreshctl: ParsableCommand {
             queues refresh requests and sends each one at the earliest instant those rules allow. refreshctl \
             shows its calendars, budgets and queue.
 
-            Commands that ask the daemon (budget, jobs, show, cancel, plan, history, status) talk to its \
+            Commands that ask the daemon (budget, jobs, show, cancel, plan, history, blocks, unblock, status) talk to its \
             control socket: --socket, else $REFRESHD_SOCKET, else the configured socket, else \
             /run/refreshd/refreshd.sock. --json prints the daemon's JSON for scripts.
 
@@ -50,12 +50,12 @@ public struct Refreshctl: ParsableCommand {
               1  error: the command could not do its work
               2  usage: bad flag or bad input (unknown time zone, invalid date or id)
               3  the daemon is not reachable
-              4  no such job
+              4  no such job (or block)
               5  conflict: the job can no longer be changed (already sent or finished)
             """,
         subcommands: [
             StatusCommand.self, BudgetCommand.self, JobsCommand.self, ShowCommand.self, CancelCommand.self, PlanCommand.self, HistoryCommand.self,
-            EnqueueCommand.self, CalendarCommand.self,
+            BlocksCommand.self, UnblockCommand.self, EnqueueCommand.self, CalendarCommand.self,
         ]
     )
 

@@ -22,13 +22,19 @@ public final class ControlState: @unchecked Sendable {
     private let lane: @Sendable (String) -> LaneStatus?
     private let intake: @Sendable () -> SpoolIntake.IntakeState?
     private let wake: @Sendable () -> Void
+    private let reread: @Sendable () -> Void
+    /// The composition root's logger (a lifted block is worth a line in the journal).
+    public let logger: Logger
 
     public init(
         ledger: any Ledger, zones: ZoneInfoDirectory, configuration: DaemonConfiguration, version: String, startedAt: Date,
         now: @escaping @Sendable () -> Date, metrics: RefreshdMetrics, lanes: @escaping @Sendable () -> [LaneStatus],
         lane: (@Sendable (String) -> LaneStatus?)? = nil, intake: @escaping @Sendable () -> SpoolIntake.IntakeState?,
-        wake: @escaping @Sendable () -> Void
+        wake: @escaping @Sendable () -> Void, reread: @escaping @Sendable () -> Void = {},
+        logger: Logger = Logger(label: "refreshd", factory: { _ in SwiftLogNoOpLogHandler() })
     ) {
+        self.reread = reread
+        self.logger = logger
         self.lane = lane ?? { name in lanes().first { $0.account == name } }
         self.ledger = ledger
         self._zones = zones
@@ -68,6 +74,8 @@ public final class ControlState: @unchecked Sendable {
     func laneStatus(_ account: String) -> LaneStatus? { lane(account) }
     var intakeState: SpoolIntake.IntakeState? { intake() }
     func wakeDispatcher() { wake() }
+    /// Has the dispatcher read its queue, history and blocks again (after a block is lifted).
+    func rereadLedger() { reread() }
 }
 
 extension ControlState {
@@ -169,7 +177,7 @@ public enum ControlAPI {
     public static let routes: [(method: String, path: String)] = [
         ("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/v1/openapi.json"), ("GET", "/v1/status"), ("GET", "/v1/budget"),
         ("GET", "/v1/segments/{id}/budget"), ("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs/{id}"),
-        ("DELETE", "/v1/jobs/{id}"), ("GET", "/v1/plan"), ("GET", "/v1/refreshes"),
+        ("DELETE", "/v1/jobs/{id}"), ("GET", "/v1/plan"), ("GET", "/v1/refreshes"), ("GET", "/v1/blocks"), ("DELETE", "/v1/blocks/{id}"),
     ]
 
     /// The methods a path allows (empty: no such path).
@@ -206,6 +214,8 @@ public enum ControlAPI {
         router.delete("/v1/jobs/{id}") { _, context in try handlers.cancel(id: context.parameters.get("id") ?? "") }
         router.get("/v1/plan") { _, _ in try handlers.plan() }
         router.get("/v1/refreshes") { request, _ in try handlers.refreshes(query: request.uri.queryParameters) }
+        router.get("/v1/blocks") { request, _ in try handlers.blocks(query: request.uri.queryParameters) }
+        router.delete("/v1/blocks/{id}") { _, context in try handlers.liftBlock(id: context.parameters.get("id") ?? "") }
         return router
     }
 
@@ -521,6 +531,40 @@ struct Handlers: Sendable {
             "error": attempt.error ?? NSNull(), "counts_for_segment": attempt.outcome.countsAsRefresh,
             "counts_for_account": attempt.outcome.countsTowardAccount,
         ]
+    }
+
+    // MARK: Blocks learned from SendGrid
+
+    static func blockJSON(_ block: StoredBlock) -> [String: Any] {
+        [
+            "id": block.id, "account": block.account, "segment_id": block.segmentID ?? NSNull(),
+            "scope": block.segmentID == nil ? "account" : "segment", "until": Timestamp.rfc3339(block.until), "reason": block.reason,
+        ]
+    }
+
+    func blocks(query: Parameters) throws -> Response {
+        let account = query.get("account")
+        if let account, !state.hasAccount(account) {
+            throw APIError.badRequest(
+                "account", "no account named \"\(account)\" (configured: \(state.configuration.accounts.map(\.name).joined(separator: ", ")))")
+        }
+        let t = state.now()
+        let blocks = try ledger.activeBlocks(account: account, now: t)
+        return ControlAPI.json(["now": Timestamp.rfc3339(t), "blocks": blocks.map(Self.blockJSON)])
+    }
+
+    /// Lifts a block by hand. The operator's call: a block was learned from a 429, so lifting it
+    /// early may earn another 429; the rules' safety margin still applies from now.
+    func liftBlock(id text: String) throws -> Response {
+        guard let id = Int64(text), id > 0 else { throw APIError.badRequest("id", "\"\(text)\" is not a block id (a positive integer)") }
+        guard let lifted = try ledger.liftBlock(id: id, now: state.now()) else {
+            throw APIError(.notFound, "block_not_found", "no block \(id) is in force (GET /v1/blocks lists them)")
+        }
+        state.logger.notice(
+            "a block learned from SendGrid was lifted by hand",
+            metadata: ["block": "\(id)", "account": "\(lifted.account)", "segment": "\(lifted.segmentID ?? "(whole account)")"])
+        state.rereadLedger()
+        return ControlAPI.json(["block": Self.blockJSON(lifted)])
     }
 
     func refreshes(query: Parameters) throws -> Response {

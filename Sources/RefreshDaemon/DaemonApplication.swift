@@ -58,7 +58,7 @@ public enum DaemonApplication {
         let state = ControlState(
             ledger: ledger, zones: zones, configuration: configuration, version: version, startedAt: now(), now: now, metrics: metrics,
             lanes: { dispatcher.lanes.map(\.status) }, lane: { dispatcher.lane(named: $0)?.status }, intake: { intake.status },
-            wake: { dispatcher.wakeUp() })
+            wake: { dispatcher.wakeUp() }, reread: { dispatcher.rereadLedger() }, logger: logger)
         let ready: @Sendable () -> Void = {
             // The status line goes with READY=1: the watchdog tick may have sent one before the
             // spool scan, and systemd keeps the last STATUS= it got.

@@ -110,6 +110,7 @@ public final class AccountLane: @unchecked Sendable {
     private var stopping = false
     private var beat: ContinuousClock.Instant?
     private var pending: Reconfiguration?
+    private var rereadRequested = false
 
     /// What a reload changes, applied by the loop between two sends (never during one).
     public struct Reconfiguration: Sendable {
@@ -167,6 +168,12 @@ public final class AccountLane: @unchecked Sendable {
     }
 
     private func applyPendingConfiguration(now t: Date) {
+        if statusLock.withLock({ () -> Bool in
+            defer { rereadRequested = false }
+            return rereadRequested
+        }) {
+            loaded = false
+        }
         guard let change = statusLock.withLock({ () -> Reconfiguration? in
             defer { pending = nil }
             return pending
@@ -184,6 +191,13 @@ public final class AccountLane: @unchecked Sendable {
         // Zones may have changed (tz data upgrade): read the queue again with the new rules.
         loaded = false
         statusLock.withLock { published.paused = nil }
+    }
+
+    /// Reads the queue, history and blocks from the ledger again before the next step (something
+    /// the lane keeps in memory changed in the ledger, such as a block lifted by hand).
+    public func reread() {
+        statusLock.withLock { rereadRequested = true }
+        signal.signal()
     }
 
     /// Stops after the request in flight, if any.
@@ -681,6 +695,9 @@ public final class DispatcherService: Service, @unchecked Sendable {
 
     /// New jobs or a cancel: every lane looks again.
     public func wakeUp() { for lane in lanes { lane.wake() } }
+
+    /// Every lane reads its queue, history and blocks from the ledger again (a block was lifted).
+    public func rereadLedger() { for lane in lanes { lane.reread() } }
 
     /// Starts a lane for a new account.
     public func add(_ lane: AccountLane) {

@@ -136,6 +136,85 @@ extension ControlAPI {
         ],
         "type": "object"
       },
+      "Block": {
+        "properties": {
+          "account": {
+            "type": "string"
+          },
+          "id": {
+            "minimum": 1,
+            "type": "integer"
+          },
+          "reason": {
+            "type": "string"
+          },
+          "scope": {
+            "enum": [
+              "segment",
+              "account"
+            ],
+            "type": "string"
+          },
+          "segment_id": {
+            "oneOf": [
+              {
+                "format": "uuid",
+                "maxLength": 36,
+                "minLength": 36,
+                "type": "string"
+              },
+              {
+                "type": "null"
+              }
+            ]
+          },
+          "until": {
+            "description": "RFC 3339, UTC",
+            "format": "date-time",
+            "type": "string"
+          }
+        },
+        "required": [
+          "id",
+          "account",
+          "segment_id",
+          "scope",
+          "until",
+          "reason"
+        ],
+        "type": "object"
+      },
+      "BlockEnvelope": {
+        "properties": {
+          "block": {
+            "$ref": "#/components/schemas/Block"
+          }
+        },
+        "required": [
+          "block"
+        ],
+        "type": "object"
+      },
+      "Blocks": {
+        "properties": {
+          "blocks": {
+            "items": {
+              "$ref": "#/components/schemas/Block"
+            },
+            "type": "array"
+          },
+          "now": {
+            "description": "RFC 3339, UTC",
+            "format": "date-time",
+            "type": "string"
+          }
+        },
+        "required": [
+          "now",
+          "blocks"
+        ],
+        "type": "object"
+      },
       "Budget": {
         "properties": {
           "accounts": {
@@ -952,6 +1031,127 @@ extension ControlAPI {
         "summary": "Prometheus text format"
       }
     },
+    "/v1/blocks": {
+      "get": {
+        "operationId": "listBlocks",
+        "parameters": [
+          {
+            "description": "Only this account",
+            "in": "query",
+            "name": "account",
+            "required": false,
+            "schema": {
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Blocks"
+                }
+              }
+            },
+            "description": "OK"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "Bad input; the message names the field"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "The ledger is not usable, or the queue is full"
+          }
+        },
+        "summary": "Blocks learned from SendGrid's 429s that are still in force"
+      }
+    },
+    "/v1/blocks/{id}": {
+      "delete": {
+        "operationId": "liftBlock",
+        "parameters": [
+          {
+            "description": "The block id",
+            "in": "path",
+            "name": "id",
+            "required": true,
+            "schema": {
+              "format": "int64",
+              "maximum": 9223372036854775807,
+              "minimum": 1,
+              "type": "integer"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/BlockEnvelope"
+                }
+              }
+            },
+            "description": "OK"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "Bad input; the message names the field"
+          },
+          "403": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "A change on the TCP listener without the API token"
+          },
+          "404": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "No such job or block, or no such route"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "The ledger is not usable, or the queue is full"
+          }
+        },
+        "summary": "Lift a learned block by hand (it ends now; the row stays with a note). The operator's call: it may earn another 429"
+      }
+    },
     "/v1/budget": {
       "get": {
         "operationId": "budget",
@@ -1242,7 +1442,7 @@ extension ControlAPI {
                 }
               }
             },
-            "description": "No such job, or no such route"
+            "description": "No such job or block, or no such route"
           },
           "409": {
             "content": {
@@ -1312,7 +1512,7 @@ extension ControlAPI {
                 }
               }
             },
-            "description": "No such job, or no such route"
+            "description": "No such job or block, or no such route"
           },
           "503": {
             "content": {

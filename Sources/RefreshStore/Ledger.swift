@@ -130,6 +130,11 @@ public protocol Ledger: Sendable {
     func addBlock(account: String, segmentID: String?, until: Date, reason: String, now: Date) throws
     /// The blocks of an account (its own and its segments') that end after `now` - 1 day.
     func blocks(account: String, now: Date) throws -> [StoredBlock]
+    /// The blocks still in force (ending after `now`), of one account or of all, oldest first.
+    func activeBlocks(account: String?, now: Date) throws -> [StoredBlock]
+    /// Lifts a block still in force by hand: it ends at `now` and its reason says so (the row stays,
+    /// as a record). nil when no block with that id is in force.
+    func liftBlock(id: Int64, now: Date) throws -> StoredBlock?
     /// Turns `uncertain` attempts into `unrecorded` (a pre-flight read showed SendGrid did not
     /// record them); returns how many changed.
     func markUnrecorded(attemptIDs: [Int64]) throws -> Int

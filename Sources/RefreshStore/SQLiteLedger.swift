@@ -521,6 +521,28 @@ public final class SQLiteLedger: Ledger {
         }
     }
 
+    public func activeBlocks(account: String?, now: Date) throws -> [StoredBlock] {
+        try writer.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM learned_block WHERE (? IS NULL OR account = ?) AND until > ? ORDER BY id",
+                arguments: [account, account, now.timeIntervalSince1970]
+            ).map(Self.block)
+        }
+    }
+
+    public func liftBlock(id: Int64, now: Date) throws -> StoredBlock? {
+        try write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM learned_block WHERE id = ? AND until > ?", arguments: [id, now.timeIntervalSince1970])
+            else { return nil }
+            let block = Self.block(row)
+            // The note first: the bounded text may cut the end.
+            let reason = boundedErrorText(
+                "lifted by hand at " + Timestamp.rfc3339(now) + " (was until " + Timestamp.rfc3339(block.until) + "); " + block.reason) ?? ""
+            try db.execute(sql: "UPDATE learned_block SET until = ?, reason = ? WHERE id = ?", arguments: [now.timeIntervalSince1970, reason, id])
+            return StoredBlock(id: block.id, account: block.account, segmentID: block.segmentID, until: now, reason: reason)
+        }
+    }
+
     public func markUnrecorded(attemptIDs: [Int64]) throws -> Int {
         guard !attemptIDs.isEmpty else { return 0 }
         return try write { db in

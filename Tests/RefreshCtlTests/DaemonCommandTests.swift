@@ -136,6 +136,33 @@ struct DaemonCommandTests {
         }
     }
 
+    /// blocks lists the blocks learned from SendGrid, unblock lifts one (0), then finds none (4);
+    /// a bad id is a usage error (2).
+    @Test func blocksAndUnblock() async throws {
+        try await offPool {
+            let daemon = try RunningDaemon()
+            defer { daemon.stop() }
+            #expect(daemon.output.contains("refreshd started"), "\(daemon.output)")
+            #expect(try daemon.ctl(["blocks"]).stdout.contains("no blocks in force"))
+            let ledger = try SQLiteLedger(path: daemon.directory + "/state/ledger.sqlite", now: Date())
+            try ledger.addBlock(
+                account: "default", segmentID: segmentOne, until: Date().addingTimeInterval(5400), reason: "429: X-RateLimit-Reset 5400", now: Date())
+            let id = try #require(try ledger.activeBlocks(account: nil, now: Date()).first?.id)
+            let table = try daemon.ctl(["blocks"])
+            #expect(table.status == 0)
+            #expect(table.stdout.contains("ID") && table.stdout.contains(segmentOne) && table.stdout.contains("in 1 h ") && table.stdout.contains("X-RateLimit-Reset"), "\(table.stdout)")
+            let json = try daemon.ctl(["blocks", "--json", "--account", "default"])
+            let object = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
+            #expect((object?["blocks"] as? [[String: Any]])?.count == 1)
+            let lifted = try daemon.ctl(["unblock", "\(id)"])
+            #expect(lifted.status == 0 && lifted.stdout.contains("lifted block \(id) on segment \(segmentOne)"), "\(lifted.stdout) \(lifted.stderr)")
+            let again = try daemon.ctl(["unblock", "\(id)"])
+            #expect(again.status == 4 && again.stderr.contains("no block \(id) is in force"), "\(again.stderr)")
+            #expect(try daemon.ctl(["unblock", "seven"]).status == 2)
+            #expect(try daemon.ctl(["blocks"]).stdout.contains("no blocks in force"))
+        }
+    }
+
     /// Help is enough to learn the tool from: each command explains itself with examples.
     @Test func help() async throws {
         try await offPool {
@@ -149,12 +176,13 @@ struct DaemonCommandTests {
                 ("plan", "WHY names what holds it until then"), ("history", "Outcomes: accepted, rejected (400/404)"),
                 ("cancel", "Exit codes: 0 cancelled, 4 no such job, 5 the job was already sent or finished."),
                 ("status", "Exit code 3 when the daemon is not reachable."), ("show", "refreshctl show 42"),
+                ("blocks", "refreshctl unblock ID"), ("unblock", "Exit codes: 0 lifted, 4 no such block in force."),
             ] {
                 let help = try refreshctl([command, "--help"])
                 #expect(help.status == 0 && help.stdout.contains(sentence), "\(command)")
             }
             let root = try refreshctl(["--help"])
-            for line in ["  3  the daemon is not reachable", "  4  no such job", "status ", "budget ", "plan ", "history "] {
+            for line in ["  3  the daemon is not reachable", "  4  no such job", "status ", "budget ", "plan ", "history ", "blocks ", "unblock "] {
                 #expect(root.stdout.contains(line), "\(line)")
             }
         }

@@ -43,7 +43,7 @@ final class APIHarness: @unchecked Sendable {
 
     init(
         now: @escaping @Sendable () -> Date = { Date() }, accounts: [String] = ["default"], listen: String? = nil, token: String? = nil,
-        ledger existing: SQLiteLedger? = nil
+        ledger existing: SQLiteLedger? = nil, reread: @escaping @Sendable () -> Void = {}
     ) async throws {
         socket = directory + "/refreshd.sock"
         ledger = try existing ?? SQLiteLedger(path: directory + "/ledger.sqlite", now: now())
@@ -52,7 +52,7 @@ final class APIHarness: @unchecked Sendable {
         let lanes = lanesBox
         state = ControlState(
             ledger: ledger, zones: hostZones, configuration: configuration, version: "test", startedAt: now(), now: now, metrics: RefreshdMetrics(),
-            lanes: { lanes.lanes }, intake: { nil }, wake: {})
+            lanes: { lanes.lanes }, intake: { nil }, wake: {}, reread: reread)
         try ControlAPIListeners.prepareSocket(socket)
         let services = try ControlAPIListeners.make(
             state: state, socketPath: socket, listen: listen, apiToken: token, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))

@@ -32,7 +32,7 @@ struct ControlAPITests {
         let checks: [(String, String)] = [
             ("/v1/status", "Status"), ("/v1/budget", "Budget"), ("/v1/segments/\(segmentA)/budget", "SegmentBudget"),
             ("/v1/segments/\(segmentB)/budget?time_zone=Asia/Tokyo", "SegmentBudget"), ("/v1/jobs", "JobPage"), ("/v1/jobs?state=queued&limit=1", "JobPage"),
-            ("/v1/jobs/1", "JobEnvelope"), ("/v1/plan", "Plan"), ("/v1/refreshes", "Refreshes"),
+            ("/v1/jobs/1", "JobEnvelope"), ("/v1/plan", "Plan"), ("/v1/refreshes", "Refreshes"), ("/v1/blocks", "Blocks"),
         ]
         for (uri, component) in checks {
             let answer = try await h.get(uri)
@@ -89,13 +89,53 @@ struct ControlAPITests {
         #expect(((filtered.object["jobs"] as? [Any]) ?? []).count == 1)
     }
 
+    /// Learned blocks: listed while in force (all accounts or one); lifted by hand, the block ends
+    /// now, keeps its record with a note, and the dispatcher is asked to read the ledger again;
+    /// lifting it again is 404; a bad id is 400 naming it. Answers match the document.
+    @Test func blocksListedAndLifted() async throws {
+        let schema = try controlAPISchema()
+        let rereads = Counter()
+        let h = try await APIHarness(accounts: ["default", "eu"], reread: { rereads.add() })
+        defer { Task { await h.stop() } }
+        let t = Date()
+        try h.ledger.addBlock(account: "default", segmentID: segmentA, until: t.addingTimeInterval(3600), reason: "429: X-RateLimit-Reset 3600", now: t)
+        try h.ledger.addBlock(account: "eu", segmentID: nil, until: t.addingTimeInterval(7200), reason: "429: the account's day seems exhausted", now: t)
+        try h.ledger.addBlock(account: "default", segmentID: segmentB, until: t.addingTimeInterval(-10), reason: "over", now: t)
+        let all = try await h.get("/v1/blocks")
+        #expect(all.status == 200 && schema.problems(all.json as Any, schema.component("Blocks")).isEmpty, "\(all.body)")
+        let listed = all.object["blocks"] as? [[String: Any]] ?? []
+        #expect(listed.map { $0["scope"] as? String } == ["segment", "account"], "a block that ended is not listed")
+        #expect(listed.last?["segment_id"] is NSNull)
+        let eu = try await h.get("/v1/blocks?account=eu")
+        #expect((eu.object["blocks"] as? [[String: Any]])?.count == 1)
+        let id = try #require((listed.first?["id"] as? NSNumber)?.int64Value)
+
+        let lifted = try await h.request(.DELETE, "/v1/blocks/\(id)")
+        #expect(lifted.status == 200 && schema.problems(lifted.json as Any, schema.component("BlockEnvelope")).isEmpty, "\(lifted.body)")
+        let block = lifted.object["block"] as? [String: Any] ?? [:]
+        #expect((block["reason"] as? String)?.hasPrefix("lifted by hand at ") == true && (block["reason"] as? String)?.contains("X-RateLimit-Reset") == true)
+        let until = try #require(Timestamp.parseRFC3339(block["until"] as? String ?? ""))
+        #expect(abs(until.timeIntervalSince(Date())) < 5)
+        #expect(rereads.value == 1, "the dispatcher reads the ledger again")
+        let after = try await h.get("/v1/blocks?account=default")
+        #expect((after.object["blocks"] as? [[String: Any]])?.isEmpty == true)
+        // The record stays, with the note, for the rules' margin and for the history.
+        #expect(try h.ledger.blocks(account: "default", now: Date()).contains { $0.id == id && $0.reason.hasPrefix("lifted by hand") })
+
+        let again = try await h.request(.DELETE, "/v1/blocks/\(id)")
+        #expect(again.status == 404 && again.errorCode == "block_not_found" && schema.problems(again.json as Any, schema.component("Error")).isEmpty)
+        let bad = try await h.request(.DELETE, "/v1/blocks/x1")
+        #expect(bad.status == 400 && bad.errorMessage?.contains("id") == true)
+        #expect(rereads.value == 1)
+    }
+
     /// Bad input: 400 naming the field; unknown routes: 404; every error in the JSON shape.
     @Test(arguments: [
         ("/v1/jobs?state=bogus", 400, "state"), ("/v1/jobs?limit=0", 400, "limit"), ("/v1/jobs?cursor=x", 400, "cursor"),
         ("/v1/jobs?segment=nope", 400, "segment"), ("/v1/jobs/abc", 400, "id"), ("/v1/segments/nope/budget?time_zone=UTC", 400, "segment_id"),
         ("/v1/segments/\(segmentA)/budget", 400, "time_zone"), ("/v1/segments/\(segmentA)/budget?time_zone=Mars/Base", 400, "time_zone"),
         ("/v1/segments/\(segmentA)/budget?time_zone=UTC&account=nobody", 400, "account"), ("/v1/refreshes?since=yesterday", 400, "since"),
-        ("/v1/nothing", 404, "no such route"), ("/v2/budget", 404, "no such route"),
+        ("/v1/nothing", 404, "no such route"), ("/v2/budget", 404, "no such route"), ("/v1/blocks?account=nobody", 400, "account"),
     ])
     func errors(uri: String, status: Int, names: String) async throws {
         let h = try await APIHarness()
@@ -268,4 +308,12 @@ struct ControlAPILoadTests {
         #expect(failures.isEmpty, "\(failures.prefix(5))")
         #expect(fake.refreshes.count == 10 && fake.violations.isEmpty)
     }
+}
+
+/// A thread-safe counter for callbacks.
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func add() { lock.withLock { count += 1 } }
+    var value: Int { lock.withLock { count } }
 }

@@ -232,6 +232,27 @@ struct DispatcherAnswerTests {
         await p.shutdown()
     }
 
+    /// A block lifted by hand (`DELETE /v1/blocks/{id}`): once told to re-read, the lane sends the
+    /// held job after the margin instead of waiting for the block's end; without the re-read it
+    /// keeps to what it knew.
+    @Test func liftedBlockLetsTheJobGo() async throws {
+        let h = try await DispatchHarness(start: simStart, preflight: false)
+        h.fake.inject(.rateLimited(headers: ["X-RateLimit-Reset": "7200"]))
+        try h.enqueue(segment)
+        #expect(await h.lane.step() == simStart.addingTimeInterval(7200 + 60))
+        let block = try #require(try h.ledger.activeBlocks(account: "default", now: simStart).first)
+        h.time.set(simStart.addingTimeInterval(600))
+        #expect(try h.ledger.liftBlock(id: block.id, now: h.time.now) != nil)
+        #expect(await h.lane.step() == simStart.addingTimeInterval(7200 + 60), "the lane keeps its copy until told")
+        h.lane.reread()
+        #expect(await h.lane.step() == simStart.addingTimeInterval(600 + 60), "the lifted block still holds for the margin")
+        h.time.set(simStart.addingTimeInterval(660))
+        _ = await h.lane.step()
+        #expect(h.fake.refreshes.map(\.status) == [429, 202])
+        #expect(h.fake.violations.isEmpty)
+        await h.shutdown()
+    }
+
     /// 5xx, a timeout and a reset after the request was written: uncertain (counts for the
     /// segment and the account), requeued; after max_attempts the job fails.
     @Test func noClearAnswer() async throws {
