@@ -36,6 +36,10 @@ public enum Backoff {
     /// 5 s doubling, at most 5 min.
     public static func notSent(failures: Int) -> TimeInterval { doubling(from: 5, upTo: 300, times: failures) }
 
+    /// After the `failures`-th time in a row the ledger refused to record an answer (full disk,
+    /// I/O error): 5 s doubling, at most 60 s.
+    public static func ledgerWrite(failures: Int) -> TimeInterval { doubling(from: 5, upTo: 60, times: failures) }
+
     static func doubling(from first: TimeInterval, upTo cap: TimeInterval, times: Int) -> TimeInterval {
         guard times > 1 else { return first }
         // Past 2^20 the cap has long been reached; avoid overflowing pow for absurd counts.

@@ -131,7 +131,6 @@ public final class AccountLane: @unchecked Sendable {
         }
     }
 
-
     public init(
         account: AccountConfiguration, ledger: any Ledger, client: SendGridClient?, zones: ZoneInfoDirectory, limits: Limits,
         preflight: Bool, maxAttempts: Int, now: @escaping @Sendable () -> Date, logger: Logger, observer: (any DispatchObserver)? = nil
@@ -236,7 +235,7 @@ public final class AccountLane: @unchecked Sendable {
             applyPendingConfiguration(now: t)
             // The last answer first: nothing else goes out for the account until it is in the ledger.
             if let waiting = unwritten, !writeAgain(waiting, now: t) {
-                return t.addingTimeInterval(min(5 * pow(2, Double(waiting.failures - 1)), 60))
+                return t.addingTimeInterval(Backoff.ledgerWrite(failures: unwritten?.failures ?? 1))
             }
             do {
                 if !loaded { try load(now: t) }
@@ -418,7 +417,7 @@ public final class AccountLane: @unchecked Sendable {
             outcome = Completion(outcome: .dryRun, status: nil, sendGridJobID: nil, error: nil, finished: t, disposition: .sent)
             segmentLogger.info("dry-run: refresh recorded, not sent", metadata: ["jobs": "\(jobs.map(\.id))", "time_zone": "\(zone.name)"])
         }
-        let answer = Unwritten(attemptID: attemptID, segment: segment, zone: zone, startedAt: t, completion: outcome, latency: latency)
+        var answer = Unwritten(attemptID: attemptID, segment: segment, zone: zone, startedAt: t, completion: outcome, latency: latency)
         do {
             try write(answer)
         } catch {
@@ -428,8 +427,8 @@ public final class AccountLane: @unchecked Sendable {
             segmentLogger.critical(
                 "cannot record SendGrid's answer in the ledger; nothing more is sent for the account until it is recorded",
                 metadata: ["error": "\(error)", "outcome": "\(outcome.outcome.rawValue)"])
+            answer.failures = 1
             unwritten = answer
-            unwritten!.failures = 1
             statusLock.withLock { published.waitingForLedger = true }
             return
         }

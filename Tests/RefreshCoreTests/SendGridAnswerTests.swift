@@ -362,4 +362,9 @@ struct AnswerClassTests {
     func notSent(_ failures: Int, _ seconds: Double) {
         #expect(Backoff.notSent(failures: failures) == seconds)
     }
+
+    @Test(arguments: [(1, 5.0), (2, 10.0), (3, 20.0), (4, 40.0), (5, 60.0), (100, 60.0)])
+    func ledgerWrite(_ failures: Int, _ seconds: Double) {
+        #expect(Backoff.ledgerWrite(failures: failures) == seconds)
+    }
 }
