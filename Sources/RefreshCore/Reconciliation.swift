@@ -29,6 +29,9 @@ public enum Reconciliation: Sendable, Equatable {
     case external(count: Int, at: Date)
     /// Requests that got no answer and that SendGrid shows it did not record: they stop counting.
     case unrecorded(attemptIDs: [Int64])
+    /// Requests that got no answer and that SendGrid shows it did record (its count equals the
+    /// ledger's with them): they are accepted refreshes, and the jobs they carried are sent.
+    case confirmed(attemptIDs: [Int64])
 
     /// One of the segment's attempts in the ledger.
     public struct Known: Sendable, Equatable {
@@ -58,6 +61,8 @@ public enum Reconciliation: Sendable, Equatable {
     /// - Fewer: the oldest unanswered (`uncertain`) attempts at least `unrecordedAfter` old are
     ///   freed, at most the difference, and only when every known attempt used `zone` (with two
     ///   zones the two sides may be counting different days).
+    /// - The same, with unanswered attempts among today's: SendGrid counted them (same zone
+    ///   condition); they are confirmed, so their jobs are not sent a second time.
     public static func reconcile(
         reading: SegmentReading, attempts: [Known], zone: ZoneRules, now t: Date,
         unrecordedAfter: TimeInterval = Reconciliation.unrecordedAfter
@@ -70,7 +75,12 @@ public enum Reconciliation: Sendable, Equatable {
             let at = min(t, max(dayStart, reading.lastRefreshedAt ?? t))
             return .external(count: reading.refreshesUsed - today.count, at: at)
         }
-        if reading.refreshesUsed < today.count, attempts.allSatisfy({ $0.timeZone == zone.name }) {
+        let sameZone = attempts.allSatisfy { $0.timeZone == zone.name }
+        if reading.refreshesUsed == today.count, sameZone {
+            let unanswered = today.filter { $0.outcome == .uncertain }.sorted { ($0.startedAt, $0.id) < ($1.startedAt, $1.id) }
+            if !unanswered.isEmpty { return .confirmed(attemptIDs: unanswered.map(\.id)) }
+        }
+        if reading.refreshesUsed < today.count, sameZone {
             let freeable = today.filter {
                 $0.outcome == .uncertain && ($0.finishedAt ?? $0.startedAt) <= t.addingTimeInterval(-unrecordedAfter)
             }

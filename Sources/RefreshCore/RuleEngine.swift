@@ -18,6 +18,10 @@
 //                     being the end of the local day of zone z containing t. With one zone this
 //                     is "in the same local day"; with several, r stops counting only once a local
 //                     midnight has passed in every one of those zones and the candidate's.
+//                     A request whose zone this host cannot load (a name a tzdata upgrade dropped,
+//                     a damaged file) names no zone of its own: it counts until a midnight has
+//                     passed in every zone known for the segment (the rest of Z(r) and the
+//                     candidate's), the latest of the midnights this host can compute.
 //   I2 (interval)     c >= f_r + `segmentIntervalSeconds` + m for every counting refresh r of s.
 //   I3 (account day)  fewer than `accountDaily` requests of a still count at c, where a request
 //                     counts while c < end_UTC(f) + m: whatever SendGrid answered.
@@ -99,15 +103,15 @@ public enum AttemptOutcome: String, Sendable, Equatable, CaseIterable, Codable {
 public struct Attempt: Sendable, Equatable {
     public var account: String
     public var segment: String
-    /// The zone sent as `user_time_zone`.
-    public var zone: ZoneRules
+    /// The zone sent as `user_time_zone`; nil when this host cannot load it (see I1).
+    public var zone: ZoneRules?
     public var outcome: AttemptOutcome
     /// When the request started (the reservation).
     public var startedAt: Date
     /// When the response arrived or the attempt gave up; nil while in flight.
     public var finishedAt: Date?
 
-    public init(account: String, segment: String, zone: ZoneRules, outcome: AttemptOutcome, startedAt: Date, finishedAt: Date?) {
+    public init(account: String, segment: String, zone: ZoneRules?, outcome: AttemptOutcome, startedAt: Date, finishedAt: Date?) {
         self.account = account
         self.segment = segment
         self.zone = zone
@@ -263,7 +267,10 @@ struct SegmentState {
         // The candidate's zone, and any other zone the segment may be sent with.
         var candidateZones = [zone]
         for other in otherZones where !candidateZones.contains(other) { candidateZones.append(other) }
-        let requests = history.filter { $0.outcome.countsTowardAccount }.map { (zone: $0.zone, finish: $0.finish(now: t)) }
+        // A request with an unknown zone adds none (I1): the candidate's zones are always in Z(r).
+        let requests = history.filter { $0.outcome.countsTowardAccount }.compactMap { attempt in
+            attempt.zone.map { (zone: $0, finish: attempt.finish(now: t)) }
+        }
         let finishes = history.filter { $0.outcome.countsAsRefresh }.map { $0.finish(now: t) }
         // I1: each counting refresh stops counting once the local day of its finish has ended in
         // every zone of Z(r), + m.

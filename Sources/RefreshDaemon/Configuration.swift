@@ -87,6 +87,16 @@ public struct DaemonConfiguration: Sendable {
     public var retentionDays: Setting<Int>
     /// Above this many queued jobs, spool files wait in incoming/.
     public var maxQueuedJobs: Setting<Int>
+    /// Days rejected spool files (and their reasons) are kept in rejected/; 0 keeps them.
+    public var rejectedRetentionDays: Setting<Int> = Setting(30)
+    /// Connections each control API listener holds at most; past it the oldest idle one is closed.
+    public var apiMaxConnections: Setting<Int> = Setting(512)
+    /// Seconds a control API connection may stay idle between requests.
+    public var apiIdleTimeoutSeconds: Setting<Int> = Setting(60)
+    /// Seconds a client has to send a whole request (head and body) once it starts, or after connecting.
+    public var apiRequestTimeoutSeconds: Setting<Int> = Setting(10)
+    /// Accept a plain http:// base_url to a host other than loopback (the key would travel in clear).
+    public var allowInsecureHTTP: Setting<Bool> = Setting(false)
     public var sendGridBaseURL: Setting<String>
     public var requestTimeoutSeconds: Setting<Double>
     public var preflight: Setting<Bool>

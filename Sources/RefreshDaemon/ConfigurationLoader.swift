@@ -170,9 +170,20 @@ public struct ConfigurationLoader {
         if !(1...10_000_000).contains(config.maxQueuedJobs.value) {
             problems.append("max_queued_jobs\(at(config.maxQueuedJobs.source)): \(config.maxQueuedJobs.value) is outside 1...10000000")
         }
-        if let url = URL(string: config.sendGridBaseURL.value), ["http", "https"].contains(url.scheme ?? ""), url.host != nil {
+        if let url = URL(string: config.sendGridBaseURL.value), ["http", "https"].contains(url.scheme ?? ""), let host = url.host {
+            if url.scheme == "http", !Self.isLoopbackHost(host), !config.allowInsecureHTTP.value {
+                problems.append(
+                    "sendgrid.base_url\(at(config.sendGridBaseURL.source)): \"\(config.sendGridBaseURL.value)\" is plain http to a host other than "
+                        + "loopback: the API key would cross the network unencrypted; use https:// (or set [sendgrid] allow_insecure_http = true)")
+            }
         } else {
             problems.append("sendgrid.base_url\(at(config.sendGridBaseURL.source)): \"\(config.sendGridBaseURL.value)\" is not an http(s) URL")
+        }
+        for (key, setting, range) in [
+            ("rejected_retention_days", config.rejectedRetentionDays, 0...3650), ("api_max_connections", config.apiMaxConnections, 16...100_000),
+            ("api_idle_timeout_seconds", config.apiIdleTimeoutSeconds, 1...3600), ("api_request_timeout_seconds", config.apiRequestTimeoutSeconds, 1...300),
+        ] where !range.contains(setting.value) {
+            problems.append("\(key)\(at(setting.source)): \(setting.value) is outside \(range.lowerBound)...\(range.upperBound)")
         }
         if !(0.1...60).contains(config.connectTimeoutSeconds.value) {
             problems.append("sendgrid.connect_timeout_seconds\(at(config.connectTimeoutSeconds.source)): \(config.connectTimeoutSeconds.value) is outside 0.1...60")
@@ -218,6 +229,14 @@ public struct ConfigurationLoader {
         }
     }
 
+    /// 127.0.0.0/8, ::1 or localhost.
+    static func isLoopbackHost(_ host: String) -> Bool {
+        let bare = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        if bare == "localhost" || bare == "::1" { return true }
+        let parts = bare.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
+    }
+
     static func isLoopbackListen(_ listen: String) -> Bool {
         guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (1...65535).contains(port) else {
             return false
@@ -228,6 +247,11 @@ public struct ConfigurationLoader {
     // MARK: Keys
 
     mutating func resolveKeys(_ config: inout DaemonConfiguration, problems: inout [String]) {
+        // The API token guards writes on the TCP listener: like a key, it must not be world-readable.
+        if let file = config.apiTokenFile.value, let attributes = try? FileManager.default.attributesOfItem(atPath: file),
+            let mode = attributes[.posixPermissions] as? Int, mode & 0o004 != 0 {
+            warnings.append("the API token file \(file) is readable by every user (mode \(String(mode, radix: 8))); run: chmod o-r \(file)")
+        }
         for index in config.accounts.indices {
             let account = config.accounts[index]
             let credentialName = account.name == "default" ? "sendgrid-api-key" : "sendgrid-api-key-\(account.name)"
@@ -307,7 +331,7 @@ private struct TableReader {
     mutating func apply(_ table: TOMLTable, to config: inout DaemonConfiguration) {
         let topKeys: Set<String> = [
             "state_dir", "spool_dir", "socket", "listen", "api_token_file", "dry_run", "log_level", "retention_days", "max_queued_jobs", "sendgrid",
-            "limits", "account",
+            "limits", "account", "rejected_retention_days", "api_max_connections", "api_idle_timeout_seconds", "api_request_timeout_seconds",
         ]
         for key in table.keys where !topKeys.contains(key) { unknown(nil, key) }
         string(table, nil, "state_dir") { config.stateDir = $0 }
@@ -319,9 +343,16 @@ private struct TableReader {
         string(table, nil, "log_level") { config.logLevel = $0 }
         int(table, nil, "retention_days") { config.retentionDays = $0 }
         int(table, nil, "max_queued_jobs") { config.maxQueuedJobs = $0 }
+        int(table, nil, "rejected_retention_days") { config.rejectedRetentionDays = $0 }
+        int(table, nil, "api_max_connections") { config.apiMaxConnections = $0 }
+        int(table, nil, "api_idle_timeout_seconds") { config.apiIdleTimeoutSeconds = $0 }
+        int(table, nil, "api_request_timeout_seconds") { config.apiRequestTimeoutSeconds = $0 }
         if let value = table["sendgrid"] {
             if let sendgrid = value.table {
-                for key in sendgrid.keys where !["base_url", "request_timeout_seconds", "connect_timeout_seconds", "preflight", "max_attempts"].contains(key) { unknown("sendgrid", key) }
+                for key in sendgrid.keys where !["base_url", "request_timeout_seconds", "connect_timeout_seconds", "preflight", "max_attempts", "allow_insecure_http"].contains(key) {
+                    unknown("sendgrid", key)
+                }
+                bool(sendgrid, "sendgrid", "allow_insecure_http") { config.allowInsecureHTTP = $0 }
                 string(sendgrid, "sendgrid", "base_url") { config.sendGridBaseURL = $0 }
                 number(sendgrid, "sendgrid", "request_timeout_seconds") { config.requestTimeoutSeconds = $0 }
                 number(sendgrid, "sendgrid", "connect_timeout_seconds") { config.connectTimeoutSeconds = $0 }

@@ -25,14 +25,21 @@ public final class ControlState: @unchecked Sendable {
     private let reread: @Sendable () -> Void
     /// The composition root's logger (a lifted block is worth a line in the journal).
     public let logger: Logger
+    /// Where handlers do their blocking work.
+    public let work: APIWork
+    /// The last plan served, reused while nothing it depends on changed.
+    let planCache = PlanCache()
+    /// Goes up when the configuration or the tz data is replaced (part of the plan cache's key).
+    private var settingsGeneration: UInt64 = 0
 
     public init(
         ledger: any Ledger, zones: ZoneInfoDirectory, configuration: DaemonConfiguration, version: String, startedAt: Date,
         now: @escaping @Sendable () -> Date, metrics: RefreshdMetrics, lanes: @escaping @Sendable () -> [LaneStatus],
         lane: (@Sendable (String) -> LaneStatus?)? = nil, intake: @escaping @Sendable () -> SpoolIntake.IntakeState?,
         wake: @escaping @Sendable () -> Void, reread: @escaping @Sendable () -> Void = {},
-        logger: Logger = Logger(label: "refreshd", factory: { _ in SwiftLogNoOpLogHandler() })
+        logger: Logger = Logger(label: "refreshd", factory: { _ in SwiftLogNoOpLogHandler() }), work: APIWork = APIWork()
     ) {
+        self.work = work
         self.reread = reread
         self.logger = logger
         self.lane = lane ?? { name in lanes().first { $0.account == name } }
@@ -55,6 +62,7 @@ public final class ControlState: @unchecked Sendable {
             lock.withLock {
                 _configuration = newValue
                 _accountNames = Set(newValue.accounts.map(\.name))
+                settingsGeneration += 1
             }
         }
     }
@@ -66,7 +74,19 @@ public final class ControlState: @unchecked Sendable {
     /// The tz data in use (replaced by a reload or a tzdata upgrade).
     public var zones: ZoneInfoDirectory {
         get { lock.withLock { _zones } }
-        set { lock.withLock { _zones = newValue } }
+        set {
+            lock.withLock {
+                _zones = newValue
+                settingsGeneration += 1
+            }
+        }
+    }
+
+    /// What the plan depends on besides "now": the ledger's writes, the settings, the pauses.
+    var planKey: PlanCache.Key {
+        PlanCache.Key(
+            ledger: ledger.changeCount, settings: lock.withLock { settingsGeneration },
+            paused: laneStatuses.filter { $0.paused != nil }.map(\.account).sorted())
     }
 
     var laneStatuses: [LaneStatus] { lanes() }
@@ -82,12 +102,11 @@ extension ControlState {
     /// The account's own budgets now (requests of the last two UTC days, optionally its blocks),
     /// as the status line, the metrics and GET /v1/budget report them.
     func accountBudgets(_ account: String, includeBlocks: Bool, now t: Date) throws -> [RuleBudget] {
+        // The account's rule (I3) counts on UTC days: the segments' zones play no part.
         let history = try ledger.attempts(since: t.addingTimeInterval(-2 * 86400), account: account, segmentID: nil, limit: Int.max).map {
-            Attempt(account: $0.account, segment: $0.segmentID, zone: .fixed(name: "UTC", offset: 0), outcome: $0.outcome, startedAt: $0.startedAt, finishedAt: $0.finishedAt)
+            $0.engineAttempt(resolve: { _ in nil })
         }
-        let blocks = includeBlocks
-            ? try ledger.blocks(account: account, now: t).filter { $0.segmentID == nil }.map { LearnedBlock(scope: .account($0.account), until: $0.until, reason: $0.reason) }
-            : []
+        let blocks = includeBlocks ? try ledger.blocks(account: account, now: t).filter { $0.segmentID == nil }.map(\.engineBlock) : []
         return RuleEngine.accountBudgets(account: account, history: history, blocks: blocks, limits: configuration.limits(for: account), now: t)
     }
 }
@@ -137,7 +156,9 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return ControlAPI.json(["error": ["code": code, "message": message]], status: error.status)
         } catch let error as LedgerError {
             logger.error("control API: ledger error", metadata: ["error": "\(error)"])
-            return ControlAPI.json(["error": ["code": "ledger_\(error.code.rawValue)", "message": error.message]], status: .serviceUnavailable)
+            var response = ControlAPI.json(["error": ["code": "ledger_\(error.code.rawValue)", "message": error.message]], status: .serviceUnavailable)
+            if error.code == .busy || error.code == .notWritable { response.headers[.retryAfter] = "5" }
+            return response
         } catch {
             logger.error("control API: unexpected error", metadata: ["error": "\(error)"])
             return ControlAPI.json(["error": ["code": "internal", "message": "internal error: \(type(of: error))"]], status: .internalServerError)
@@ -195,38 +216,70 @@ public enum ControlAPI {
         router.middlewares.add(JSONErrorMiddleware(logger: logger))
         if tcp { router.middlewares.add(WriteTokenMiddleware(token: writeToken)) }
         let handlers = Handlers(state: state)
-        router.get("/healthz") { _, _ in try handlers.health() }
-        router.get("/metrics") { _, _ in handlers.metrics() }
+        // Every handler that touches the ledger runs on the API's own threads (see APIWork).
+        let work = state.work
+        router.get("/healthz") { _, _ in try await work.read { try handlers.health() } }
+        router.get("/metrics") { _, _ in try await work.read { handlers.metrics() } }
         router.get("/v1/openapi.json") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: openAPIDocument)))
         }
-        router.get("/v1/status") { _, _ in try handlers.status() }
-        router.get("/v1/budget") { _, _ in try handlers.budget() }
+        router.get("/v1/status") { _, _ in try await work.read { try handlers.status() } }
+        router.get("/v1/budget") { _, _ in try await work.read { try handlers.budget() } }
         router.get("/v1/segments/{id}/budget") { request, context in
-            try handlers.segmentBudget(id: context.parameters.get("id") ?? "", query: request.uri.queryParameters)
+            let id = context.parameters.get("id") ?? ""
+            let query = request.uri.queryParameters
+            return try await work.read { try handlers.segmentBudget(id: id, query: query) }
         }
-        router.get("/v1/jobs") { request, _ in try handlers.jobs(query: request.uri.queryParameters) }
+        router.get("/v1/jobs") { request, _ in
+            let query = request.uri.queryParameters
+            return try await work.read { try handlers.jobs(query: query) }
+        }
         router.post("/v1/jobs") { request, _ in
-            let body = try await request.body.collect(upTo: JobFile.maxBytes + 1)
-            return try handlers.enqueue(body: body)
+            let body: ByteBuffer
+            do {
+                body = try await request.body.collect(upTo: JobFile.maxBytes)
+            } catch is NIOTooManyBytesError {
+                throw APIError(.contentTooLarge, "too_large", "a job is at most \(JobFile.maxBytes) bytes")
+            }
+            return try await work.write { try handlers.enqueue(body: body) }
         }
-        router.get("/v1/jobs/{id}") { _, context in try handlers.job(id: context.parameters.get("id") ?? "") }
-        router.delete("/v1/jobs/{id}") { _, context in try handlers.cancel(id: context.parameters.get("id") ?? "") }
-        router.get("/v1/plan") { _, _ in try handlers.plan() }
-        router.get("/v1/refreshes") { request, _ in try handlers.refreshes(query: request.uri.queryParameters) }
-        router.get("/v1/blocks") { request, _ in try handlers.blocks(query: request.uri.queryParameters) }
-        router.delete("/v1/blocks/{id}") { _, context in try handlers.liftBlock(id: context.parameters.get("id") ?? "") }
+        router.get("/v1/jobs/{id}") { _, context in
+            let id = context.parameters.get("id") ?? ""
+            return try await work.read { try handlers.job(id: id) }
+        }
+        router.delete("/v1/jobs/{id}") { _, context in
+            let id = context.parameters.get("id") ?? ""
+            return try await work.write { try handlers.cancel(id: id) }
+        }
+        router.get("/v1/plan") { _, _ in try await handlers.plan() }
+        router.get("/v1/refreshes") { request, _ in
+            let query = request.uri.queryParameters
+            return try await work.read { try handlers.refreshes(query: query) }
+        }
+        router.get("/v1/blocks") { request, _ in
+            let query = request.uri.queryParameters
+            return try await work.read { try handlers.blocks(query: query) }
+        }
+        router.delete("/v1/blocks/{id}") { _, context in
+            let id = context.parameters.get("id") ?? ""
+            return try await work.write { try handlers.liftBlock(id: id) }
+        }
         return router
     }
 
     /// A JSON response from plain values (dictionaries, arrays, strings, numbers, booleans, NSNull).
     static func json(_ value: Any, status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: jsonBuffer(value)))
+    }
+
+    /// The JSON text of plain values, with a final newline.
+    static func jsonBuffer(_ value: Any) -> ByteBuffer {
         // No .sortedKeys: on Linux it sorts with locale-aware string comparison (ICU), which cost
         // more than the whole rule evaluation (seen in a profile of the budget route).
         let data = (try? JSONSerialization.data(withJSONObject: value, options: [.withoutEscapingSlashes])) ?? Data("{}".utf8)
         var buffer = ByteBuffer(bytes: data)
         buffer.writeString("\n")
-        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: buffer))
+        return buffer
     }
 }
 
@@ -264,6 +317,7 @@ struct Handlers: Sendable {
             entry["paused_reason"] = lane?.paused ?? NSNull()
             entry["next_send_at"] = lane?.nextSendAt.map(Timestamp.rfc3339) ?? NSNull()
             entry["last_error"] = lane?.lastError ?? NSNull()
+            entry["held"] = lane?.held ?? 0
             accounts.append(entry)
         }
         var spool: [String: Any] = ["backlog": 0, "taken": 0, "rejected": 0, "blocked": NSNull()]
@@ -279,6 +333,7 @@ struct Handlers: Sendable {
             "uptime_seconds": Int(t.timeIntervalSince(state.startedAt)), "now": Timestamp.rfc3339(t), "jobs": jobs,
             "queue_size": counts[.queued] ?? 0, "spool": spool, "accounts": accounts, "last_error": lastError ?? NSNull(),
             "paused_accounts": accounts.filter { $0["paused"] as? Bool == true }.map { $0["name"]! },
+            "held_jobs": lanes.map(\.held).reduce(0, +),
         ]
         return ControlAPI.json(body)
     }
@@ -286,7 +341,6 @@ struct Handlers: Sendable {
     // MARK: Budget
 
     private func rules(_ name: String) -> ZoneRules? { try? state.zones.rules(for: name) }
-    private var utc: ZoneRules { rules("UTC") ?? ZoneRules.fixed(name: "UTC", offset: 0) }
 
     func budgetJSON(_ budget: RuleBudget) -> [String: Any] {
         [
@@ -345,7 +399,7 @@ struct Handlers: Sendable {
             throw APIError.badRequest(
                 "time_zone", "unknown time zone \"\(zoneName)\"" + (suggestions.isEmpty ? "" : "; did you mean \(suggestions.joined(separator: ", "))?"))
         }
-        let inputs = history.engineInputs(resolve: rules, fallback: utc)
+        let inputs = history.engineInputs(resolve: rules)
         let decision = RuleEngine.decide(
             account: account, segment: segment, zone: zone, history: inputs.attempts, blocks: inputs.blocks, limits: configuration.limits(for: account),
             now: t)
@@ -363,8 +417,11 @@ struct Handlers: Sendable {
 
     // MARK: Jobs
 
-    static func jobJSON(_ job: StoredJob) -> [String: Any] {
-        [
+    static func jobJSON(_ job: StoredJob, zones: ZoneInfoDirectory) -> [String: Any] {
+        var held: Any = NSNull()
+        if job.state == .queued, let reason = JobHold.reason(timeZone: job.job.timeZone, zones: zones) { held = reason }
+        return [
+            "held_reason": held,
             "id": job.id, "state": job.state.rawValue, "account": job.job.account, "segment_id": job.job.segmentID,
             "time_zone": job.job.timeZone, "priority": job.job.priority, "source": job.job.source,
             "idempotency_key": job.job.idempotencyKey ?? NSNull(), "not_before": job.job.notBefore.map(Timestamp.rfc3339) ?? NSNull(),
@@ -401,13 +458,14 @@ struct Handlers: Sendable {
         }
         let page = try ledger.jobs(state: jobState, segmentID: segment, after: cursor, limit: limit)
         let next: Any = page.count == limit ? String(page.last!.id) : NSNull()
-        return ControlAPI.json(["jobs": page.map(Self.jobJSON), "next_cursor": next])
+        let zones = state.zones
+        return ControlAPI.json(["jobs": page.map { Self.jobJSON($0, zones: zones) }, "next_cursor": next])
     }
 
     func job(id: String) throws -> Response {
         let id = try jobID(id)
         guard let job = try ledger.job(id: id) else { throw APIError(.notFound, "job_not_found", "no job \(id)") }
-        return ControlAPI.json(["job": Self.jobJSON(job)])
+        return ControlAPI.json(["job": Self.jobJSON(job, zones: state.zones)])
     }
 
     func enqueue(body: ByteBuffer) throws -> Response {
@@ -435,9 +493,9 @@ struct Handlers: Sendable {
             switch try ledger.enqueue(job, now: state.now()) {
             case .created(let stored):
                 state.wakeDispatcher()
-                return ControlAPI.json(["job": Self.jobJSON(stored), "created": true], status: .created)
+                return ControlAPI.json(["job": Self.jobJSON(stored, zones: state.zones), "created": true], status: .created)
             case .duplicate(let stored):
-                return ControlAPI.json(["job": Self.jobJSON(stored), "created": false])
+                return ControlAPI.json(["job": Self.jobJSON(stored, zones: state.zones), "created": false])
             }
         } catch let error as LedgerError where error.code == .idempotencyConflict {
             throw APIError(.conflict, "idempotency_conflict", error.message)
@@ -449,7 +507,7 @@ struct Handlers: Sendable {
         do {
             let job = try ledger.cancel(jobID: id, now: state.now())
             state.wakeDispatcher()
-            return ControlAPI.json(["job": Self.jobJSON(job)])
+            return ControlAPI.json(["job": Self.jobJSON(job, zones: state.zones)])
         } catch let error as LedgerError where error.code == .notFound {
             throw APIError(.notFound, "job_not_found", "no job \(id)")
         } catch let error as LedgerError where error.code == .invalidState {
@@ -459,26 +517,30 @@ struct Handlers: Sendable {
 
     // MARK: Plan and history
 
-    func plan() throws -> Response {
+    /// The forecast, computed at most once per ledger change (and every `PlanCache.maxAge` seconds
+    /// at most): planning 20,000 queued jobs takes about a second, and parallel requests share
+    /// one computation instead of each paying for it (the route is no amplifier).
+    func plan() async throws -> Response {
+        let key = state.planKey
+        let body = try await state.planCache.value(for: key, now: state.now()) { [self] in
+            try await state.work.read { try self.planBody() }
+        }
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
+    }
+
+    func planBody() throws -> ByteBuffer {
         let t = state.now()
         let configuration = state.configuration
+        let zones = state.zones
         let lanes = state.laneStatuses
         let paused = Set(lanes.filter { $0.paused != nil }.map(\.account))
         let queued = try ledger.queuedJobs()
-        let attempts = try ledger.attempts(since: t.addingTimeInterval(-4 * 86400), account: nil, segmentID: nil, limit: Int.max)
-        var history: [Attempt] = []
-        for attempt in attempts {
-            history.append(Attempt(
-                account: attempt.account, segment: attempt.segmentID, zone: rules(attempt.timeZone) ?? utc, outcome: attempt.outcome,
-                startedAt: attempt.startedAt, finishedAt: attempt.finishedAt))
+        let history = try ledger.attempts(since: t.addingTimeInterval(-4 * 86400), account: nil, segmentID: nil, limit: Int.max).map {
+            $0.engineAttempt(resolve: rules)
         }
         var blocks: [LearnedBlock] = []
         for account in configuration.accounts {
-            blocks += try ledger.blocks(account: account.name, now: t).map { block in
-                LearnedBlock(
-                    scope: block.segmentID.map { .segment(account: block.account, segment: $0) } ?? .account(block.account), until: block.until,
-                    reason: block.reason)
-            }
+            blocks += try ledger.blocks(account: account.name, now: t).map(\.engineBlock)
         }
         var jobsOut: [[String: Any]] = []
         var sendsOut: [[String: Any]] = []
@@ -489,10 +551,20 @@ struct Handlers: Sendable {
                 jobsOut += jobs.map { ["id": $0.id, "account": account, "segment_id": $0.job.segmentID, "fate": why, "at": NSNull()] }
                 continue
             }
-            let queue = jobs.map { job in
-                QueuedJob(
-                    id: String(job.id), account: account, segment: job.job.segmentID, zone: rules(job.job.timeZone) ?? utc, priority: job.job.priority,
-                    sequence: job.id, notBefore: job.dueAt, expiresAt: job.job.expiresAt)
+            // A job whose zone cannot be loaded is held, never planned under another zone.
+            var queue: [QueuedJob] = []
+            for job in jobs {
+                guard let zone = rules(job.job.timeZone) else {
+                    jobsOut.append([
+                        "id": job.id, "account": account, "segment_id": job.job.segmentID, "fate": "held", "at": NSNull(),
+                        "reason": JobHold.reason(timeZone: job.job.timeZone, zones: zones) ?? NSNull(),
+                    ])
+                    continue
+                }
+                queue.append(
+                    QueuedJob(
+                        id: String(job.id), account: account, segment: job.job.segmentID, zone: zone, priority: job.job.priority,
+                        sequence: job.id, notBefore: job.dueAt, expiresAt: job.job.expiresAt))
             }
             let plan = Planner.plan(
                 queue: queue, history: history.filter { $0.account == account }, blocks: blocks, limits: configuration.limits(for: account), now: t)
@@ -502,11 +574,12 @@ struct Handlers: Sendable {
                     "jobs": send.jobs.compactMap { Int64($0) }, "reasons": send.reasons.map(\.rawValue),
                 ])
             }
-            for job in jobs {
-                var entry: [String: Any] = ["id": job.id, "account": account, "segment_id": job.job.segmentID]
-                switch plan.fates[String(job.id)] {
+            for job in queue {
+                let id = job.sequence
+                var entry: [String: Any] = ["id": id, "account": account, "segment_id": job.segment]
+                switch plan.fates[job.id] {
                 case .send(let at, let leader)?:
-                    entry["fate"] = Int64(leader) == job.id ? "send" : "coalesce"
+                    entry["fate"] = leader == job.id ? "send" : "coalesce"
                     entry["at"] = Timestamp.rfc3339(at)
                     entry["leader"] = Int64(leader) ?? NSNull()
                 case .expire(let at)?:
@@ -520,7 +593,7 @@ struct Handlers: Sendable {
             }
         }
         sendsOut.sort { ($0["at"] as! String) < ($1["at"] as! String) }
-        return ControlAPI.json(["now": Timestamp.rfc3339(t), "sends": sendsOut, "jobs": jobsOut])
+        return ControlAPI.jsonBuffer(["now": Timestamp.rfc3339(t), "sends": sendsOut, "jobs": jobsOut])
     }
 
     static func attemptJSON(_ attempt: StoredAttempt) -> [String: Any] {
@@ -591,5 +664,36 @@ struct Handlers: Sendable {
             throw APIError.badRequest(name, "\"\(text)\" is not a whole number in \(range.lowerBound)...\(range.upperBound)")
         }
         return parsed
+    }
+}
+
+/// The last plan's JSON and the key it was computed for; requests while it is being computed wait
+/// for that one computation.
+final class PlanCache: @unchecked Sendable {
+    /// What a plan depends on besides "now".
+    struct Key: Equatable, Sendable {
+        var ledger: UInt64
+        var settings: UInt64
+        var paused: [String]
+    }
+
+    /// A plan is served at most this long after it was computed (it is a forecast from then).
+    static let maxAge: TimeInterval = 10
+    private let lock = NSLock()
+    private var entry: (key: Key, at: Date, task: Task<ByteBuffer, any Error>)?
+
+    func value(for key: Key, now: Date, compute: @escaping @Sendable () async throws -> ByteBuffer) async throws -> ByteBuffer {
+        let task = lock.withLock { () -> Task<ByteBuffer, any Error> in
+            if let entry, entry.key == key, now >= entry.at, now.timeIntervalSince(entry.at) < Self.maxAge { return entry.task }
+            let task = Task { try await compute() }
+            entry = (key, now, task)
+            return task
+        }
+        do {
+            return try await task.value
+        } catch {
+            lock.withLock { if entry?.task == task { entry = nil } }
+            throw error
+        }
     }
 }

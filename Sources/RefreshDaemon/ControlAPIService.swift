@@ -1,7 +1,9 @@
 import Foundation
 import Glibc
 import Hummingbird
+import HummingbirdCore
 import Logging
+import NIOCore
 import ServiceLifecycle
 
 /// The control API's listeners, as services: the unix socket (always) and a loopback TCP port
@@ -53,13 +55,40 @@ public enum ControlAPIListeners {
         return result == 0
     }
 
+    /// What bounds a listener's connections (see `ConnectionRegistry`).
+    public struct Limits: Sendable {
+        public var maxConnections: Int
+        public var idleTimeout: Duration
+        public var requestTimeout: Duration
+
+        public init(maxConnections: Int = 512, idleTimeout: Duration = .seconds(60), requestTimeout: Duration = .seconds(10)) {
+            self.maxConnections = maxConnections
+            self.idleTimeout = idleTimeout
+            self.requestTimeout = requestTimeout
+        }
+    }
+
+    /// HTTP/1.1 with the connection cap, the request timeout and the idle timeout.
+    static func server(_ limits: Limits) -> HTTPServerBuilder {
+        let registry = ConnectionRegistry(limit: limits.maxConnections)
+        let requestTimeout = TimeAmount.nanoseconds(Int64(limits.requestTimeout / Duration.nanoseconds(1)))
+        let idleTimeout = TimeAmount.nanoseconds(Int64(limits.idleTimeout / Duration.nanoseconds(1)))
+        return .http1(
+            configuration: HTTP1Channel.Configuration(
+                additionalChannelHandlers: [ConnectionGuardHandler(registry: registry, requestTimeout: requestTimeout)],
+                idleTimeout: idleTimeout))
+    }
+
     /// The listeners for a configuration (the socket must have been prepared).
-    public static func make(state: ControlState, socketPath: String, listen: String?, apiToken: String?, logger: Logger) throws -> [any Service] {
+    public static func make(
+        state: ControlState, socketPath: String, listen: String?, apiToken: String?, limits: Limits = Limits(), logger: Logger
+    ) throws -> [any Service] {
         var quiet = logger
         quiet.logLevel = max(logger.logLevel, .warning)
         let unixRouter = ControlAPI.router(state: state, logger: logger, tcp: false, writeToken: nil)
         let unix = Application(
-            router: unixRouter, configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "refreshd/\(state.version)"),
+            router: unixRouter, server: server(limits),
+            configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "refreshd/\(state.version)"),
             onServerRunning: { _ in
                 // Owner and group (refreshd) may connect; nobody else.
                 chmod(socketPath, 0o660)
@@ -75,7 +104,8 @@ public enum ControlAPIListeners {
             if host == "localhost" { host = "127.0.0.1" }
             let tcpRouter = ControlAPI.router(state: state, logger: logger, tcp: true, writeToken: apiToken)
             services.append(Application(
-                router: tcpRouter, configuration: .init(address: .hostname(host, port: port), serverName: "refreshd/\(state.version)"),
+                router: tcpRouter, server: server(limits),
+                configuration: .init(address: .hostname(host, port: port), serverName: "refreshd/\(state.version)"),
                 onServerRunning: { _ in logger.debug("control API listening", metadata: ["listen": "\(listen)"]) }, logger: quiet))
         }
         return services

@@ -38,6 +38,13 @@ public enum DaemonApplication {
         } catch {
             throw StartupError(description: "cannot create the state directory \(configuration.stateDir.value): \(error.localizedDescription)", exitCode: 73)
         }
+        // Before the ledger is opened (recovery and migrations write to it): one daemon per state directory.
+        let stateLock: StateDirectoryLock
+        do {
+            stateLock = try StateDirectoryLock.acquire(directory: configuration.stateDir.value, now: now())
+        } catch let failure as StateDirectoryLock.Failure {
+            throw StartupError(description: failure.description, exitCode: failure.heldByAnother ? 75 : 73)
+        }
         let ledger: SQLiteLedger
         do {
             ledger = try SQLiteLedger(
@@ -49,16 +56,18 @@ public enum DaemonApplication {
         let dispatcher = makeDispatcher(configuration: configuration, ledger: ledger, zones: zones, now: now, logger: logger, observer: metrics)
         let intake = SpoolIntake(
             spoolDirectory: configuration.spoolDir.value, ledger: ledger, accounts: Set(configuration.accounts.map(\.name)),
-            zones: zones, maxQueuedJobs: configuration.maxQueuedJobs.value, now: now, logger: logger, onEnqueued: { dispatcher.wakeUp() })
+            zones: zones, maxQueuedJobs: configuration.maxQueuedJobs.value, rejectedRetentionDays: configuration.rejectedRetentionDays.value,
+            now: now, logger: logger, onEnqueued: { dispatcher.wakeUp() })
         do {
             try intake.prepareDirectories()
         } catch {
             throw StartupError(description: "cannot prepare the spool directory \(configuration.spoolDir.value): \(error)", exitCode: 73)
         }
+        let work = APIWork()
         let state = ControlState(
             ledger: ledger, zones: zones, configuration: configuration, version: version, startedAt: now(), now: now, metrics: metrics,
             lanes: { dispatcher.lanes.map(\.status) }, lane: { dispatcher.lane(named: $0)?.status }, intake: { intake.status },
-            wake: { dispatcher.wakeUp() }, reread: { dispatcher.rereadLedger() }, logger: logger)
+            wake: { dispatcher.wakeUp() }, reread: { dispatcher.rereadLedger() }, logger: logger, work: work)
         let ready: @Sendable () -> Void = {
             // The status line goes with READY=1: the watchdog tick may have sent one before the
             // spool scan, and systemd keeps the last STATUS= it got.
@@ -81,8 +90,12 @@ public enum DaemonApplication {
         let listeners: [any Service]
         do {
             try ControlAPIListeners.prepareSocket(configuration.socket.value)
+            let limits = ControlAPIListeners.Limits(
+                maxConnections: connectionCap(configuration: configuration, logger: logger),
+                idleTimeout: .seconds(configuration.apiIdleTimeoutSeconds.value), requestTimeout: .seconds(configuration.apiRequestTimeoutSeconds.value))
             listeners = try ControlAPIListeners.make(
-                state: state, socketPath: configuration.socket.value, listen: configuration.listen.value, apiToken: apiToken, logger: logger)
+                state: state, socketPath: configuration.socket.value, listen: configuration.listen.value, apiToken: apiToken, limits: limits,
+                logger: logger)
         } catch {
             throw StartupError(description: "control API: \(error)", exitCode: 73)
         }
@@ -112,8 +125,34 @@ public enum DaemonApplication {
             configuration: ServiceGroupConfiguration(
                 services: [dispatcher, maintenance] + listeners + [spool, notify, reload], gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
+        // The lock is held until the process ends (the kernel drops it then).
+        defer { withExtendedLifetime(stateLock) {} }
         try await group.run()
+        await work.shutdown()
         logger.info("refreshd stopped")
+    }
+
+    /// Raises the soft limit on open descriptors to the hard one (systemd's default soft limit is
+    /// 1,024) and returns the connection cap per listener that fits in it with room to spare for
+    /// the ledger, the spool, SendGrid and the journal: a flood of connections must never take the
+    /// descriptors intake and the dispatcher need.
+    static func connectionCap(configuration: DaemonConfiguration, logger: Logger) -> Int {
+        var limit = rlimit()
+        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        let listeners = configuration.listen.value == nil ? 1 : 2
+        let reserve = 256
+        let available = limit.rlim_cur >= UInt(Int.max) ? Int.max : Int(limit.rlim_cur)
+        let fitting = max(16, (available - reserve) / listeners)
+        let wanted = configuration.apiMaxConnections.value
+        guard fitting < wanted else { return wanted }
+        logger.warning(
+            "the descriptor limit is too low for api_max_connections; the control API holds fewer connections",
+            metadata: ["limit": "\(available)", "api_max_connections": "\(wanted)", "used": "\(fitting)", "fix": "raise LimitNOFILE"])
+        return fitting
     }
 
     /// "12 queued, next in 41 min, 7/10 left today" (systemd's STATUS= line).
@@ -139,6 +178,8 @@ public enum DaemonApplication {
         let paused = lanes.filter { $0.paused != nil }.map(\.account)
         if !paused.isEmpty { parts.append("PAUSED: \(paused.joined(separator: ","))") }
         if lanes.contains(where: \.waitingForLedger) { parts.append("LEDGER NOT WRITABLE: waiting to record an answer") }
+        let held = lanes.map(\.held).reduce(0, +)
+        if held > 0 { parts.append("HELD: \(held) job\(held == 1 ? "" : "s") with a time zone the tz data lacks (refreshctl jobs)") }
         if state.intakeState?.blocked != nil { parts.append("SPOOL INTAKE BLOCKED (see refreshctl status)") }
         return parts.joined(separator: ", ")
     }

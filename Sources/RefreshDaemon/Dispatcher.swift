@@ -74,6 +74,8 @@ public struct LaneStatus: Sendable, Equatable {
     public var lastStepAt: Date?
     /// SendGrid's last answer is not in the ledger yet (full disk): nothing goes out until it is.
     public var waitingForLedger = false
+    /// Queued jobs held because their time zone cannot be loaded (never sent with another zone).
+    public var held = 0
 }
 
 /// The dispatcher for one account: takes its queued jobs, waits until the rules allow each,
@@ -110,6 +112,10 @@ public final class AccountLane: @unchecked Sendable {
     private var stopping = false
     private var beat: ContinuousClock.Instant?
     private var pending: Reconfiguration?
+    /// Queued jobs whose zone cannot be loaded, by id (with the zone): held, never sent.
+    private var held: [Int64: (segment: String, zone: String)] = [:]
+    /// Held jobs already named in the journal (named again after a reload).
+    private var warnedHeld = Set<Int64>()
     private var rereadRequested = false
 
     /// What a reload changes, applied by the loop between two sends (never during one).
@@ -180,6 +186,7 @@ public final class AccountLane: @unchecked Sendable {
         account = change.account
         client = change.client
         zones = change.zones
+        warnedHeld = []
         preflight = change.preflight
         maxAttempts = change.maxAttempts
         if queue.pauseReason != nil {
@@ -262,33 +269,36 @@ public final class AccountLane: @unchecked Sendable {
 
     // MARK: Reading the ledger
 
-    private var utc: ZoneRules { (try? zones.rules(for: "UTC")) ?? ZoneRules.fixed(name: "UTC", offset: 0) }
+    /// A zone's rules, or nil when the host cannot load it (never another zone in its place).
+    private func rules(_ name: String) -> ZoneRules? { try? zones.rules(for: name) }
 
-    private func rules(_ name: String) -> ZoneRules { (try? zones.rules(for: name)) ?? utc }
-
-    private func pending(_ job: StoredJob) -> PendingJob {
-        PendingJob(
-            id: job.id, segment: job.job.segmentID, zone: rules(job.job.timeZone), priority: job.job.priority, dueAt: job.dueAt,
-            expiresAt: job.job.expiresAt)
+    /// The queue's view of a job; nil when its zone cannot be loaded: the job is held (counted in
+    /// `held`, shown by the API) and never sent with another zone.
+    private func pending(_ job: StoredJob) -> PendingJob? {
+        guard let zone = rules(job.job.timeZone) else {
+            held[job.id] = (job.job.segmentID, job.job.timeZone)
+            if warnedHeld.insert(job.id).inserted {
+                logger.warning(
+                    "job held: its time zone cannot be loaded from the host's tz data; it is never sent with another zone",
+                    metadata: ["job.id": "\(job.id)", "segment.id": "\(job.job.segmentID)", "time_zone": "\(job.job.timeZone)"])
+            }
+            return nil
+        }
+        held[job.id] = nil
+        return PendingJob(
+            id: job.id, segment: job.job.segmentID, zone: zone, priority: job.job.priority, dueAt: job.dueAt, expiresAt: job.job.expiresAt)
     }
 
-    private func attempt(_ stored: StoredAttempt) -> Attempt {
-        Attempt(
-            account: stored.account, segment: stored.segmentID, zone: rules(stored.timeZone), outcome: stored.outcome,
-            startedAt: stored.startedAt, finishedAt: stored.finishedAt)
-    }
+    private func attempt(_ stored: StoredAttempt) -> Attempt { stored.engineAttempt(resolve: rules) }
 
-    private func learned(_ block: StoredBlock) -> LearnedBlock {
-        LearnedBlock(
-            scope: block.segmentID.map { .segment(account: block.account, segment: $0) } ?? .account(block.account), until: block.until,
-            reason: block.reason)
-    }
+    private func learned(_ block: StoredBlock) -> LearnedBlock { block.engineBlock }
 
     /// Reads every queued job of the account, its recent attempts and blocks.
     func load(now t: Date) throws {
         // A fresh queue (a reload may have changed zones or limits); a pause survives.
         let pause = queue.pauseReason
         queue = SendQueue(account: account.name, limits: queue.limits)
+        held = [:]
         if let pause { queue.pause(reason: pause) }
         let all = try ledger.queuedJobs()
         lastSeenJobID = all.map(\.id).max() ?? 0
@@ -300,7 +310,7 @@ public final class AccountLane: @unchecked Sendable {
         queue.setBlocks(blocks, now: t)
         let bySegment = Dictionary(grouping: attempts, by: \.segment)
         for (segment, jobs) in Dictionary(grouping: mine, by: \.job.segmentID) {
-            queue.setJobs(segment: segment, jobs.map(pending), history: bySegment[segment] ?? [], blocks: blocks, now: t)
+            queue.setJobs(segment: segment, jobs.compactMap(pending), history: bySegment[segment] ?? [], blocks: blocks, now: t)
         }
         loaded = true
         if !mine.isEmpty { logger.info("dispatcher loaded the queue", metadata: ["queued": "\(mine.count)"]) }
@@ -314,7 +324,7 @@ public final class AccountLane: @unchecked Sendable {
             lastSeenJobID = last.id
             for (segment, jobs) in Dictionary(grouping: batch.filter { $0.job.account == account.name }, by: \.job.segmentID) {
                 if queue.knows(segment: segment) {
-                    for job in jobs { queue.add(pending(job), now: t) }
+                    for job in jobs { if let job = pending(job) { queue.add(job, now: t) } }
                 } else {
                     try reload(segment: segment, now: t)
                 }
@@ -327,8 +337,11 @@ public final class AccountLane: @unchecked Sendable {
     private func reload(segment: String, now t: Date) throws {
         let jobs = try ledger.queuedJobs(account: account.name, segmentID: segment)
         let history = try ledger.history(account: account.name, segmentID: segment, now: t)
+        // Held jobs of this segment that are no longer queued (cancelled, expired) stop being held.
+        for (id, entry) in held where entry.segment == segment && !jobs.contains(where: { $0.id == id }) { held[id] = nil }
         queue.setJobs(
-            segment: segment, jobs.map(pending), history: history.segmentAttempts.map(attempt), blocks: history.blocks.map(learned), now: t)
+            segment: segment, jobs.compactMap(pending), history: history.segmentAttempts.map(attempt), blocks: history.blocks.map(learned),
+            now: t)
     }
 
     private func reloadBlocks(now t: Date) throws {
@@ -374,11 +387,15 @@ public final class AccountLane: @unchecked Sendable {
         let alsoZones = queue.jobs(of: segment).map(\.zone)
         let limits = queue.limits
         let accountName = account.name
-        let fallback = utc
+        let zones = self.zones
         let reservation: ReservationResult
         do {
-            reservation = try ledger.reserve(account: accountName, segmentID: segment, timeZone: zone.name, now: t) { history in
-                let inputs = history.engineInputs(resolve: { try? self.zones.rules(for: $0) }, fallback: fallback)
+            // Only jobs whose zone loads ride along (a held job is never sent under another zone).
+            reservation = try ledger.reserve(
+                account: accountName, segmentID: segment, timeZone: zone.name, now: t,
+                admit: { (try? zones.rules(for: $0.job.timeZone)) != nil }
+            ) { history in
+                let inputs = history.engineInputs(resolve: { try? zones.rules(for: $0) })
                 return RuleEngine.decide(
                     account: accountName, segment: segment, zone: zone, alsoZones: alsoZones, history: inputs.attempts,
                     blocks: inputs.blocks, limits: limits, now: t)
@@ -420,6 +437,15 @@ public final class AccountLane: @unchecked Sendable {
         var answer = Unwritten(attemptID: attemptID, segment: segment, zone: zone, startedAt: t, completion: outcome, latency: latency)
         do {
             try write(answer)
+        } catch let error as LedgerError where error.code == .notFound || error.code == .invalidState {
+            // Writing again cannot help (the attempt is gone or already has an answer): say so and
+            // go on; the ledger's row stands (R4 records late answers, so this is not expected).
+            note(error: "ledger: \(error)")
+            segmentLogger.error(
+                "SendGrid's answer cannot be recorded: the attempt is no longer open in the ledger",
+                metadata: ["error": "\(error)", "outcome": "\(outcome.outcome.rawValue)"])
+            loaded = false
+            return
         } catch {
             // The attempt stays reserved (it counts; a restart makes it uncertain). The loop writes
             // the answer again, from 5 s doubling to 60 s, before it does anything else.
@@ -459,6 +485,12 @@ public final class AccountLane: @unchecked Sendable {
         segmentLogger[metadataKey: "segment"] = "\(answer.segment)"
         do {
             try write(answer)
+        } catch let error as LedgerError where error.code == .notFound || error.code == .invalidState {
+            segmentLogger.error("SendGrid's answer cannot be recorded: the attempt is no longer open in the ledger", metadata: ["error": "\(error)"])
+            unwritten = nil
+            statusLock.withLock { published.waitingForLedger = false }
+            loaded = false
+            return true
         } catch {
             unwritten!.failures += 1
             if unwritten!.failures % 10 == 0 {
@@ -636,6 +668,13 @@ public final class AccountLane: @unchecked Sendable {
                 metadata: ["refreshes_used": "\(reading.refreshesUsed)", "missing": "\(missing)", "at": "\(Timestamp.rfc3339(at))"])
             let external = Attempt(account: account.name, segment: segment, zone: zone, outcome: .external, startedAt: at, finishedAt: at)
             for _ in 0..<missing { queue.record(external, now: t) }
+        case .confirmed(let ids):
+            let sent = try ledger.confirmRecorded(attemptIDs: ids, now: t)
+            logger.notice(
+                "pre-flight shows SendGrid recorded earlier unanswered requests; their jobs count as sent",
+                metadata: ["attempts": "\(ids)", "jobs": "\(sent.map(\.id))"])
+            queue.setAccountHistory(
+                try ledger.attempts(since: t.addingTimeInterval(-2 * 86400), account: account.name, segmentID: nil, limit: Int.max).map(attempt))
         case .unrecorded(let ids):
             let changed = try ledger.markUnrecorded(attemptIDs: ids)
             logger.info("pre-flight shows SendGrid did not record earlier unanswered requests", metadata: ["attempts": "\(changed)"])
@@ -658,10 +697,12 @@ public final class AccountLane: @unchecked Sendable {
     private func publish(next: Date?, at t: Date) {
         let paused = queue.pauseReason
         let count = queue.count
+        let heldCount = held.count
         statusLock.withLock {
             published.nextSendAt = next
             published.paused = paused
-            published.queued = count
+            published.queued = count + heldCount
+            published.held = heldCount
             published.lastStepAt = t
         }
     }
@@ -722,8 +763,18 @@ public final class DispatcherService: Service, @unchecked Sendable {
         let added = self.added
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
-                for lane in initial { group.addTask { await lane.run(clock: ContinuousClock(), maxSleep: maxSleep) } }
-                for await lane in added { group.addTask { await lane.run(clock: ContinuousClock(), maxSleep: maxSleep) } }
+                // Each lane on a thread of its own: its ledger calls block (busy timeout, fsync), and
+                // must never hold up the concurrency pool that answers the control API.
+                for lane in initial {
+                    group.addTask(executorPreference: BlockingExecutor("lane.\(lane.name)")) {
+                        await lane.run(clock: ContinuousClock(), maxSleep: maxSleep)
+                    }
+                }
+                for await lane in added {
+                    group.addTask(executorPreference: BlockingExecutor("lane.\(lane.name)")) {
+                        await lane.run(clock: ContinuousClock(), maxSleep: maxSleep)
+                    }
+                }
             }
         } onGracefulShutdown: {
             for lane in self.lanes { lane.stop() }

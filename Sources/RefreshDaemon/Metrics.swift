@@ -66,6 +66,10 @@ public final class RefreshdMetrics: DispatchObserver, @unchecked Sendable {
                 .set(until)
             registry.makeGauge(descriptor: Self.name("account_paused", "", "1 while the account is paused (401, 403)"), labels: [("account", account.name)])
                 .set(lane?.paused == nil ? 0.0 : 1.0)
+            registry.makeGauge(
+                descriptor: Self.name("jobs_held", "", "Queued jobs held back instead of sent, by reason"),
+                labels: [("account", account.name), ("reason", "unknown_time_zone")]
+            ).set(Double(lane?.held ?? 0))
         }
         if let intake = state.intakeState {
             // Intake counts since start; the counters follow them.
@@ -76,6 +80,11 @@ public final class RefreshdMetrics: DispatchObserver, @unchecked Sendable {
             registry.makeCounter(descriptor: Self.name("spool_rejected", "total", "Spool files rejected (moved to rejected/)")).increment(by: Int64(rejected))
             registry.makeCounter(descriptor: Self.name("spool_taken", "total", "Spool files taken into the ledger")).increment(by: Int64(taken))
             registry.makeGauge(descriptor: Self.name("spool_backlog", "", "Files waiting in incoming/")).set(Double(intake.backlog))
+            registry.makeGauge(descriptor: Self.name("spool_intake_blocked", "", "1 while spool intake is blocked (see refreshctl status)"))
+                .set(intake.blocked == nil ? 0.0 : 1.0)
+            registry.makeGauge(descriptor: Self.name("spool_rejected_files", "", "Files kept in rejected/ (with their .error files)"))
+                .set(Double(intake.rejectedFiles))
+            registry.makeGauge(descriptor: Self.name("spool_rejected", "bytes", "Bytes kept in rejected/")).set(Double(intake.rejectedBytes))
         }
         registry.makeGauge(descriptor: Self.name("uptime", "seconds", "Seconds since refreshd started")).set(t.timeIntervalSince(state.startedAt))
         return registry.emitToString()

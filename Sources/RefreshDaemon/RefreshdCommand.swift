@@ -22,6 +22,7 @@ public struct RefreshdCommand: AsyncParsableCommand {
               72  the tz database cannot be read
               73  the state directory cannot be created
               74  the ledger cannot be opened (corrupt, unreadable); it is never overwritten
+              75  another refreshd is running on the same state directory (it is named)
               78  the configuration is invalid
             """,
         version: DaemonApplication.version,
@@ -131,12 +132,17 @@ public struct ConfigurationReport {
         line("log_level", c.logLevel, quoted)
         line("retention_days", c.retentionDays) { "\($0)" }
         line("max_queued_jobs", c.maxQueuedJobs) { "\($0)" }
+        line("rejected_retention_days", c.rejectedRetentionDays) { "\($0)" }
+        line("api_max_connections", c.apiMaxConnections) { "\($0)" }
+        line("api_idle_timeout_seconds", c.apiIdleTimeoutSeconds) { "\($0)" }
+        line("api_request_timeout_seconds", c.apiRequestTimeoutSeconds) { "\($0)" }
         lines.append("[sendgrid]")
         line("base_url", c.sendGridBaseURL, quoted)
         line("request_timeout_seconds", c.requestTimeoutSeconds) { "\($0)" }
         line("connect_timeout_seconds", c.connectTimeoutSeconds) { "\($0)" }
         line("preflight", c.preflight) { "\($0)" }
         line("max_attempts", c.maxAttempts) { "\($0)" }
+        line("allow_insecure_http", c.allowInsecureHTTP) { "\($0)" }
         lines.append("[limits]")
         line("segment_daily", c.segmentDaily) { "\($0)" }
         line("segment_interval_seconds", c.segmentIntervalSeconds) { "\($0)" }

@@ -148,7 +148,10 @@ public final class Reloader: @unchecked Sendable {
             logger.warning("account removed by reload; its queued jobs stay queued until it returns", metadata: ["account": "\(lane.name)"])
             dispatcher.remove(account: lane.name)
         }
-        intake.update(accounts: Set(next.accounts.map(\.name)), zones: newZones, maxQueuedJobs: next.maxQueuedJobs.value)
+        intake.update(
+            accounts: Set(next.accounts.map(\.name)), zones: newZones, maxQueuedJobs: next.maxQueuedJobs.value,
+            rejectedRetentionDays: next.rejectedRetentionDays.value)
+        warnAboutHeldJobs(zones: newZones)
         state.configuration = next
         state.zones = newZones
         if let level = Logger.Level(rawValue: next.logLevel.value) { levels.level = level }
@@ -161,6 +164,20 @@ public final class Reloader: @unchecked Sendable {
         for account in next.accounts where next.isDryRun(account) && !previous.isDryRun(account) {
             logger.warning("dry-run after reload: refreshes for this account are planned and recorded but never sent", metadata: ["account": "\(account.name)"])
         }
+    }
+}
+
+extension Reloader {
+    /// Names every queued job whose zone the tz data now in use cannot load: those jobs are held
+    /// (never sent with another zone) until tz data that has their zone comes back.
+    func warnAboutHeldJobs(zones: ZoneInfoDirectory) {
+        guard let queued = try? ledger.queuedJobs() else { return }
+        let held = queued.filter { JobHold.reason(timeZone: $0.job.timeZone, zones: zones) != nil }
+        guard !held.isEmpty else { return }
+        let named = held.prefix(100).map { "\($0.id) (\($0.job.timeZone))" }.joined(separator: ", ")
+        logger.warning(
+            "queued jobs name time zones the tz data cannot load; they are held, never sent with another zone",
+            metadata: ["count": "\(held.count)", "jobs": "\(named)\(held.count > 100 ? ", ..." : "")", "tzdata": "\(zones.version ?? "unknown")"])
     }
 }
 

@@ -18,9 +18,19 @@ struct SpoolIntakeService: Service {
     /// are handled).
     let onReady: @Sendable () -> Void
 
+    /// How often rejected/ is pruned (and its size measured).
+    var retentionInterval: Duration = .seconds(3600)
+
     func run() async throws {
+        // Scans block on the file system and the ledger: on a thread of their own, not the pool.
+        try await withTaskExecutorPreference(BlockingExecutor("spool")) { try await loop() }
+    }
+
+    private func loop() async throws {
         let (wakeups, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let watcher = InotifyWatcher(directory: intake.incoming, logger: logger) { continuation.yield() }
+        let wake: @Sendable () -> Void = { continuation.yield() }
+        var watcher = InotifyWatcher(directory: intake.incoming, logger: logger, onEvent: wake)
+        var watched: String?
         let ticker = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: rescanInterval)
@@ -32,12 +42,26 @@ struct SpoolIntakeService: Service {
             watcher?.stop()
             continuation.finish()
         }
+        var lastPrune: ContinuousClock.Instant?
         // While intake is blocked by the file system or the ledger (full disk, read-only), look again
         // every few seconds: a freed disk should not wait for the backstop rescan. A full queue
         // (max_queued_jobs) empties at SendGrid's pace: the backstop is soon enough for it.
         var retryScheduled: ContinuousClock.Instant?
         func scan() {
             let seen = intake.scan()
+            // incoming/ deleted and made again, or replaced: the old watch sees nothing any more.
+            if let identity = seen.incomingIdentity {
+                if let previous = watched, previous != identity {
+                    watcher?.stop()
+                    watcher = InotifyWatcher(directory: intake.incoming, logger: logger, onEvent: wake)
+                    logger.notice("watching the spool's incoming/ directory again", metadata: ["directory": "\(intake.incoming)"])
+                }
+                watched = identity
+            }
+            if lastPrune.map({ ContinuousClock.now - $0 >= retentionInterval }) ?? true {
+                intake.pruneRejected()
+                lastPrune = .now
+            }
             guard seen.blocked != nil, !seen.queueFull else { return }
             let now = ContinuousClock.now
             if let scheduled = retryScheduled, now - scheduled < blockedRetryInterval { return }
@@ -66,7 +90,8 @@ final class InotifyWatcher: @unchecked Sendable {
             logger.warning("inotify unavailable; relying on the periodic rescan", metadata: ["error": "\(String(cString: strerror(errno)))"])
             return nil
         }
-        guard inotify_add_watch(fd, directory, UInt32(IN_CLOSE_WRITE | IN_MOVED_TO)) >= 0 else {
+        // IN_DELETE_SELF, IN_MOVE_SELF: the directory itself went away; the scan notices and re-arms.
+        guard inotify_add_watch(fd, directory, UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF)) >= 0 else {
             logger.warning("cannot watch the spool with inotify; relying on the periodic rescan", metadata: ["directory": "\(directory)", "error": "\(String(cString: strerror(errno)))"])
             close(fd)
             return nil

@@ -55,6 +55,13 @@ public struct SpoolFileJob: Sendable, Equatable {
 }
 
 extension Ledger {
+    /// `reserve` for every due job of the segment.
+    public func reserve(
+        account: String, segmentID: String, timeZone: String, now: Date, check: (LedgerHistory) -> Decision
+    ) throws -> ReservationResult {
+        try reserve(account: account, segmentID: segmentID, timeZone: timeZone, now: now, admit: { _ in true }, check: check)
+    }
+
     /// One spool file (see `ingestSpoolFiles`).
     public func ingestSpoolFile(identity: String, contentDigest: String, name: String, job: NewJob, now: Date) throws -> SpoolIngestResult {
         let file = SpoolFileJob(identity: identity, contentDigest: contentDigest, name: name, job: job)
@@ -114,8 +121,9 @@ public protocol Ledger: Sendable {
 
     /// Reserves a refresh of (account, segment), sent with `timeZone`, for every due queued job
     /// of the segment, if `check` (the rules over the history read inside the transaction) allows.
+    /// Only due jobs that `admit` accepts ride along (the lane leaves out jobs it holds).
     func reserve(
-        account: String, segmentID: String, timeZone: String, now: Date, check: (LedgerHistory) -> Decision
+        account: String, segmentID: String, timeZone: String, now: Date, admit: (StoredJob) -> Bool, check: (LedgerHistory) -> Decision
     ) throws -> ReservationResult
     /// Records the answer to a reserved attempt and what becomes of its jobs.
     func complete(
@@ -135,6 +143,12 @@ public protocol Ledger: Sendable {
     /// Lifts a block still in force by hand: it ends at `now` and its reason says so (the row stays,
     /// as a record). nil when no block with that id is in force.
     func liftBlock(id: Int64, now: Date) throws -> StoredBlock?
+    /// Turns `uncertain` attempts into `accepted` (a pre-flight read showed SendGrid counted them)
+    /// and marks the queued jobs still linked to them sent (the leader) or coalesced; returns those
+    /// jobs (R5).
+    func confirmRecorded(attemptIDs: [Int64], now: Date) throws -> [StoredJob]
+    /// Goes up with every committed write through this ledger (a cache key for derived views).
+    var changeCount: UInt64 { get }
     /// Turns `uncertain` attempts into `unrecorded` (a pre-flight read showed SendGrid did not
     /// record them); returns how many changed.
     func markUnrecorded(attemptIDs: [Int64]) throws -> Int
@@ -155,18 +169,42 @@ public protocol Ledger: Sendable {
 
 extension LedgerHistory {
     /// The history as the rule engine takes it. `resolve` maps a stored zone name to its rules;
-    /// an attempt whose zone the host no longer knows keeps counting, under `fallback`'s zone.
-    public func engineInputs(resolve: (String) -> ZoneRules?, fallback: ZoneRules) -> (attempts: [Attempt], blocks: [LearnedBlock]) {
-        let attempts = allAttempts.map { stored in
-            Attempt(
-                account: stored.account, segment: stored.segmentID, zone: resolve(stored.timeZone) ?? fallback, outcome: stored.outcome,
-                startedAt: stored.startedAt, finishedAt: stored.finishedAt)
+    /// an attempt whose zone the host cannot load keeps counting with no zone of its own (I1:
+    /// until a midnight has passed in every zone known for the segment). Never UTC in its place.
+    public func engineInputs(resolve: (String) -> ZoneRules?) -> (attempts: [Attempt], blocks: [LearnedBlock]) {
+        (allAttempts.map { $0.engineAttempt(resolve: resolve) }, blocks.map(\.engineBlock))
+    }
+}
+
+extension StoredAttempt {
+    /// The attempt as the rule engine takes it (zone nil when `resolve` cannot load it).
+    public func engineAttempt(resolve: (String) -> ZoneRules?) -> Attempt {
+        Attempt(account: account, segment: segmentID, zone: resolve(timeZone), outcome: outcome, startedAt: startedAt, finishedAt: finishedAt)
+    }
+}
+
+extension StoredBlock {
+    /// The block as the rule engine takes it.
+    public var engineBlock: LearnedBlock {
+        LearnedBlock(scope: segmentID.map { .segment(account: account, segment: $0) } ?? .account(account), until: until, reason: reason)
+    }
+}
+
+/// Why a queued job is held back instead of planned: the one place that decides it, for the lane,
+/// the plan, the job list, status and metrics.
+public enum JobHold {
+    /// Why a job naming `timeZone` cannot be sent with `zones`, or nil when it can. A zone is never
+    /// replaced (by UTC or anything else): that would move SendGrid's day for the segment by up
+    /// to 14 hours. The hold lasts while the zone cannot be loaded: tz data that brings it back
+    /// (a reload, the hourly check) releases the job.
+    public static func reason(timeZone: String, zones: ZoneInfoDirectory) -> String? {
+        do {
+            _ = try zones.rules(for: timeZone)
+            return nil
+        } catch {
+            return "held: time zone \"\(timeZone)\" cannot be loaded from the host's tz data (\(zones.version ?? "unknown version")): "
+                + "\(error.message); refreshd never sends it with another zone. Reinstall the zone, or cancel the job and queue it "
+                + "again with a current IANA name"
         }
-        let blocks = blocks.map { block in
-            LearnedBlock(
-                scope: block.segmentID.map { .segment(account: block.account, segment: $0) } ?? .account(block.account),
-                until: block.until, reason: block.reason)
-        }
-        return (attempts, blocks)
     }
 }

@@ -136,6 +136,9 @@ public struct LedgerError: Error, Sendable, Equatable, CustomStringConvertible {
         case invalidState
         /// The disk is full or the database read-only: nothing was written.
         case notWritable
+        /// Another process held the database locked longer than the wait allowed: nothing was
+        /// written; try again.
+        case busy
     }
 
     public let code: Code

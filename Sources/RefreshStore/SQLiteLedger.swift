@@ -1,6 +1,36 @@
+// Notes on the design of the ledger
+// =================================
+//
+// Terms. An *attempt* is one row per request refreshd made, or may have made, to SendGrid's
+// refresh endpoint (plus `external` rows for refreshes SendGrid reports that refreshd did not
+// make). A *job* is one submitted refresh request; the attempt that carried it is its
+// `attempt_id`. A *write* is one IMMEDIATE transaction on the single writer connection.
+//
+// Invariants. The tests name the one they check.
+//
+//   R1 (reservation)  No request is sent without a durable `reserved` attempt, inserted by the same
+//                     write that re-reads the segment's and the account's history and re-checks the
+//                     rules (`reserve`). Its jobs move to `sending` in that write.
+//   R2 (recovery)     On open, every attempt still `reserved` becomes `uncertain` (it may have reached
+//                     SendGrid: it counts), finished no later than the request timeout after it
+//                     started; its jobs return to `queued`, still linked to it.
+//   R3 (retention)    Pruning never deletes a queued or sending job, a `reserved` attempt, or any row
+//                     younger than 3 days (every rule window is shorter).
+//   R4 (late answer)  An answer for an attempt that became `uncertain` or `unrecorded` meanwhile is
+//                     recorded with its real outcome, and the jobs still linked to it and not yet
+//                     finished follow it (sent, failed): never an error that holds the account up.
+//   R5 (linked retry) A job requeued after a request that may have reached SendGrid keeps its link
+//                     to that attempt, so a pre-flight showing SendGrid counted the request marks
+//                     the attempt `accepted` and the job sent (`confirmRecorded`), never sent twice.
+//   R6 (spool files)  A spool file's identity and digest are committed with its job; the same file
+//                     read again (a crash between commit and unlink) is recognised, not a new job.
+//   R7 (one writer)   One daemon per ledger file: the daemon takes the state directory's lock
+//                     (`StateDirectoryLock`) before this type opens, migrates or recovers it.
+
 import Foundation
 import GRDB
 import RefreshCore
+import Synchronization
 
 /// The ledger in one SQLite file (system libsqlite3 through GRDB): WAL, `synchronous=FULL`
 /// (a ledger row decides money-like slots), a busy timeout, foreign keys on.
@@ -198,10 +228,20 @@ public final class SQLiteLedger: Ledger {
         }
     }
 
-    /// Runs a write transaction (IMMEDIATE), mapping "disk full" and "read-only" to `notWritable`.
+    private let writes = Atomic<UInt64>(0)
+
+    /// Goes up with every committed write through this ledger: readers cache what they derive from
+    /// the ledger (the plan) until it moves.
+    public var changeCount: UInt64 { writes.load(ordering: .acquiring) }
+
+    /// Runs a write transaction (IMMEDIATE), mapping "disk full" and "read-only" to `notWritable`
+    /// and a lock held too long by another process to `busy`.
     func write<T>(_ body: (Database) throws -> T) throws -> T {
         do {
+            defer { writes.add(1, ordering: .releasing) }
             return try writer.write(body)
+        } catch let error as DatabaseError where [.SQLITE_BUSY, .SQLITE_LOCKED].contains(error.resultCode) {
+            throw LedgerError(.busy, "the ledger \(path) is locked by another process: \(error.message ?? "\(error.resultCode)")")
         } catch let error as DatabaseError where [.SQLITE_FULL, .SQLITE_READONLY, .SQLITE_IOERR, .SQLITE_CANTOPEN].contains(error.resultCode) {
             throw LedgerError(.notWritable, "cannot write the ledger \(path): \(error.message ?? "\(error.resultCode)")")
         }
@@ -412,7 +452,7 @@ public final class SQLiteLedger: Ledger {
     // MARK: Reservation protocol
 
     public func reserve(
-        account: String, segmentID: String, timeZone: String, now: Date, check: (LedgerHistory) -> Decision
+        account: String, segmentID: String, timeZone: String, now: Date, admit: (StoredJob) -> Bool, check: (LedgerHistory) -> Decision
     ) throws -> ReservationResult {
         try write { db in
             let t = now.timeIntervalSince1970
@@ -425,7 +465,7 @@ public final class SQLiteLedger: Ledger {
                     ORDER BY priority DESC, id
                     """,
                 arguments: [account, segmentID, t, t, t]
-            ).map(Self.job)
+            ).map(Self.job).filter(admit)
             guard !due.isEmpty else { return .nothingDue }
             let history = try Self.history(db, account: account, segmentID: segmentID, now: now)
             let decision = check(history)
@@ -458,15 +498,22 @@ public final class SQLiteLedger: Ledger {
             guard let row = try Row.fetchOne(db, sql: "SELECT outcome FROM attempt WHERE id = ?", arguments: [attemptID]) else {
                 throw LedgerError(.notFound, "no attempt \(attemptID)")
             }
-            guard row["outcome"] as String == AttemptOutcome.reserved.rawValue else {
-                throw LedgerError(.invalidState, "attempt \(attemptID) is already \(row["outcome"] as String)")
+            let current = row["outcome"] as String
+            // R4: a late answer. The attempt was made `uncertain` (by recovery, or `unrecorded` by
+            // reconciliation) while its request was still out; SendGrid's real answer wins, and its
+            // jobs, requeued meanwhile but still linked to it, follow the answer.
+            let late = current == AttemptOutcome.uncertain.rawValue || current == AttemptOutcome.unrecorded.rawValue
+            guard current == AttemptOutcome.reserved.rawValue || late else {
+                throw LedgerError(.invalidState, "attempt \(attemptID) is already \(current)")
             }
             let t = finishedAt.timeIntervalSince1970
+            let text = late ? [error, "answered after refreshd had marked it \(current)"].compactMap { $0 }.joined(separator: "; ") : error
             try db.execute(
                 sql: "UPDATE attempt SET outcome = ?, http_status = ?, sendgrid_job_id = ?, error = ?, finished_at = ? WHERE id = ?",
-                arguments: [outcome.rawValue, httpStatus, sendGridJobID, boundedErrorText(error), t, attemptID])
+                arguments: [outcome.rawValue, httpStatus, sendGridJobID, boundedErrorText(text), t, attemptID])
+            let states = late ? "('sending', 'queued')" : "('sending')"
             let jobIDs = try Int64.fetchAll(
-                db, sql: "SELECT id FROM job WHERE attempt_id = ? AND state = 'sending' ORDER BY priority DESC, id", arguments: [attemptID])
+                db, sql: "SELECT id FROM job WHERE attempt_id = ? AND state IN \(states) ORDER BY priority DESC, id", arguments: [attemptID])
             switch disposition {
             case .sent:
                 for (index, id) in jobIDs.enumerated() {
@@ -481,10 +528,16 @@ public final class SQLiteLedger: Ledger {
                         arguments: [boundedErrorText(reason), t, outcome == .uncertain ? 1 : 0, id])
                 }
             case .requeue(let retryAt, let countsTry):
+                // R5: a job requeued after a request that may have reached SendGrid (`countsTry`)
+                // stays linked to that attempt, so a later pre-flight showing SendGrid counted it
+                // marks the job sent instead of sending it again.
                 for id in jobIDs {
                     try db.execute(
-                        sql: "UPDATE job SET state = 'queued', attempt_id = NULL, updated_at = ?, retry_at = ?, tries = tries + ? WHERE id = ?",
-                        arguments: [t, retryAt?.timeIntervalSince1970, countsTry ? 1 : 0, id])
+                        sql: """
+                            UPDATE job SET state = 'queued', attempt_id = CASE WHEN ? THEN attempt_id END, updated_at = ?,
+                                retry_at = ?, tries = tries + ? WHERE id = ?
+                            """,
+                        arguments: [countsTry, t, retryAt?.timeIntervalSince1970, countsTry ? 1 : 0, id])
                 }
             }
         }
@@ -540,6 +593,35 @@ public final class SQLiteLedger: Ledger {
                 "lifted by hand at " + Timestamp.rfc3339(now) + " (was until " + Timestamp.rfc3339(block.until) + "); " + block.reason) ?? ""
             try db.execute(sql: "UPDATE learned_block SET until = ?, reason = ? WHERE id = ?", arguments: [now.timeIntervalSince1970, reason, id])
             return StoredBlock(id: block.id, account: block.account, segmentID: block.segmentID, until: now, reason: reason)
+        }
+    }
+
+    public func confirmRecorded(attemptIDs: [Int64], now: Date) throws -> [StoredJob] {
+        guard !attemptIDs.isEmpty else { return [] }
+        return try write { db in
+            var finished: [StoredJob] = []
+            for id in attemptIDs {
+                try db.execute(
+                    sql: """
+                        UPDATE attempt SET outcome = 'accepted',
+                            error = substr(coalesce(error, '') || ' (recorded by SendGrid, seen by pre-flight)', 1, 600)
+                        WHERE id = ? AND outcome = 'uncertain'
+                        """, arguments: [id])
+                guard db.changesCount > 0 else { continue }
+                let rows = try Row.fetchAll(
+                    db, sql: "SELECT * FROM job WHERE attempt_id = ? AND state = 'queued' ORDER BY priority DESC, id", arguments: [id])
+                for (index, row) in rows.enumerated() {
+                    var job = Self.job(row)
+                    job.state = index == 0 ? .sent : .coalesced
+                    job.reason = "SendGrid counted the earlier unanswered request (seen by pre-flight)"
+                    job.updatedAt = now
+                    try db.execute(
+                        sql: "UPDATE job SET state = ?, reason = ?, retry_at = NULL, updated_at = ? WHERE id = ?",
+                        arguments: [job.state.rawValue, job.reason, now.timeIntervalSince1970, job.id])
+                    finished.append(job)
+                }
+            }
+            return finished
         }
     }
 

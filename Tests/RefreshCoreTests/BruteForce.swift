@@ -70,7 +70,9 @@ struct BruteRules {
         for a in counting {
             let f = finish(a, now: now)
             var zoneSet = zones.map(\.name)
-            for q in mine where q.outcome != .notSent && abs(finish(q, now: now) - f) <= 48 * 3600 { zoneSet.append(q.zone.name) }
+            for q in mine where q.outcome != .notSent && abs(finish(q, now: now) - f) <= 48 * 3600 {
+                if let zone = q.zone { zoneSet.append(zone.name) }
+            }
             if zoneSet.contains(where: { dayTables[$0]!.day(c - m) <= dayTables[$0]!.day(f) }) { dailyCount += 1 }
         }
         if dailyCount >= limits.segmentDaily { return false }

@@ -81,6 +81,16 @@ struct ReconciliationTests {
                 known(1, .reserved, santiago, now - 10), known(2, .uncertain, santiago, now - 9000, now - 8970),
                 known(3, .dryRun, santiago, now - 5000, now - 5000),
             ],
+            expected: .confirmed(attemptIDs: [2])),
+        Case(
+            name: "SendGrid's count includes an unanswered request: it is confirmed (its jobs are not sent again)", zone: santiago,
+            now: now, reading: SegmentReading(refreshesUsed: 2),
+            attempts: [known(4, .accepted, santiago, now - 9000, now - 8999), known(5, .uncertain, santiago, now - 5000, now - 4970)],
+            expected: .confirmed(attemptIDs: [5])),
+        Case(
+            name: "an unanswered request with two zones used is never confirmed", zone: santiago, now: now,
+            reading: SegmentReading(refreshesUsed: 1),
+            attempts: [known(5, .uncertain, santiago, now - 5000, now - 4970), known(6, .rateLimited, "UTC", now - 90000, now - 90000)],
             expected: .agrees),
         Case(
             name: "25 h day: a refresh 24.5 h after midnight is still today", zone: "Atlantic/Azores",
@@ -268,6 +278,10 @@ struct ReconciliationPropertyTests {
                 if today.count > reading.refreshesUsed && attempts.allSatisfy({ $0.timeZone == zone.name }) {
                     #expect(eligible.isEmpty, "freeable attempts left counting: \(attempts) \(reading)")
                 }
+            case .confirmed(let ids):
+                #expect(today.count == reading.refreshesUsed, "confirmed only when SendGrid's count includes them")
+                #expect(Set(ids) == Set(today.filter { $0.outcome == .uncertain }.map(\.id)), "every unanswered attempt of today")
+                #expect(!ids.isEmpty && attempts.allSatisfy { $0.timeZone == zone.name })
             case .external(let count, let at):
                 #expect(today.count + count == reading.refreshesUsed)
                 #expect(at >= dayStart && at <= t)

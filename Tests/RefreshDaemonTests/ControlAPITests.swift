@@ -174,7 +174,7 @@ struct ControlAPITests {
             for (segment, zone) in segments {
                 let answer = try await h.get("/v1/segments/\(segment)/budget?time_zone=\(zone)")
                 let history = try h.ledger.history(account: "default", segmentID: segment, now: now)
-                let inputs = history.engineInputs(resolve: { try? hostZones.rules(for: $0) }, fallback: try hostZones.rules(for: "UTC"))
+                let inputs = history.engineInputs(resolve: { try? hostZones.rules(for: $0) })
                 let answeredNow = try #require(Timestamp.parseRFC3339(answer.object["now"] as? String ?? ""))
                 let decision = RuleEngine.decide(
                     account: "default", segment: segment, zone: try hostZones.rules(for: zone), history: inputs.attempts, blocks: inputs.blocks,

@@ -256,8 +256,9 @@ struct DispatcherAnswerTests {
     /// 5xx, a timeout and a reset after the request was written: uncertain (counts for the
     /// segment and the account), requeued; after max_attempts the job fails.
     @Test func noClearAnswer() async throws {
-        let h = try await DispatchHarness(start: simStart, maxAttempts: 3, requestTimeout: 0.5)
-        // SendGrid recorded each of them (so no later pre-flight frees the segment).
+        // No pre-flight: SendGrid recorded each of them, which a pre-flight would confirm (the job
+        // would count as sent, see preflightConfirmsUnanswered); here the tries run out.
+        let h = try await DispatchHarness(start: simStart, preflight: false, maxAttempts: 3, requestTimeout: 0.5)
         h.fake.inject(.serverError(recorded: true), .delay(seconds: 1.5, recorded: true), .drop(recorded: true))
         let id = try h.enqueue(segment)
         try await h.run(until: simStart.addingTimeInterval(2 * 86400))

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Logging
 import RefreshCore
+import Synchronization
 @testable import RefreshStore
 import TZData
 import Testing
@@ -17,13 +18,16 @@ struct IntakeFixture {
     let intake: SpoolIntake
     let logs = LogSink.memory()
 
-    init(maxQueuedJobs: Int = 100_000) throws {
+    init(
+        maxQueuedJobs: Int = 100_000, now: @escaping @Sendable () -> Date = { Date() },
+        openFile: (@Sendable (String) -> Int32)? = nil
+    ) throws {
         ledger = try SQLiteLedger(path: directory + "/ledger.sqlite", now: Date())
         let sink = logs
         let logger = Logger(label: "test") { _ in JournalLogHandler(label: "test", level: .debug, journald: false, sink: sink, clock: { Date() }) }
         intake = SpoolIntake(
             spoolDirectory: directory + "/spool", ledger: ledger, accounts: ["default", "eu"], zones: hostZones, maxQueuedJobs: maxQueuedJobs,
-            now: { Date() }, logger: logger)
+            now: now, logger: logger, openFile: openFile ?? { open($0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC) })
         try intake.prepareDirectories()
     }
 
@@ -119,12 +123,13 @@ struct SpoolIntakeTests {
     @Test func crashBetweenCommitAndUnlink() throws {
         let fixture = try IntakeFixture()
         try fixture.drop("job.json", fixture.validJob(7))
-        // Simulate the crash: record the file as taken without removing it.
-        let path = fixture.intake.incoming + "/job.json"
+        // Simulate the crash: the file was moved to active/ and recorded as taken, not removed (R6).
+        let path = fixture.intake.active + "/job.json"
+        #expect(rename(fixture.intake.incoming + "/job.json", path) == 0)
         let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
         var info = stat()
         #expect(stat(path, &info) == 0)
-        let identity = "\(info.st_dev):\(info.st_ino):\(info.st_size):\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)"
+        let identity = SpoolIntake.identity(info, name: "job.json")
         _ = try fixture.ledger.ingestSpoolFile(
             identity: identity, contentDigest: ContentDigest.fnv1a64(bytes), name: "job.json",
             job: NewJob(source: "spool:job.json", account: "default", segmentID: String(format: "0f8c5e8e-1111-4f4a-9a53-%012d", 7), timeZone: "Europe/Paris"),
@@ -132,7 +137,7 @@ struct SpoolIntakeTests {
         let state = fixture.intake.scan()
         #expect(state.taken == 1)
         #expect(try fixture.ledger.queuedJobs().count == 1)
-        #expect(fixture.contents(fixture.intake.incoming).isEmpty)
+        #expect(fixture.contents(fixture.intake.incoming).isEmpty && fixture.contents(fixture.intake.active).isEmpty)
     }
 
     /// A full queue leaves files in incoming/ and says so; room lets them in.
@@ -162,6 +167,127 @@ struct SpoolIntakeTests {
         #expect(state.taken == 0 && state.rejected == 0)
         #expect(state.blocked?.contains("cannot write the ledger") == true)
         #expect(!state.queueFull, "an unwritable ledger is retried every few seconds")
-        #expect(fixture.contents(fixture.intake.incoming) == ["a.json"])
+        #expect(fixture.contents(fixture.intake.active) == ["a.json"], "kept in the spool (active/), never deleted")
+        try fixture.ledger.writer.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA query_only = 0") }
+        #expect(fixture.intake.scan().taken == 1, "taken once the ledger can be written")
+    }
+
+    // MARK: Hardening (issue "Hold up against careless and hostile neighbours")
+
+    /// Two hard links to one file are two submissions: two jobs, neither dropped.
+    @Test func hardLinksAreTwoJobs() throws {
+        let fixture = try IntakeFixture()
+        try fixture.drop("a.json", fixture.validJob(1))
+        #expect(link(fixture.intake.incoming + "/a.json", fixture.intake.incoming + "/b.json") == 0)
+        let state = fixture.intake.scan()
+        #expect(state.taken == 2 && state.rejected == 0)
+        #expect(try fixture.ledger.queuedJobs().map(\.job.source).sorted() == ["spool:a.json", "spool:b.json"])
+        #expect(fixture.contents(fixture.intake.incoming).isEmpty && fixture.contents(fixture.intake.active).isEmpty)
+    }
+
+    /// A file renamed over the same name while refreshd reads the first one is not deleted unread:
+    /// refreshd acts on the file it read (moved to active/ first), so the new one is the next job.
+    @Test func fileRenamedOverTheNameIsNotLost() throws {
+        let incoming = Mutex<String?>(nil)
+        let replacement = Mutex<[UInt8]>([])
+        let fixture = try IntakeFixture(openFile: { path in
+            // While refreshd opens job.json, a writer renames a new job.json into incoming/.
+            if path.hasSuffix("/active/job.json"), let folder = incoming.withLock({ $0 }) {
+                let bytes = replacement.withLock { $0 }
+                _ = FileManager.default.createFile(atPath: folder + "/.job.json.part", contents: Data(bytes))
+                rename(folder + "/.job.json.part", folder + "/job.json")
+                incoming.withLock { $0 = nil }
+            }
+            return open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        })
+        incoming.withLock { $0 = fixture.intake.incoming }
+        replacement.withLock { $0 = fixture.validJob(2) }
+        try fixture.drop("job.json", fixture.validJob(1))
+        #expect(fixture.intake.scan().taken == 1)
+        #expect(fixture.contents(fixture.intake.incoming) == ["job.json"], "the file renamed in meanwhile is still there")
+        #expect(fixture.intake.scan().taken == 2, "counts since start: the second file is taken too")
+        let segments = try fixture.ledger.queuedJobs().map(\.job.segmentID)
+        #expect(segments == [String(format: "0f8c5e8e-1111-4f4a-9a53-%012d", 1), String(format: "0f8c5e8e-1111-4f4a-9a53-%012d", 2)])
+    }
+
+    /// A transient open() error (no descriptor left) never rejects a valid file: it waits in the
+    /// spool, intake says why, and the next scan takes it.
+    @Test func transientOpenErrorKeepsTheFile() throws {
+        let failures = Mutex(1)
+        let fixture = try IntakeFixture(openFile: { path in
+            if failures.withLock({ count in
+                defer { count -= 1 }
+                return count > 0
+            }) {
+                errno = EMFILE
+                return -1
+            }
+            return open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        })
+        try fixture.drop("job.json", fixture.validJob(3))
+        let first = fixture.intake.scan()
+        #expect(first.rejected == 0 && first.taken == 0)
+        #expect(first.blocked?.contains("Too many open files") == true, "\(String(describing: first.blocked))")
+        #expect(fixture.contents(fixture.intake.rejected).isEmpty)
+        let second = fixture.intake.scan()
+        #expect(second.taken == 1 && second.blocked == nil)
+        #expect(try fixture.ledger.queuedJobs().count == 1)
+    }
+
+    /// A file whose name is not UTF-8 is taken like any other (under a printable name), not
+    /// left in incoming/ forever.
+    @Test func nonUTF8NameIsTaken() throws {
+        let fixture = try IntakeFixture()
+        let name: [UInt8] = Array("caf".utf8) + [0xe9] + Array(".json".utf8)
+        let path = (Array(fixture.intake.incoming.utf8) + [UInt8(ascii: "/")] + name + [0]).map { CChar(bitPattern: $0) }
+        let bytes = fixture.validJob(4)
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o640)
+        #expect(fd >= 0)
+        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        let state = fixture.intake.scan()
+        #expect(state.taken == 1 && state.backlog == 0)
+        #expect(try fixture.ledger.queuedJobs().map(\.job.source) == ["spool:caf\\xe9.json"])
+        #expect(fixture.logs.text.contains("its name is not printable UTF-8"))
+    }
+
+    /// incoming/ deleted while running is made again, with its mode, and intake goes on.
+    @Test func deletedSpoolDirectoryIsRecreated() throws {
+        let fixture = try IntakeFixture()
+        fixture.intake.scan()
+        try FileManager.default.removeItem(atPath: fixture.intake.incoming)
+        let state = fixture.intake.scan()
+        #expect(state.blocked == nil)
+        var info = stat()
+        #expect(stat(fixture.intake.incoming, &info) == 0 && info.st_mode & 0o7777 == 0o2770)
+        #expect(fixture.logs.text.contains("created them again"))
+        try fixture.drop("job.json", fixture.validJob(5))
+        #expect(fixture.intake.scan().taken == 1)
+    }
+
+    /// A spool that cannot be read is reported (blocked, with the reason), never a silent empty scan.
+    @Test func unreadableSpoolIsReported() throws {
+        let fixture = try IntakeFixture()
+        try FileManager.default.removeItem(atPath: fixture.intake.incoming)
+        _ = FileManager.default.createFile(atPath: fixture.intake.incoming, contents: Data("not a directory".utf8))
+        let state = fixture.intake.scan()
+        #expect(state.blocked?.contains("is not a directory") == true, "\(String(describing: state.blocked))")
+        #expect(fixture.logs.text.contains("spool intake stopped"))
+    }
+
+    /// rejected/ keeps what was rejected for rejected_retention_days, then lets it go; its size is
+    /// measured for the metrics.
+    @Test func rejectedRetention() throws {
+        let clock = Mutex(Date())
+        let fixture = try IntakeFixture(now: { clock.withLock { $0 } })
+        try fixture.drop("bad.json", Array("{".utf8))
+        #expect(fixture.intake.scan().rejected == 1)
+        let kept = fixture.intake.pruneRejected()
+        #expect(kept.removed == 0 && kept.files == 2 && kept.bytes > 0)
+        #expect(fixture.intake.status.rejectedFiles == 2)
+        clock.withLock { $0 = $0.addingTimeInterval(31 * 86400) }
+        let pruned = fixture.intake.pruneRejected()
+        #expect(pruned.removed == 2 && pruned.files == 0)
+        #expect(fixture.contents(fixture.intake.rejected).isEmpty)
     }
 }

@@ -85,14 +85,15 @@ struct SQLiteLedgerTests {
         } throws: { ($0 as? LedgerError)?.code == .invalidState }
     }
 
-    /// A requeue keeps jobs and holds them back; a failure keeps the (bounded) reason.
+    /// A requeue keeps jobs and holds them back, linked to the attempt that may have reached
+    /// SendGrid (R5); a failure keeps the (bounded) reason.
     @Test func requeueAndFail() throws {
         let ledger = try SQLiteLedger(inMemoryAt: t0)
         _ = try ledger.enqueue(newJob(), now: t0)
         guard case .reserved(let first, _) = try ledger.reserve(account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow) else { return }
         try ledger.complete(attemptID: first, outcome: .uncertain, httpStatus: 503, sendGridJobID: nil, error: "503", finishedAt: t0, jobs: .requeue(retryAt: t0.addingTimeInterval(600), countsTry: true))
         let requeued = try ledger.queuedJobs()
-        #expect(requeued.count == 1 && requeued[0].retryAt == t0.addingTimeInterval(600) && requeued[0].attemptID == nil)
+        #expect(requeued.count == 1 && requeued[0].retryAt == t0.addingTimeInterval(600) && requeued[0].attemptID == first)
         #expect(requeued[0].job.notBefore == nil && requeued[0].tries == 1 && requeued[0].dueAt == t0.addingTimeInterval(600))
         let early = try ledger.reserve(account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow)
         #expect(early == .nothingDue)

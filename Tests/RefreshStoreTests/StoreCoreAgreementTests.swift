@@ -34,13 +34,13 @@ struct StoreCoreAgreementTests {
                     all.append(attempt)
                     try db.execute(
                         sql: "INSERT INTO attempt (account, segment_id, time_zone, outcome, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?)",
-                        arguments: [attempt.account, attempt.segment, attempt.zone.name, attempt.outcome.rawValue, started.timeIntervalSince1970, finished.timeIntervalSince1970])
+                        arguments: [attempt.account, attempt.segment, attempt.zone!.name, attempt.outcome.rawValue, started.timeIntervalSince1970, finished.timeIntervalSince1970])
                 }
             }
             for segment in segments {
                 let zone = try! zones.rules(for: zoneNames[Int.random(in: 0..<zoneNames.count, using: &rng)])
                 let history = try! ledger.history(account: "default", segmentID: segment, now: now)
-                let inputs = history.engineInputs(resolve: { try? zones.rules(for: $0) }, fallback: zone)
+                let inputs = history.engineInputs(resolve: { try? zones.rules(for: $0) })
                 let fromStore = RuleEngine.decide(account: "default", segment: segment, zone: zone, history: inputs.attempts, blocks: inputs.blocks, limits: .sendGrid, now: now)
                 let fromAll = RuleEngine.decide(account: "default", segment: segment, zone: zone, history: all, blocks: [], limits: .sendGrid, now: now)
                 #expect(fromStore == fromAll, "seed \(seed) segment \(segment)")

@@ -1,0 +1,67 @@
+import Dispatch
+import Foundation
+import NIOPosix
+import RefreshStore
+
+/// A task executor on a thread of its own (a serial dispatch queue).
+///
+/// The ledger's calls block (SQLite waits up to its busy timeout when another process holds the
+/// write lock; a full disk makes fsync slow). A dispatch lane or spool intake running on the Swift
+/// concurrency pool (two threads on a 2-core host) would block the very threads that answer the
+/// control API. Each of them runs with a `BlockingExecutor` preference instead, so a stuck ledger
+/// call stops that loop and nothing else.
+public final class BlockingExecutor: TaskExecutor, @unchecked Sendable {
+    private let queue: DispatchQueue
+
+    public init(_ label: String) { queue = DispatchQueue(label: "refreshd.\(label)") }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+}
+
+/// Where the control API's handlers do their blocking work (ledger reads and writes, the plan):
+/// on two small thread pools, never on the concurrency pool or the event loops that accept and
+/// answer connections.
+///
+/// Reads and writes have pools of their own, so `GET /healthz` and the other reads keep answering
+/// while writes wait for a lock another process holds. A write that has waited longer than
+/// `writeQueueLimit` for a thread is refused (`ledger_busy`, 503) without touching the ledger, so
+/// an answer never takes much longer than the ledger's busy timeout plus that limit.
+public final class APIWork: Sendable {
+    private let reads: NIOThreadPool
+    private let writes: NIOThreadPool
+    let writeQueueLimit: Duration
+
+    public init(readThreads: Int = 4, writeThreads: Int = 2, writeQueueLimit: Duration = .seconds(2)) {
+        reads = NIOThreadPool(numberOfThreads: readThreads)
+        writes = NIOThreadPool(numberOfThreads: writeThreads)
+        self.writeQueueLimit = writeQueueLimit
+        reads.start()
+        writes.start()
+    }
+
+    /// Runs a read (or a computation) off the concurrency pool.
+    public func read<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await reads.runIfActive(body)
+    }
+
+    /// Runs a write off the concurrency pool; refused as busy if it waited too long for a thread.
+    public func write<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        let queued = ContinuousClock.now
+        let limit = writeQueueLimit
+        return try await writes.runIfActive {
+            guard ContinuousClock.now - queued <= limit else {
+                throw LedgerError(.busy, "the ledger is busy (other writes are waiting for a lock another process holds); nothing was written")
+            }
+            return try body()
+        }
+    }
+
+    /// Stops the threads (after the listeners closed).
+    public func shutdown() async {
+        try? await reads.shutdownGracefully()
+        try? await writes.shutdownGracefully()
+    }
+}
