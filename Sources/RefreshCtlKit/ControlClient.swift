@@ -128,12 +128,14 @@ enum Human {
         for row in rows { output.line(render(row)) }
     }
 
+    /// A value from the daemon as one cell or line of text: control characters (a submitter's
+    /// ESC, CR, newline) are escaped, never passed to the terminal.
     static func text(_ value: Any?) -> String {
         switch value {
         case nil, is NSNull: return "-"
         case let number as NSNumber: return number.stringValue
-        case let string as String: return string
-        default: return "\(value!)"
+        case let string as String: return LogText.escaped(string)
+        default: return LogText.escaped("\(value!)")
         }
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import RefreshDaemon
 
 /// refreshctl's documented exit codes.
 public enum RefreshctlExit: Int32, Sendable {
@@ -99,7 +100,11 @@ public final class OutputSink {
 
     public init() {}
 
-    public func line(_ string: String = "") { text += string + "\n" }
+    /// Adds a line; control characters in it (other than line breaks) are escaped, so no text from
+    /// a job or from SendGrid can move the cursor, clear the screen or rewrite a line.
+    public func line(_ string: String = "") {
+        text += string.split(separator: "\n", omittingEmptySubsequences: false).map { LogText.escaped(String($0)) }.joined(separator: "\n") + "\n"
+    }
 }
 
 /// A command that writes through an `OutputSink`.

@@ -82,6 +82,9 @@ public final class ControlState: @unchecked Sendable {
         }
     }
 
+    /// How many times the plan was computed rather than served from its cache.
+    public var planComputations: Int { planCache.computations }
+
     /// What the plan depends on besides "now": the ledger's writes, the settings, the pauses.
     var planKey: PlanCache.Key {
         PlanCache.Key(
@@ -320,9 +323,12 @@ struct Handlers: Sendable {
             entry["held"] = lane?.held ?? 0
             accounts.append(entry)
         }
-        var spool: [String: Any] = ["backlog": 0, "taken": 0, "rejected": 0, "blocked": NSNull()]
+        var spool: [String: Any] = ["backlog": 0, "taken": 0, "rejected": 0, "blocked": NSNull(), "skipped": [String]()]
         if let intake = state.intakeState {
-            spool = ["backlog": intake.backlog, "taken": intake.taken, "rejected": intake.rejected, "blocked": intake.blocked ?? NSNull()]
+            spool = [
+                "backlog": intake.backlog, "taken": intake.taken, "rejected": intake.rejected, "blocked": intake.blocked ?? NSNull(),
+                "skipped": intake.skipped, "rejected_files": intake.rejectedFiles, "rejected_bytes": intake.rejectedBytes,
+            ]
         }
         var jobs: [String: Int] = [:]
         for jobState in JobState.allCases { jobs[jobState.rawValue] = counts[jobState] ?? 0 }
@@ -681,12 +687,17 @@ final class PlanCache: @unchecked Sendable {
     static let maxAge: TimeInterval = 10
     private let lock = NSLock()
     private var entry: (key: Key, at: Date, task: Task<ByteBuffer, any Error>)?
+    private var started = 0
+
+    /// How many plans were computed (not served from the cache) since start.
+    var computations: Int { lock.withLock { started } }
 
     func value(for key: Key, now: Date, compute: @escaping @Sendable () async throws -> ByteBuffer) async throws -> ByteBuffer {
         let task = lock.withLock { () -> Task<ByteBuffer, any Error> in
             if let entry, entry.key == key, now >= entry.at, now.timeIntervalSince(entry.at) < Self.maxAge { return entry.task }
             let task = Task { try await compute() }
             entry = (key, now, task)
+            started += 1
             return task
         }
         do {

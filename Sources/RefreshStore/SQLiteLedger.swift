@@ -39,6 +39,8 @@ import Synchronization
 public final class SQLiteLedger: Ledger {
     /// The database file.
     public let path: String
+    /// Seconds a statement waits for a lock another process holds before `busy`.
+    public static let busyTimeout: TimeInterval = 2
     let writer: any DatabaseWriter
 
     /// Opens (creating if absent) the ledger at `path`, migrates it, and turns every attempt left
@@ -50,7 +52,10 @@ public final class SQLiteLedger: Ledger {
     public init(path: String, now: Date, maxRequestSeconds: Double = 300) throws {
         self.path = path
         var configuration = Configuration()
-        configuration.busyMode = .timeout(10)
+        // Another process holding the write lock (a sqlite3 shell left in a transaction) is waited
+        // for 2 s at most: every writer here retries on its own (the lane, intake) or answers 503
+        // (the API), and a longer wait would only hold a thread and the writer connection.
+        configuration.busyMode = .timeout(Self.busyTimeout)
         configuration.foreignKeysEnabled = true
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")

@@ -54,6 +54,21 @@ struct RuleEngineTests {
         #expect(decide(history, now: "2026-11-25T12:00:00Z").verdict == .allowed)
     }
 
+    /// I1: a refresh whose zone this host cannot load (nil) keeps counting, until a midnight has
+    /// passed in every zone known for the segment: never on UTC days in its place.
+    @Test func unknownZoneCountsUntilTheLatestKnownMidnight() {
+        var lost = attempt(.accepted, "2026-11-25T11:00:00Z")
+        lost.zone = nil
+        let second = attempt(.accepted, "2026-11-25T13:00:00Z")
+        // Candidate in Chicago (day ends 06:00Z): both count until then, as with Chicago's own day.
+        #expect(decide([lost, second], now: "2026-11-26T00:30:00Z").verdict == .notBefore(at("2026-11-26T06:01:00Z")))
+        // A UTC reading would have freed the segment at 00:01Z: the old fallback's 429.
+        #expect(decide([lost, second], now: "2026-11-26T00:30:00Z").verdict != .allowed)
+        // Another zone known for the segment (Honolulu, day ends 10:00Z) makes it count longer.
+        let honolulu = attempt(.rejected, "2026-11-25T12:00:00Z", zone: "Pacific/Honolulu")
+        #expect(decide([lost, second, honolulu], now: "2026-11-26T07:00:00Z").verdict == .notBefore(at("2026-11-26T10:01:00Z")))
+    }
+
     /// I1: with two zones named for the segment, a refresh counts until midnight has passed in both.
     @Test func twoZonesBothMustReset() {
         // Sent with Asia/Tokyo (day ends 15:00Z) and America/Chicago (day ends 06:00Z next day).

@@ -121,6 +121,29 @@ struct DaemonCommandTests {
         }
     }
 
+    /// Control characters in a job's values (a note with ESC and CR, as a submitter may write it)
+    /// are escaped in refreshctl's human output: nothing clears the screen or rewrites a line.
+    @Test func controlCharactersAreEscapedInOutput() async throws {
+        try await offPool {
+            let daemon = try RunningDaemon()
+            defer { daemon.stop() }
+            let config = daemon.directory + "/refreshd.toml"
+            let note = "\u{1b}[2J\rforged line"
+            #expect(try refreshctl(["enqueue", "--segment", segmentTwo, "--time-zone", "UTC", "--note", note, "--config", config]).status == 0)
+            var shown = ""
+            for _ in 0..<250 where !shown.contains("forged") {
+                shown = (try daemon.ctl(["jobs"])).stdout
+                usleep(UInt32(0.02 * 1_000_000))
+            }
+            #expect(shown.contains("\\x1b[2J\\rforged line"), "\(shown.debugDescription)")
+            #expect(!shown.contains("\u{1b}") && !shown.contains("\r"))
+            let show = try daemon.ctl(["show", "1"])
+            #expect(show.stdout.contains("\\x1b[2J\\rforged line") && !show.stdout.contains("\u{1b}"), "\(show.stdout.debugDescription)")
+            // The daemon's own log lines stay escaped too.
+            #expect(!daemon.output.contains("\u{1b}"))
+        }
+    }
+
     /// With the daemon down, every daemon command says so, and how to start it: exit code 3.
     @Test(arguments: [["status"], ["budget"], ["jobs"], ["plan"], ["history"], ["show", "1"], ["cancel", "1"]])
     func daemonDown(_ arguments: [String]) async throws {

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Testing
 
 @testable import RefreshDaemon
@@ -233,5 +234,53 @@ struct ConfigurationTests {
         var fromEnvironment = ConfigurationLoader(environment: ["REFRESHD_CONFIG": directory + "/r.toml", "HOME": "/home/op"], userID: 1000)
         let c = try fromEnvironment.load()
         #expect(c.retentionDays == Setting(7, .file(path: directory + "/r.toml", line: 1)))
+    }
+}
+
+@Suite("Hardening: configuration and log lines")
+struct HardeningConfigurationTests {
+    /// A plain http:// base_url to a host other than loopback is refused (the key would cross the
+    /// network in clear) unless allow_insecure_http is set; loopback stays allowed for tests.
+    @Test func plainHTTPOnlyToLoopback() throws {
+        let refused = problems("[sendgrid]\nbase_url = \"http://api.example.com\"\n")
+        #expect(refused.count == 1 && refused[0].contains("plain http") && refused[0].contains("allow_insecure_http"), "\(refused)")
+        #expect(problems("[sendgrid]\nbase_url = \"http://api.example.com\"\nallow_insecure_http = true\n").isEmpty)
+        #expect(problems("[sendgrid]\nbase_url = \"http://127.0.0.2:9999\"\n").isEmpty)
+        #expect(problems("[sendgrid]\nbase_url = \"http://[::1]:9999\"\n").isEmpty)
+        #expect(problems("[sendgrid]\nbase_url = \"https://api.example.com\"\n").isEmpty)
+    }
+
+    /// The API token file is checked like a key file: readable by every user is a warning.
+    @Test func worldReadableTokenFileWarns() throws {
+        let directory = temporaryDirectory()
+        try "token-0123456789".write(toFile: directory + "/token", atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: directory + "/token")
+        let (_, warnings) = try load("api_token_file = \"\(directory)/token\"\n")
+        #expect(warnings.contains { $0.contains("API token file") && $0.contains("chmod o-r") }, "\(warnings)")
+        try FileManager.default.setAttributes([.posixPermissions: 0o640], ofItemAtPath: directory + "/token")
+        #expect(try load("api_token_file = \"\(directory)/token\"\n").1.isEmpty)
+    }
+
+    /// The new keys are read and bounded.
+    @Test func hardeningKeys() throws {
+        let (c, _) = try load(
+            "rejected_retention_days = 7\napi_max_connections = 64\napi_idle_timeout_seconds = 30\napi_request_timeout_seconds = 5\n")
+        #expect(c.rejectedRetentionDays.value == 7 && c.apiMaxConnections.value == 64)
+        #expect(c.apiIdleTimeoutSeconds.value == 30 && c.apiRequestTimeoutSeconds.value == 5)
+        #expect(problems("api_max_connections = 1\n").first?.contains("outside 16...100000") == true)
+    }
+
+    /// NUL, ESC and CR from a submitter never reach the journal raw: one record stays one line,
+    /// and no "<0>" can start a forged record.
+    @Test func controlCharactersAreEscapedInLogLines() {
+        let sink = LogSink.memory()
+        var logger = Logger(label: "test") { _ in JournalLogHandler(label: "test", level: .debug, journald: true, sink: sink, clock: { Date() }) }
+        logger[metadataKey: "file"] = "job\u{0}.json"
+        logger.warning("job file rejected: \u{1b}[2J", metadata: ["reason": "zone \"\r\n<0>forged\u{1b}]0;title\u{7}\""])
+        let text = sink.text
+        #expect(text.split(separator: "\n").count == 1, "\(text)")
+        #expect(!text.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" }, "\(text.debugDescription)")
+        #expect(text.contains("\\x1b[2J") && text.contains("\\r\\n<0>forged") && text.contains("job\\x00.json"))
+        #expect(LogText.escaped([0x61, 0xff, 0x62]) == "a\\xffb")
     }
 }

@@ -316,4 +316,36 @@ final class Counter: @unchecked Sendable {
     private var count = 0
     func add() { lock.withLock { count += 1 } }
     var value: Int { lock.withLock { count } }
+
+    /// A POST body over 64 KiB answers 413 with the JSON error (it was a 500).
+    @Test func oversizedBodyIs413() async throws {
+        let h = try await APIHarness()
+        let answer = try await h.request(.POST, "/v1/jobs", body: #"{"note": ""# + String(repeating: "x", count: 70_000) + #""}"#)
+        #expect(answer.status == 413 && answer.errorCode == "too_large", "\(answer.status) \(answer.body.prefix(200))")
+        await h.stop()
+    }
+
+    /// GET /v1/plan is no amplifier: eight parallel requests over 20,000 queued jobs share one
+    /// computation and get the same answer; a change to the ledger makes the next one fresh.
+    @Test func planIsComputedOncePerLedgerChange() async throws {
+        let h = try await APIHarness()
+        let files = (0..<20_000).map { index in
+            SpoolFileJob(
+                identity: "test:\(index)", contentDigest: "\(index)", name: "j\(index)",
+                job: NewJob(source: "test", account: "default", segmentID: String(format: "0f8c5e8e-1111-4f4a-9a53-%012d", index % 500), timeZone: "America/Chicago"))
+        }
+        _ = try h.ledger.ingestSpoolFiles(files, now: Date())
+        let bodies = try await withThrowingTaskGroup(of: String.self) { group in
+            for _ in 0..<8 { group.addTask { try await h.get("/v1/plan").body } }
+            return try await group.reduce(into: [String]()) { $0.append($1) }
+        }
+        #expect(Set(bodies).count == 1)
+        #expect(h.state.planComputations == 1)
+        #expect((APIAnswer(status: 200, body: bodies[0]).object["jobs"] as? [Any])?.count == 20_000)
+        _ = try h.ledger.enqueue(NewJob(source: "test", account: "default", segmentID: String(format: "0f8c5e8e-1111-4f4a-9a53-%012d", 999), timeZone: "UTC"), now: Date())
+        let fresh = try await h.get("/v1/plan")
+        #expect(h.state.planComputations == 2)
+        #expect((fresh.object["jobs"] as? [Any])?.count == 20_001)
+        await h.stop()
+    }
 }

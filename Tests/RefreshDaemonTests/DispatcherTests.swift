@@ -253,6 +253,23 @@ struct DispatcherAnswerTests {
         await h.shutdown()
     }
 
+    /// R5: a request that got no answer but that SendGrid recorded is confirmed by the next
+    /// pre-flight: its attempt becomes accepted and its job sent; the segment is not refreshed a
+    /// second time for it.
+    @Test func preflightConfirmsUnanswered() async throws {
+        let h = try await DispatchHarness(start: simStart, maxAttempts: 5, requestTimeout: 0.5)
+        h.fake.inject(.delay(seconds: 1.5, recorded: true))
+        let id = try h.enqueue(segment)
+        try await h.run(until: simStart.addingTimeInterval(2 * 86400))
+        let job = try h.job(id)
+        #expect(job.state == .sent && job.reason?.contains("seen by pre-flight") == true, "\(job) \(h.fake.refreshes)")
+        #expect(h.fake.refreshes.count == 1, "one refresh only: \(h.fake.refreshes)")
+        #expect(try h.attempts().map(\.outcome) == [.accepted])
+        #expect(h.logs.text.contains("SendGrid recorded earlier unanswered requests"))
+        #expect(h.fake.violations.isEmpty)
+        await h.shutdown()
+    }
+
     /// 5xx, a timeout and a reset after the request was written: uncertain (counts for the
     /// segment and the account), requeued; after max_attempts the job fails.
     @Test func noClearAnswer() async throws {

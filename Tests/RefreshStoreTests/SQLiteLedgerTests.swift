@@ -85,6 +85,52 @@ struct SQLiteLedgerTests {
         } throws: { ($0 as? LedgerError)?.code == .invalidState }
     }
 
+    /// R4: a second opening of the ledger (a second daemon before the lock existed) turns the live
+    /// reservation uncertain; the real answer arriving later is still recorded and its job sent,
+    /// never an error that holds the account up.
+    @Test func lateAnswerAfterRecovery() throws {
+        let path = tempDirectory() + "/ledger.sqlite"
+        let ledger = try SQLiteLedger(path: path, now: t0)
+        _ = try ledger.enqueue(newJob(), now: t0)
+        guard case .reserved(let id, _) = try ledger.reserve(account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow) else {
+            Issue.record("no reservation")
+            return
+        }
+        _ = try SQLiteLedger(path: path, now: t0.addingTimeInterval(1))
+        #expect(try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 5).first?.outcome == .uncertain)
+        #expect(try ledger.queuedJobs().first?.attemptID == id, "requeued, still linked (R2)")
+        try ledger.complete(
+            attemptID: id, outcome: .accepted, httpStatus: 202, sendGridJobID: "sg-1", error: nil, finishedAt: t0.addingTimeInterval(2), jobs: .sent)
+        let attempt = try #require(try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 5).first)
+        #expect(attempt.outcome == .accepted && attempt.sendGridJobID == "sg-1")
+        #expect(attempt.error?.contains("answered after refreshd had marked it uncertain") == true)
+        #expect(try ledger.queuedJobs().isEmpty && ledger.jobCounts()[.sent] == 1)
+        #expect {
+            try ledger.complete(attemptID: id, outcome: .accepted, httpStatus: 202, sendGridJobID: nil, error: nil, finishedAt: t0, jobs: .sent)
+        } throws: { ($0 as? LedgerError)?.code == .invalidState }
+    }
+
+    /// R5: after a pre-flight shows SendGrid counted an unanswered request, the attempt is accepted
+    /// and the jobs still linked to it are sent (leader) and coalesced, not sent again.
+    @Test func confirmRecorded() throws {
+        let ledger = try SQLiteLedger(inMemoryAt: t0)
+        _ = try ledger.enqueue(newJob(), now: t0)
+        _ = try ledger.enqueue(newJob(priority: 5), now: t0)
+        guard case .reserved(let id, _) = try ledger.reserve(account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow) else {
+            Issue.record("no reservation")
+            return
+        }
+        try ledger.complete(
+            attemptID: id, outcome: .uncertain, httpStatus: nil, sendGridJobID: nil, error: "timeout", finishedAt: t0,
+            jobs: .requeue(retryAt: t0.addingTimeInterval(600), countsTry: true))
+        let jobs = try ledger.confirmRecorded(attemptIDs: [id], now: t0.addingTimeInterval(700))
+        #expect(jobs.map(\.state) == [.sent, .coalesced])
+        #expect(jobs.first?.job.priority == 5, "the leader is the best job")
+        #expect(try ledger.queuedJobs().isEmpty)
+        #expect(try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 5).first?.outcome == .accepted)
+        #expect(try ledger.confirmRecorded(attemptIDs: [id], now: t0).isEmpty, "only uncertain attempts are confirmed")
+    }
+
     /// A requeue keeps jobs and holds them back, linked to the attempt that may have reached
     /// SendGrid (R5); a failure keeps the (bounded) reason.
     @Test func requeueAndFail() throws {

@@ -1,0 +1,353 @@
+import AsyncHTTPClient
+import FakeSendGrid
+import Foundation
+import Glibc
+import NIOCore
+import NIOHTTP1
+import RefreshCore
+import RefreshDaemon
+import RefreshStore
+import TestSupport
+import Testing
+
+/// The findings of the outside review, each reproduced against the real daemon (see the README's
+/// fault table). Every test here failed on the code before the fixes.
+@Suite("Hardening: the real daemon against careless and hostile neighbours")
+struct HardeningProcessTests {
+    /// A second `refreshd run` on the same state directory exits 75, names the running one, and
+    /// leaves the live daemon's in-flight reservation alone: its 202 is recorded, the job is sent
+    /// once.
+    @Test func secondInstanceNeverTouchesTheLedger() async throws {
+        let fake = FakeSendGrid(apiKey: fakeKey, zones: hostZones)
+        let url = try await fake.start()
+        // SendGrid takes the request and records it, but answers only after 4 s.
+        fake.inject(.delay(seconds: 4, recorded: true))
+        let directory = temporaryDirectory()
+        let config = try writeConfig(directory, "[sendgrid]\nbase_url = \"\(url)\"\n")
+        let environment = daemonEnvironment(directory, extra: ["SENDGRID_API_KEY": fakeKey])
+        let first = try DaemonProcess(arguments: ["run", "--config", config], environment: environment)
+        #expect(await first.eventuallyOutputs("refreshd started"), "\(first.output)")
+        try dropJob(directory + "/spool/incoming", 31)
+        #expect(await eventually(timeout: 10) { fake.refreshes.count == 1 }, "\(first.output)")
+
+        // Typed by hand while the request is in flight, with another socket (so only the lock stops it).
+        let secondConfig = directory + "/second.toml"
+        try String(contentsOfFile: config, encoding: .utf8).replacingOccurrences(of: directory + "/refreshd.sock", with: directory + "/second.sock")
+            .write(toFile: secondConfig, atomically: true, encoding: .utf8)
+        let second = try DaemonProcess(arguments: ["run", "--config", secondConfig], environment: environment)
+        let code = await offPool { second.waitForExit(timeout: 15) }
+        #expect(code == 75, "\(second.output)")
+        #expect(second.output.contains("another refreshd (pid=\(first.process.processIdentifier)"), "\(second.output)")
+
+        #expect(await first.eventuallyOutputs("refresh accepted by SendGrid", timeout: 15), "\(first.output)")
+        #expect(!first.output.contains("already uncertain"))
+        kill(first.process.processIdentifier, SIGTERM)
+        #expect(await offPool { first.waitForExit(timeout: 10) } == 0)
+        await fake.stop()
+        let ledger = try SQLiteLedger(path: directory + "/state/ledger.sqlite", now: Date())
+        let attempts = try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 10)
+        #expect(attempts.map(\.outcome) == [.accepted])
+        #expect(try ledger.jobCounts()[.sent] == 1 && ledger.queuedCount() == 0)
+        #expect(fake.refreshes.count == 1)
+    }
+
+    /// A tzdata upgrade drops a queued job's zone (a legacy link, US/Pacific): the job is held,
+    /// named in the journal, shown by jobs, plan, status and the metrics, and never sent with UTC
+    /// or any other zone. Tz data that has the zone again releases it.
+    @Test func zoneDroppedByTZDataUpgradeHoldsTheJob() async throws {
+        let fake = FakeSendGrid(apiKey: fakeKey, zones: hostZones)
+        let url = try await fake.start()
+        let directory = temporaryDirectory()
+        let tzdir = directory + "/zoneinfo"
+        let copy = Process()
+        copy.executableURL = URL(fileURLWithPath: "/bin/cp")
+        copy.arguments = ["-a", ZoneInfoDirectoryPath.host, tzdir]
+        try copy.run()
+        copy.waitUntilExit()
+        let config = try writeConfig(directory, "[sendgrid]\nbase_url = \"\(url)\"\n")
+        let environment = daemonEnvironment(
+            directory, extra: ["SENDGRID_API_KEY": fakeKey, "TZDIR": tzdir, "REFRESHD_TZ_CHECK_SECONDS": "0.5"])
+        let daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: environment)
+        #expect(await daemon.eventuallyOutputs("refreshd started"), "\(daemon.output)")
+        let segment = "0f8c5e8e-1111-4f4a-9a53-000000000041"
+        let notBefore = Timestamp.rfc3339(Date().addingTimeInterval(6))
+        try #"{"segment_id": "\#(segment)", "user_time_zone": "US/Pacific", "not_before": "\#(notBefore)"}"#
+            .write(toFile: directory + "/spool/incoming/pacific.json", atomically: true, encoding: .utf8)
+        let socket = directory + "/refreshd.sock"
+        #expect(await eventuallyAsync(timeout: 10) { ((try? await socketGet(socket, "/v1/jobs?state=queued"))?.object["jobs"] as? [Any])?.count == 1 })
+
+        // The upgrade: the link is gone from the tz database.
+        let zi = tzdir + "/tzdata.zi"
+        let original = try String(contentsOfFile: zi, encoding: .utf8)
+        try original.replacingOccurrences(of: "L America/Los_Angeles US/Pacific\n", with: "").write(toFile: zi, atomically: true, encoding: .utf8)
+        #expect(await daemon.eventuallyOutputs("they are held, never sent with another zone"), "\(daemon.output)")
+        #expect(daemon.output.contains("(US/Pacific)"))
+        // Past not_before: nothing goes out.
+        try await Task.sleep(for: .seconds(8))
+        #expect(fake.refreshes.isEmpty, "\(fake.refreshes)")
+        let jobs = try await socketGet(socket, "/v1/jobs?state=queued").object["jobs"] as? [[String: Any]] ?? []
+        #expect((jobs.first?["held_reason"] as? String)?.contains("US/Pacific") == true, "\(jobs)")
+        let plan = try await socketGet(socket, "/v1/plan").object
+        #expect(((plan["jobs"] as? [[String: Any]])?.first?["fate"] as? String) == "held", "\(plan)")
+        #expect((plan["sends"] as? [Any])?.isEmpty == true)
+        let status = try await socketGet(socket, "/v1/status").object
+        #expect(status["held_jobs"] as? Int == 1, "\(status)")
+        let metrics = try await socketGet(socket, "/metrics").body
+        #expect(metrics.contains(#"refreshd_jobs_held{account="default",reason="unknown_time_zone"} 1"#), "\(metrics)")
+
+        // The zone comes back (the tzdata-legacy package installed): the job goes out with its own zone.
+        try original.write(toFile: zi, atomically: true, encoding: .utf8)
+        #expect(await eventually(timeout: 15) { fake.refreshes.count == 1 }, "\(daemon.output)")
+        #expect(fake.refreshes.first?.zone == "US/Pacific")
+        #expect(fake.refreshes.allSatisfy { $0.zone != "UTC" })
+        kill(daemon.process.processIdentifier, SIGTERM)
+        #expect(await offPool { daemon.waitForExit(timeout: 10) } == 0)
+        await fake.stop()
+    }
+
+    /// An outside process holding the ledger's write lock (a sqlite3 shell left in a transaction):
+    /// API writes answer the documented 503 within a few seconds, and reads (`/healthz`) keep
+    /// answering at once meanwhile.
+    @Test func outsideWriteLockAnswers503Quickly() async throws {
+        let directory = temporaryDirectory()
+        let config = try writeConfig(directory)
+        let daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
+        #expect(await daemon.eventuallyOutputs("refreshd started"), "\(daemon.output)")
+        let socket = directory + "/refreshd.sock"
+        // Python's sqlite3 holds a write transaction for 20 s.
+        let holder = Process()
+        holder.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        holder.arguments = [
+            "python3", "-c",
+            """
+            import sqlite3, sys, time
+            db = sqlite3.connect(sys.argv[1], isolation_level=None)
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO segment_usage VALUES ('x', 'y', 0, NULL, 0)")
+            print("locked", flush=True)
+            time.sleep(20)
+            """,
+            directory + "/state/ledger.sqlite",
+        ]
+        let out = Pipe()
+        holder.standardOutput = out
+        try holder.run()
+        defer { holder.terminate() }
+        _ = await offPool { out.fileHandleForReading.availableData }
+        let body = #"{"segment_id": "0f8c5e8e-1111-4f4a-9a53-000000000051", "user_time_zone": "UTC"}"#
+        let started = ContinuousClock.now
+        async let write = socketRequest(socket, .POST, "/v1/jobs", body: body)
+        try await Task.sleep(for: .milliseconds(200))
+        let readStarted = ContinuousClock.now
+        let health = try await socketGet(socket, "/healthz")
+        let readTook = ContinuousClock.now - readStarted
+        #expect(health.status == 200)
+        #expect(readTook < .seconds(1), "reads answer while a write waits: \(readTook)")
+        let answer = try await write
+        let writeTook = ContinuousClock.now - started
+        #expect(answer.status == 503 && answer.errorCode == "ledger_busy", "\(answer)")
+        #expect(writeTook < .seconds(6), "the 503 comes quickly, not after the lock: \(writeTook)")
+        holder.terminate()
+        holder.waitUntilExit()
+        let retry = try await socketRequest(socket, .POST, "/v1/jobs", body: body)
+        #expect(retry.status == 201, "\(retry)")
+        kill(daemon.process.processIdentifier, SIGTERM)
+        #expect(await offPool { daemon.waitForExit(timeout: 10) } == 0)
+    }
+
+    /// incoming/ deleted while refreshd runs: it is made again with its mode, the inotify watch is
+    /// armed on the new directory (a job dropped there is taken within seconds, long before the 60 s
+    /// rescan), and the journal says so.
+    @Test func deletedSpoolIsRecreatedAndWatched() async throws {
+        let directory = temporaryDirectory()
+        let config = try writeConfig(directory)
+        let daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
+        #expect(await daemon.eventuallyOutputs("refreshd started"), "\(daemon.output)")
+        let incoming = directory + "/spool/incoming"
+        try FileManager.default.removeItem(atPath: incoming)
+        #expect(await daemon.eventuallyOutputs("created them again", timeout: 10), "\(daemon.output)")
+        var info = stat()
+        #expect(stat(incoming, &info) == 0 && info.st_mode & 0o7777 == 0o2770)
+        #expect(await daemon.eventuallyOutputs("watching the spool's incoming/ directory again", timeout: 10), "\(daemon.output)")
+        try dropJob(incoming, 61)
+        #expect(await eventually(timeout: 10) { (try? FileManager.default.contentsOfDirectory(atPath: incoming))?.isEmpty == true })
+        let jobs = try await socketGet(directory + "/refreshd.sock", "/v1/jobs").object["jobs"] as? [Any]
+        #expect(jobs?.count == 1)
+        kill(daemon.process.processIdentifier, SIGTERM)
+        #expect(await offPool { daemon.waitForExit(timeout: 10) } == 0)
+    }
+
+    /// A directory in incoming/ that refreshd may not move (not writable by it, so its ".." cannot
+    /// change) is reported once and skipped; every other file is still taken. refreshd runs as an
+    /// unprivileged user (root may move anything): as `nobody` through setpriv when the tests run
+    /// as root, as the test's own user otherwise.
+    @Test func unmovableEntryIsSkippedNotBlocking() async throws {
+        let directory = temporaryDirectory()
+        let config = try writeConfig(directory)
+        for folder in ["/spool", "/spool/incoming", "/spool/active", "/spool/rejected", "/state"] {
+            try FileManager.default.createDirectory(atPath: directory + folder, withIntermediateDirectories: true)
+        }
+        chmod(directory + "/spool/incoming", 0o2770)
+        var wrapper: [String] = []
+        if getuid() == 0 {
+            let chown = Process()
+            chown.executableURL = URL(fileURLWithPath: "/bin/chown")
+            chown.arguments = ["-R", "65534:65534", directory]
+            try chown.run()
+            chown.waitUntilExit()
+            wrapper = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+        }
+        // A directory the daemon's user cannot write: rename(2) must update its "..", so it stays.
+        try FileManager.default.createDirectory(atPath: directory + "/spool/incoming/stuck.d", withIntermediateDirectories: false)
+        chmod(directory + "/spool/incoming/stuck.d", 0o555)
+        defer { chmod(directory + "/spool/incoming/stuck.d", 0o755) }
+        try dropJob(directory + "/spool/incoming", 81)
+        let daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory), wrapper: wrapper)
+        #expect(await daemon.eventuallyOutputs("refreshd started"), "\(daemon.output)")
+        #expect(daemon.output.contains("spool entry skipped") && daemon.output.contains("stuck.d"), "\(daemon.output)")
+        try dropJob(directory + "/spool/incoming", 82)
+        let socket = directory + "/refreshd.sock"
+        #expect(await eventuallyAsync(timeout: 10) { ((try? await socketGet(socket, "/v1/jobs"))?.object["jobs"] as? [Any])?.count == 2 })
+        let status = try await socketGet(socket, "/v1/status").object
+        let spool = status["spool"] as? [String: Any] ?? [:]
+        #expect(spool["blocked"] is NSNull, "\(spool)")
+        #expect((spool["skipped"] as? [String]) == ["stuck.d"], "\(spool)")
+        #expect(daemon.output.components(separatedBy: "spool entry skipped").count == 2, "reported once")
+        kill(daemon.process.processIdentifier, SIGTERM)
+        #expect(await offPool { daemon.waitForExit(timeout: 10) } == 0)
+    }
+
+    /// 2,000 idle connections against a daemon limited to 1,024 descriptors (systemd's default):
+    /// the API still answers at once, a job dropped meanwhile is taken, and the process is alive
+    /// after the flood has been kept up for 3 minutes ($REFRESHD_FLOOD_SECONDS). Prints the
+    /// answer time and the RSS.
+    @Test func connectionFloodCannotExhaustTheAPI() async throws {
+        let seconds = ProcessInfo.processInfo.environment["REFRESHD_FLOOD_SECONDS"].flatMap(Double.init) ?? 180
+        // This test process holds the 2,000 connections: let it have the descriptors.
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        guard limit.rlim_max >= 4096 else {
+            Issue.record("the hard descriptor limit (\(limit.rlim_max)) is below the 4,096 this test needs")
+            return
+        }
+        limit.rlim_cur = limit.rlim_max
+        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        let directory = temporaryDirectory()
+        let config = try writeConfig(directory)
+        let daemon = try DaemonProcess(
+            arguments: ["run", "--config", config], environment: daemonEnvironment(directory),
+            wrapper: ["/bin/sh", "-c", "ulimit -n 1024 && exec \"$@\"", "sh"])
+        #expect(await daemon.eventuallyOutputs("refreshd started"), "\(daemon.output)")
+        let socket = directory + "/refreshd.sock"
+        let flood = IdleFlood(socket: socket)
+        defer { flood.closeAll() }
+        await offPool { flood.open(2000) }
+        #expect(flood.opened >= 1900, "connections made: \(flood.opened)")
+
+        let asked = ContinuousClock.now
+        let health = try await socketGet(socket, "/healthz")
+        let answered = ContinuousClock.now - asked
+        #expect(health.status == 200)
+        #expect(answered < .milliseconds(500), "answered in \(answered)")
+        print("connection flood: 2,000 idle connections held against 1,024 descriptors; /healthz answered in \(answered)")
+
+        try dropJob(directory + "/spool/incoming", 71)
+        #expect(await eventuallyAsync(timeout: 10) { ((try? await socketGet(socket, "/v1/jobs"))?.object["jobs"] as? [Any])?.count == 1 })
+
+        // Keep it up: connections the daemon closed are opened again, 2,000 attempted all along.
+        let until = ContinuousClock.now + .seconds(seconds)
+        while ContinuousClock.now < until, daemon.process.isRunning {
+            try await Task.sleep(for: .seconds(5))
+            await offPool { flood.refill(to: 2000) }
+        }
+        #expect(daemon.process.isRunning, "\(daemon.output.suffix(2000))")
+        let late = try await socketGet(socket, "/healthz")
+        #expect(late.status == 200)
+        let rss = (try? String(contentsOfFile: "/proc/\(daemon.process.processIdentifier)/status", encoding: .utf8))?
+            .split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? "unknown"
+        print("connection flood: alive after \(Int(seconds)) s of flood; \(rss)")
+        #expect(!daemon.output.contains("Too many open files"), "\(daemon.output.suffix(2000))")
+        kill(daemon.process.processIdentifier, SIGTERM)
+        #expect(await offPool { daemon.waitForExit(timeout: 15) } == 0)
+    }
+}
+
+/// Where the host's tz database is.
+enum ZoneInfoDirectoryPath {
+    static let host = ProcessInfo.processInfo.environment["TZDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/usr/share/zoneinfo"
+}
+
+/// Idle connections to a unix socket: opened, never written to.
+final class IdleFlood: @unchecked Sendable {
+    let socket: String
+    private let lock = NSLock()
+    private var descriptors: [Int32] = []
+
+    init(socket: String) { self.socket = socket }
+
+    var opened: Int { lock.withLock { descriptors.count } }
+
+    func open(_ count: Int) {
+        for _ in 0..<count {
+            let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { return }
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                for (index, byte) in socket.utf8.enumerated() { raw[index] = byte }
+            }
+            // A connection the server's backlog cannot take now is not waited for.
+            var timeout = timeval(tv_sec: 1, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            let result = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            if result == 0 {
+                lock.withLock { descriptors.append(fd) }
+            } else {
+                close(fd)
+            }
+        }
+    }
+
+    /// Drops the connections the server closed and opens new ones up to `count`.
+    func refill(to count: Int) {
+        let alive = lock.withLock { () -> Int in
+            descriptors = descriptors.filter { fd in
+                var pollfd = Glibc.pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                let closed = poll(&pollfd, 1, 0) > 0 && (pollfd.revents & Int16(POLLIN | POLLHUP)) != 0
+                if closed { close(fd) }
+                return !closed
+            }
+            return descriptors.count
+        }
+        open(max(0, count - alive))
+    }
+
+    func closeAll() {
+        lock.withLock {
+            for fd in descriptors { close(fd) }
+            descriptors = []
+        }
+    }
+}
+
+/// One request to a running refreshd's control API over its unix socket.
+func socketRequest(_ socket: String, _ method: HTTPMethod, _ uri: String, body: String? = nil) async throws -> APIAnswer {
+    var request = try HTTPClient.Request(
+        url: URL(httpURLWithSocketPath: socket, uri: uri)!.absoluteString, method: method, body: body.map { .string($0) })
+    if body != nil { request.headers.add(name: "Content-Type", value: "application/json") }
+    let response = try await HTTPClient.shared.execute(request: request).get()
+    var buffer = response.body ?? ByteBuffer()
+    return APIAnswer(status: Int(response.status.code), body: buffer.readString(length: buffer.readableBytes) ?? "")
+}
+
+/// Polls an async condition every 50 ms until it holds or the timeout passes.
+func eventuallyAsync(timeout: TimeInterval, _ condition: () async -> Bool) async -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(50))
+    }
+    return await condition()
+}
