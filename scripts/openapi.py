@@ -15,8 +15,15 @@ ZONE = {"type": "string", "minLength": 1, "maxLength": 255, "description": "An I
 def error_responses(*codes):
     text = {400: "Bad input; the message names the field", 403: "A change on the TCP listener without the API token",
             404: "No such job or block, or no such route", 409: "Conflict (idempotency key reused with other content, or the job can no longer be cancelled)",
-            413: "Body too large", 503: "The ledger is not usable, or the queue is full"}
-    return {str(c): {"description": text[c], "content": {"application/json": {"schema": ref("Error")}}} for c in codes}
+            413: "Body too large (a job is at most 64 KiB)",
+            503: "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process "
+                 "(ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)"}
+    def response(c):
+        r = {"description": text[c], "content": {"application/json": {"schema": ref("Error")}}}
+        if c == 503:
+            r["headers"] = {"Retry-After": {"description": "Seconds to wait before trying again (busy or not writable)", "schema": {"type": "integer"}}}
+        return r
+    return {str(c): response(c) for c in codes}
 
 def ok(schema, description="OK", code="200"):
     return {code: {"description": description, "content": {"application/json": {"schema": schema}}}}
@@ -38,12 +45,13 @@ schemas = {
         "earliest": nullable(TS), "binding": {"type": "array", "items": {"type": "string"}}, "rules": {"type": "array", "items": ref("RuleBudget")},
         "segment_remaining_today": {"type": "integer"}, "account_remaining": {"type": "integer"}, "paused_reason": nullable({"type": "string"})}},
     "Job": {"type": "object", "required": ["id", "state", "account", "segment_id", "time_zone", "priority", "source", "idempotency_key", "not_before",
-        "expires_at", "note", "attempt_id", "reason", "tries", "retry_at", "created_at", "updated_at"], "properties": {
+        "expires_at", "note", "attempt_id", "reason", "tries", "retry_at", "created_at", "updated_at", "held_reason"], "properties": {
         "id": {"type": "integer"}, "state": {"type": "string", "enum": ["queued", "sending", "sent", "coalesced", "failed", "cancelled", "expired"]},
         "account": {"type": "string"}, "segment_id": UUID, "time_zone": {"type": "string"}, "priority": {"type": "integer", "minimum": -100, "maximum": 100},
         "source": {"type": "string"}, "idempotency_key": nullable({"type": "string"}), "not_before": nullable(TS), "expires_at": nullable(TS),
         "note": nullable({"type": "string"}), "attempt_id": nullable({"type": "integer"}), "reason": nullable({"type": "string"}),
-        "tries": {"type": "integer"}, "retry_at": nullable(TS), "created_at": TS, "updated_at": TS}},
+        "tries": {"type": "integer"}, "retry_at": nullable(TS), "created_at": TS, "updated_at": TS,
+        "held_reason": nullable({"type": "string", "description": "Why a queued job is held instead of planned (its time zone cannot be loaded from the host's tz data; it is never sent with another zone)"})}},
     "JobEnvelope": {"type": "object", "required": ["job"], "properties": {"job": ref("Job"), "created": {"type": "boolean"}}},
     "JobPage": {"type": "object", "required": ["jobs", "next_cursor"], "properties": {"jobs": {"type": "array", "items": ref("Job")},
         "next_cursor": nullable({"type": "string"})}},
@@ -68,20 +76,24 @@ schemas = {
         "reasons": {"type": "array", "items": {"type": "string", "enum": ["segment_daily", "segment_interval", "account_daily", "learned_block", "not_before", "queue"]}}}},
     "PlannedJob": {"type": "object", "required": ["id", "account", "segment_id", "fate", "at"], "properties": {
         "id": {"type": "integer"}, "account": {"type": "string"}, "segment_id": {"type": "string"},
-        "fate": {"type": "string", "enum": ["send", "coalesce", "expire", "never", "paused", "unknown_account"]}, "at": nullable(TS),
-        "leader": {"type": "integer"}}},
+        "fate": {"type": "string", "enum": ["send", "coalesce", "expire", "never", "paused", "unknown_account", "held"]}, "at": nullable(TS),
+        "leader": {"type": "integer"}, "reason": {"type": "string", "description": "With fate held: why"}}},
     "Plan": {"type": "object", "required": ["now", "sends", "jobs"], "properties": {"now": TS, "sends": {"type": "array", "items": ref("PlannedSend")},
         "jobs": {"type": "array", "items": ref("PlannedJob")}}},
-    "AccountStatus": {"type": "object", "required": ["name", "dry_run", "queued", "paused", "paused_reason", "next_send_at", "last_error"], "properties": {
+    "AccountStatus": {"type": "object", "required": ["name", "dry_run", "queued", "paused", "paused_reason", "next_send_at", "last_error", "held"], "properties": {
         "name": {"type": "string"}, "dry_run": {"type": "boolean"}, "queued": {"type": "integer"}, "paused": {"type": "boolean"},
+        "held": {"type": "integer", "description": "Queued jobs held because their time zone cannot be loaded"},
         "paused_reason": nullable({"type": "string"}), "next_send_at": nullable(TS), "last_error": nullable({"type": "string"})}},
     "Status": {"type": "object", "required": ["version", "tzdata_version", "tz_directory", "dry_run", "started_at", "uptime_seconds", "now", "jobs",
-        "queue_size", "spool", "accounts", "paused_accounts", "last_error"], "properties": {
+        "queue_size", "spool", "accounts", "paused_accounts", "last_error", "held_jobs"], "properties": {
+        "held_jobs": {"type": "integer", "description": "Queued jobs held (time zone cannot be loaded), all accounts"},
         "version": {"type": "string"}, "tzdata_version": nullable({"type": "string"}), "tz_directory": {"type": "string"}, "dry_run": {"type": "boolean"},
         "started_at": TS, "uptime_seconds": {"type": "integer"}, "now": TS,
         "jobs": {"type": "object", "additionalProperties": {"type": "integer"}}, "queue_size": {"type": "integer"},
-        "spool": {"type": "object", "required": ["backlog", "taken", "rejected", "blocked"], "properties": {"backlog": {"type": "integer"},
-            "taken": {"type": "integer"}, "rejected": {"type": "integer"}, "blocked": nullable({"type": "string"})}},
+        "spool": {"type": "object", "required": ["backlog", "taken", "rejected", "blocked", "skipped"], "properties": {"backlog": {"type": "integer"},
+            "taken": {"type": "integer"}, "rejected": {"type": "integer"}, "blocked": nullable({"type": "string"}),
+            "skipped": {"type": "array", "items": {"type": "string"}, "description": "Entries of incoming/ that cannot be moved out, skipped (remove them by hand)"},
+            "rejected_files": {"type": "integer"}, "rejected_bytes": {"type": "integer"}}},
         "accounts": {"type": "array", "items": ref("AccountStatus")}, "paused_accounts": {"type": "array", "items": {"type": "string"}},
         "last_error": nullable({"type": "string"})}},
 }

@@ -83,6 +83,10 @@ extension ControlAPI {
           "dry_run": {
             "type": "boolean"
           },
+          "held": {
+            "description": "Queued jobs held because their time zone cannot be loaded",
+            "type": "integer"
+          },
           "last_error": {
             "oneOf": [
               {
@@ -132,7 +136,8 @@ extension ControlAPI {
           "paused",
           "paused_reason",
           "next_send_at",
-          "last_error"
+          "last_error",
+          "held"
         ],
         "type": "object"
       },
@@ -290,6 +295,17 @@ extension ControlAPI {
               }
             ]
           },
+          "held_reason": {
+            "oneOf": [
+              {
+                "description": "Why a queued job is held instead of planned (its time zone cannot be loaded from the host's tz data; it is never sent with another zone)",
+                "type": "string"
+              },
+              {
+                "type": "null"
+              }
+            ]
+          },
           "id": {
             "type": "integer"
           },
@@ -402,7 +418,8 @@ extension ControlAPI {
           "tries",
           "retry_at",
           "created_at",
-          "updated_at"
+          "updated_at",
+          "held_reason"
         ],
         "type": "object"
       },
@@ -550,7 +567,8 @@ extension ControlAPI {
               "expire",
               "never",
               "paused",
-              "unknown_account"
+              "unknown_account",
+              "held"
             ],
             "type": "string"
           },
@@ -559,6 +577,10 @@ extension ControlAPI {
           },
           "leader": {
             "type": "integer"
+          },
+          "reason": {
+            "description": "With fate held: why",
+            "type": "string"
           },
           "segment_id": {
             "type": "string"
@@ -865,6 +887,10 @@ extension ControlAPI {
           "dry_run": {
             "type": "boolean"
           },
+          "held_jobs": {
+            "description": "Queued jobs held (time zone cannot be loaded), all accounts",
+            "type": "integer"
+          },
           "jobs": {
             "additionalProperties": {
               "type": "integer"
@@ -913,6 +939,19 @@ extension ControlAPI {
               "rejected": {
                 "type": "integer"
               },
+              "rejected_bytes": {
+                "type": "integer"
+              },
+              "rejected_files": {
+                "type": "integer"
+              },
+              "skipped": {
+                "description": "Entries of incoming/ that cannot be moved out, skipped (remove them by hand)",
+                "items": {
+                  "type": "string"
+                },
+                "type": "array"
+              },
               "taken": {
                 "type": "integer"
               }
@@ -921,7 +960,8 @@ extension ControlAPI {
               "backlog",
               "taken",
               "rejected",
-              "blocked"
+              "blocked",
+              "skipped"
             ],
             "type": "object"
           },
@@ -963,7 +1003,8 @@ extension ControlAPI {
           "spool",
           "accounts",
           "paused_accounts",
-          "last_error"
+          "last_error",
+          "held_jobs"
         ],
         "type": "object"
       }
@@ -1007,7 +1048,15 @@ extension ControlAPI {
                 }
               }
             },
-            "description": "The ledger is not usable, or the queue is full"
+            "description": "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process (ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)",
+            "headers": {
+              "Retry-After": {
+                "description": "Seconds to wait before trying again (busy or not writable)",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "summary": "Liveness: the ledger answers"
@@ -1074,7 +1123,15 @@ extension ControlAPI {
                 }
               }
             },
-            "description": "The ledger is not usable, or the queue is full"
+            "description": "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process (ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)",
+            "headers": {
+              "Retry-After": {
+                "description": "Seconds to wait before trying again (busy or not writable)",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "summary": "Blocks learned from SendGrid's 429s that are still in force"
@@ -1146,7 +1203,15 @@ extension ControlAPI {
                 }
               }
             },
-            "description": "The ledger is not usable, or the queue is full"
+            "description": "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process (ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)",
+            "headers": {
+              "Retry-After": {
+                "description": "Seconds to wait before trying again (busy or not writable)",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "summary": "Lift a learned block by hand (it ends now; the row stays with a note). The operator's call: it may earn another 429"
@@ -1174,7 +1239,15 @@ extension ControlAPI {
                 }
               }
             },
-            "description": "The ledger is not usable, or the queue is full"
+            "description": "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process (ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)",
+            "headers": {
+              "Retry-After": {
+                "description": "Seconds to wait before trying again (busy or not writable)",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "summary": "Every account: used, limit, remaining, resets_at (UTC), paused and why"
@@ -1266,7 +1339,15 @@ extension ControlAPI {
                 }
               }
             },
-            "description": "The ledger is not usable, or the queue is full"
+            "description": "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process (ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)",
+            "headers": {
+              "Retry-After": {
+                "description": "Seconds to wait before trying again (busy or not writable)",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "summary": "Jobs, oldest first, a page at a time"
@@ -1370,7 +1451,7 @@ extension ControlAPI {
                 }
               }
             },
-            "description": "Body too large"
+            "description": "Body too large (a job is at most 64 KiB)"
           },
           "503": {
             "content": {
@@ -1380,7 +1461,15 @@ extension ControlAPI {
                 }
               }
             },
-            "description": "The ledger is not usable, or the queue is full"
+            "description": "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process (ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)",
+            "headers": {
+              "Retry-After": {
+                "description": "Seconds to wait before trying again (busy or not writable)",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "summary": "Queue a refresh (the job file contract; idempotent with an id)"
@@ -1462,7 +1551,15 @@ extension ControlAPI {
                 }
               }
             },
-            "description": "The ledger is not usable, or the queue is full"
+            "description": "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process (ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)",
+            "headers": {
+              "Retry-After": {
+                "description": "Seconds to wait before trying again (busy or not writable)",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "summary": "Cancel a job that has not been sent"
@@ -1522,7 +1619,15 @@ extension ControlAPI {
                 }
               }
             },
-            "description": "The ledger is not usable, or the queue is full"
+            "description": "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process (ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)",
+            "headers": {
+              "Retry-After": {
+                "description": "Seconds to wait before trying again (busy or not writable)",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "summary": "One job"
@@ -1568,7 +1673,15 @@ extension ControlAPI {
                 }
               }
             },
-            "description": "The ledger is not usable, or the queue is full"
+            "description": "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process (ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)",
+            "headers": {
+              "Retry-After": {
+                "description": "Seconds to wait before trying again (busy or not writable)",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "summary": "The forecast: when each queued job is expected to go out, and why then"
@@ -1652,7 +1765,15 @@ extension ControlAPI {
                 }
               }
             },
-            "description": "The ledger is not usable, or the queue is full"
+            "description": "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process (ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)",
+            "headers": {
+              "Retry-After": {
+                "description": "Seconds to wait before trying again (busy or not writable)",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "summary": "The ledger's attempts with outcomes, newest first"
@@ -1726,7 +1847,15 @@ extension ControlAPI {
                 }
               }
             },
-            "description": "The ledger is not usable, or the queue is full"
+            "description": "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process (ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)",
+            "headers": {
+              "Retry-After": {
+                "description": "Seconds to wait before trying again (busy or not writable)",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "summary": "One segment: what is left today in its zone and for the account, the earliest instant a refresh may go out, the binding rules"
@@ -1754,7 +1883,15 @@ extension ControlAPI {
                 }
               }
             },
-            "description": "The ledger is not usable, or the queue is full"
+            "description": "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process (ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)",
+            "headers": {
+              "Retry-After": {
+                "description": "Seconds to wait before trying again (busy or not writable)",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "summary": "Version, tz data, dry-run, uptime, queue, spool, paused accounts, last error"

@@ -239,6 +239,13 @@ public final class SpoolIntake: Sendable {
                 logger.warning(
                     "spool directories were missing (deleted while refreshd ran?); created them again",
                     metadata: ["directories": "\(missing.joined(separator: ","))"])
+                var made = stat()
+                if lstat(incoming, &made) == 0, made.st_mode & 0o7777 != 0o2770 {
+                    // Under the unit, RestrictSUIDSGID= forbids setting the setgid bit.
+                    logger.warning(
+                        "incoming/ could not get its setgid bit back: submitted files may not keep the refreshd group",
+                        metadata: ["mode": "\(String(made.st_mode & 0o7777, radix: 8))", "fix": "systemd-tmpfiles --create refreshd.conf"])
+                }
             } catch {
                 blocked = "cannot create the spool directories again: \(error)"
                 return nil

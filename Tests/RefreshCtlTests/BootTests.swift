@@ -24,6 +24,29 @@ enum BootProbe {
     }()
 }
 
+/// The host's default refreshd paths, as a listing of names, sizes and modification times: no test
+/// may read or write them (the boot test hides them in its overlay).
+enum HostState {
+    static let paths = ["/var/lib/refreshd", "/var/spool/refreshd", "/etc/refreshd", "/run/refreshd"]
+
+    static func snapshot() -> [String] {
+        var lines: [String] = []
+        for path in paths {
+            guard let walker = FileManager.default.enumerator(atPath: path) else {
+                lines.append("\(path): absent")
+                continue
+            }
+            while let name = walker.nextObject() as? String {
+                var info = stat()
+                if lstat(path + "/" + name, &info) == 0 {
+                    lines.append("\(path)/\(name) \(info.st_size) \(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)")
+                }
+            }
+        }
+        return lines
+    }
+}
+
 @Suite("Boot under a real systemd", .serialized)
 struct BootTests {
     /// The installed unit, started by a real systemd (PID 1 in private PID and mount namespaces on
@@ -37,6 +60,8 @@ struct BootTests {
             let stage = FileManager.default.temporaryDirectory.appendingPathComponent("refreshd-stage-\(UUID().uuidString)").path
             defer { try? FileManager.default.removeItem(atPath: stage) }
             let products = (refreshctlPath as NSString).deletingLastPathComponent
+            let hostBefore = HostState.snapshot()
+            defer { #expect(HostState.snapshot() == hostBefore, "the host's refreshd paths were touched") }
             let install = try run("/usr/bin/make", ["-C", root.path, "--no-print-directory", "install-files", "DESTDIR=\(stage)", "BINARIES=\(products)"])
             #expect(install.status == 0, "\(install.output)")
             let boot = try run(root.appendingPathComponent("Tests/tools/boot-test.sh").path, [stage])

@@ -26,6 +26,9 @@ mount -t tmpfs tmpfs "$work"
 mkdir -p "$work/upper" "$work/work" "$work/root"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$work/upper,workdir=$work/work" "$work/root" || { echo "OVERLAY-FAILED"; exit 77; }
 root="$work/root"
+# The host's own refreshd state (a host where refreshd ever ran as root has a ledger, a spool and a
+# configuration) must neither be read nor written: hidden in the overlay (whiteouts in the tmpfs).
+rm -rf "$root/var/lib/refreshd" "$root/var/lib/private/refreshd" "$root/var/spool/refreshd" "$root/etc/refreshd" "$root/run/refreshd"
 cp -a "$stage/." "$root/"
 mkdir -p "$root/etc/refreshd"
 echo "SG.fake-boot-test-key-not-real" > "$root/etc/refreshd/sendgrid-api-key"
