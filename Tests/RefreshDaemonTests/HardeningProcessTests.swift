@@ -245,14 +245,20 @@ struct HardeningProcessTests {
         #expect(flood.opened >= 1900, "connections made: \(flood.opened)")
 
         let asked = ContinuousClock.now
-        let health = try await socketGet(socket, "/healthz")
+        let health = try await socketRequest(socket, .GET, "/healthz", timeout: .seconds(5))
         let answered = ContinuousClock.now - asked
         #expect(health.status == 200)
         #expect(answered < .milliseconds(500), "answered in \(answered)")
-        print("connection flood: 2,000 idle connections held against 1,024 descriptors; /healthz answered in \(answered)")
+        let again = ContinuousClock.now
+        #expect(try await socketRequest(socket, .GET, "/v1/status", timeout: .seconds(5)).status == 200)
+        print(
+            "connection flood: \(flood.opened) idle connections made against 1,024 descriptors; /healthz answered in \(answered), "
+                + "then /v1/status in \(ContinuousClock.now - again)")
 
         try dropJob(directory + "/spool/incoming", 71)
-        #expect(await eventuallyAsync(timeout: 10) { ((try? await socketGet(socket, "/v1/jobs"))?.object["jobs"] as? [Any])?.count == 1 })
+        #expect(await eventuallyAsync(timeout: 10) {
+            ((try? await socketRequest(socket, .GET, "/v1/jobs", timeout: .seconds(2)))?.object["jobs"] as? [Any])?.count == 1
+        })
 
         // Keep it up: connections the daemon closed are opened again, 2,000 attempted all along.
         let until = ContinuousClock.now + .seconds(seconds)
@@ -261,7 +267,7 @@ struct HardeningProcessTests {
             await offPool { flood.refill(to: 2000) }
         }
         #expect(daemon.process.isRunning, "\(daemon.output.suffix(2000))")
-        let late = try await socketGet(socket, "/healthz")
+        let late = try await socketRequest(socket, .GET, "/healthz", timeout: .seconds(5))
         #expect(late.status == 200)
         let rss = (try? String(contentsOfFile: "/proc/\(daemon.process.processIdentifier)/status", encoding: .utf8))?
             .split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? "unknown"
@@ -287,8 +293,12 @@ final class IdleFlood: @unchecked Sendable {
 
     var opened: Int { lock.withLock { descriptors.count } }
 
+    /// Opens up to `count` connections; gives up after 20 refusals in a row or 30 s (a server
+    /// that stopped accepting fills its backlog, and each connect then waits for its timeout).
     func open(_ count: Int) {
-        for _ in 0..<count {
+        let deadline = ContinuousClock.now + .seconds(30)
+        var refusals = 0
+        for _ in 0..<count where refusals < 20 && ContinuousClock.now < deadline {
             let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
             guard fd >= 0 else { return }
             var address = sockaddr_un()
@@ -303,8 +313,10 @@ final class IdleFlood: @unchecked Sendable {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
             }
             if result == 0 {
+                refusals = 0
                 lock.withLock { descriptors.append(fd) }
             } else {
+                refusals += 1
                 close(fd)
             }
         }
@@ -333,11 +345,13 @@ final class IdleFlood: @unchecked Sendable {
 }
 
 /// One request to a running refreshd's control API over its unix socket.
-func socketRequest(_ socket: String, _ method: HTTPMethod, _ uri: String, body: String? = nil) async throws -> APIAnswer {
+func socketRequest(
+    _ socket: String, _ method: HTTPMethod, _ uri: String, body: String? = nil, timeout: TimeAmount = .seconds(30)
+) async throws -> APIAnswer {
     var request = try HTTPClient.Request(
         url: URL(httpURLWithSocketPath: socket, uri: uri)!.absoluteString, method: method, body: body.map { .string($0) })
     if body != nil { request.headers.add(name: "Content-Type", value: "application/json") }
-    let response = try await HTTPClient.shared.execute(request: request).get()
+    let response = try await HTTPClient.shared.execute(request: request, deadline: .now() + timeout).get()
     var buffer = response.body ?? ByteBuffer()
     return APIAnswer(status: Int(response.status.code), body: buffer.readString(length: buffer.readableBytes) ?? "")
 }

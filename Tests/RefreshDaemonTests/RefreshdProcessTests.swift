@@ -4,8 +4,10 @@ import Foundation
 import RefreshStore
 import Testing
 
-/// The built `refreshd`, next to the test bundle.
+/// The built `refreshd`, next to the test bundle; `$REFRESHD_BINARY` runs the process tests
+/// against another build (the release binary, or an older one to show a finding reproduces).
 let refreshdPath: String = {
+    if let chosen = ProcessInfo.processInfo.environment["REFRESHD_BINARY"], !chosen.isEmpty { return chosen }
     let products = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     for candidate in [products, products.deletingLastPathComponent()] {
         let path = candidate.appendingPathComponent("refreshd").path
