@@ -182,6 +182,7 @@ struct ShowCommand: ParsableCommand, SinkRunnable {
                         "note", "tries", "retry_at", "attempt_id", "reason", "created_at", "updated_at"] {
                 output.line(key.padding(toLength: 16, withPad: " ", startingAt: 0) + Human.text(job[key]))
             }
+            if let held = job["held_reason"] as? String { output.line("HELD".padding(toLength: 16, withPad: " ", startingAt: 0) + Human.text(held)) }
             if job["state"] as? String == "queued" {
                 let plan = try client.call(.GET, "/v1/plan").object
                 let now = Human.date(plan["now"]) ?? Date()
@@ -255,8 +256,14 @@ struct PlanCommand: ParsableCommand, SinkRunnable {
             }
             Human.table(["WHEN (UTC)", "LOCAL", "IN", "SEGMENT", "JOBS", "WHY"], rows, into: output)
             if sends.count > limit { output.line("... and \(sends.count - limit) more (--limit, or --json for all)") }
-            let stuck = (body["jobs"] as? [[String: Any]] ?? []).filter { ["never", "paused", "unknown_account", "expire"].contains($0["fate"] as? String) }
-            for job in stuck { output.line("job \(Human.text(job["id"])): \(Human.text(job["fate"]))\(Human.date(job["at"]).map { " at " + Timestamp.rfc3339($0) } ?? "")") }
+            let stuck = (body["jobs"] as? [[String: Any]] ?? []).filter {
+                ["never", "paused", "unknown_account", "expire", "held"].contains($0["fate"] as? String)
+            }
+            for job in stuck {
+                output.line(
+                    "job \(Human.text(job["id"])): \(Human.text(job["fate"]))\(Human.date(job["at"]).map { " at " + Timestamp.rfc3339($0) } ?? "")"
+                        + ((job["reason"] as? String).map { " (" + Human.text($0) + ")" } ?? ""))
+            }
         }
     }
 }
@@ -405,6 +412,12 @@ struct StatusCommand: ParsableCommand, SinkRunnable {
             let spool = body["spool"] as? [String: Any] ?? [:]
             output.line("spool: \(Human.text(spool["backlog"])) waiting, \(Human.text(spool["taken"])) taken, \(Human.text(spool["rejected"])) rejected since start"
                 + ((spool["blocked"] as? String).map { "; BLOCKED: " + $0 } ?? ""))
+            if let skipped = spool["skipped"] as? [String], !skipped.isEmpty {
+                output.line("spool: SKIPPED (cannot be moved out of incoming/; remove by hand): " + skipped.joined(separator: ", "))
+            }
+            if let held = body["held_jobs"] as? Int, held > 0 {
+                output.line("HELD: \(held) queued job\(held == 1 ? "" : "s") name a time zone the tz data cannot load (refreshctl plan)")
+            }
             for account in body["accounts"] as? [[String: Any]] ?? [] {
                 var line = "account \(Human.text(account["name"])): \(Human.text(account["queued"])) queued"
                 if let next = Human.date(account["next_send_at"]) { line += ", next send \(Human.relative(next, now: now))" }
