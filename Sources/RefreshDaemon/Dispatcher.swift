@@ -113,7 +113,8 @@ public final class AccountLane: @unchecked Sendable {
     private var beat: ContinuousClock.Instant?
     private var pending: Reconfiguration?
     /// Queued jobs whose zone cannot be loaded, by id (with the zone): held, never sent.
-    private var held: [Int64: (segment: String, zone: String)] = [:]
+    private var held: [Int64: (segment: String, zone: String, expiresAt: Date?)] = [:]
+    private var heldExpiry: Date? { held.values.compactMap(\.expiresAt).min() }
     /// Held jobs already named in the journal (named again after a reload).
     private var warnedHeld = Set<Int64>()
     private var rereadRequested = false
@@ -254,10 +255,15 @@ public final class AccountLane: @unchecked Sendable {
             }
             // A safety valve against a disagreement between the queue and the ledger.
             if iterations > 10_000 { return t.addingTimeInterval(1) }
+            // A held job still expires at its expires_at (it is not in the queue that would say so).
+            if let due = heldExpiry, due <= t {
+                expire([], now: t)
+                if let still = heldExpiry, still <= t { return t.addingTimeInterval(5) }
+            }
             switch queue.next(now: t) {
             case .wait(let until):
                 publish(next: until, at: t)
-                return until
+                return [until, heldExpiry].compactMap { $0 }.min()
             case .expire(let jobs):
                 expire(jobs, now: t)
             case .send(let segment, let zone, let jobs):
@@ -276,7 +282,7 @@ public final class AccountLane: @unchecked Sendable {
     /// `held`, shown by the API) and never sent with another zone.
     private func pending(_ job: StoredJob) -> PendingJob? {
         guard let zone = rules(job.job.timeZone) else {
-            held[job.id] = (job.job.segmentID, job.job.timeZone)
+            held[job.id] = (job.job.segmentID, job.job.timeZone, job.job.expiresAt)
             if warnedHeld.insert(job.id).inserted {
                 logger.warning(
                     "job held: its time zone cannot be loaded from the host's tz data; it is never sent with another zone",
@@ -354,6 +360,7 @@ public final class AccountLane: @unchecked Sendable {
         do {
             let expired = try ledger.expireJobs(now: t)
             for job in expired {
+                held[job.id] = nil
                 logger.notice(
                     "job expired before the rules allowed a refresh",
                     metadata: ["job": "\(job.id)", "segment": "\(job.job.segmentID)", "expires_at": "\(Timestamp.rfc3339(job.job.expiresAt!))"])

@@ -29,7 +29,7 @@ final class DispatchHarness: @unchecked Sendable {
 
     init(
         start: Date, limits: Limits = .sendGrid, preflight: Bool = true, maxAttempts: Int = 5, requestTimeout: Double = 2,
-        dryRun: Bool = false, baseURL overrideURL: String? = nil, onBehalfOf: String? = nil
+        dryRun: Bool = false, baseURL overrideURL: String? = nil, onBehalfOf: String? = nil, zones: ZoneInfoDirectory = hostZones
     ) async throws {
         time = SimulatedTime(start)
         let time = self.time
@@ -44,7 +44,7 @@ final class DispatchHarness: @unchecked Sendable {
         }
         let account = AccountConfiguration(name: "default", onBehalfOf: onBehalfOf, apiKey: APIKey(fakeKey), apiKeySource: "test")
         lane = AccountLane(
-            account: account, ledger: ledger, client: dryRun ? nil : client, zones: hostZones, limits: limits, preflight: preflight,
+            account: account, ledger: ledger, client: dryRun ? nil : client, zones: zones, limits: limits, preflight: preflight,
             maxAttempts: maxAttempts, now: { time.now }, logger: logger)
     }
 

@@ -253,6 +253,32 @@ struct DispatcherAnswerTests {
         await h.shutdown()
     }
 
+    /// A job whose zone this host's tz data lacks is held: never sent, never coalesced into a send
+    /// with another zone, counted in the lane's status; at its expires_at it expires.
+    @Test func jobWithUnknownZoneIsHeld() async throws {
+        // Tz data with two zones only: America/Chicago and UTC (no US/Pacific).
+        let directory = temporaryDirectory() + "/zoneinfo"
+        try FileManager.default.createDirectory(atPath: directory + "/America", withIntermediateDirectories: true)
+        for name in ["UTC", "America/Chicago"] {
+            try FileManager.default.copyItem(atPath: ZoneInfoDirectoryPath.host + "/" + name, toPath: directory + "/" + name)
+        }
+        try "# version test\nZ UTC\nZ America/Chicago\n".write(toFile: directory + "/tzdata.zi", atomically: true, encoding: .utf8)
+        let h = try await DispatchHarness(start: simStart, zones: try ZoneInfoDirectory(path: directory))
+        let held = try h.enqueue(segment, zone: "US/Pacific", expiresAt: simStart.addingTimeInterval(6 * 3600))
+        let chicago = try h.enqueue(segment, zone: "America/Chicago")
+        try await h.run(until: simStart.addingTimeInterval(3 * 3600))
+        #expect(h.fake.refreshes.map(\.zone) == ["America/Chicago"], "\(h.fake.refreshes)")
+        #expect(try h.job(chicago).state == .sent)
+        #expect(try h.job(held).state == .queued, "never coalesced into a send with another zone")
+        #expect(h.lane.status.held == 1)
+        #expect(h.logs.text.contains("job held: its time zone cannot be loaded"))
+        try await h.run(until: simStart.addingTimeInterval(7 * 3600))
+        #expect(try h.job(held).state == .expired)
+        #expect(h.lane.status.held == 0)
+        #expect(h.fake.refreshes.allSatisfy { $0.zone != "UTC" })
+        await h.shutdown()
+    }
+
     /// R5: a request that got no answer but that SendGrid recorded is confirmed by the next
     /// pre-flight: its attempt becomes accepted and its job sent; the segment is not refreshed a
     /// second time for it.
