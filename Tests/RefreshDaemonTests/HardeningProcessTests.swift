@@ -132,7 +132,8 @@ struct HardeningProcessTests {
         let out = Pipe()
         holder.standardOutput = out
         try holder.run()
-        defer { holder.terminate() }
+        // SIGKILL: a test process that trapped SIGTERM hands its children SIGTERM ignored.
+        defer { kill(holder.processIdentifier, SIGKILL) }
         _ = await offPool { out.fileHandleForReading.availableData }
         let body = #"{"segment_id": "0f8c5e8e-1111-4f4a-9a53-000000000051", "user_time_zone": "UTC"}"#
         let started = ContinuousClock.now
@@ -147,7 +148,7 @@ struct HardeningProcessTests {
         let writeTook = ContinuousClock.now - started
         #expect(answer.status == 503 && answer.errorCode == "ledger_busy", "\(answer)")
         #expect(writeTook < .seconds(6), "the 503 comes quickly, not after the lock: \(writeTook)")
-        holder.terminate()
+        kill(holder.processIdentifier, SIGKILL)
         holder.waitUntilExit()
         let retry = try await socketRequest(socket, .POST, "/v1/jobs", body: body)
         #expect(retry.status == 201, "\(retry)")
