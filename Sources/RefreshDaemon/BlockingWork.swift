@@ -21,20 +21,21 @@ public final class BlockingExecutor: TaskExecutor, @unchecked Sendable {
     }
 }
 
-/// Where the control API's handlers do their blocking work (ledger reads and writes, the plan):
-/// on two small thread pools, never on the concurrency pool or the event loops that accept and
-/// answer connections.
+/// Where the control API's handlers do work that may block: ledger writes (they wait up to the
+/// busy timeout for a lock another process holds) and the plan (about a second of CPU with 20,000
+/// queued jobs), on two small thread pools, never on the concurrency pool that answers requests.
+/// Plain reads run inline: under WAL a reader never waits for a writer.
 ///
-/// Reads and writes have pools of their own, so `GET /healthz` and the other reads keep answering
-/// while writes wait for a lock another process holds. A write that has waited longer than
-/// `writeQueueLimit` for a thread is refused (`ledger_busy`, 503) without touching the ledger, so
-/// an answer never takes much longer than the ledger's busy timeout plus that limit.
+/// Writes and the plan have pools of their own, so `GET /healthz` and the other reads keep
+/// answering while writes wait. A write that has waited longer than `writeQueueLimit` for a thread
+/// is refused (`ledger_busy`, 503) without touching the ledger, so an answer never takes much
+/// longer than the ledger's busy timeout plus that limit.
 public final class APIWork: Sendable {
     private let reads: NIOThreadPool
     private let writes: NIOThreadPool
     let writeQueueLimit: Duration
 
-    public init(readThreads: Int = 4, writeThreads: Int = 2, writeQueueLimit: Duration = .seconds(2)) {
+    public init(readThreads: Int = 2, writeThreads: Int = 2, writeQueueLimit: Duration = .seconds(2)) {
         reads = NIOThreadPool(numberOfThreads: readThreads)
         writes = NIOThreadPool(numberOfThreads: writeThreads)
         self.writeQueueLimit = writeQueueLimit
@@ -42,7 +43,7 @@ public final class APIWork: Sendable {
         writes.start()
     }
 
-    /// Runs a read (or a computation) off the concurrency pool.
+    /// Runs a long read or computation (the plan) off the concurrency pool.
     public func read<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await reads.runIfActive(body)
     }

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTPTypes
+import NIOPosix
 import Synchronization
 
 /// The connections one control API listener holds, so it can never be exhausted.
@@ -10,53 +11,107 @@ import Synchronization
 /// at most `limit` connections. A new connection past the limit closes the connection that has
 /// been idle longest (no request in progress: a fresh one that sent nothing, or one between
 /// requests), so a real client always gets in; when every connection is in the middle of a request
-/// the new one is closed instead. Requests in progress are bounded by the request timeout.
+/// the new one is closed instead.
+///
+/// A request must be complete (head and body) within `requestTimeout` of the connection opening or
+/// of its head. Deadlines are checked by one sweep per listener, scheduled only while some
+/// connection has one (no timer per request, no wake-up when nobody is connected).
 final class ConnectionRegistry: Sendable {
     private struct Entry {
         let channel: any Channel
         /// Since when the connection has had no request in progress; nil while one is.
         var idleSince: NIODeadline?
+        /// By when the request being received must be complete; nil between requests.
+        var deadline: NIODeadline?
+    }
+
+    private struct State {
+        var entries: [ObjectIdentifier: Entry] = [:]
+        var sweepScheduled = false
     }
 
     let limit: Int
-    private let entries = Mutex<[ObjectIdentifier: Entry]>([:])
+    let requestTimeout: TimeAmount
+    private let state = Mutex(State())
+    private let loop: any EventLoop
 
-    init(limit: Int) { self.limit = limit }
+    init(limit: Int, requestTimeout: TimeAmount, loop: any EventLoop = MultiThreadedEventLoopGroup.singleton.next()) {
+        self.limit = limit
+        self.requestTimeout = requestTimeout
+        self.loop = loop
+    }
 
     /// How many connections are held.
-    var count: Int { entries.withLock { $0.count } }
+    var count: Int { state.withLock { $0.entries.count } }
 
     /// Registers a new connection; false when it must be closed (the limit is reached and no
     /// connection is idle). May close the longest-idle connection to make room.
     func admit(_ channel: any Channel) -> Bool {
-        let (admitted, evicted) = entries.withLock { entries -> (Bool, (any Channel)?) in
+        let now = NIODeadline.now()
+        let (admitted, evicted, sweep) = state.withLock { state -> (Bool, (any Channel)?, Bool) in
             var evicted: (any Channel)?
-            if entries.count >= limit {
-                let idle = entries.compactMap { key, entry in entry.idleSince.map { (key, entry.channel, $0) } }
-                guard let oldest = idle.min(by: { $0.2 < $1.2 }) else { return (false, nil) }
-                entries[oldest.0] = nil
+            if state.entries.count >= limit {
+                let idle = state.entries.compactMap { key, entry in entry.idleSince.map { (key, entry.channel, $0) } }
+                guard let oldest = idle.min(by: { $0.2 < $1.2 }) else { return (false, nil, false) }
+                state.entries[oldest.0] = nil
                 evicted = oldest.1
             }
-            entries[ObjectIdentifier(channel)] = Entry(channel: channel, idleSince: .now())
-            return (true, evicted)
+            state.entries[ObjectIdentifier(channel)] = Entry(channel: channel, idleSince: now, deadline: now + requestTimeout)
+            let sweep = !state.sweepScheduled
+            state.sweepScheduled = true
+            return (true, evicted, sweep)
         }
         evicted?.close(promise: nil)
+        if sweep { scheduleSweep() }
         return admitted
     }
 
-    func setBusy(_ channel: any Channel, _ busy: Bool) {
-        entries.withLock { $0[ObjectIdentifier(channel)]?.idleSince = busy ? nil : .now() }
+    /// A request's head arrived: the connection is busy, and the request must be complete in time.
+    func requestStarted(_ channel: any Channel) {
+        let now = NIODeadline.now()
+        state.withLock {
+            guard var entry = $0.entries[ObjectIdentifier(channel)] else { return }
+            entry.idleSince = nil
+            entry.deadline = entry.deadline ?? now + requestTimeout
+            $0.entries[ObjectIdentifier(channel)] = entry
+        }
+    }
+
+    /// The whole request arrived: no deadline until the next one.
+    func requestReceived(_ channel: any Channel) {
+        state.withLock { $0.entries[ObjectIdentifier(channel)]?.deadline = nil }
+    }
+
+    /// The answer went out: the connection is idle (evictable) again.
+    func answered(_ channel: any Channel) {
+        let now = NIODeadline.now()
+        state.withLock { $0.entries[ObjectIdentifier(channel)]?.idleSince = now }
     }
 
     func remove(_ channel: any Channel) {
-        _ = entries.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+        _ = state.withLock { $0.entries.removeValue(forKey: ObjectIdentifier(channel)) }
+    }
+
+    private func scheduleSweep() {
+        loop.scheduleTask(in: .milliseconds(500)) { self.sweep() }
+    }
+
+    /// Closes connections past their deadline; runs again while any connection has a deadline.
+    private func sweep() {
+        let now = NIODeadline.now()
+        let (late, again) = state.withLock { state -> ([any Channel], Bool) in
+            let late = state.entries.values.filter { ($0.deadline ?? .distantFuture) < now }.map(\.channel)
+            let again = state.entries.values.contains { $0.deadline != nil }
+            state.sweepScheduled = again
+            return (late, again)
+        }
+        for channel in late { channel.close(promise: nil) }
+        if again { scheduleSweep() }
     }
 }
 
-/// Sits after HTTP decoding on every control API connection: registers it with its listener's
-/// `ConnectionRegistry`, and closes it when a request is not complete (head and body) within
-/// `requestTimeout` of the connection opening or of the request's head. Between requests the
-/// server's idle timeout applies.
+/// Sits after HTTP decoding on every control API connection and reports it to its listener's
+/// `ConnectionRegistry`: opened, request started and received, answered, closed.
 final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -64,15 +119,10 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
     typealias OutboundOut = HTTPResponsePart
 
     private let registry: ConnectionRegistry
-    private let requestTimeout: TimeAmount
     private var registered = false
     private var removed = false
-    private var timer: Scheduled<Void>?
 
-    init(registry: ConnectionRegistry, requestTimeout: TimeAmount) {
-        self.registry = registry
-        self.requestTimeout = requestTimeout
-    }
+    init(registry: ConnectionRegistry) { self.registry = registry }
 
     func handlerAdded(context: ChannelHandlerContext) {
         if context.channel.isActive { start(context: context) }
@@ -91,31 +141,19 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
             context.close(promise: nil)
             return
         }
-        arm(context: context)
-    }
-
-    private func arm(context: ChannelHandlerContext) {
-        timer?.cancel()
-        let channel = context.channel
-        timer = context.eventLoop.scheduleTask(in: requestTimeout) { channel.close(promise: nil) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
-        case .head:
-            registry.setBusy(context.channel, true)
-            arm(context: context)
-        case .end:
-            timer?.cancel()
-            timer = nil
-        case .body:
-            break
+        case .head: registry.requestStarted(context.channel)
+        case .end: registry.requestReceived(context.channel)
+        case .body: break
         }
         context.fireChannelRead(data)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data) { registry.setBusy(context.channel, false) }
+        if case .end = unwrapOutboundIn(data) { registry.answered(context.channel) }
         context.write(data, promise: promise)
     }
 
@@ -129,8 +167,6 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     private func finish(context: ChannelHandlerContext) {
-        timer?.cancel()
-        timer = nil
         guard registered, !removed else { return }
         removed = true
         registry.remove(context.channel)

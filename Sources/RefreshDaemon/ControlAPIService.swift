@@ -70,13 +70,12 @@ public enum ControlAPIListeners {
 
     /// HTTP/1.1 with the connection cap, the request timeout and the idle timeout.
     static func server(_ limits: Limits) -> HTTPServerBuilder {
-        let registry = ConnectionRegistry(limit: limits.maxConnections)
         let requestTimeout = TimeAmount.nanoseconds(Int64(limits.requestTimeout / Duration.nanoseconds(1)))
         let idleTimeout = TimeAmount.nanoseconds(Int64(limits.idleTimeout / Duration.nanoseconds(1)))
+        let registry = ConnectionRegistry(limit: limits.maxConnections, requestTimeout: requestTimeout)
         return .http1(
             configuration: HTTP1Channel.Configuration(
-                additionalChannelHandlers: [ConnectionGuardHandler(registry: registry, requestTimeout: requestTimeout)],
-                idleTimeout: idleTimeout))
+                additionalChannelHandlers: [ConnectionGuardHandler(registry: registry)], idleTimeout: idleTimeout))
     }
 
     /// The listeners for a configuration (the socket must have been prepared).

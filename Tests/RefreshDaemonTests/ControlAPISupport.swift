@@ -43,7 +43,8 @@ final class APIHarness: @unchecked Sendable {
 
     init(
         now: @escaping @Sendable () -> Date = { Date() }, accounts: [String] = ["default"], listen: String? = nil, token: String? = nil,
-        ledger existing: SQLiteLedger? = nil, reread: @escaping @Sendable () -> Void = {}
+        ledger existing: SQLiteLedger? = nil, reread: @escaping @Sendable () -> Void = {},
+        limits: ControlAPIListeners.Limits = ControlAPIListeners.Limits()
     ) async throws {
         socket = directory + "/refreshd.sock"
         ledger = try existing ?? SQLiteLedger(path: directory + "/ledger.sqlite", now: now())
@@ -55,7 +56,8 @@ final class APIHarness: @unchecked Sendable {
             lanes: { lanes.lanes }, intake: { nil }, wake: {}, reread: reread)
         try ControlAPIListeners.prepareSocket(socket)
         let services = try ControlAPIListeners.make(
-            state: state, socketPath: socket, listen: listen, apiToken: token, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+            state: state, socketPath: socket, listen: listen, apiToken: token, limits: limits,
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         let group = ServiceGroup(services: services, gracefulShutdownSignals: [], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         self.group = group
         task = Task { try await group.run() }

@@ -348,4 +348,31 @@ final class Counter: @unchecked Sendable {
         #expect((fresh.object["jobs"] as? [Any])?.count == 20_001)
         await h.stop()
     }
+
+    /// A client that starts a request and never finishes it (a slow head) is disconnected after
+    /// api_request_timeout_seconds; so is one that connects and says nothing.
+    @Test func incompleteRequestIsCutOff() async throws {
+        let h = try await APIHarness(limits: ControlAPIListeners.Limits(maxConnections: 16, requestTimeout: .seconds(1)))
+        let flood = IdleFlood(socket: h.socket)
+        await offPool { flood.open(2) }
+        #expect(flood.opened == 2)
+        flood.send("GET /healthz HTTP/1.1\r\nHo", on: 0)
+        #expect(await eventually(timeout: 10) { flood.closedByServer() == 2 }, "both closed by the server")
+        #expect(try await h.get("/healthz").status == 200)
+        flood.closeAll()
+        await h.stop()
+    }
+
+    /// At most api_max_connections per listener: 40 idle connections against a cap of 16 leave 16
+    /// open, and a real request still gets in (it closes the longest-idle one).
+    @Test func connectionCapEvictsTheLongestIdle() async throws {
+        let h = try await APIHarness(limits: ControlAPIListeners.Limits(maxConnections: 16, requestTimeout: .seconds(60)))
+        let flood = IdleFlood(socket: h.socket)
+        await offPool { flood.open(40) }
+        #expect(await eventually(timeout: 10) { flood.closedByServer() == 24 }, "closed: \(flood.closedByServer())")
+        #expect(try await h.get("/v1/status").status == 200)
+        #expect(await eventually(timeout: 10) { flood.closedByServer() >= 25 }, "the oldest idle one made room")
+        flood.closeAll()
+        await h.stop()
+    }
 }

@@ -339,6 +339,24 @@ final class IdleFlood: @unchecked Sendable {
         open(max(0, count - alive))
     }
 
+    /// Writes raw bytes on the `index`-th connection.
+    func send(_ text: String, on index: Int) {
+        let fd = lock.withLock { descriptors[index] }
+        _ = text.utf8CString.withUnsafeBytes { write(fd, $0.baseAddress, $0.count - 1) }
+    }
+
+    /// How many of the connections the server has closed (end of stream seen).
+    func closedByServer() -> Int {
+        lock.withLock {
+            descriptors.filter { fd in
+                var pollfd = Glibc.pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&pollfd, 1, 0) > 0 else { return false }
+                var byte: UInt8 = 0
+                return recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) == 0 || pollfd.revents & Int16(POLLHUP) != 0
+            }.count
+        }
+    }
+
     func closeAll() {
         lock.withLock {
             for fd in descriptors { close(fd) }
