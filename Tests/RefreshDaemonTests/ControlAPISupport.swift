@@ -73,6 +73,7 @@ final class APIHarness: @unchecked Sendable {
     func stop() async {
         await group.triggerGracefulShutdown()
         _ = try? await task.value
+        await state.work.shutdown()
         try? await client.shutdown()
     }
 
