@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// Runs spool intake: a scan at start, a scan whenever inotify reports a file closed after
 /// writing or moved into incoming/ (IN_CLOSE_WRITE, IN_MOVED_TO; an overflowed event queue just
@@ -51,7 +52,7 @@ struct SpoolIntakeService: Service {
             let seen = intake.scan()
             // incoming/ deleted and made again, or replaced: the old watch sees nothing any more.
             if let identity = seen.incomingIdentity {
-                if let previous = watched, previous != identity {
+                if let previous = watched, previous != identity || watcher?.isLost == true {
                     watcher?.stop()
                     watcher = InotifyWatcher(directory: intake.incoming, logger: logger, onEvent: wake)
                     logger.notice("watching the spool's incoming/ directory again", metadata: ["directory": "\(intake.incoming)"])
@@ -83,6 +84,12 @@ struct SpoolIntakeService: Service {
 final class InotifyWatcher: @unchecked Sendable {
     private let descriptor: Int32
     private let source: DispatchSourceRead
+    private let lost = Mutex(false)
+
+    /// The watched directory went away (deleted, moved, unmounted): this watch sees nothing more.
+    /// A directory made again may even get the same inode number, so this, not the identity, says
+    /// when to watch anew.
+    var isLost: Bool { lost.withLock { $0 } }
 
     init?(directory: String, logger: Logger, onEvent: @escaping @Sendable () -> Void) {
         let fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
@@ -98,10 +105,23 @@ final class InotifyWatcher: @unchecked Sendable {
         }
         descriptor = fd
         source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: DispatchQueue(label: "refreshd.spool.inotify"))
-        source.setEventHandler {
-            // Drain every pending event (IN_Q_OVERFLOW included): any of them means "scan".
+        source.setEventHandler { [weak self] in
+            // Drain every pending event (IN_Q_OVERFLOW included): any of them means "scan"; one
+            // that says the directory itself went away also means "watch again".
             var buffer = [UInt8](repeating: 0, count: 64 * 1024)
-            while buffer.withUnsafeMutableBytes({ read(fd, $0.baseAddress, $0.count) }) > 0 {}
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                guard n > 0 else { break }
+                var offset = 0
+                let header = MemoryLayout<inotify_event>.size
+                while offset + header <= n {
+                    let (mask, length) = buffer.withUnsafeBytes { raw in
+                        (raw.load(fromByteOffset: offset + 4, as: UInt32.self), raw.load(fromByteOffset: offset + 12, as: UInt32.self))
+                    }
+                    if mask & UInt32(IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT) != 0 { self?.lost.withLock { $0 = true } }
+                    offset += header + Int(length)
+                }
+            }
             onEvent()
         }
         source.setCancelHandler { close(fd) }
