@@ -54,7 +54,10 @@ public final class APIWork: Sendable {
         let limit = writeQueueLimit
         return try await writes.runIfActive {
             guard ContinuousClock.now - queued <= limit else {
-                throw LedgerError(.busy, "the ledger is busy (other writes are waiting for a lock another process holds); nothing was written")
+                throw LedgerError(
+                    .busy,
+                    "the ledger is busy (other writes are waiting for a lock another process holds); nothing was written"
+                )
             }
             return try body()
         }

@@ -56,7 +56,8 @@ final class ConnectionRegistry: Sendable {
                 state.entries[oldest.0] = nil
                 evicted = oldest.1
             }
-            state.entries[ObjectIdentifier(channel)] = Entry(channel: channel, idleSince: now, deadline: now + requestTimeout)
+            state.entries[ObjectIdentifier(channel)] = Entry(
+                channel: channel, idleSince: now, deadline: now + requestTimeout)
             let sweep = !state.sweepScheduled
             state.sweepScheduled = true
             return (true, evicted, sweep)

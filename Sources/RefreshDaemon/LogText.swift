@@ -21,7 +21,10 @@ public enum LogText {
             case "\n": escape = "\\n"
             case "\r": escape = "\\r"
             case "\t": escape = "\\t"
-            default: escape = scalar.value < 0x100 ? "\\x" + hex(UInt8(scalar.value)) : "\\u{" + String(scalar.value, radix: 16) + "}"
+            default:
+                escape =
+                    scalar.value < 0x100
+                    ? "\\x" + hex(UInt8(scalar.value)) : "\\u{" + String(scalar.value, radix: 16) + "}"
             }
             out.append(contentsOf: escape.unicodeScalars)
         }

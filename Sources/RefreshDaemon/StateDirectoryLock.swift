@@ -32,7 +32,9 @@ public final class StateDirectoryLock: @unchecked Sendable {
         let path = directory + "/refreshd.lock"
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o640)
         guard fd >= 0 else {
-            throw Failure(description: "cannot open the lock file \(path): \(String(cString: strerror(errno)))", heldByAnother: false)
+            throw Failure(
+                description: "cannot open the lock file \(path): \(String(cString: strerror(errno)))",
+                heldByAnother: false)
         }
         while flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let code = errno

@@ -32,8 +32,10 @@ struct HardeningProcessTests {
 
         // Typed by hand while the request is in flight, with another socket (so only the lock stops it).
         let secondConfig = directory + "/second.toml"
-        try String(contentsOfFile: config, encoding: .utf8).replacingOccurrences(of: directory + "/refreshd.sock", with: directory + "/second.sock")
-            .write(toFile: secondConfig, atomically: true, encoding: .utf8)
+        try String(contentsOfFile: config, encoding: .utf8).replacingOccurrences(
+            of: directory + "/refreshd.sock", with: directory + "/second.sock"
+        )
+        .write(toFile: secondConfig, atomically: true, encoding: .utf8)
         let second = try DaemonProcess(arguments: ["run", "--config", secondConfig], environment: environment)
         let code = await offPool { second.waitForExit(timeout: 15) }
         #expect(code == 75, "\(second.output)")
@@ -65,8 +67,16 @@ struct HardeningProcessTests {
         try copy.run()
         copy.waitUntilExit()
         let config = try writeConfig(directory, "[sendgrid]\nbase_url = \"\(url)\"\n")
+        // systemd's status line too (a watchdog tick every 0.5 s).
+        let listener = NotifyListener(directory: directory)
+        defer { listener.close() }
         let environment = daemonEnvironment(
-            directory, extra: ["SENDGRID_API_KEY": fakeKey, "TZDIR": tzdir, "REFRESHD_TZ_CHECK_SECONDS": "0.5"])
+            directory,
+            extra: [
+                "SENDGRID_API_KEY": fakeKey, "TZDIR": tzdir, "REFRESHD_TZ_CHECK_SECONDS": "0.5",
+                "NOTIFY_SOCKET": listener.path,
+                "WATCHDOG_USEC": "1000000",
+            ])
         let daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: environment)
         #expect(await daemon.eventuallyOutputs("refreshd started"), "\(daemon.output)")
         let segment = "0f8c5e8e-1111-4f4a-9a53-000000000041"
@@ -74,12 +84,16 @@ struct HardeningProcessTests {
         try #"{"segment_id": "\#(segment)", "user_time_zone": "US/Pacific", "not_before": "\#(notBefore)"}"#
             .write(toFile: directory + "/spool/incoming/pacific.json", atomically: true, encoding: .utf8)
         let socket = directory + "/refreshd.sock"
-        #expect(await eventuallyAsync(timeout: 10) { ((try? await socketGet(socket, "/v1/jobs?state=queued"))?.object["jobs"] as? [Any])?.count == 1 })
+        #expect(
+            await eventuallyAsync(timeout: 10) {
+                ((try? await socketGet(socket, "/v1/jobs?state=queued"))?.object["jobs"] as? [Any])?.count == 1
+            })
 
         // The upgrade: the link is gone from the tz database.
         let zi = tzdir + "/tzdata.zi"
         let original = try String(contentsOfFile: zi, encoding: .utf8)
-        try original.replacingOccurrences(of: "L America/Los_Angeles US/Pacific\n", with: "").write(toFile: zi, atomically: true, encoding: .utf8)
+        try original.replacingOccurrences(of: "L America/Los_Angeles US/Pacific\n", with: "").write(
+            toFile: zi, atomically: true, encoding: .utf8)
         #expect(await daemon.eventuallyOutputs("they are held, never sent with another zone"), "\(daemon.output)")
         #expect(daemon.output.contains("(US/Pacific)"))
         // Past not_before: nothing goes out.
@@ -94,6 +108,11 @@ struct HardeningProcessTests {
         #expect(status["held_jobs"] as? Int == 1, "\(status)")
         let metrics = try await socketGet(socket, "/metrics").body
         #expect(metrics.contains(#"refreshd_jobs_held{account="default",reason="unknown_time_zone"} 1"#), "\(metrics)")
+        #expect(
+            await eventually(timeout: 5) {
+                listener.messages.contains { $0.contains("HELD: 1 job with a time zone the tz data lacks") }
+            },
+            "\(listener.messages.suffix(3))")
 
         // The zone comes back (the tzdata-legacy package installed): the job goes out with its own zone.
         try original.write(toFile: zi, atomically: true, encoding: .utf8)
@@ -111,7 +130,8 @@ struct HardeningProcessTests {
     @Test func outsideWriteLockAnswers503Quickly() async throws {
         let directory = temporaryDirectory()
         let config = try writeConfig(directory)
-        let daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
+        let daemon = try DaemonProcess(
+            arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
         #expect(await daemon.eventuallyOutputs("refreshd started"), "\(daemon.output)")
         let socket = directory + "/refreshd.sock"
         // Python's sqlite3 holds a write transaction for 20 s.
@@ -163,16 +183,48 @@ struct HardeningProcessTests {
     @Test func deletedSpoolIsRecreatedAndWatched() async throws {
         let directory = temporaryDirectory()
         let config = try writeConfig(directory)
-        let daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
+        let daemon = try DaemonProcess(
+            arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
         #expect(await daemon.eventuallyOutputs("refreshd started"), "\(daemon.output)")
         let incoming = directory + "/spool/incoming"
         try FileManager.default.removeItem(atPath: incoming)
         #expect(await daemon.eventuallyOutputs("created them again", timeout: 10), "\(daemon.output)")
         var info = stat()
         #expect(stat(incoming, &info) == 0 && info.st_mode & 0o7777 == 0o2770)
-        #expect(await daemon.eventuallyOutputs("watching the spool's incoming/ directory again", timeout: 10), "\(daemon.output)")
+        #expect(
+            await daemon.eventuallyOutputs("watching the spool's incoming/ directory again", timeout: 10),
+            "\(daemon.output)")
         try dropJob(incoming, 61)
-        #expect(await eventually(timeout: 10) { (try? FileManager.default.contentsOfDirectory(atPath: incoming))?.isEmpty == true })
+        #expect(
+            await eventually(timeout: 10) {
+                (try? FileManager.default.contentsOfDirectory(atPath: incoming))?.isEmpty == true
+            })
+        let jobs = try await socketGet(directory + "/refreshd.sock", "/v1/jobs").object["jobs"] as? [Any]
+        #expect(jobs?.count == 1)
+        kill(daemon.process.processIdentifier, SIGTERM)
+        #expect(await offPool { daemon.waitForExit(timeout: 10) } == 0)
+    }
+
+    /// incoming/ replaced while refreshd runs (moved away, a new one made by hand): the watch
+    /// follows the new directory, and a job dropped there is taken within seconds.
+    @Test func replacedSpoolIsWatched() async throws {
+        let directory = temporaryDirectory()
+        let config = try writeConfig(directory)
+        let daemon = try DaemonProcess(
+            arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
+        #expect(await daemon.eventuallyOutputs("refreshd started"), "\(daemon.output)")
+        let incoming = directory + "/spool/incoming"
+        #expect(rename(incoming, directory + "/spool/incoming.old") == 0)
+        // refreshd may already have made it again (it saw the move): either way there is a new one.
+        #expect(mkdir(incoming, 0o770) == 0 || errno == EEXIST)
+        #expect(
+            await daemon.eventuallyOutputs("watching the spool's incoming/ directory again", timeout: 10),
+            "\(daemon.output)")
+        try dropJob(incoming, 91)
+        #expect(
+            await eventually(timeout: 10) {
+                (try? FileManager.default.contentsOfDirectory(atPath: incoming))?.isEmpty == true
+            })
         let jobs = try await socketGet(directory + "/refreshd.sock", "/v1/jobs").object["jobs"] as? [Any]
         #expect(jobs?.count == 1)
         kill(daemon.process.processIdentifier, SIGTERM)
@@ -200,16 +252,21 @@ struct HardeningProcessTests {
             wrapper = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
         }
         // A directory the daemon's user cannot write: rename(2) must update its "..", so it stays.
-        try FileManager.default.createDirectory(atPath: directory + "/spool/incoming/stuck.d", withIntermediateDirectories: false)
+        try FileManager.default.createDirectory(
+            atPath: directory + "/spool/incoming/stuck.d", withIntermediateDirectories: false)
         chmod(directory + "/spool/incoming/stuck.d", 0o555)
         defer { chmod(directory + "/spool/incoming/stuck.d", 0o755) }
         try dropJob(directory + "/spool/incoming", 81)
-        let daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory), wrapper: wrapper)
+        let daemon = try DaemonProcess(
+            arguments: ["run", "--config", config], environment: daemonEnvironment(directory), wrapper: wrapper)
         #expect(await daemon.eventuallyOutputs("refreshd started"), "\(daemon.output)")
         #expect(daemon.output.contains("spool entry skipped") && daemon.output.contains("stuck.d"), "\(daemon.output)")
         try dropJob(directory + "/spool/incoming", 82)
         let socket = directory + "/refreshd.sock"
-        #expect(await eventuallyAsync(timeout: 10) { ((try? await socketGet(socket, "/v1/jobs"))?.object["jobs"] as? [Any])?.count == 2 })
+        #expect(
+            await eventuallyAsync(timeout: 10) {
+                ((try? await socketGet(socket, "/v1/jobs"))?.object["jobs"] as? [Any])?.count == 2
+            })
         let status = try await socketGet(socket, "/v1/status").object
         let spool = status["spool"] as? [String: Any] ?? [:]
         #expect(spool["blocked"] is NSNull, "\(spool)")
@@ -259,9 +316,11 @@ struct HardeningProcessTests {
                 + "then /v1/status in \(ContinuousClock.now - again)")
 
         try dropJob(directory + "/spool/incoming", 71)
-        #expect(await eventuallyAsync(timeout: 10) {
-            ((try? await socketRequest(socket, .GET, "/v1/jobs", timeout: .seconds(2)))?.object["jobs"] as? [Any])?.count == 1
-        })
+        #expect(
+            await eventuallyAsync(timeout: 10) {
+                ((try? await socketRequest(socket, .GET, "/v1/jobs", timeout: .seconds(2)))?.object["jobs"] as? [Any])?
+                    .count == 1
+            })
 
         // Keep it up: connections the daemon closed are opened again, 2,000 attempted all along.
         let until = ContinuousClock.now + .seconds(seconds)
@@ -272,7 +331,8 @@ struct HardeningProcessTests {
         #expect(daemon.process.isRunning, "\(daemon.output.suffix(2000))")
         let late = try await socketRequest(socket, .GET, "/healthz", timeout: .seconds(5))
         #expect(late.status == 200)
-        let rss = (try? String(contentsOfFile: "/proc/\(daemon.process.processIdentifier)/status", encoding: .utf8))?
+        let rss =
+            (try? String(contentsOfFile: "/proc/\(daemon.process.processIdentifier)/status", encoding: .utf8))?
             .split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? "unknown"
         print("connection flood: alive after \(Int(seconds)) s of flood; \(rss)")
         #expect(!daemon.output.contains("Too many open files"), "\(daemon.output.suffix(2000))")
@@ -283,7 +343,8 @@ struct HardeningProcessTests {
 
 /// Where the host's tz database is.
 enum ZoneInfoDirectoryPath {
-    static let host = ProcessInfo.processInfo.environment["TZDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/usr/share/zoneinfo"
+    static let host =
+        ProcessInfo.processInfo.environment["TZDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/usr/share/zoneinfo"
 }
 
 /// Idle connections to a unix socket: opened, never written to.
@@ -313,7 +374,9 @@ final class IdleFlood: @unchecked Sendable {
             var timeout = timeval(tv_sec: 1, tv_usec: 0)
             setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
             let result = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
             }
             if result == 0 {
                 refusals = 0
@@ -370,7 +433,8 @@ func socketRequest(
     _ socket: String, _ method: HTTPMethod, _ uri: String, body: String? = nil, timeout: TimeAmount = .seconds(30)
 ) async throws -> APIAnswer {
     var request = try HTTPClient.Request(
-        url: URL(httpURLWithSocketPath: socket, uri: uri)!.absoluteString, method: method, body: body.map { .string($0) })
+        url: URL(httpURLWithSocketPath: socket, uri: uri)!.absoluteString, method: method,
+        body: body.map { .string($0) })
     if body != nil { request.headers.add(name: "Content-Type", value: "application/json") }
     let response = try await HTTPClient.shared.execute(request: request, deadline: .now() + timeout).get()
     var buffer = response.body ?? ByteBuffer()
