@@ -54,6 +54,7 @@ public struct Refreshctl: ParsableCommand {
               4  no such job (or block)
               5  conflict: the job can no longer be changed (already sent or finished)
             """,
+        version: DaemonApplication.version,
         subcommands: [
             StatusCommand.self, BudgetCommand.self, JobsCommand.self, ShowCommand.self, CancelCommand.self, PlanCommand.self, HistoryCommand.self,
             BlocksCommand.self, UnblockCommand.self, EnqueueCommand.self, CalendarCommand.self,

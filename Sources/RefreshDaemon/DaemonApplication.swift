@@ -8,7 +8,8 @@ import UnixSignals
 
 /// The composition root: the one place where refreshd's pieces are wired together.
 public enum DaemonApplication {
-    /// refreshd's version.
+    /// refreshd's version: the `VERSION` file at the repository's root says it first; a test
+    /// holds this constant equal to it.
     public static let version = "0.1.0"
 
     /// Why the daemon could not start; `exitCode` follows sysexits (78 configuration, 74 ledger).

@@ -144,6 +144,28 @@ struct DaemonCommandTests {
         }
     }
 
+    /// One version, in the VERSION file: `refreshctl --version` and `refreshd --version` print it
+    /// and exit 0 (refreshctl used to exit 2).
+    @Test func versionFromOnePlace() async throws {
+        try await offPool {
+            var root = URL(fileURLWithPath: #filePath)
+            for _ in 0..<3 { root.deleteLastPathComponent() }
+            let version = try String(contentsOf: root.appendingPathComponent("VERSION"), encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            let ctl = try refreshctl(["--version"])
+            #expect(ctl.status == 0 && ctl.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == version, "\(ctl)")
+            let daemon = Process()
+            daemon.executableURL = URL(fileURLWithPath: refreshdBinary)
+            daemon.arguments = ["--version"]
+            let pipe = Pipe()
+            daemon.standardOutput = pipe
+            try daemon.run()
+            let printed = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            daemon.waitUntilExit()
+            #expect(daemon.terminationStatus == 0 && printed.trimmingCharacters(in: .whitespacesAndNewlines) == version)
+        }
+    }
+
     /// With the daemon down, every daemon command says so, and how to start it: exit code 3.
     @Test(arguments: [["status"], ["budget"], ["jobs"], ["plan"], ["history"], ["show", "1"], ["cancel", "1"]])
     func daemonDown(_ arguments: [String]) async throws {
