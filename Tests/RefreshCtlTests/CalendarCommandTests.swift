@@ -142,6 +142,7 @@ struct CalendarCommandTests {
               --from <YYYY-MM-DD>     First local date, YYYY-MM-DD (default: today in the zone).
               --to <YYYY-MM-DD>       Last local date, YYYY-MM-DD (default: 6 days after --from).
               --json                  Print JSON instead of a table.
+              --version               Show the version.
               -h, --help              Show help information.
 
 

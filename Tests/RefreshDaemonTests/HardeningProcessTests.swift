@@ -80,7 +80,9 @@ struct HardeningProcessTests {
         let daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: environment)
         #expect(await daemon.eventuallyOutputs("refreshd started"), "\(daemon.output)")
         let segment = "0f8c5e8e-1111-4f4a-9a53-000000000041"
-        let notBefore = Timestamp.rfc3339(Date().addingTimeInterval(6))
+        // Far enough ahead that the tz data is changed before it, even on slow, busy cores.
+        let notBeforeDate = Date().addingTimeInterval(15)
+        let notBefore = Timestamp.rfc3339(notBeforeDate)
         try #"{"segment_id": "\#(segment)", "user_time_zone": "US/Pacific", "not_before": "\#(notBefore)"}"#
             .write(toFile: directory + "/spool/incoming/pacific.json", atomically: true, encoding: .utf8)
         let socket = directory + "/refreshd.sock"
@@ -97,7 +99,7 @@ struct HardeningProcessTests {
         #expect(await daemon.eventuallyOutputs("they are held, never sent with another zone"), "\(daemon.output)")
         #expect(daemon.output.contains("(US/Pacific)"))
         // Past not_before: nothing goes out.
-        try await Task.sleep(for: .seconds(8))
+        try await Task.sleep(for: .seconds(max(0, notBeforeDate.timeIntervalSinceNow) + 3))
         #expect(fake.refreshes.isEmpty, "\(fake.refreshes)")
         let jobs = try await socketGet(socket, "/v1/jobs?state=queued").object["jobs"] as? [[String: Any]] ?? []
         #expect((jobs.first?["held_reason"] as? String)?.contains("US/Pacific") == true, "\(jobs)")
