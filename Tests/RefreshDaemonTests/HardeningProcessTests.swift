@@ -183,46 +183,40 @@ struct HardeningProcessTests {
     /// armed on the new directory (a job dropped there is taken within seconds, long before the 60 s
     /// rescan), and the journal says so.
     @Test func deletedSpoolIsRecreatedAndWatched() async throws {
-        let directory = temporaryDirectory()
-        let config = try writeConfig(directory)
-        let daemon = try DaemonProcess(
-            arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
-        #expect(await daemon.eventuallyOutputs("refreshd started"), "\(daemon.output)")
-        let incoming = directory + "/spool/incoming"
-        try FileManager.default.removeItem(atPath: incoming)
-        #expect(await daemon.eventuallyOutputs("created them again", timeout: 10), "\(daemon.output)")
-        var info = stat()
-        #expect(stat(incoming, &info) == 0 && info.st_mode & 0o7777 == 0o2770)
-        #expect(
-            await daemon.eventuallyOutputs("watching the spool's incoming/ directory again", timeout: 10),
-            "\(daemon.output)")
-        try dropJob(incoming, 61)
-        #expect(
-            await eventually(timeout: 10) {
-                (try? FileManager.default.contentsOfDirectory(atPath: incoming))?.isEmpty == true
-            })
-        let jobs = try await socketGet(directory + "/refreshd.sock", "/v1/jobs").object["jobs"] as? [Any]
-        #expect(jobs?.count == 1)
-        kill(daemon.process.processIdentifier, SIGTERM)
-        #expect(await offPool { daemon.waitForExit(timeout: 10) } == 0)
+        try await watchFollowsIncoming(job: 61) { daemon, incoming in
+            try FileManager.default.removeItem(atPath: incoming)
+            #expect(await daemon.eventuallyOutputs("created them again", timeout: 10), "\(daemon.output)")
+            var info = stat()
+            #expect(stat(incoming, &info) == 0 && info.st_mode & 0o7777 == 0o2770)
+        }
     }
 
     /// incoming/ replaced while refreshd runs (moved away, a new one made by hand): the watch
     /// follows the new directory, and a job dropped there is taken within seconds.
     @Test func replacedSpoolIsWatched() async throws {
+        try await watchFollowsIncoming(job: 91) { _, incoming in
+            #expect(rename(incoming, incoming + ".old") == 0)
+            // refreshd may already have made it again (it saw the move): either way there is a new one.
+            #expect(mkdir(incoming, 0o770) == 0 || errno == EEXIST)
+        }
+    }
+
+    /// Runs refreshd, changes its incoming/ with `change`, then checks the watch follows: the
+    /// journal says so and a job dropped into the new directory is taken within seconds.
+    private func watchFollowsIncoming(
+        job: Int, _ change: (DaemonProcess, String) async throws -> Void
+    ) async throws {
         let directory = temporaryDirectory()
         let config = try writeConfig(directory)
         let daemon = try DaemonProcess(
             arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
         #expect(await daemon.eventuallyOutputs("refreshd started"), "\(daemon.output)")
         let incoming = directory + "/spool/incoming"
-        #expect(rename(incoming, directory + "/spool/incoming.old") == 0)
-        // refreshd may already have made it again (it saw the move): either way there is a new one.
-        #expect(mkdir(incoming, 0o770) == 0 || errno == EEXIST)
+        try await change(daemon, incoming)
         #expect(
             await daemon.eventuallyOutputs("watching the spool's incoming/ directory again", timeout: 10),
             "\(daemon.output)")
-        try dropJob(incoming, 91)
+        try dropJob(incoming, job)
         #expect(
             await eventually(timeout: 10) {
                 (try? FileManager.default.contentsOfDirectory(atPath: incoming))?.isEmpty == true
