@@ -25,7 +25,7 @@ struct CalendarCommand: ParsableCommand, SinkRunnable {
             """
     )
 
-    @Option(name: .customLong("time-zone"), help: "An IANA zone name, exactly as in the tz database (e.g. America/Chicago).")
+    @Option(name: .customLong("time-zone"), help: "An IANA zone name, exactly as in the tz database (e.g. America/Chicago).", completion: Completions.timeZone)
     var timeZone: String
 
     @Option(help: ArgumentHelp("First local date, YYYY-MM-DD (default: today in the zone).", valueName: "YYYY-MM-DD"))

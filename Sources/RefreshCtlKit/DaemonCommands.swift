@@ -5,10 +5,10 @@ import TZData
 
 /// Options every command that talks to the daemon takes.
 struct DaemonOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("refreshd's control socket (default: $REFRESHD_SOCKET, the configured socket, or /run/refreshd/refreshd.sock).", valueName: "path"))
+    @Option(help: ArgumentHelp("refreshd's control socket (default: $REFRESHD_SOCKET, the configured socket, or /run/refreshd/refreshd.sock).", valueName: "path"), completion: .file())
     var socket: String?
 
-    @Option(help: ArgumentHelp("refreshd's config file, to find the socket.", valueName: "file"))
+    @Option(help: ArgumentHelp("refreshd's config file, to find the socket.", valueName: "file"), completion: .file(extensions: ["toml"]))
     var config: String?
 
     @Flag(help: "Print the daemon's JSON answer instead of a table.")
@@ -50,10 +50,10 @@ struct BudgetCommand: ParsableCommand, SinkRunnable {
     @Argument(help: ArgumentHelp("A segment's UUID.", valueName: "segment"))
     var segment: String?
 
-    @Option(name: .customLong("time-zone"), help: "The segment's IANA time zone.")
+    @Option(name: .customLong("time-zone"), help: "The segment's IANA time zone.", completion: Completions.timeZone)
     var timeZone: String?
 
-    @Option(help: "The account (default: default).")
+    @Option(help: "The account (default: default).", completion: Completions.account)
     var account: String?
 
     @OptionGroup var options: DaemonOptions
@@ -168,7 +168,7 @@ struct ShowCommand: ParsableCommand, SinkRunnable {
         commandName: "show", abstract: "Show one job, and when it is expected to go out.",
         discussion: "Example:\n  refreshctl show 42")
 
-    @Argument(help: "The job id.")
+    @Argument(help: "The job id.", completion: Completions.queuedJob)
     var job: String
 
     @OptionGroup var options: DaemonOptions
@@ -206,7 +206,7 @@ struct CancelCommand: ParsableCommand, SinkRunnable {
         commandName: "cancel", abstract: "Cancel a job that has not been sent.",
         discussion: "Exit codes: 0 cancelled, 4 no such job, 5 the job was already sent or finished.\n\nExample:\n  refreshctl cancel 42")
 
-    @Argument(help: "The job id.")
+    @Argument(help: "The job id.", completion: Completions.queuedJob)
     var job: String
 
     @OptionGroup var options: DaemonOptions
@@ -287,7 +287,7 @@ struct HistoryCommand: ParsableCommand, SinkRunnable {
     @Option(help: ArgumentHelp("Only this segment.", valueName: "uuid"))
     var segment: String?
 
-    @Option(help: "Only this account.")
+    @Option(help: "Only this account.", completion: Completions.account)
     var account: String?
 
     @Option(help: "At most this many (1...1000, default 50).")
@@ -328,7 +328,7 @@ struct BlocksCommand: ParsableCommand, SinkRunnable {
               refreshctl blocks --account default
             """)
 
-    @Option(help: "Only this account.")
+    @Option(help: "Only this account.", completion: Completions.account)
     var account: String?
 
     @OptionGroup var options: DaemonOptions

@@ -33,10 +33,10 @@ struct EnqueueCommand: ParsableCommand, SinkRunnable {
     @Option(help: ArgumentHelp("The segment's UUID.", valueName: "uuid"))
     var segment: String?
 
-    @Option(name: .customLong("time-zone"), help: "The segment's IANA time zone (sent as user_time_zone).")
+    @Option(name: .customLong("time-zone"), help: "The segment's IANA time zone (sent as user_time_zone).", completion: Completions.timeZone)
     var timeZone: String?
 
-    @Option(help: "A configured account (default: default).")
+    @Option(help: "A configured account (default: default).", completion: Completions.account)
     var account: String?
 
     @Option(help: ArgumentHelp("An idempotency key: 1-128 of A-Z a-z 0-9 . _ : -", valueName: "key"))

@@ -9,8 +9,8 @@ public struct RefreshdCommand: AsyncParsableCommand {
         commandName: "refreshd",
         abstract: "Queue SendGrid segment refreshes and send each at the earliest instant SendGrid's limits allow.",
         discussion: """
-            refreshd keeps a SQLite ledger of every job and every refresh, enforces SendGrid's limits (2 per segment \\
-            per local day, 1 per segment per hour, 10 per account per UTC day) before forwarding, and never causes \\
+            refreshd keeps a SQLite ledger of every job and every refresh, enforces SendGrid's limits (2 per segment \
+            per local day, 1 per segment per hour, 10 per account per UTC day) before forwarding, and never causes \
             a 429 itself. Without an API key it runs in dry-run mode.
 
             Configuration: /etc/refreshd/refreshd.toml (or --config, or $REFRESHD_CONFIG); every key is optional.
@@ -170,7 +170,10 @@ extension RefreshdCommand {
     public static func runFromCommandLine() async {
         var arguments = Array(CommandLine.arguments.dropFirst())
         // `refreshd --config F` means `refreshd run --config F`: run is the default subcommand.
-        if let first = arguments.first, first.hasPrefix("-"), !["-h", "--help", "--version", "--help-hidden"].contains(first) {
+        // The parser's own requests (help, version, the manual generator's dump, shell completion)
+        // are for refreshd itself, not for run.
+        let ownRequests = ["-h", "--help", "--version", "--help-hidden", "--experimental-dump-help", "--generate-completion-script", "---completion"]
+        if let first = arguments.first, first.hasPrefix("-"), !ownRequests.contains(where: { first == $0 || first.hasPrefix($0 + "=") }) {
             arguments.insert("run", at: 0)
         }
         do {
