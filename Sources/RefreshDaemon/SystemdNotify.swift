@@ -66,9 +66,11 @@ public struct Liveness: Sendable {
 
     public init(tolerance: Duration) { self.tolerance = tolerance }
 
-    /// Alive when every loop beat within `tolerance` of `now` (no loops: alive).
-    public func alive(beats: [ContinuousClock.Instant?], now: ContinuousClock.Instant) -> Bool {
-        beats.allSatisfy { beat in beat.map { now - $0 <= tolerance } ?? false }
+    /// Alive when every loop beat within `tolerance` of `now` (no loops: alive). A loop that has
+    /// not beaten yet counts as alive for `tolerance` after `start` (the service's start): a lane
+    /// starting up is not a hang, one that never beats is.
+    public func alive(beats: [ContinuousClock.Instant?], now: ContinuousClock.Instant, start: ContinuousClock.Instant) -> Bool {
+        beats.allSatisfy { beat in now - (beat ?? start) <= tolerance }
     }
 }
 
@@ -82,6 +84,8 @@ public final class SystemdNotifyService: Service, Sendable {
     let beats: @Sendable () -> [ContinuousClock.Instant?]
     let status: @Sendable () -> String
     let logger: Logger
+    /// When the service was made: loops that have not beaten yet are measured from here.
+    let start = ContinuousClock.now
 
     public init(
         notifier: SystemdNotifier, watchdog: Duration?, liveness: Liveness, beats: @escaping @Sendable () -> [ContinuousClock.Instant?],
@@ -99,7 +103,7 @@ public final class SystemdNotifyService: Service, Sendable {
     @discardableResult
     public func tick() -> Bool {
         var message = "STATUS=" + status()
-        let alive = liveness.alive(beats: beats(), now: .now)
+        let alive = liveness.alive(beats: beats(), now: .now, start: start)
         if watchdog != nil {
             if alive {
                 message += "\nWATCHDOG=1"

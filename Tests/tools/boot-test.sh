@@ -1,69 +1,27 @@
 #!/usr/bin/env bash
 # A real boot test: systemd as PID 1 in private PID and mount namespaces, on an overlay of the
-# host's root (every write lands in a tmpfs: the host is not touched), with refreshd installed
-# from a staged `make install`. Checks: the unit reaches active (running) through READY=1,
-# `refreshctl status` answers, `systemctl reload` works, `systemctl stop` ends it cleanly.
+# host's root (systemd-root.sh), with refreshd installed from a staged `make install`. Checks: the
+# unit reaches active (running) through READY=1, `refreshctl status` answers, `systemctl reload`
+# works, `systemctl stop` ends it cleanly.
 # Usage: boot-test.sh STAGE_DIR     exit 0 pass, 1 fail, 77 cannot run here (says why)
 set -uo pipefail
 stage="$(cd "$1" && pwd)"
-skip() { echo "SKIP: $*"; exit 77; }
-[ "$(id -u)" -eq 0 ] || skip "needs root (namespaces, overlayfs, pivot_root)"
-[ -x /lib/systemd/systemd ] || skip "systemd is not installed (apt-get install systemd)"
-command -v unshare >/dev/null && command -v nsenter >/dev/null || skip "unshare/nsenter missing (util-linux)"
+. "$(dirname "$0")/systemd-root.sh"
+systemd_root_checks
 work="$(mktemp -d /var/tmp/refreshd-boot.XXXXXX)"
 log="$work.log"
-cleanup() {
-    [ -n "${init:-}" ] && kill -9 "$init" 2>/dev/null
-    [ -n "${outer:-}" ] && wait "$outer" 2>/dev/null
-    rmdir "$work" 2>/dev/null
-}
-trap cleanup EXIT
+trap systemd_root_cleanup EXIT
 
-unshare --fork --pid --mount --propagation private -- bash -s "$work" "$stage" > "$log" 2>&1 <<'INNER' &
-set -e
-work=$1 stage=$2
-mount -t tmpfs tmpfs "$work"
-mkdir -p "$work/upper" "$work/work" "$work/root"
-mount -t overlay overlay -o "lowerdir=/,upperdir=$work/upper,workdir=$work/work" "$work/root" || { echo "OVERLAY-FAILED"; exit 77; }
-root="$work/root"
-# The host's own refreshd state (a host where refreshd ever ran as root has a ledger, a spool and a
-# configuration) must neither be read nor written: hidden in the overlay (whiteouts in the tmpfs).
-rm -rf "$root/var/lib/refreshd" "$root/var/lib/private/refreshd" "$root/var/spool/refreshd" "$root/etc/refreshd" "$root/run/refreshd"
-cp -a "$stage/." "$root/"
-mkdir -p "$root/etc/refreshd"
-echo "SG.fake-boot-test-key-not-real" > "$root/etc/refreshd/sendgrid-api-key"
-chmod 0600 "$root/etc/refreshd/sendgrid-api-key"
+systemd_root_boot refreshd.service "$(cat <<PREPARE
+cp -a "$stage/." "\$root/"
+mkdir -p "\$root/etc/refreshd"
+echo "SG.fake-boot-test-key-not-real" > "\$root/etc/refreshd/sendgrid-api-key"
+chmod 0600 "\$root/etc/refreshd/sendgrid-api-key"
 # Never a request to the real SendGrid: dry-run, and a closed loopback port as the base URL.
-printf 'dry_run = true\n[sendgrid]\nbase_url = "http://127.0.0.1:9"\n' > "$root/etc/refreshd/refreshd.toml"
-cat > "$root/etc/systemd/system/refreshd-boot.target" <<TARGET
-[Unit]
-Description=refreshd boot test
-Requires=basic.target refreshd.service
-After=basic.target refreshd.service
-AllowIsolate=yes
-TARGET
-for d in dev proc sys run tmp; do mkdir -p "$root/$d"; done
-mount --rbind /dev "$root/dev"
-mount -t proc proc "$root/proc"
-mount --rbind /sys "$root/sys"
-mkdir -p "$root/.oldroot"
-cd "$root"
-pivot_root . .oldroot || { echo "PIVOT-FAILED"; exit 77; }
-umount -l /.oldroot
-exec /lib/systemd/systemd --system --unit=refreshd-boot.target --log-target=console
-INNER
-outer=$!
-# systemd is the unshare process's child.
-for _ in $(seq 100); do init="$(pgrep -P "$outer" | head -n 1)"; [ -n "$init" ] && break; sleep 0.1; done
-[ -n "${init:-}" ] || { cat "$log"; skip "could not start systemd in a new PID namespace"; }
-in_ns() { nsenter -t "$init" -m -p -- "$@"; }
-state=""
-for _ in $(seq 300); do
-    grep -q "OVERLAY-FAILED\|PIVOT-FAILED" "$log" && { cat "$log"; skip "overlayfs or pivot_root is not available here"; }
-    state="$(in_ns systemctl is-active refreshd.service 2>/dev/null)"
-    [ "$state" = active ] || [ "$state" = failed ] && break
-    sleep 0.2
-done
+printf 'dry_run = true\n[sendgrid]\nbase_url = "http://127.0.0.1:9"\n' > "\$root/etc/refreshd/refreshd.toml"
+PREPARE
+)"
+state="$(wait_for_unit refreshd.service)"
 echo "refreshd.service: $state"
 if [ "$state" != active ]; then
     in_ns systemctl status refreshd.service --no-pager 2>&1 | tail -n 30
