@@ -109,5 +109,6 @@ verify: build
 	mkdir -p .build/verify
 	sed 's|^ExecStart=$(BINDIR)/refreshd|ExecStart=$(CURDIR)/.build/stage$(BINDIR)/refreshd|' \
 		.build/stage$(UNITDIR)/refreshd.service > .build/verify/refreshd.service
-	systemd-analyze verify .build/verify/refreshd.service
+	# Its Documentation= pages are looked up in the staged install.
+	MANPATH=$(CURDIR)/.build/stage$(MANDIR) systemd-analyze verify .build/verify/refreshd.service
 	systemd-analyze security --offline=yes --threshold=20 .build/verify/refreshd.service

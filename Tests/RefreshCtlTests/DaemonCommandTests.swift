@@ -87,6 +87,9 @@ struct DaemonCommandTests {
                 usleep(UInt32(0.02 * 1_000_000))
             }
             #expect(!queuedID.isEmpty)
+            // TAB after `refreshctl show ` offers the queued jobs, asked from the daemon.
+            let completion = try refreshctl(["---completion", "show", "--", "positional@0", "2", "0", "refreshctl", "show", "", "--socket", daemon.socket])
+            #expect(completion.status == 0 && completion.stdout.split(separator: "\n").map(String.init) == [queuedID], "\(completion)")
 
             let budget = try daemon.ctl(["budget"])
             #expect(budget.status == 0)

@@ -223,6 +223,33 @@ struct ConfigurationTests {
         #expect(uncommented.isEmpty)
     }
 
+    /// refreshd.toml(5) documents exactly the keys of the shipped example (every key the loader
+    /// knows), each with its default or example value, and every environment override.
+    @Test func manualPageListsEveryKey() throws {
+        var root = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { root.deleteLastPathComponent() }
+        let example = try String(contentsOfFile: root.path + "/config/refreshd.toml", encoding: .utf8)
+        let page = try String(contentsOfFile: root.path + "/docs/man/refreshd.toml.5", encoding: .utf8)
+        // "#key = value" in the example; ".B key = value" in the page (roff escapes - and ").
+        func entries(_ text: String, prefix: String) -> [String] {
+            text.split(separator: "\n").compactMap { line -> String? in
+                guard line.hasPrefix(prefix), let first = line.dropFirst(prefix.count).first, first.isLowercase else { return nil }
+                return String(line.dropFirst(prefix.count))
+            }
+        }
+        let documented = Set(entries(example, prefix: "#").filter { $0.contains(" = ") })
+        let paged = Set(entries(page, prefix: ".B ").filter { $0.contains(" = ") }.map {
+            $0.replacingOccurrences(of: "\\(dq", with: "\"").replacingOccurrences(of: "\\-", with: "-")
+        })
+        #expect(documented.count >= 27)
+        #expect(documented.subtracting(paged).isEmpty, "missing from refreshd.toml(5): \(documented.subtracting(paged).sorted())")
+        #expect(paged.subtracting(documented).isEmpty, "not in config/refreshd.toml: \(paged.subtracting(documented).sorted())")
+        let loader = try String(contentsOfFile: root.path + "/Sources/RefreshDaemon/ConfigurationLoader.swift", encoding: .utf8)
+        let variables = Set(loader.matches(of: /"(REFRESHD_[A-Z_]+)"/).map { String($0.1) })
+        #expect(variables.count >= 7)
+        for variable in variables { #expect(page.contains(variable), "\(variable) is not in refreshd.toml(5)") }
+    }
+
     /// An explicit config file that does not exist is an error; REFRESHD_CONFIG is honoured.
     @Test func explicitPaths() throws {
         var loader = ConfigurationLoader(environment: [:], userID: 1000)
