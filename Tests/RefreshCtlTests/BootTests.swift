@@ -18,27 +18,14 @@ struct BootTests {
             let products = (refreshctlPath as NSString).deletingLastPathComponent
             let hostBefore = HostState.snapshot()
             defer { #expect(HostState.snapshot() == hostBefore, "the host's refreshd paths were touched") }
-            let install = try run("/usr/bin/make", ["-C", root.path, "--no-print-directory", "install-files", "DESTDIR=\(stage)", "BINARIES=\(products)"])
+            let install = try runToEnd("/usr/bin/make", ["-C", root.path, "--no-print-directory", "install-files", "DESTDIR=\(stage)", "BINARIES=\(products)"])
             #expect(install.status == 0, "\(install.output)")
-            let boot = try run(root.appendingPathComponent("Tests/tools/boot-test.sh").path, [stage])
+            let boot = try runToEnd(root.appendingPathComponent("Tests/tools/boot-test.sh").path, [stage])
             #expect(boot.status != 77, "the probe passed but the boot test could not run: \(boot.output)")
             #expect(boot.status == 0, "\(boot.output)")
             #expect(boot.output.contains("refreshd.service: active") && boot.output.contains("SubState=running"))
             #expect(boot.output.contains("Type=notify") && boot.output.contains("StatusText=0 queued, 10/10 left today"))
             #expect(boot.output.contains("refreshd 0.1.0, running for") && boot.output.contains("stopped: Result=success ExecMainStatus=0"))
         }
-    }
-
-    private func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 }

@@ -18,8 +18,8 @@ enum PackageUnderTest {
 
     static let path: String = {
         var arch = "amd64"
-        if let output = try? run("/usr/bin/dpkg", ["--print-architecture"]), output.status == 0 {
-            arch = output.text.trimmingCharacters(in: .whitespacesAndNewlines)
+        if let output = try? runToEnd("/usr/bin/dpkg", ["--print-architecture"]), output.status == 0 {
+            arch = output.output.trimmingCharacters(in: .whitespacesAndNewlines)
         }
         return repository.appendingPathComponent(".build/deb/refreshd_\(version)_\(arch).deb").path
     }()
@@ -33,19 +33,6 @@ enum PackageUnderTest {
         }
         return nil
     }()
-
-    static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, text: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
 }
 
 @Suite("The Debian package on a host without Swift", .serialized)
@@ -69,13 +56,13 @@ struct PackageInstallTests {
             let newVersion = PackageUnderTest.version + "+upgradetest1"
             let unpacked = work + "/new"
             let newDeb = work + "/refreshd_\(newVersion).deb"
-            #expect(try PackageUnderTest.run("/usr/bin/dpkg-deb", ["-R", PackageUnderTest.path, unpacked]).status == 0)
+            #expect(try runToEnd("/usr/bin/dpkg-deb", ["-R", PackageUnderTest.path, unpacked]).status == 0)
             let controlPath = unpacked + "/DEBIAN/control"
             let control = try String(contentsOfFile: controlPath, encoding: .utf8)
             try control.replacingOccurrences(of: "Version: \(PackageUnderTest.version)\n", with: "Version: \(newVersion)\n")
                 .write(toFile: controlPath, atomically: true, encoding: .utf8)
-            let build = try PackageUnderTest.run("/usr/bin/dpkg-deb", ["--root-owner-group", "-Zgzip", "-b", unpacked, newDeb])
-            #expect(build.status == 0, "\(build.text)")
+            let build = try runToEnd("/usr/bin/dpkg-deb", ["--root-owner-group", "-Zgzip", "-b", unpacked, newDeb])
+            #expect(build.status == 0, "\(build.output)")
 
             let fake = FakeSendGrid(apiKey: fakeKey, zones: hostZones)
             let url = try await fake.start()
@@ -83,8 +70,8 @@ struct PackageInstallTests {
             let segment1 = UUID().uuidString.lowercased()
             let segment2 = UUID().uuidString.lowercased()
             let script = PackageUnderTest.repository.appendingPathComponent("Tests/tools/package-test.sh").path
-            let result = try PackageUnderTest.run(script, [PackageUnderTest.path, newDeb, url, fakeKey, segment1, segment2])
-            let output = result.text
+            let result = try runToEnd(script, [PackageUnderTest.path, newDeb, url, fakeKey, segment1, segment2])
+            let output = result.output
             // Kept for people (and CI logs): what the operator's steps printed.
             try? output.write(toFile: (PackageUnderTest.path as NSString).deletingLastPathComponent + "/package-test.log", atomically: true, encoding: .utf8)
             #expect(result.status != 77, "the probe passed but the package test could not run: \(output)")
