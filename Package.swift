@@ -126,7 +126,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RefreshCtlTests",
-            dependencies: ["TestSupport", "RefreshCtlKit", "refreshctl", "refreshd", "TZData", "RefreshCore", "RefreshStore"],
+            dependencies: ["TestSupport", "RefreshCtlKit", "refreshctl", "refreshd", "TZData", "RefreshCore", "RefreshStore", "FakeSendGrid"],
             swiftSettings: strict
         ),
     ],

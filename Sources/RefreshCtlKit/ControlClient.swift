@@ -11,6 +11,7 @@ import TZData
 struct ControlAnswer {
     let status: Int
     let body: String
+    var headers: HTTPHeaders = [:]
 
     var object: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any] ?? [:] }
 }
@@ -47,9 +48,11 @@ struct ControlClient {
     }
 
     /// One request; API errors become CommandFailures with the documented exit codes.
-    func call(_ method: HTTPMethod, _ uri: String, body: String? = nil) throws -> ControlAnswer {
+    func call(_ method: HTTPMethod, _ uri: String, body: String? = nil, headers: [(String, String)] = [], readTimeout: TimeAmount = .seconds(60)) throws
+        -> ControlAnswer
+    {
         guard FileManager.default.fileExists(atPath: socket), let url = URL(httpURLWithSocketPath: socket, uri: uri) else { throw unreachable }
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(timeout: .init(connect: .seconds(5), read: .seconds(60))))
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(timeout: .init(connect: .seconds(5), read: readTimeout)))
         defer { try? client.syncShutdown() }
         var request: HTTPClient.Request
         do {
@@ -59,6 +62,7 @@ struct ControlClient {
         }
         if body != nil { request.headers.add(name: "Content-Type", value: "application/json") }
         request.headers.add(name: "User-Agent", value: "refreshctl/\(DaemonApplication.version)")
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
         let response: HTTPClient.Response
         do {
             response = try client.execute(request: request).wait()
@@ -66,7 +70,7 @@ struct ControlClient {
             throw unreachable
         }
         var buffer = response.body ?? ByteBuffer()
-        let answer = ControlAnswer(status: Int(response.status.code), body: buffer.readString(length: buffer.readableBytes) ?? "")
+        let answer = ControlAnswer(status: Int(response.status.code), body: buffer.readString(length: buffer.readableBytes) ?? "", headers: response.headers)
         guard (200..<300).contains(answer.status) else {
             let error = answer.object["error"] as? [String: Any]
             let message = error?["message"] as? String ?? "refreshd answered \(answer.status)"

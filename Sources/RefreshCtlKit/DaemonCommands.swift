@@ -26,7 +26,7 @@ private func present(_ answer: ControlAnswer, json: Bool, output: OutputSink, hu
     }
 }
 
-private let sharedZones: ZoneInfoDirectory? = try? hostZoneDirectory()
+let sharedZones: ZoneInfoDirectory? = try? hostZoneDirectory()
 
 /// `refreshctl budget`.
 struct BudgetCommand: ParsableCommand, SinkRunnable {

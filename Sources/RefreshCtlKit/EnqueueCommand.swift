@@ -19,10 +19,16 @@ struct EnqueueCommand: ParsableCommand, SinkRunnable {
 
             Exit codes: 0 queued, 1 the spool cannot be written, 2 invalid job or usage.
 
+            With --wait the job goes to the running daemon over its socket instead (it answers with the job's \
+            id), and refreshctl follows it as `refreshctl wait` does: the forecast, then the outcome. Exit codes \
+            then: 0 sent or coalesced, 3 daemon unreachable, 6 failed, 7 expired, 8 cancelled, 9 --timeout ran \
+            out (the job stays queued).
+
             Examples:
               refreshctl enqueue --segment 0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a01 --time-zone America/Chicago
               refreshctl enqueue --segment 0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a01 --time-zone UTC --id crm-2026-11-25 --priority 10
               refreshctl enqueue job.json
+              refreshctl enqueue --segment 0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a01 --time-zone America/Chicago --wait --timeout 2h
               echo '{"segment_id": "...", "user_time_zone": "UTC"}' | refreshctl enqueue -
             """
     )
@@ -60,6 +66,24 @@ struct EnqueueCommand: ParsableCommand, SinkRunnable {
     @Flag(help: "Print JSON instead of the file name.")
     var json = false
 
+    @Flag(help: "Hand the job to the running daemon and wait until it is sent; exit by the outcome (as refreshctl wait).")
+    var wait = false
+
+    @Option(help: ArgumentHelp("With --wait: stop waiting after this long, e.g. 90s, 10m, 1h30m (the job stays queued).", valueName: "duration"))
+    var timeout: String?
+
+    @Option(
+        help: ArgumentHelp("With --wait: refreshd's control socket (default: $REFRESHD_SOCKET, the configured socket, or /run/refreshd/refreshd.sock).", valueName: "path"),
+        completion: .file())
+    var socket: String?
+
+    func validate() throws {
+        if !wait, timeout != nil || socket != nil { throw ValidationError("--timeout and --socket go with --wait") }
+        if let timeout, WaitDuration.seconds(timeout) == nil {
+            throw ValidationError("--timeout \"\(timeout)\" is not a duration (e.g. 90s, 10m, 1h30m, or seconds)")
+        }
+    }
+
     mutating func run(output: OutputSink) throws {
         let environment = ProcessInfo.processInfo.environment
         var loader = ConfigurationLoader(environment: environment, userID: getuid())
@@ -79,6 +103,10 @@ struct EnqueueCommand: ParsableCommand, SinkRunnable {
         case .success(let parsed): request = parsed
         case .failure(let error): throw CommandFailure("invalid job: \(error)", exit: .usage)
         }
+        if wait {
+            try enqueueAndWait(JobFile.render(request), output: output)
+            return
+        }
         let incoming = daemonConfiguration.spoolDir.value + "/incoming"
         let name = try SpoolWriter.write(Array(JobFile.render(request).utf8), into: incoming)
         if json {
@@ -88,6 +116,20 @@ struct EnqueueCommand: ParsableCommand, SinkRunnable {
         } else {
             output.line(name)
         }
+    }
+
+    /// --wait: the job goes to the daemon over its socket (POST /v1/jobs), which answers with its
+    /// id, then is followed until it is sent. The daemon must be running.
+    func enqueueAndWait(_ body: String, output: OutputSink) throws {
+        let client = try ControlClient.resolve(socket: socket, config: config)
+        let answer = try client.call(.POST, "/v1/jobs", body: body)
+        guard let job = answer.object["job"] as? [String: Any], let id = (job["id"] as? NSNumber)?.int64Value else {
+            throw CommandFailure("refreshd answered without a job id: \(answer.body)", exit: .error)
+        }
+        if answer.object["created"] as? Bool == false, !json { output.line("job \(id) has this idempotency key already; waiting for it") }
+        let deadline = timeout.flatMap(WaitDuration.seconds).map { Date().addingTimeInterval($0) }
+        let outcome = try JobWaiter(client: client, output: output, json: json).wait(for: String(id), until: deadline)
+        if outcome != .ok { throw CommandFailure(outcome.waitMessage, exit: outcome) }
     }
 
     /// The job as bytes: the file or stdin as given, or built from the flags.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Glibc
 import RefreshDaemon
 
 /// refreshctl's documented exit codes.
@@ -16,6 +17,14 @@ public enum RefreshctlExit: Int32, Sendable {
     case notFound = 4
     /// The change conflicts with the job's state (e.g. cancelling a job already sent).
     case conflict = 5
+    /// `wait`: the job failed (SendGrid refused it, or it ran out of attempts).
+    case failed = 6
+    /// `wait`: the job expired (no legal slot before its expires_at).
+    case expired = 7
+    /// `wait`: the job was cancelled.
+    case cancelled = 8
+    /// `wait`: the job was still queued when --timeout ran out (it stays queued).
+    case timedOut = 9
 }
 
 /// An error a command reports, with the exit code it maps to.
@@ -42,7 +51,7 @@ public struct Refreshctl: ParsableCommand {
             queues refresh requests and sends each one at the earliest instant those rules allow. refreshctl \
             shows its calendars, budgets and queue.
 
-            Commands that ask the daemon (budget, jobs, show, cancel, plan, history, blocks, unblock, status) talk to its \
+            Commands that ask the daemon (budget, jobs, show, wait, cancel, plan, history, blocks, unblock, status) talk to its \
             control socket: --socket, else $REFRESHD_SOCKET, else the configured socket, else \
             /run/refreshd/refreshd.sock. --json prints the daemon's JSON for scripts.
 
@@ -53,10 +62,15 @@ public struct Refreshctl: ParsableCommand {
               3  the daemon is not reachable
               4  no such job (or block)
               5  conflict: the job can no longer be changed (already sent or finished)
+              6  wait: the job failed
+              7  wait: the job expired
+              8  wait: the job was cancelled
+              9  wait: still queued when --timeout ran out
             """,
         version: DaemonApplication.version,
         subcommands: [
-            StatusCommand.self, BudgetCommand.self, JobsCommand.self, ShowCommand.self, CancelCommand.self, PlanCommand.self, HistoryCommand.self,
+            StatusCommand.self, BudgetCommand.self, JobsCommand.self, ShowCommand.self, WaitCommand.self, CancelCommand.self, PlanCommand.self,
+            HistoryCommand.self,
             BlocksCommand.self, UnblockCommand.self, EnqueueCommand.self, CalendarCommand.self,
         ]
     )
@@ -65,7 +79,7 @@ public struct Refreshctl: ParsableCommand {
 
     /// Runs refreshctl with the process arguments and exits with a documented code.
     public static func mainWithExitCodes(_ arguments: [String]? = nil) -> Never {
-        let (output, errorOutput, code) = runCapturing(arguments ?? Array(CommandLine.arguments.dropFirst()))
+        let (output, errorOutput, code) = runCapturing(arguments ?? Array(CommandLine.arguments.dropFirst()), live: true)
         if !output.isEmpty { FileHandle.standardOutput.write(Data(output.utf8)) }
         if !errorOutput.isEmpty { FileHandle.standardError.write(Data(errorOutput.utf8)) }
         Foundation.exit(code)
@@ -73,8 +87,9 @@ public struct Refreshctl: ParsableCommand {
 
     /// Parses and runs a command line; returns what would go to stdout, stderr, and the exit code.
     /// Commands write their output through `OutputSink` so tests can call this in process.
-    public static func runCapturing(_ arguments: [String]) -> (stdout: String, stderr: String, code: Int32) {
-        let sink = OutputSink()
+    /// With `live`, standard output is written as it comes (for `wait`) and not returned.
+    public static func runCapturing(_ arguments: [String], live: Bool = false) -> (stdout: String, stderr: String, code: Int32) {
+        let sink = OutputSink(live: live)
         do {
             var command = try parseAsRoot(arguments)
             if var runnable = command as? SinkRunnable {
@@ -95,16 +110,49 @@ public struct Refreshctl: ParsableCommand {
     }
 }
 
-/// Collects a command's standard output.
+/// Collects a command's standard output, or writes it as it comes (`live`).
 public final class OutputSink {
     public private(set) var text = ""
+    private let live: Bool
+    private let terminal: Bool
+    private var statusShown = false
 
-    public init() {}
+    /// Whether the output goes to a terminal (status lines are redrawn in place there).
+    public var isTerminal: Bool { terminal }
+
+    public init(live: Bool = false) {
+        self.live = live
+        terminal = live && isatty(STDOUT_FILENO) == 1
+    }
 
     /// Adds a line; control characters in it (other than line breaks) are escaped, so no text from
     /// a job or from SendGrid can move the cursor, clear the screen or rewrite a line.
     public func line(_ string: String = "") {
-        text += string.split(separator: "\n", omittingEmptySubsequences: false).map { LogText.escaped(String($0)) }.joined(separator: "\n") + "\n"
+        if statusShown {
+            emit("\n")
+            statusShown = false
+        }
+        emit(Self.escaped(string) + "\n")
+    }
+
+    /// A line that says where something stands: on a terminal each status replaces the previous
+    /// one in place (and the next `line` starts below it); elsewhere it is an ordinary line.
+    public func status(_ string: String) {
+        guard terminal else { return line(string) }
+        emit("\r\u{1b}[K" + Self.escaped(string))
+        statusShown = true
+    }
+
+    private static func escaped(_ string: String) -> String {
+        string.split(separator: "\n", omittingEmptySubsequences: false).map { LogText.escaped(String($0)) }.joined(separator: "\n")
+    }
+
+    private func emit(_ string: String) {
+        if live {
+            FileHandle.standardOutput.write(Data(string.utf8))
+        } else {
+            text += string
+        }
     }
 }
 

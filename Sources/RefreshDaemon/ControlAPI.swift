@@ -243,7 +243,9 @@ public enum ControlAPI {
             }
             return try await work.write { try handlers.enqueue(body: body) }
         }
-        router.get("/v1/jobs/{id}") { _, context in try handlers.job(id: context.parameters.get("id") ?? "") }
+        router.get("/v1/jobs/{id}") { request, context in
+            try await handlers.job(id: context.parameters.get("id") ?? "", query: request.uri.queryParameters, known: request.headers[.ifNoneMatch])
+        }
         router.delete("/v1/jobs/{id}") { _, context in
             let id = context.parameters.get("id") ?? ""
             return try await work.write { try handlers.cancel(id: id) }
@@ -456,10 +458,43 @@ struct Handlers: Sendable {
         return ControlAPI.json(["jobs": page.map { Self.jobJSON($0, zones: zones) }, "next_cursor": next])
     }
 
-    func job(id: String) throws -> Response {
+    /// One job, with its forecast while it is queued. `wait=SECONDS` (at most 300) makes it a
+    /// long poll: the answer comes when the job's state or forecast differs from what the client
+    /// has (its `If-None-Match`, the `ETag` of an earlier answer; without one, from the state at
+    /// the request's arrival), or when the wait ends. A finished job answers at once.
+    func job(id: String, query: Parameters, known: String?) async throws -> Response {
         let id = try jobID(id)
+        let wait = try intParameter(query, "wait", default: 0, range: 0...300)
+        let deadline = ContinuousClock.now + .seconds(wait)
+        var (body, tag, finished) = try await jobSnapshot(id)
+        let baseline = known ?? tag
+        var seen = state.planKey
+        var checked = ContinuousClock.now
+        while tag == baseline, !finished, ContinuousClock.now < deadline {
+            // Wake on any ledger or settings change; the forecast also moves with time alone (a
+            // block running out), so look again at least every 5 s.
+            try await Task.sleep(for: .milliseconds(100))
+            let key = state.planKey
+            guard key != seen || ContinuousClock.now - checked >= .seconds(5) else { continue }
+            seen = key
+            checked = ContinuousClock.now
+            (body, tag, finished) = try await jobSnapshot(id)
+        }
+        var response = ControlAPI.json(body)
+        response.headers[.eTag] = tag
+        return response
+    }
+
+    /// The job's JSON and forecast, an entity tag that changes with either, and whether the job is
+    /// finished (nothing about it changes any more).
+    private func jobSnapshot(_ id: Int64) async throws -> (body: [String: Any], tag: String, finished: Bool) {
         guard let job = try ledger.job(id: id) else { throw APIError(.notFound, "job_not_found", "no job \(id)") }
-        return ControlAPI.json(["job": Self.jobJSON(job, zones: state.zones)])
+        var forecast: JobForecast?
+        if job.state == .queued { forecast = try await planSnapshot().forecasts[id] }
+        let at = forecast?.at.map { String(Int64($0.timeIntervalSince1970)) } ?? "-"
+        let tag = "\"\(id)-\(job.state.rawValue)-\(Int64(job.updatedAt.timeIntervalSince1970 * 1000))-\(forecast?.fate ?? "-")-\(at)\""
+        let finished = ![.queued, .sending].contains(job.state)
+        return (["job": Self.jobJSON(job, zones: state.zones), "forecast": forecast?.json ?? NSNull()], tag, finished)
     }
 
     func enqueue(body: ByteBuffer) throws -> Response {
@@ -515,14 +550,17 @@ struct Handlers: Sendable {
     /// at most): planning 20,000 queued jobs takes about a second, and parallel requests share
     /// one computation instead of each paying for it (the route is no amplifier).
     func plan() async throws -> Response {
-        let key = state.planKey
-        let body = try await state.planCache.value(for: key, now: state.now()) { [self] in
-            try await state.work.read { try self.planBody() }
-        }
+        let body = try await planSnapshot().body
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
     }
 
-    func planBody() throws -> ByteBuffer {
+    func planSnapshot() async throws -> PlanSnapshot {
+        try await state.planCache.value(for: state.planKey, now: state.now()) { [self] in
+            try await state.work.read { try self.computePlan() }
+        }
+    }
+
+    func computePlan() throws -> PlanSnapshot {
         let t = state.now()
         let configuration = state.configuration
         let zones = state.zones
@@ -538,11 +576,13 @@ struct Handlers: Sendable {
         }
         var jobsOut: [[String: Any]] = []
         var sendsOut: [[String: Any]] = []
+        var forecasts: [Int64: JobForecast] = [:]
         for account in Set(queued.map(\.job.account)).sorted() {
             let jobs = queued.filter { $0.job.account == account }
             if paused.contains(account) || !configuration.accounts.contains(where: { $0.name == account }) {
                 let why = paused.contains(account) ? "paused" : "unknown_account"
                 jobsOut += jobs.map { ["id": $0.id, "account": account, "segment_id": $0.job.segmentID, "fate": why, "at": NSNull()] }
+                for job in jobs { forecasts[job.id] = JobForecast(fate: why) }
                 continue
             }
             // A job whose zone cannot be loaded is held, never planned under another zone.
@@ -553,6 +593,7 @@ struct Handlers: Sendable {
                         "id": job.id, "account": account, "segment_id": job.job.segmentID, "fate": "held", "at": NSNull(),
                         "reason": JobHold.reason(timeZone: job.job.timeZone, zones: zones) ?? NSNull(),
                     ])
+                    forecasts[job.id] = JobForecast(fate: "held")
                     continue
                 }
                 queue.append(
@@ -571,23 +612,24 @@ struct Handlers: Sendable {
             for job in queue {
                 let id = job.sequence
                 var entry: [String: Any] = ["id": id, "account": account, "segment_id": job.segment]
+                let forecast: JobForecast
                 switch plan.fates[job.id] {
                 case .send(let at, let leader)?:
-                    entry["fate"] = leader == job.id ? "send" : "coalesce"
-                    entry["at"] = Timestamp.rfc3339(at)
+                    forecast = JobForecast(fate: leader == job.id ? "send" : "coalesce", at: at, leader: Int64(leader))
                     entry["leader"] = Int64(leader) ?? NSNull()
                 case .expire(let at)?:
-                    entry["fate"] = "expire"
-                    entry["at"] = Timestamp.rfc3339(at)
+                    forecast = JobForecast(fate: "expire", at: at)
                 case .never?, nil:
-                    entry["fate"] = "never"
-                    entry["at"] = NSNull()
+                    forecast = JobForecast(fate: "never")
                 }
+                entry["fate"] = forecast.fate
+                entry["at"] = forecast.at.map(Timestamp.rfc3339) ?? NSNull()
+                forecasts[id] = forecast
                 jobsOut.append(entry)
             }
         }
         sendsOut.sort { ($0["at"] as! String) < ($1["at"] as! String) }
-        return ControlAPI.jsonBuffer(["now": Timestamp.rfc3339(t), "sends": sendsOut, "jobs": jobsOut])
+        return PlanSnapshot(body: ControlAPI.jsonBuffer(["now": Timestamp.rfc3339(t), "sends": sendsOut, "jobs": jobsOut]), forecasts: forecasts)
     }
 
     static func attemptJSON(_ attempt: StoredAttempt) -> [String: Any] {
@@ -663,6 +705,25 @@ struct Handlers: Sendable {
 
 /// The last plan's JSON and the key it was computed for; requests while it is being computed wait
 /// for that one computation.
+/// One computed plan: the JSON body of GET /v1/plan and each queued job's forecast in it.
+struct PlanSnapshot: Sendable {
+    let body: ByteBuffer
+    let forecasts: [Int64: JobForecast]
+}
+
+/// When a queued job is expected to go out (or why it will not), as GET /v1/plan says it.
+struct JobForecast: Sendable, Equatable {
+    /// send, coalesce, expire, never, held, paused or unknown_account.
+    var fate: String
+    var at: Date?
+    /// The job whose send carries this one (coalesce), or this job's own id (send).
+    var leader: Int64?
+
+    var json: [String: Any] {
+        ["fate": fate, "at": at.map(Timestamp.rfc3339) ?? NSNull(), "leader": leader ?? NSNull()]
+    }
+}
+
 final class PlanCache: @unchecked Sendable {
     /// What a plan depends on besides "now".
     struct Key: Equatable, Sendable {
@@ -674,14 +735,14 @@ final class PlanCache: @unchecked Sendable {
     /// A plan is served at most this long after it was computed (it is a forecast from then).
     static let maxAge: TimeInterval = 10
     private let lock = NSLock()
-    private var entry: (key: Key, at: Date, task: Task<ByteBuffer, any Error>)?
+    private var entry: (key: Key, at: Date, task: Task<PlanSnapshot, any Error>)?
     private var started = 0
 
     /// How many plans were computed (not served from the cache) since start.
     var computations: Int { lock.withLock { started } }
 
-    func value(for key: Key, now: Date, compute: @escaping @Sendable () async throws -> ByteBuffer) async throws -> ByteBuffer {
-        let task = lock.withLock { () -> Task<ByteBuffer, any Error> in
+    func value(for key: Key, now: Date, compute: @escaping @Sendable () async throws -> PlanSnapshot) async throws -> PlanSnapshot {
+        let task = lock.withLock { () -> Task<PlanSnapshot, any Error> in
             if let entry, entry.key == key, now >= entry.at, now.timeIntervalSince(entry.at) < Self.maxAge { return entry.task }
             let task = Task { try await compute() }
             entry = (key, now, task)

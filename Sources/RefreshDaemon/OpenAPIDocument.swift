@@ -263,6 +263,52 @@ extension ControlAPI {
         ],
         "type": "object"
       },
+      "Forecast": {
+        "description": "A queued job's forecast, as GET /v1/plan has it (GET /v1/jobs/{id} only; null once the job is not queued)",
+        "properties": {
+          "at": {
+            "oneOf": [
+              {
+                "description": "RFC 3339, UTC",
+                "format": "date-time",
+                "type": "string"
+              },
+              {
+                "type": "null"
+              }
+            ]
+          },
+          "fate": {
+            "enum": [
+              "send",
+              "coalesce",
+              "expire",
+              "never",
+              "paused",
+              "unknown_account",
+              "held"
+            ],
+            "type": "string"
+          },
+          "leader": {
+            "oneOf": [
+              {
+                "description": "The job whose send carries this one (send: its own id)",
+                "type": "integer"
+              },
+              {
+                "type": "null"
+              }
+            ]
+          }
+        },
+        "required": [
+          "fate",
+          "at",
+          "leader"
+        ],
+        "type": "object"
+      },
       "Job": {
         "properties": {
           "account": {
@@ -427,6 +473,16 @@ extension ControlAPI {
         "properties": {
           "created": {
             "type": "boolean"
+          },
+          "forecast": {
+            "oneOf": [
+              {
+                "$ref": "#/components/schemas/Forecast"
+              },
+              {
+                "type": "null"
+              }
+            ]
           },
           "job": {
             "$ref": "#/components/schemas/Job"
@@ -1578,6 +1634,27 @@ extension ControlAPI {
               "minimum": 1,
               "type": "integer"
             }
+          },
+          {
+            "description": "Seconds to wait for a change from If-None-Match (or from the state at arrival) before answering; a finished job answers at once",
+            "in": "query",
+            "name": "wait",
+            "required": false,
+            "schema": {
+              "default": 0,
+              "maximum": 300,
+              "minimum": 0,
+              "type": "integer"
+            }
+          },
+          {
+            "description": "The ETag of an earlier answer: with wait, answer as soon as the job differs from it",
+            "in": "header",
+            "name": "If-None-Match",
+            "required": false,
+            "schema": {
+              "type": "string"
+            }
           }
         ],
         "responses": {
@@ -1589,7 +1666,15 @@ extension ControlAPI {
                 }
               }
             },
-            "description": "OK"
+            "description": "OK",
+            "headers": {
+              "ETag": {
+                "description": "Changes with the job's state and forecast",
+                "schema": {
+                  "type": "string"
+                }
+              }
+            }
           },
           "400": {
             "content": {
@@ -1630,7 +1715,7 @@ extension ControlAPI {
             }
           }
         },
-        "summary": "One job"
+        "summary": "One job with its forecast; with wait, a long poll that answers when the job or its forecast changes"
       }
     },
     "/v1/openapi.json": {

@@ -15,7 +15,8 @@ final class RunningDaemon: @unchecked Sendable {
     private let lock = NSLock()
     private var collected = Data()
 
-    init() throws {
+    /// `extra` is appended to the config file; `environment` adds variables (an API key).
+    init(extra: String = "", environment added: [String: String] = [:]) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("refreshctl-daemon-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         socket = directory + "/refreshd.sock"
@@ -23,11 +24,13 @@ final class RunningDaemon: @unchecked Sendable {
             state_dir = "\(directory)/state"
             spool_dir = "\(directory)/spool"
             socket = "\(socket)"
+            \(extra)
             """.write(toFile: directory + "/refreshd.toml", atomically: true, encoding: .utf8)
         process.executableURL = URL(fileURLWithPath: refreshdBinary)
         process.arguments = ["run", "--config", directory + "/refreshd.toml"]
         var environment = ["HOME": directory, "PATH": "/usr/bin:/bin"]
         if let tzdir = ProcessInfo.processInfo.environment["TZDIR"] { environment["TZDIR"] = tzdir }
+        for (name, value) in added { environment[name] = value }
         process.environment = environment
         let pipe = Pipe()
         process.standardError = pipe

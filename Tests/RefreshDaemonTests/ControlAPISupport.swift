@@ -13,6 +13,7 @@ import TZData
 struct APIAnswer {
     var status: Int
     var body: String
+    var headers: HTTPHeaders = [:]
     var json: Any? { try? JSONSerialization.jsonObject(with: Data(body.utf8)) }
     var object: [String: Any] { json as? [String: Any] ?? [:] }
     var errorCode: String? { (object["error"] as? [String: Any])?["code"] as? String }
@@ -84,7 +85,7 @@ final class APIHarness: @unchecked Sendable {
         if body != nil { request.headers.add(name: "Content-Type", value: "application/json") }
         let response = try await client.execute(request: request).get()
         var buffer = response.body ?? ByteBuffer()
-        return APIAnswer(status: Int(response.status.code), body: buffer.readString(length: buffer.readableBytes) ?? "")
+        return APIAnswer(status: Int(response.status.code), body: buffer.readString(length: buffer.readableBytes) ?? "", headers: response.headers)
     }
 
     func get(_ uri: String) async throws -> APIAnswer { try await request(.GET, uri) }

@@ -89,6 +89,49 @@ struct ControlAPITests {
         #expect(((filtered.object["jobs"] as? [Any]) ?? []).count == 1)
     }
 
+    /// GET /v1/jobs/{id} carries a queued job's forecast and an ETag; with wait= it is a long poll
+    /// that answers when the job changes (here: cancelled on another connection), at once when the
+    /// client's If-None-Match is out of date or the job is finished, and at the end of the wait
+    /// when nothing changed.
+    @Test func jobLongPoll() async throws {
+        let h = try await APIHarness()
+        defer { Task { await h.stop() } }
+        _ = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentA)","user_time_zone":"UTC"}"#)
+        let first = try await h.get("/v1/jobs/1")
+        #expect((first.object["forecast"] as? [String: Any])?["fate"] as? String == "send", "\(first.body)")
+        let tag = try #require(first.headers.first(name: "ETag"))
+        let stale = try await h.request(.GET, "/v1/jobs/1?wait=60", headers: ["If-None-Match": "\"something older\""])
+        #expect(stale.status == 200 && stale.headers.first(name: "ETag") == tag)
+
+        let started = ContinuousClock.now
+        let canceller = Task {
+            try await Task.sleep(for: .seconds(1))
+            return try await h.request(.DELETE, "/v1/jobs/1")
+        }
+        let changed = try await h.request(.GET, "/v1/jobs/1?wait=120", headers: ["If-None-Match": tag])
+        #expect(try await canceller.value.status == 200)
+        // Answered on the change, long before the 120 s wait ended.
+        #expect(ContinuousClock.now - started < .seconds(60))
+        #expect((changed.object["job"] as? [String: Any])?["state"] as? String == "cancelled")
+        #expect(changed.object["forecast"] is NSNull)
+        let finishedTag = try #require(changed.headers.first(name: "ETag"))
+        #expect(finishedTag != tag)
+        let finished = ContinuousClock.now
+        _ = try await h.request(.GET, "/v1/jobs/1?wait=120", headers: ["If-None-Match": finishedTag])
+        #expect(ContinuousClock.now - finished < .seconds(60))
+
+        // Nothing changes: the answer comes when the wait ends, with the same tag.
+        _ = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentB)","user_time_zone":"UTC"}"#)
+        let quiet = try await h.get("/v1/jobs/2")
+        let quietTag = try #require(quiet.headers.first(name: "ETag"))
+        let waited = ContinuousClock.now
+        let unchanged = try await h.request(.GET, "/v1/jobs/2?wait=1", headers: ["If-None-Match": quietTag])
+        #expect(ContinuousClock.now - waited >= .seconds(1))
+        #expect(unchanged.headers.first(name: "ETag") == quietTag)
+        let bad = try await h.get("/v1/jobs/2?wait=301")
+        #expect(bad.status == 400 && bad.errorMessage?.contains("wait") == true)
+    }
+
     /// Learned blocks: listed while in force (all accounts or one); lifted by hand, the block ends
     /// now, keeps its record with a note, and the dispatcher is asked to read the ledger again;
     /// lifting it again is 404; a bad id is 400 naming it. Answers match the document.

@@ -1,0 +1,84 @@
+import FakeSendGrid
+import Foundation
+import Glibc
+import RefreshCore
+import TZData
+import TestSupport
+import Testing
+
+/// `refreshctl enqueue --wait` and `refreshctl wait` against a running refreshd and the fake
+/// SendGrid on 127.0.0.1: every outcome and its exit code.
+@Suite("refreshctl wait", .serialized)
+struct WaitCommandTests {
+    static let key = "SG.fake-wait-test-key-not-real.0123456789"
+
+    /// A refreshd that sends to a fresh fake SendGrid.
+    func daemonWithFake() async throws -> (RunningDaemon, FakeSendGrid) {
+        let zones = try ZoneInfoDirectory(path: ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment))
+        let fake = FakeSendGrid(apiKey: Self.key, zones: zones)
+        let url = try await fake.start()
+        let daemon = try RunningDaemon(extra: "[sendgrid]\nbase_url = \"\(url)\"\n", environment: ["SENDGRID_API_KEY": Self.key])
+        return (daemon, fake)
+    }
+
+    @Test func everyOutcome() async throws {
+        let (daemon, fake) = try await daemonWithFake()
+        defer { Task { await fake.stop() } }
+        try await offPool {
+            defer { daemon.stop() }
+            #expect(daemon.output.contains("refreshd started"), "\(daemon.output)")
+            let config = daemon.directory + "/refreshd.toml"
+            let enqueue = ["enqueue", "--time-zone", "America/Chicago", "--config", config, "--wait"]
+
+            // Sent: exit 0, once SendGrid took it.
+            let sent = try refreshctl(enqueue + ["--segment", segmentOne])
+            #expect(sent.status == 0, "\(sent)")
+            #expect(sent.stdout.contains("job 1 sent at "), "\(sent.stdout)")
+            #expect(fake.refreshes.filter { $0.segment == segmentOne }.count == 1)
+
+            // The hour holds the next one: the forecast, then 9 when --timeout runs out; it stays queued.
+            let held = try refreshctl(enqueue + ["--segment", segmentOne, "--timeout", "2s"])
+            #expect(held.status == 9, "\(held)")
+            #expect(held.stdout.hasPrefix("queued as 2, expected at ") && held.stdout.contains("America/Chicago, in 1 h"), "\(held.stdout)")
+            #expect(held.stderr.contains("stays queued"))
+            #expect(try daemon.ctl(["show", "2", "--json"]).stdout.contains("\"state\":\"queued\""))
+
+            // Cancelled while waited for: 8, as soon as it happens (the long poll wakes).
+            let socket = daemon.socket
+            let started = Date()
+            let canceller = Thread {
+                usleep(1_500_000)
+                _ = try? refreshctl(["cancel", "2", "--socket", socket])
+            }
+            canceller.start()
+            let cancelled = try daemon.ctl(["wait", "2", "--timeout", "2m"])
+            #expect(cancelled.status == 8, "\(cancelled)")
+            #expect(cancelled.stdout.contains("job 2 was cancelled"))
+            #expect(Date().timeIntervalSince(started) < 60)
+
+            // Expired: no legal slot before its expires_at (the hour still holds the segment): 7.
+            let expiresAt = Timestamp.rfc3339(Date().addingTimeInterval(3))
+            let expired = try refreshctl(enqueue + ["--segment", segmentOne, "--expires-at", expiresAt, "--timeout", "2m"])
+            #expect(expired.status == 7, "\(expired)")
+            #expect(expired.stdout.contains("will expire at") && expired.stdout.contains("expired at"), "\(expired.stdout)")
+
+            // Failed: SendGrid does not know the segment (404): 6.
+            fake.forget(segment: segmentTwo)
+            let failed = try refreshctl(enqueue + ["--segment", segmentTwo, "--timeout", "2m"])
+            #expect(failed.status == 6, "\(failed)")
+            #expect(failed.stdout.contains("failed:"), "\(failed.stdout)")
+
+            // Several jobs: the first that did not go out decides; JSON prints each change.
+            let mixed = try daemon.ctl(["wait", "1", "3", "--json"])
+            #expect(mixed.status == 7, "\(mixed)")
+            #expect(mixed.stdout.split(separator: "\n").count == 2 && mixed.stdout.contains("\"state\":\"sent\""))
+
+            // No such job: 4; no daemon: 3; a bad duration: 2.
+            #expect(try daemon.ctl(["wait", "99"]).status == 4)
+            #expect(try refreshctl(["wait", "1", "--socket", daemon.directory + "/nothing.sock"]).status == 3)
+            let badDuration = try daemon.ctl(["wait", "1", "--timeout", "soon"])
+            #expect(badDuration.status == 2 && badDuration.stderr.contains("is not a duration"))
+            #expect(fake.violations.isEmpty, "\(fake.violations)")
+        }
+    }
+}
