@@ -95,6 +95,8 @@ public struct DaemonConfiguration: Sendable {
     public var apiIdleTimeoutSeconds: Setting<Int> = Setting(60)
     /// Seconds a client has to send a whole request (head and body) once it starts, or after connecting.
     public var apiRequestTimeoutSeconds: Setting<Int> = Setting(10)
+    /// The longest a long poll (`GET /v1/jobs/{id}?wait=`) is held before it answers.
+    public var apiMaxWaitSeconds: Setting<Int> = Setting(300)
     /// Accept a plain http:// base_url to a host other than loopback (the key would travel in clear).
     public var allowInsecureHTTP: Setting<Bool> = Setting(false)
     public var sendGridBaseURL: Setting<String>

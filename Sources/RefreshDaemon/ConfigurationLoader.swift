@@ -182,6 +182,7 @@ public struct ConfigurationLoader {
         for (key, setting, range) in [
             ("rejected_retention_days", config.rejectedRetentionDays, 0...3650), ("api_max_connections", config.apiMaxConnections, 16...100_000),
             ("api_idle_timeout_seconds", config.apiIdleTimeoutSeconds, 1...3600), ("api_request_timeout_seconds", config.apiRequestTimeoutSeconds, 1...300),
+            ("api_max_wait_seconds", config.apiMaxWaitSeconds, 0...300),
         ] where !range.contains(setting.value) {
             problems.append("\(key)\(at(setting.source)): \(setting.value) is outside \(range.lowerBound)...\(range.upperBound)")
         }
@@ -332,6 +333,7 @@ private struct TableReader {
         let topKeys: Set<String> = [
             "state_dir", "spool_dir", "socket", "listen", "api_token_file", "dry_run", "log_level", "retention_days", "max_queued_jobs", "sendgrid",
             "limits", "account", "rejected_retention_days", "api_max_connections", "api_idle_timeout_seconds", "api_request_timeout_seconds",
+            "api_max_wait_seconds",
         ]
         for key in table.keys where !topKeys.contains(key) { unknown(nil, key) }
         string(table, nil, "state_dir") { config.stateDir = $0 }
@@ -347,6 +349,7 @@ private struct TableReader {
         int(table, nil, "api_max_connections") { config.apiMaxConnections = $0 }
         int(table, nil, "api_idle_timeout_seconds") { config.apiIdleTimeoutSeconds = $0 }
         int(table, nil, "api_request_timeout_seconds") { config.apiRequestTimeoutSeconds = $0 }
+        int(table, nil, "api_max_wait_seconds") { config.apiMaxWaitSeconds = $0 }
         if let value = table["sendgrid"] {
             if let sendgrid = value.table {
                 for key in sendgrid.keys where !["base_url", "request_timeout_seconds", "connect_timeout_seconds", "preflight", "max_attempts", "allow_insecure_http"].contains(key) {

@@ -464,7 +464,7 @@ struct Handlers: Sendable {
     /// the request's arrival), or when the wait ends. A finished job answers at once.
     func job(id: String, query: Parameters, known: String?) async throws -> Response {
         let id = try jobID(id)
-        let wait = try intParameter(query, "wait", default: 0, range: 0...300)
+        let wait = min(try intParameter(query, "wait", default: 0, range: 0...300), state.configuration.apiMaxWaitSeconds.value)
         let deadline = ContinuousClock.now + .seconds(wait)
         var (body, tag, finished) = try await jobSnapshot(id)
         let baseline = known ?? tag

@@ -136,6 +136,7 @@ public struct ConfigurationReport {
         line("api_max_connections", c.apiMaxConnections) { "\($0)" }
         line("api_idle_timeout_seconds", c.apiIdleTimeoutSeconds) { "\($0)" }
         line("api_request_timeout_seconds", c.apiRequestTimeoutSeconds) { "\($0)" }
+        line("api_max_wait_seconds", c.apiMaxWaitSeconds) { "\($0)" }
         lines.append("[sendgrid]")
         line("base_url", c.sendGridBaseURL, quoted)
         line("request_timeout_seconds", c.requestTimeoutSeconds) { "\($0)" }
