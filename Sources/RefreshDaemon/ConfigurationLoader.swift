@@ -291,6 +291,18 @@ public struct ConfigurationLoader {
             config.accounts[index].apiKeySource = "none found (dry-run): no api_key_file, no credential \(credentialName)"
                 + (variable.map { ", no \($0)" } ?? "")
         }
+        // Two accounts with one key (and the same on_behalf_of) are one SendGrid account: each
+        // would believe it has the whole daily budget, and together they would cause 429s.
+        for (index, account) in config.accounts.enumerated() {
+            guard let key = account.apiKey else { continue }
+            if let other = config.accounts[..<index].first(where: { $0.apiKey == key && $0.onBehalfOf == account.onBehalfOf }) {
+                problems.append(
+                    "accounts \"\(other.name)\" and \"\(account.name)\" resolve to the same SendGrid API key"
+                        + (account.onBehalfOf.map { " and on_behalf_of \"\($0)\"" } ?? "")
+                        + ": SendGrid counts them as one account, so each would spend the same daily budget; keep one of them "
+                        + "(or give each its own key)")
+            }
+        }
     }
 
     enum KeyRead {

@@ -288,6 +288,29 @@ struct HardeningConfigurationTests {
         #expect(try load("api_token_file = \"\(directory)/token\"\n").1.isEmpty)
     }
 
+    /// Two accounts resolving to one key (and one on_behalf_of) are refused with both names and
+    /// never the key; the same key for different subusers is fine.
+    @Test func oneKeyTwoAccountsIsRefused() throws {
+        let directory = temporaryDirectory()
+        try fakeKey.write(toFile: directory + "/key", atomically: true, encoding: .utf8)
+        let text = """
+            [[account]]
+            name = "default"
+            [[account]]
+            name = "marketing"
+            api_key_file = "\(directory)/key"
+            [[account]]
+            name = "emea"
+            api_key_file = "\(directory)/key"
+            on_behalf_of = "emea-sub"
+            """
+        let found = problems(text, environment: ["SENDGRID_API_KEY": fakeKey])
+        #expect(found.count == 1, "\(found)")
+        #expect(found.first?.contains("accounts \"default\" and \"marketing\" resolve to the same SendGrid API key") == true, "\(found)")
+        #expect(!found.joined().contains(fakeKey))
+        #expect(problems(text, environment: ["SENDGRID_API_KEY": "SG.another-key"]).isEmpty)
+    }
+
     /// The new keys are read and bounded.
     @Test func hardeningKeys() throws {
         let (c, _) = try load(
