@@ -41,8 +41,12 @@ struct BudgetCommand: ParsableCommand, SinkRunnable {
             a refresh of it may go out, with the rule that holds it back. --time-zone is needed for a segment \
             refreshd has never seen (otherwise the zone of its latest job or refresh is used).
 
+            With --all: every known segment (a queued job or a refresh in the last 4 days) in one table: what is \
+            left today for it, and when its next refresh may go out (--account narrows it to one account).
+
             Examples:
               refreshctl budget
+              refreshctl budget --all
               refreshctl budget 0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a01 --time-zone America/Chicago
               refreshctl budget 0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a01 --json
             """)
@@ -56,10 +60,41 @@ struct BudgetCommand: ParsableCommand, SinkRunnable {
     @Option(help: "The account (default: default).", completion: Completions.account)
     var account: String?
 
+    @Flag(help: "Every known segment's budget in one table.")
+    var all = false
+
     @OptionGroup var options: DaemonOptions
+
+    func validate() throws {
+        if all, segment != nil || timeZone != nil { throw ValidationError("--all lists every segment: give no segment and no --time-zone") }
+    }
 
     mutating func run(output: OutputSink) throws {
         let client = try options.client()
+        if all {
+            let query = account.map { "?account=" + ($0.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? $0) } ?? ""
+            let answer = try client.call(.GET, "/v1/segments" + query)
+            present(answer, json: options.json, output: output) { body in
+                let now = Human.date(body["now"]) ?? Date()
+                let rows = (body["segments"] as? [[String: Any]] ?? []).map { row -> [String] in
+                    let zone = Human.text(row["time_zone"])
+                    let next: String
+                    if let paused = row["paused_reason"] as? String {
+                        next = "paused: " + Human.text(paused)
+                    } else if row["allowed_now"] as? Bool == true {
+                        next = "now"
+                    } else if let earliest = Human.date(row["earliest"]) {
+                        next = "\(Human.local(earliest, zone: zone, zones: sharedZones)) (\(Human.relative(earliest, now: now))), "
+                            + (row["binding"] as? [String] ?? []).joined(separator: ", ")
+                    } else {
+                        next = "never (a limit is 0)"
+                    }
+                    return [Human.text(row["segment_id"]), zone, Human.text(row["account"]), Human.text(row["segment_remaining_today"]), next]
+                }
+                Human.table(["SEGMENT", "ZONE", "ACCOUNT", "LEFT TODAY", "NEXT ALLOWED (LOCAL)"], rows, into: output)
+            }
+            return
+        }
         guard let segment else {
             let answer = try client.call(.GET, "/v1/budget")
             present(answer, json: options.json, output: output) { body in

@@ -200,7 +200,7 @@ public enum ControlAPI {
     /// Every route: method and path as the OpenAPI document writes them. Tests hold the two equal.
     public static let routes: [(method: String, path: String)] = [
         ("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/v1/openapi.json"), ("GET", "/v1/status"), ("GET", "/v1/budget"),
-        ("GET", "/v1/segments/{id}/budget"), ("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs/{id}"),
+        ("GET", "/v1/segments"), ("GET", "/v1/segments/{id}/budget"), ("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs/{id}"),
         ("DELETE", "/v1/jobs/{id}"), ("GET", "/v1/plan"), ("GET", "/v1/refreshes"), ("GET", "/v1/blocks"), ("DELETE", "/v1/blocks/{id}"),
     ]
 
@@ -233,6 +233,7 @@ public enum ControlAPI {
         router.get("/v1/segments/{id}/budget") { request, context in
             try handlers.segmentBudget(id: context.parameters.get("id") ?? "", query: request.uri.queryParameters)
         }
+        router.get("/v1/segments") { request, _ in try await handlers.segments(query: request.uri.queryParameters) }
         router.get("/v1/jobs") { request, _ in try handlers.jobs(query: request.uri.queryParameters) }
         router.post("/v1/jobs") { request, _ in
             let body: ByteBuffer
@@ -395,20 +396,84 @@ struct Handlers: Sendable {
             throw APIError.badRequest(
                 "time_zone", "unknown time zone \"\(zoneName)\"" + (suggestions.isEmpty ? "" : "; did you mean \(suggestions.joined(separator: ", "))?"))
         }
+        return ControlAPI.json(segmentBudgetJSON(account: account, segment: segment, zone: zone, history: history, now: t))
+    }
+
+    /// A segment's budget as GET /v1/segments/{id}/budget (and each row of GET /v1/segments) has it.
+    func segmentBudgetJSON(account: String, segment: String, zone: ZoneRules, history: LedgerHistory, now t: Date) -> [String: Any] {
         let inputs = history.engineInputs(resolve: rules)
         let decision = RuleEngine.decide(
-            account: account, segment: segment, zone: zone, history: inputs.attempts, blocks: inputs.blocks, limits: configuration.limits(for: account),
-            now: t)
+            account: account, segment: segment, zone: zone, history: inputs.attempts, blocks: inputs.blocks,
+            limits: state.configuration.limits(for: account), now: t)
         let paused = state.laneStatus(account)?.paused
-        var body: [String: Any] = [
+        return [
             "segment_id": segment, "account": account, "time_zone": zone.name, "now": Timestamp.rfc3339(t),
             "allowed_now": decision.verdict == .allowed && paused == nil, "binding": decision.binding.map(\.rawValue),
             "earliest": decision.earliest(now: t).map(Timestamp.rfc3339) ?? NSNull(), "rules": decision.budgets.map(budgetJSON),
             "segment_remaining_today": decision.budget(.segmentDaily)?.remaining ?? 0,
-            "account_remaining": decision.budget(.accountDaily)?.remaining ?? 0,
+            "account_remaining": decision.budget(.accountDaily)?.remaining ?? 0, "paused_reason": paused ?? NSNull(),
         ]
-        body["paused_reason"] = paused ?? NSNull()
-        return ControlAPI.json(body)
+    }
+
+    /// Every known segment's budget: each segment with a queued job or a refresh within the rules'
+    /// windows (the last 4 days), in the zone of its latest job (else of its latest refresh), per
+    /// account, in segment order. Computed on the read pool: one history read per segment.
+    func segments(query: Parameters) async throws -> Response {
+        let configuration = state.configuration
+        var accounts = configuration.accounts.map(\.name)
+        if let account = query.get("account") {
+            guard state.hasAccount(account) else {
+                throw APIError.badRequest("account", "no account named \"\(account)\" (configured: \(accounts.joined(separator: ", ")))")
+            }
+            accounts = [account]
+        }
+        let t = state.now()
+        let rows = try await state.work.read { [self, accounts] () -> [SegmentRow] in
+            var zones: [String: [String: String]] = [:]
+            for attempt in try ledger.attempts(since: t.addingTimeInterval(-4 * 86400), account: nil, segmentID: nil, limit: Int.max).reversed()
+            where accounts.contains(attempt.account) {
+                zones[attempt.account, default: [:]][attempt.segmentID] = attempt.timeZone
+            }
+            for job in try ledger.queuedJobs() where accounts.contains(job.job.account) {
+                zones[job.job.account, default: [:]][job.job.segmentID] = job.job.timeZone
+            }
+            var rows: [SegmentRow] = []
+            for account in accounts {
+                for (segment, zoneName) in (zones[account] ?? [:]).sorted(by: { $0.key < $1.key }) {
+                    guard let zone = rules(zoneName) else {
+                        rows.append(SegmentRow(json: nil, account: account, segment: segment, zone: zoneName))
+                        continue
+                    }
+                    let history = try ledger.history(account: account, segmentID: segment, now: t)
+                    rows.append(SegmentRow(json: JSONBox(segmentBudgetJSON(account: account, segment: segment, zone: zone, history: history, now: t)),
+                        account: account, segment: segment, zone: zoneName))
+                }
+            }
+            return rows
+        }
+        let list: [[String: Any]] = rows.map { row in
+            if let json = row.json?.value { return json }
+            // A zone the tz data cannot load: listed, never computed with another zone.
+            return [
+                "segment_id": row.segment, "account": row.account, "time_zone": row.zone, "now": Timestamp.rfc3339(t), "allowed_now": false,
+                "binding": [String](), "earliest": NSNull(), "rules": [[String: Any]](), "segment_remaining_today": 0, "account_remaining": 0,
+                "paused_reason": JobHold.reason(timeZone: row.zone, zones: state.zones) ?? NSNull(),
+            ]
+        }
+        return ControlAPI.json(["now": Timestamp.rfc3339(t), "segments": list])
+    }
+
+    struct SegmentRow: Sendable {
+        let json: JSONBox?
+        let account: String
+        let segment: String
+        let zone: String
+    }
+
+    /// A JSON object carried across the read pool (built and read on one request's behalf only).
+    struct JSONBox: @unchecked Sendable {
+        let value: [String: Any]
+        init(_ value: [String: Any]) { self.value = value }
     }
 
     // MARK: Jobs

@@ -932,6 +932,26 @@ extension ControlAPI {
         ],
         "type": "object"
       },
+      "SegmentBudgets": {
+        "properties": {
+          "now": {
+            "description": "RFC 3339, UTC",
+            "format": "date-time",
+            "type": "string"
+          },
+          "segments": {
+            "items": {
+              "$ref": "#/components/schemas/SegmentBudget"
+            },
+            "type": "array"
+          }
+        },
+        "required": [
+          "now",
+          "segments"
+        ],
+        "type": "object"
+      },
       "Status": {
         "properties": {
           "accounts": {
@@ -1862,6 +1882,63 @@ extension ControlAPI {
           }
         },
         "summary": "The ledger's attempts with outcomes, newest first"
+      }
+    },
+    "/v1/segments": {
+      "get": {
+        "operationId": "listSegments",
+        "parameters": [
+          {
+            "description": "Only this account",
+            "in": "query",
+            "name": "account",
+            "required": false,
+            "schema": {
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/SegmentBudgets"
+                }
+              }
+            },
+            "description": "OK"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "Bad input; the message names the field"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process (ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)",
+            "headers": {
+              "Retry-After": {
+                "description": "Seconds to wait before trying again (busy or not writable)",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
+          }
+        },
+        "summary": "Every known segment's budget (a queued job or a refresh in the last 4 days), in the zone of its latest job or refresh"
       }
     },
     "/v1/segments/{id}/budget": {

@@ -100,6 +100,13 @@ struct DaemonCommandTests {
             let segment = try daemon.ctl(["budget", segmentOne])
             #expect(segment.stdout.contains("zone America/Chicago") && segment.stdout.contains("held by segment_interval"), "\(segment.stdout)")
             #expect(segment.stdout.contains("left today: 1 for the segment, 9 for the account") && segment.stdout.contains(", in 1 h"), "\(segment.stdout)")
+            // Every known segment in one table: segmentOne (refreshed, one queued), with the hour holding it.
+            let all = try daemon.ctl(["budget", "--all"])
+            #expect(all.status == 0, "\(all)")
+            #expect(all.stdout.hasPrefix("SEGMENT") && all.stdout.contains("\(segmentOne)  America/Chicago  default  1 "), "\(all.stdout)")
+            #expect(all.stdout.contains("segment_interval") && !all.stdout.contains(segmentTwo), "\(all.stdout)")
+            #expect(try daemon.ctl(["budget", "--all", "--account", "nobody"]).status == 2)
+            #expect(try daemon.ctl(["budget", "--all", segmentOne]).status == 2)
             let never = try daemon.ctl(["budget", segmentTwo])
             #expect(never.status == 2 && never.stderr.contains("time_zone: required"))
             let fresh = try daemon.ctl(["budget", segmentTwo, "--time-zone", "Asia/Kathmandu", "--json"])

@@ -179,6 +179,7 @@ struct ControlAPITests {
         ("/v1/segments/\(segmentA)/budget", 400, "time_zone"), ("/v1/segments/\(segmentA)/budget?time_zone=Mars/Base", 400, "time_zone"),
         ("/v1/segments/\(segmentA)/budget?time_zone=UTC&account=nobody", 400, "account"), ("/v1/refreshes?since=yesterday", 400, "since"),
         ("/v1/nothing", 404, "no such route"), ("/v2/budget", 404, "no such route"), ("/v1/blocks?account=nobody", 400, "account"),
+        ("/v1/segments?account=nobody", 400, "account"), ("/v1/jobs/1?wait=-1", 400, "wait"),
     ])
     func errors(uri: String, status: Int, names: String) async throws {
         let h = try await APIHarness()
@@ -227,6 +228,20 @@ struct ControlAPITests {
                 #expect(answer.object["binding"] as? [String] == decision.binding.map(\.rawValue))
                 #expect((answer.object["segment_remaining_today"] as? NSNumber)?.intValue == decision.budget(.segmentDaily)?.remaining)
                 #expect((answer.object["account_remaining"] as? NSNumber)?.intValue == decision.budget(.accountDaily)?.remaining)
+            }
+            // GET /v1/segments lists each refreshed segment once, in its latest refresh's zone, with the
+            // same budget as the segment's own route.
+            let all = try await h.get("/v1/segments")
+            let rows = all.object["segments"] as? [[String: Any]] ?? []
+            let refreshed = Set(try h.ledger.attempts(since: now.addingTimeInterval(-4 * 86400), account: nil, segmentID: nil, limit: 1000).map(\.segmentID))
+            #expect(rows.map { $0["segment_id"] as? String ?? "" } == refreshed.sorted())
+            for row in rows {
+                let segment = row["segment_id"] as? String ?? ""
+                let zone = segments.first { $0.0 == segment }!.1
+                #expect(row["time_zone"] as? String == zone)
+                let one = try await h.get("/v1/segments/\(segment)/budget?time_zone=\(zone)")
+                #expect(row["segment_remaining_today"] as? NSNumber == one.object["segment_remaining_today"] as? NSNumber)
+                #expect(row["binding"] as? [String] == one.object["binding"] as? [String])
             }
             let budget = try await h.get("/v1/budget")
             let account = try #require((budget.object["accounts"] as? [[String: Any]])?.first)
