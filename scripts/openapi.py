@@ -44,6 +44,15 @@ schemas = {
         "segment_id": UUID, "account": {"type": "string"}, "time_zone": {"type": "string"}, "now": TS, "allowed_now": {"type": "boolean"},
         "earliest": nullable(TS), "binding": {"type": "array", "items": {"type": "string"}}, "rules": {"type": "array", "items": ref("RuleBudget")},
         "segment_remaining_today": {"type": "integer"}, "account_remaining": {"type": "integer"}, "paused_reason": nullable({"type": "string"})}},
+    "JobChange": {"type": "object", "additionalProperties": False, "minProperties": 1, "properties": {
+        "priority": {"type": "integer", "minimum": -100, "maximum": 100}, "not_before": nullable(TS), "expires_at": nullable(TS)}},
+    "RetryFilter": {"type": "object", "additionalProperties": False, "properties": {
+        "state": {"type": "string", "enum": ["failed", "expired"], "description": "Default: both"}, "account": {"type": "string"},
+        "segment": UUID, "since": {**TS, "description": "Only jobs that failed or expired at or after this instant"}, "dry_run": {"type": "boolean"}}},
+    "CancelFilter": {"type": "object", "additionalProperties": False, "anyOf": [{"required": ["segment"]}, {"required": ["account"]}], "properties": {
+        "state": {"type": "string", "enum": ["queued"]}, "account": {"type": "string"}, "segment": UUID, "dry_run": {"type": "boolean"}}},
+    "BulkResult": {"type": "object", "required": ["count", "dry_run", "jobs"], "properties": {
+        "count": {"type": "integer"}, "dry_run": {"type": "boolean"}, "jobs": {"type": "array", "items": ref("Job")}}},
     "SegmentBudgets": {"type": "object", "required": ["now", "segments"], "properties": {"now": TS,
         "segments": {"type": "array", "items": ref("SegmentBudget")}}},
     "Job": {"type": "object", "required": ["id", "state", "account", "segment_id", "time_zone", "priority", "source", "idempotency_key", "not_before",
@@ -161,7 +170,22 @@ paths = {
                 "headers": {"ETag": {"description": "Changes with the job's state and forecast", "schema": {"type": "string"}}}}},
                 **error_responses(400, 404, 503)}},
         "delete": {"operationId": "cancelJob", "summary": "Cancel a job that has not been sent", "parameters": [p("id", JOB_ID, "The job id")],
-            "responses": {**ok(ref("JobEnvelope")), **error_responses(400, 403, 404, 409, 503)}}},
+            "responses": {**ok(ref("JobEnvelope")), **error_responses(400, 403, 404, 409, 503)}},
+        "patch": {"operationId": "editJob", "summary": "Change a queued job's priority, not_before or expires_at (null clears a time)",
+            "parameters": [p("id", JOB_ID, "The job id")],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": ref("JobChange")}}},
+            "responses": {**ok(ref("JobEnvelope")), **error_responses(400, 403, 404, 409, 413, 503)}}},
+    "/v1/jobs/{id}/retry": {"post": {"operationId": "retryJob",
+        "summary": "Queue a failed or expired job again (tries and reason afresh, a passed expires_at dropped; its attempts stay in the history)",
+        "parameters": [p("id", JOB_ID, "The job id")],
+        "responses": {**ok(ref("JobEnvelope")), **error_responses(400, 403, 404, 409, 503)}}},
+    "/v1/jobs/retry": {"post": {"operationId": "retryJobs", "summary": "Retry every failed (or expired) job a filter takes; dry_run lists them only",
+        "requestBody": {"required": False, "content": {"application/json": {"schema": ref("RetryFilter")}}},
+        "responses": {**ok(ref("BulkResult")), **error_responses(400, 403, 413, 503)}}},
+    "/v1/jobs/cancel": {"post": {"operationId": "cancelJobs",
+        "summary": "Cancel every queued job of a segment and/or an account (one of them is required); dry_run lists them only",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": ref("CancelFilter")}}},
+        "responses": {**ok(ref("BulkResult")), **error_responses(400, 403, 413, 503)}}},
     "/v1/plan": {"get": {"operationId": "plan", "summary": "The forecast: when each queued job is expected to go out, and why then",
         "responses": {**ok(ref("Plan")), **error_responses(503)}}},
     "/v1/refreshes": {"get": {"operationId": "listRefreshes", "summary": "The ledger's attempts with outcomes, newest first",
@@ -181,7 +205,7 @@ paths = {
 for code in ("201", "200"):
     paths["/v1/jobs"]["post"]["responses"][code]["links"] = JOB_LINKS
 document = {"openapi": "3.1.0", "info": {"title": "refreshd control API", "version": "1",
-    "description": "refreshd's local HTTP API: on a unix socket (default /run/refreshd/refreshd.sock, mode 0660, group refreshd) and optionally on a loopback TCP port, where POST and DELETE need the API token. JSON everywhere; errors are {\"error\": {\"code\", \"message\"}}."},
+    "description": "refreshd's local HTTP API: on a unix socket (default /run/refreshd/refreshd.sock, mode 0660, group refreshd) and optionally on a loopback TCP port, where POST, PATCH and DELETE need the API token. JSON everywhere; errors are {\"error\": {\"code\", \"message\"}}."},
     "servers": [{"url": "http://localhost"}], "paths": paths, "components": {"schemas": schemas}}
 text = json.dumps(document, indent=2, sort_keys=True) + "\n"
 with open(os.path.join(ROOT, "docs/openapi.json"), "w") as f: f.write(text)

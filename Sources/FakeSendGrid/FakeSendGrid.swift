@@ -123,6 +123,8 @@ public final class FakeSendGrid: @unchecked Sendable {
     public func injectPreflight(_ faults: Fault...) { lock.withLock { preflightFaults += faults } }
     /// A segment SendGrid does not know: refresh and read answer 404.
     public func forget(segment: String) { lock.withLock { _ = unknownSegments.insert(segment) } }
+    /// The segment exists (again): the operator fixed its id, or it was made.
+    public func restore(segment: String) { lock.withLock { _ = unknownSegments.remove(segment) } }
     /// A refresh made in SendGrid's web UI: it counts for the segment, and refreshd never sees it.
     public func webUIRefresh(segment: String, zone: String, at: Date) {
         lock.withLock {

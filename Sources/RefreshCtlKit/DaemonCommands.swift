@@ -238,20 +238,67 @@ struct ShowCommand: ParsableCommand, SinkRunnable {
 /// `refreshctl cancel`.
 struct CancelCommand: ParsableCommand, SinkRunnable {
     static let configuration = CommandConfiguration(
-        commandName: "cancel", abstract: "Cancel a job that has not been sent.",
-        discussion: "Exit codes: 0 cancelled, 4 no such job, 5 the job was already sent or finished.\n\nExample:\n  refreshctl cancel 42")
+        commandName: "cancel", abstract: "Cancel jobs that have not been sent: one by id, or every queued job of a segment or account.",
+        discussion: """
+            In bulk, --segment and/or --account choose the queued jobs (one of them is required: never the whole \
+            queue by accident); --dry-run lists them without cancelling. The count is printed.
+
+            Exit codes: 0 cancelled (or nothing matched), 4 no such job, 5 the job was already sent or finished.
+
+            Examples:
+              refreshctl cancel 42
+              refreshctl cancel --segment 0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a01 --dry-run
+              refreshctl cancel --state queued --account emea
+            """)
 
     @Argument(help: "The job id.", completion: Completions.queuedJob)
-    var job: String
+    var job: String?
+
+    @Option(help: ArgumentHelp("Every queued job of this segment.", valueName: "uuid"))
+    var segment: String?
+
+    @Option(help: "Every queued job of this account.", completion: Completions.account)
+    var account: String?
+
+    @Option(help: ArgumentHelp("Which jobs (only queued ones can be cancelled).", valueName: "queued"))
+    var state: String?
+
+    @Flag(help: "List what would be cancelled; change nothing.")
+    var dryRun = false
 
     @OptionGroup var options: DaemonOptions
 
+    func validate() throws {
+        let bulk = segment != nil || account != nil || state != nil || dryRun
+        if job != nil, bulk { throw ValidationError("give a job id, or --segment/--account for a bulk cancel, not both") }
+        if job == nil, segment == nil, account == nil { throw ValidationError("give a job id, or --segment and/or --account") }
+        if let state, state != "queued" { throw ValidationError("--state: only queued jobs can be cancelled") }
+    }
+
     mutating func run(output: OutputSink) throws {
-        let answer = try options.client().call(.DELETE, "/v1/jobs/\(job.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? job)")
+        let client = try options.client()
+        guard let job else {
+            var members = ["\"dry_run\":\(dryRun)"]
+            if let segment { members.append("\"segment\":\(jsonString(segment))") }
+            if let account { members.append("\"account\":\(jsonString(account))") }
+            let answer = try client.call(.POST, "/v1/jobs/cancel", body: "{" + members.joined(separator: ",") + "}")
+            present(answer, json: options.json, output: output) { body in bulkSummary(body, verb: dryRun ? "would cancel" : "cancelled", into: output) }
+            return
+        }
+        let answer = try client.call(.DELETE, "/v1/jobs/\(job.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? job)")
         present(answer, json: options.json, output: output) { body in
             let job = body["job"] as? [String: Any] ?? [:]
             output.line("cancelled job \(Human.text(job["id"])) (segment \(Human.text(job["segment_id"])))")
         }
+    }
+}
+
+/// "cancelled 3 jobs", then one line per job.
+func bulkSummary(_ body: [String: Any], verb: String, into output: OutputSink) {
+    let jobs = body["jobs"] as? [[String: Any]] ?? []
+    output.line("\(verb) \(jobs.count) job\(jobs.count == 1 ? "" : "s")")
+    for job in jobs {
+        output.line("  \(Human.text(job["id"]))  \(Human.text(job["state"]))  \(Human.text(job["segment_id"]))  \(Human.text(job["account"]))")
     }
 }
 

@@ -201,7 +201,8 @@ public enum ControlAPI {
     public static let routes: [(method: String, path: String)] = [
         ("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/v1/openapi.json"), ("GET", "/v1/status"), ("GET", "/v1/budget"),
         ("GET", "/v1/segments"), ("GET", "/v1/segments/{id}/budget"), ("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs/{id}"),
-        ("DELETE", "/v1/jobs/{id}"), ("GET", "/v1/plan"), ("GET", "/v1/refreshes"), ("GET", "/v1/blocks"), ("DELETE", "/v1/blocks/{id}"),
+        ("DELETE", "/v1/jobs/{id}"), ("PATCH", "/v1/jobs/{id}"), ("POST", "/v1/jobs/{id}/retry"), ("POST", "/v1/jobs/retry"),
+        ("POST", "/v1/jobs/cancel"), ("GET", "/v1/plan"), ("GET", "/v1/refreshes"), ("GET", "/v1/blocks"), ("DELETE", "/v1/blocks/{id}"),
     ]
 
     /// The methods a path allows (empty: no such path).
@@ -251,6 +252,20 @@ public enum ControlAPI {
             let id = context.parameters.get("id") ?? ""
             return try await work.write { try handlers.cancel(id: id) }
         }
+        // The operator verbs' bodies: small JSON objects (413 past 64 KiB).
+        @Sendable func smallBody(_ request: Request) async throws -> ByteBuffer {
+            do {
+                return try await request.body.collect(upTo: 64 * 1024)
+            } catch is NIOTooManyBytesError {
+                throw APIError(.contentTooLarge, "too_large", "a body is at most 64 KiB")
+            }
+        }
+        router.patch("/v1/jobs/{id}") { request, context in
+            try await handlers.edit(id: context.parameters.get("id") ?? "", body: try await smallBody(request))
+        }
+        router.post("/v1/jobs/{id}/retry") { _, context in try await handlers.retry(id: context.parameters.get("id") ?? "") }
+        router.post("/v1/jobs/retry") { request, _ in try await handlers.retryMatching(body: try await smallBody(request)) }
+        router.post("/v1/jobs/cancel") { request, _ in try await handlers.cancelMatching(body: try await smallBody(request)) }
         router.get("/v1/plan") { _, _ in try await handlers.plan() }
         router.get("/v1/refreshes") { request, _ in try handlers.refreshes(query: request.uri.queryParameters) }
         router.get("/v1/blocks") { request, _ in try handlers.blocks(query: request.uri.queryParameters) }
@@ -594,6 +609,153 @@ struct Handlers: Sendable {
         } catch let error as LedgerError where error.code == .idempotencyConflict {
             throw APIError(.conflict, "idempotency_conflict", error.message)
         }
+    }
+
+    // MARK: Operator verbs
+
+    /// A JSON object body with only the given members (strict JSON: duplicate keys, bad UTF-8 and
+    /// the like are refused); 400 naming what is wrong.
+    private func object(_ body: ByteBuffer, allowed: Set<String>) throws -> [String: JSONValue] {
+        let bytes = Array(body.readableBytesView)
+        if bytes.isEmpty { return [:] }
+        let value: JSONValue
+        do {
+            value = try StrictJSONParser().parse(bytes)
+        } catch {
+            throw APIError.badRequest("body", "not valid JSON: \(error)")
+        }
+        guard case .object(let members) = value else { throw APIError.badRequest("body", "the body must be one JSON object") }
+        var object: [String: JSONValue] = [:]
+        for (key, member) in members {
+            guard allowed.contains(key) else { throw APIError.badRequest(key, "unknown member (allowed: \(allowed.sorted().joined(separator: ", ")))") }
+            object[key] = member
+        }
+        return object
+    }
+
+    /// An optional RFC 3339 member: absent (nil), JSON null (.some(nil)), or a time.
+    private func time(_ object: [String: JSONValue], _ key: String) throws -> Date?? {
+        switch object[key] {
+        case nil: return nil
+        case .null?: return .some(nil)
+        case .string(let text)?:
+            guard let date = Timestamp.parseRFC3339(text) else { throw APIError.badRequest(key, "\"\(text)\" is not an RFC 3339 time such as 2026-12-01T06:00:00Z") }
+            return .some(date)
+        case let other?: throw APIError.badRequest(key, "must be an RFC 3339 time or null, not \(other.kind)")
+        }
+    }
+
+    private func string(_ object: [String: JSONValue], _ key: String) throws -> String? {
+        switch object[key] {
+        case nil, .null?: return nil
+        case .string(let text)?: return text
+        case let other?: throw APIError.badRequest(key, "must be a string, not \(other.kind)")
+        }
+    }
+
+    private func ledgerError(_ error: LedgerError, id: Int64? = nil) -> APIError {
+        switch error.code {
+        case .notFound: return APIError(.notFound, "job_not_found", error.message)
+        case .invalidState: return APIError(.conflict, "invalid_state", error.message)
+        case .invalidInput: return APIError(.badRequest, "invalid_change", error.message)
+        default: return APIError(.serviceUnavailable, "ledger_\(error.code.rawValue)", error.message)
+        }
+    }
+
+    /// PATCH /v1/jobs/{id}: priority, not_before, expires_at of a queued job (null clears a time).
+    func edit(id: String, body: ByteBuffer) async throws -> Response {
+        let id = try jobID(id)
+        let object = try object(body, allowed: ["priority", "not_before", "expires_at"])
+        var change = JobChange(notBefore: try time(object, "not_before"), expiresAt: try time(object, "expires_at"))
+        if let value = object["priority"] {
+            guard case .integer(let priority) = value, (-100...100).contains(priority) else {
+                throw APIError.badRequest("priority", "must be a whole number in -100...100")
+            }
+            change.priority = Int(priority)
+        }
+        guard change != JobChange() else { throw APIError.badRequest("body", "nothing to change: give priority, not_before or expires_at") }
+        let now = state.now()
+        let requested = change
+        do {
+            let job = try await state.work.write { [ledger] in try ledger.edit(jobID: id, change: requested, now: now) }
+            state.rereadLedger()
+            return ControlAPI.json(["job": Self.jobJSON(job, zones: state.zones)])
+        } catch let error as LedgerError where error.code != .busy && error.code != .notWritable {
+            throw ledgerError(error)
+        }
+    }
+
+    /// POST /v1/jobs/{id}/retry: a failed or expired job queued again.
+    func retry(id: String) async throws -> Response {
+        let id = try jobID(id)
+        let now = state.now()
+        do {
+            let job = try await state.work.write { [ledger] in try ledger.retry(jobID: id, now: now) }
+            state.rereadLedger()
+            return ControlAPI.json(["job": Self.jobJSON(job, zones: state.zones)])
+        } catch let error as LedgerError where error.code != .busy && error.code != .notWritable {
+            throw ledgerError(error)
+        }
+    }
+
+    /// The filter of a bulk verb's body.
+    private func filter(_ object: [String: JSONValue], states: [JobState]) throws -> JobFilter {
+        var filter = JobFilter(states: states)
+        if let account = try string(object, "account") {
+            guard state.hasAccount(account) else { throw APIError.badRequest("account", "no account named \"\(account)\"") }
+            filter.account = account
+        }
+        if let text = try string(object, "segment") {
+            guard let segment = JobFile.normalizedUUID(text) else { throw APIError.badRequest("segment", "\"\(text)\" is not a segment id (a UUID)") }
+            filter.segmentID = segment
+        }
+        if let since = try time(object, "since") { filter.since = since }
+        return filter
+    }
+
+    private func dryRun(_ object: [String: JSONValue]) throws -> Bool {
+        switch object["dry_run"] {
+        case nil: return false
+        case .bool(let flag)?: return flag
+        case let other?: throw APIError.badRequest("dry_run", "must be true or false, not \(other.kind)")
+        }
+    }
+
+    /// POST /v1/jobs/retry: every failed (and/or expired) job matching the filter queued again;
+    /// with dry_run, only which.
+    func retryMatching(body: ByteBuffer) async throws -> Response {
+        let object = try object(body, allowed: ["state", "account", "segment", "since", "dry_run"])
+        var states: [JobState] = [.failed, .expired]
+        if let text = try string(object, "state") {
+            guard let parsed = JobState(rawValue: text), parsed == .failed || parsed == .expired else {
+                throw APIError.badRequest("state", "\"\(text)\" cannot be retried (failed or expired)")
+            }
+            states = [parsed]
+        }
+        let filter = try filter(object, states: states)
+        let dry = try dryRun(object)
+        let now = state.now()
+        let jobs = try await state.work.write { [ledger] in dry ? try ledger.jobs(matching: filter) : try ledger.retryJobs(matching: filter, now: now) }
+        if !dry, !jobs.isEmpty { state.rereadLedger() }
+        return ControlAPI.json(["count": jobs.count, "dry_run": dry, "jobs": jobs.map { Self.jobJSON($0, zones: state.zones) }])
+    }
+
+    /// POST /v1/jobs/cancel: every queued job of a segment and/or an account cancelled (at least
+    /// one of the two: never the whole queue by accident); with dry_run, only which.
+    func cancelMatching(body: ByteBuffer) async throws -> Response {
+        let object = try object(body, allowed: ["state", "account", "segment", "dry_run"])
+        if let text = try string(object, "state"), text != "queued" {
+            throw APIError.badRequest("state", "only queued jobs can be cancelled")
+        }
+        let filter = try filter(object, states: [.queued])
+        guard filter.account != nil || filter.segmentID != nil else {
+            throw APIError.badRequest("segment", "give a segment or an account (or both): a bulk cancel never takes the whole queue")
+        }
+        let dry = try dryRun(object)
+        let now = state.now()
+        let jobs = try await state.work.write { [ledger] in dry ? try ledger.jobs(matching: filter) : try ledger.cancelJobs(matching: filter, now: now) }
+        if !dry, !jobs.isEmpty { state.rereadLedger() }
+        return ControlAPI.json(["count": jobs.count, "dry_run": dry, "jobs": jobs.map { Self.jobJSON($0, zones: state.zones) }])
     }
 
     func cancel(id: String) throws -> Response {

@@ -240,6 +240,64 @@ extension ControlAPI {
         ],
         "type": "object"
       },
+      "BulkResult": {
+        "properties": {
+          "count": {
+            "type": "integer"
+          },
+          "dry_run": {
+            "type": "boolean"
+          },
+          "jobs": {
+            "items": {
+              "$ref": "#/components/schemas/Job"
+            },
+            "type": "array"
+          }
+        },
+        "required": [
+          "count",
+          "dry_run",
+          "jobs"
+        ],
+        "type": "object"
+      },
+      "CancelFilter": {
+        "additionalProperties": false,
+        "anyOf": [
+          {
+            "required": [
+              "segment"
+            ]
+          },
+          {
+            "required": [
+              "account"
+            ]
+          }
+        ],
+        "properties": {
+          "account": {
+            "type": "string"
+          },
+          "dry_run": {
+            "type": "boolean"
+          },
+          "segment": {
+            "format": "uuid",
+            "maxLength": 36,
+            "minLength": 36,
+            "type": "string"
+          },
+          "state": {
+            "enum": [
+              "queued"
+            ],
+            "type": "string"
+          }
+        },
+        "type": "object"
+      },
       "Error": {
         "properties": {
           "error": {
@@ -467,6 +525,42 @@ extension ControlAPI {
           "updated_at",
           "held_reason"
         ],
+        "type": "object"
+      },
+      "JobChange": {
+        "additionalProperties": false,
+        "minProperties": 1,
+        "properties": {
+          "expires_at": {
+            "oneOf": [
+              {
+                "description": "RFC 3339, UTC",
+                "format": "date-time",
+                "type": "string"
+              },
+              {
+                "type": "null"
+              }
+            ]
+          },
+          "not_before": {
+            "oneOf": [
+              {
+                "description": "RFC 3339, UTC",
+                "format": "date-time",
+                "type": "string"
+              },
+              {
+                "type": "null"
+              }
+            ]
+          },
+          "priority": {
+            "maximum": 100,
+            "minimum": -100,
+            "type": "integer"
+          }
+        },
         "type": "object"
       },
       "JobEnvelope": {
@@ -812,6 +906,37 @@ extension ControlAPI {
         ],
         "type": "object"
       },
+      "RetryFilter": {
+        "additionalProperties": false,
+        "properties": {
+          "account": {
+            "type": "string"
+          },
+          "dry_run": {
+            "type": "boolean"
+          },
+          "segment": {
+            "format": "uuid",
+            "maxLength": 36,
+            "minLength": 36,
+            "type": "string"
+          },
+          "since": {
+            "description": "Only jobs that failed or expired at or after this instant",
+            "format": "date-time",
+            "type": "string"
+          },
+          "state": {
+            "description": "Default: both",
+            "enum": [
+              "failed",
+              "expired"
+            ],
+            "type": "string"
+          }
+        },
+        "type": "object"
+      },
       "RuleBudget": {
         "properties": {
           "limit": {
@@ -1087,7 +1212,7 @@ extension ControlAPI {
     }
   },
   "info": {
-    "description": "refreshd's local HTTP API: on a unix socket (default /run/refreshd/refreshd.sock, mode 0660, group refreshd) and optionally on a loopback TCP port, where POST and DELETE need the API token. JSON everywhere; errors are {\"error\": {\"code\", \"message\"}}.",
+    "description": "refreshd's local HTTP API: on a unix socket (default /run/refreshd/refreshd.sock, mode 0660, group refreshd) and optionally on a loopback TCP port, where POST, PATCH and DELETE need the API token. JSON everywhere; errors are {\"error\": {\"code\", \"message\"}}.",
     "title": "refreshd control API",
     "version": "1"
   },
@@ -1551,6 +1676,158 @@ extension ControlAPI {
         "summary": "Queue a refresh (the job file contract; idempotent with an id)"
       }
     },
+    "/v1/jobs/cancel": {
+      "post": {
+        "operationId": "cancelJobs",
+        "requestBody": {
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/CancelFilter"
+              }
+            }
+          },
+          "required": true
+        },
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/BulkResult"
+                }
+              }
+            },
+            "description": "OK"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "Bad input; the message names the field"
+          },
+          "403": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "A change on the TCP listener without the API token"
+          },
+          "413": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "Body too large (a job is at most 64 KiB)"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process (ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)",
+            "headers": {
+              "Retry-After": {
+                "description": "Seconds to wait before trying again (busy or not writable)",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
+          }
+        },
+        "summary": "Cancel every queued job of a segment and/or an account (one of them is required); dry_run lists them only"
+      }
+    },
+    "/v1/jobs/retry": {
+      "post": {
+        "operationId": "retryJobs",
+        "requestBody": {
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/RetryFilter"
+              }
+            }
+          },
+          "required": false
+        },
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/BulkResult"
+                }
+              }
+            },
+            "description": "OK"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "Bad input; the message names the field"
+          },
+          "403": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "A change on the TCP listener without the API token"
+          },
+          "413": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "Body too large (a job is at most 64 KiB)"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process (ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)",
+            "headers": {
+              "Retry-After": {
+                "description": "Seconds to wait before trying again (busy or not writable)",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
+          }
+        },
+        "summary": "Retry every failed (or expired) job a filter takes; dry_run lists them only"
+      }
+    },
     "/v1/jobs/{id}": {
       "delete": {
         "operationId": "cancelJob",
@@ -1736,6 +2013,204 @@ extension ControlAPI {
           }
         },
         "summary": "One job with its forecast; with wait, a long poll that answers when the job or its forecast changes"
+      },
+      "patch": {
+        "operationId": "editJob",
+        "parameters": [
+          {
+            "description": "The job id",
+            "in": "path",
+            "name": "id",
+            "required": true,
+            "schema": {
+              "format": "int64",
+              "maximum": 9223372036854775807,
+              "minimum": 1,
+              "type": "integer"
+            }
+          }
+        ],
+        "requestBody": {
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/JobChange"
+              }
+            }
+          },
+          "required": true
+        },
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/JobEnvelope"
+                }
+              }
+            },
+            "description": "OK"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "Bad input; the message names the field"
+          },
+          "403": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "A change on the TCP listener without the API token"
+          },
+          "404": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "No such job or block, or no such route"
+          },
+          "409": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "Conflict (idempotency key reused with other content, or the job can no longer be cancelled)"
+          },
+          "413": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "Body too large (a job is at most 64 KiB)"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process (ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)",
+            "headers": {
+              "Retry-After": {
+                "description": "Seconds to wait before trying again (busy or not writable)",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
+          }
+        },
+        "summary": "Change a queued job's priority, not_before or expires_at (null clears a time)"
+      }
+    },
+    "/v1/jobs/{id}/retry": {
+      "post": {
+        "operationId": "retryJob",
+        "parameters": [
+          {
+            "description": "The job id",
+            "in": "path",
+            "name": "id",
+            "required": true,
+            "schema": {
+              "format": "int64",
+              "maximum": 9223372036854775807,
+              "minimum": 1,
+              "type": "integer"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/JobEnvelope"
+                }
+              }
+            },
+            "description": "OK"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "Bad input; the message names the field"
+          },
+          "403": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "A change on the TCP listener without the API token"
+          },
+          "404": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "No such job or block, or no such route"
+          },
+          "409": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "Conflict (idempotency key reused with other content, or the job can no longer be cancelled)"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process (ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)",
+            "headers": {
+              "Retry-After": {
+                "description": "Seconds to wait before trying again (busy or not writable)",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
+          }
+        },
+        "summary": "Queue a failed or expired job again (tries and reason afresh, a passed expires_at dropped; its attempts stay in the history)"
       }
     },
     "/v1/openapi.json": {

@@ -111,6 +111,20 @@ public protocol Ledger: Sendable {
     func jobCounts() throws -> [JobState: Int]
     /// Cancels a job that has not been sent.
     func cancel(jobID: Int64, now: Date) throws -> StoredJob
+    /// Cancels every queued job the filter takes, in one transaction; returns them.
+    func cancelJobs(matching filter: JobFilter, now: Date) throws -> [StoredJob]
+    /// The jobs a filter takes, in id order (what a bulk operation would change).
+    func jobs(matching filter: JobFilter) throws -> [StoredJob]
+    /// Queues a failed or expired job again: tries, backoff and reason start afresh, an expired
+    /// job loses its passed `expires_at`; its earlier attempts stay in the history.
+    /// - Throws: `LedgerError.notFound`, or `.invalidState` for a job that is not failed or expired.
+    func retry(jobID: Int64, now: Date) throws -> StoredJob
+    /// Retries every failed or expired job the filter takes, in one transaction; returns them.
+    func retryJobs(matching filter: JobFilter, now: Date) throws -> [StoredJob]
+    /// Changes a queued job's priority, `not_before` or `expires_at` (the idempotency digest stays
+    /// the submitted content's, so the submitter's retry of the same file is still a no-op).
+    /// - Throws: `.notFound`, `.invalidState` (not queued), `.invalidInput` (expires_at not after not_before).
+    func edit(jobID: Int64, change: JobChange, now: Date) throws -> StoredJob
     /// Marks queued jobs whose `expires_at` has passed as expired; returns them.
     func expireJobs(now: Date) throws -> [StoredJob]
 

@@ -134,6 +134,8 @@ public struct LedgerError: Error, Sendable, Equatable, CustomStringConvertible {
         /// A job or attempt that does not exist, or is not in a state that allows the change.
         case notFound
         case invalidState
+        /// A change the ledger refuses as it stands (expires_at not after not_before).
+        case invalidInput
         /// The disk is full or the database read-only: nothing was written.
         case notWritable
         /// Another process held the database locked longer than the wait allowed: nothing was
@@ -161,3 +163,33 @@ func boundedErrorText(_ text: String?, limit: Int = 500) -> String? {
 
 /// A 64-bit FNV-1a digest in hex: stable across runs and platforms (Swift's Hasher is not).
 func fnv1a64(_ text: String) -> String { ContentDigest.fnv1a64(text.utf8) }
+
+/// Which jobs a bulk operation (cancel, retry) takes: every condition given must hold.
+public struct JobFilter: Sendable, Equatable {
+    public var states: [JobState]
+    public var account: String?
+    public var segmentID: String?
+    /// Only jobs last changed at or after this instant (for retry: failed or expired since then).
+    public var since: Date?
+
+    public init(states: [JobState], account: String? = nil, segmentID: String? = nil, since: Date? = nil) {
+        self.states = states
+        self.account = account
+        self.segmentID = segmentID
+        self.since = since
+    }
+}
+
+/// An operator's change to a queued job: nil leaves a field as it is; `.some(nil)` clears
+/// `not_before` or `expires_at`.
+public struct JobChange: Sendable, Equatable {
+    public var priority: Int?
+    public var notBefore: Date??
+    public var expiresAt: Date??
+
+    public init(priority: Int? = nil, notBefore: Date?? = nil, expiresAt: Date?? = nil) {
+        self.priority = priority
+        self.notBefore = notBefore
+        self.expiresAt = expiresAt
+    }
+}

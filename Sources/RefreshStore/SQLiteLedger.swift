@@ -26,6 +26,9 @@
 //                     read again (a crash between commit and unlink) is recognised, not a new job.
 //   R7 (one writer)   One daemon per ledger file: the daemon takes the state directory's lock
 //                     (`StateDirectoryLock`) before this type opens, migrates or recovers it.
+//   R8 (retry)        A failed or expired job retried by an operator is queued again with tries,
+//                     backoff and reason afresh (a passed `expires_at` dropped); its attempts stay
+//                     in the history, and a link to an `uncertain` attempt stays (R5 still holds).
 
 import Foundation
 import GRDB
@@ -345,6 +348,109 @@ public final class SQLiteLedger: Ledger {
             try db.execute(
                 sql: "UPDATE job SET state = 'cancelled', reason = 'cancelled', updated_at = ? WHERE id = ?",
                 arguments: [now.timeIntervalSince1970, jobID])
+            return Self.job(try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [jobID])!)
+        }
+    }
+
+    /// The WHERE clause and arguments of a filter.
+    private static func condition(_ filter: JobFilter) -> (String, StatementArguments) {
+        var conditions = ["state IN (\(filter.states.map { "'\($0.rawValue)'" }.joined(separator: ", ")))"]
+        var arguments: StatementArguments = []
+        if let account = filter.account {
+            conditions.append("account = ?")
+            _ = arguments.append(contentsOf: [account])
+        }
+        if let segment = filter.segmentID {
+            conditions.append("segment_id = ?")
+            _ = arguments.append(contentsOf: [segment])
+        }
+        if let since = filter.since {
+            conditions.append("updated_at >= ?")
+            _ = arguments.append(contentsOf: [since.timeIntervalSince1970])
+        }
+        return (conditions.joined(separator: " AND "), arguments)
+    }
+
+    public func jobs(matching filter: JobFilter) throws -> [StoredJob] {
+        guard !filter.states.isEmpty else { return [] }
+        let (condition, arguments) = Self.condition(filter)
+        return try writer.read { db in try Row.fetchAll(db, sql: "SELECT * FROM job WHERE \(condition) ORDER BY id", arguments: arguments).map(Self.job) }
+    }
+
+    public func cancelJobs(matching filter: JobFilter, now: Date) throws -> [StoredJob] {
+        var filter = filter
+        filter.states = filter.states.filter { $0 == .queued }
+        guard !filter.states.isEmpty else { return [] }
+        let (condition, arguments) = Self.condition(filter)
+        return try write { db in
+            let ids = try Int64.fetchAll(db, sql: "SELECT id FROM job WHERE \(condition) ORDER BY id", arguments: arguments)
+            for id in ids {
+                try db.execute(
+                    sql: "UPDATE job SET state = 'cancelled', reason = 'cancelled', updated_at = ? WHERE id = ?", arguments: [now.timeIntervalSince1970, id])
+            }
+            return try ids.map { try Self.job(Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [$0])!) }
+        }
+    }
+
+    public func retry(jobID: Int64, now: Date) throws -> StoredJob {
+        try write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [jobID]) else {
+                throw LedgerError(.notFound, "no job \(jobID)")
+            }
+            let job = Self.job(row)
+            guard job.state == .failed || job.state == .expired else {
+                throw LedgerError(.invalidState, "job \(jobID) is \(job.state.rawValue); only failed or expired jobs are retried")
+            }
+            try Self.requeue(db, jobID, now: now)
+            return Self.job(try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [jobID])!)
+        }
+    }
+
+    public func retryJobs(matching filter: JobFilter, now: Date) throws -> [StoredJob] {
+        var filter = filter
+        filter.states = filter.states.filter { $0 == .failed || $0 == .expired }
+        guard !filter.states.isEmpty else { return [] }
+        let (condition, arguments) = Self.condition(filter)
+        return try write { db in
+            let ids = try Int64.fetchAll(db, sql: "SELECT id FROM job WHERE \(condition) ORDER BY id", arguments: arguments)
+            for id in ids { try Self.requeue(db, id, now: now) }
+            return try ids.map { try Self.job(Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [$0])!) }
+        }
+    }
+
+    /// A failed or expired job queued again (R8): tries, backoff and reason start afresh (the
+    /// attempts stay in the history); a passed `expires_at` is dropped; the link to its last
+    /// attempt stays only if that one is `uncertain` (R5).
+    private static func requeue(_ db: Database, _ id: Int64, now: Date) throws {
+        let t = now.timeIntervalSince1970
+        try db.execute(
+            sql: """
+                UPDATE job SET state = 'queued', reason = NULL, tries = 0, retry_at = NULL, updated_at = ?,
+                    attempt_id = CASE WHEN (SELECT outcome FROM attempt WHERE attempt.id = job.attempt_id) = 'uncertain' THEN attempt_id ELSE NULL END,
+                    expires_at = CASE WHEN expires_at IS NOT NULL AND expires_at <= ? THEN NULL ELSE expires_at END
+                WHERE id = ?
+                """, arguments: [t, t, id])
+    }
+
+    public func edit(jobID: Int64, change: JobChange, now: Date) throws -> StoredJob {
+        try write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [jobID]) else {
+                throw LedgerError(.notFound, "no job \(jobID)")
+            }
+            let job = Self.job(row)
+            guard job.state == .queued else {
+                throw LedgerError(.invalidState, "job \(jobID) is \(job.state.rawValue); only queued jobs can be changed")
+            }
+            let priority = change.priority ?? job.job.priority
+            let notBefore = change.notBefore ?? job.job.notBefore
+            let expiresAt = change.expiresAt ?? job.job.expiresAt
+            guard (-100...100).contains(priority) else { throw LedgerError(.invalidInput, "priority: \(priority) is outside -100...100") }
+            if let notBefore, let expiresAt, expiresAt <= notBefore {
+                throw LedgerError(.invalidInput, "expires_at (\(expiresAt)) must be after not_before (\(notBefore))")
+            }
+            try db.execute(
+                sql: "UPDATE job SET priority = ?, not_before = ?, expires_at = ?, updated_at = ? WHERE id = ?",
+                arguments: [priority, notBefore?.timeIntervalSince1970, expiresAt?.timeIntervalSince1970, now.timeIntervalSince1970, jobID])
             return Self.job(try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [jobID])!)
         }
     }

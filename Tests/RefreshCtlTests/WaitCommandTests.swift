@@ -68,6 +68,20 @@ struct WaitCommandTests {
             #expect(failed.status == 6, "\(failed)")
             #expect(failed.stdout.contains("failed:"), "\(failed.stdout)")
 
+            // The operator fixes the segment and retries the failed job: queued again, sent exactly once.
+            let failedID = "4"
+            fake.restore(segment: segmentTwo)
+            #expect(try daemon.ctl(["retry", "1"]).status == 5, "a sent job is not retried")
+            let dry = try daemon.ctl(["retry", "--state", "failed", "--dry-run"])
+            #expect(dry.status == 0 && dry.stdout.hasPrefix("would retry 1 job\n  \(failedID)  failed  \(segmentTwo)"), "\(dry)")
+            let retried = try daemon.ctl(["retry", failedID])
+            #expect(retried.status == 0 && retried.stdout.contains("job \(failedID) queued again"), "\(retried)")
+            let afterRetry = try daemon.ctl(["wait", failedID, "--timeout", "2m"])
+            #expect(afterRetry.status == 0 && afterRetry.stdout.contains("job \(failedID) sent at"), "\(afterRetry)")
+            #expect(fake.refreshes.filter { $0.segment == segmentTwo && $0.status == 202 }.count == 1, "\(fake.refreshes)")
+            let history = try daemon.ctl(["history", "--segment", segmentTwo, "--json"])
+            #expect(history.stdout.components(separatedBy: "\"outcome\"").count - 1 >= 2, "the failed attempt stays in the history: \(history.stdout)")
+
             // Several jobs: the first that did not go out decides; JSON prints each change.
             let mixed = try daemon.ctl(["wait", "1", "3", "--json"])
             #expect(mixed.status == 7, "\(mixed)")

@@ -132,6 +132,57 @@ struct ControlAPITests {
         #expect(bad.status == 400 && bad.errorMessage?.contains("wait") == true)
     }
 
+    /// The operator verbs: PATCH a queued job (null clears a time; expires_at must stay after
+    /// not_before; only queued jobs), bulk cancel by segment with dry_run first (never without a
+    /// segment or account), retry one and by filter (only failed or expired; history kept).
+    @Test func operatorVerbs() async throws {
+        let h = try await APIHarness()
+        defer { Task { await h.stop() } }
+        let schema = try controlAPISchema()
+        for (index, segment) in [segmentA, segmentA, segmentB].enumerated() {
+            _ = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segment)","user_time_zone":"UTC","id":"v\#(index)","expires_at":"2099-01-01T00:00:00Z"}"#)
+        }
+        let edited = try await h.request(.PATCH, "/v1/jobs/1", body: #"{"priority":40,"not_before":"2098-01-01T00:00:00Z","expires_at":null}"#)
+        let job = edited.object["job"] as? [String: Any] ?? [:]
+        #expect(edited.status == 200 && job["priority"] as? NSNumber == 40 && job["expires_at"] is NSNull, "\(edited.body)")
+        #expect(job["not_before"] as? String == "2098-01-01T00:00:00Z")
+        #expect(schema.problems(edited.json as Any, schema.component("JobEnvelope")).isEmpty)
+        let backwards = try await h.request(.PATCH, "/v1/jobs/2", body: #"{"not_before":"2099-06-01T00:00:00Z"}"#)
+        #expect(backwards.status == 400 && backwards.errorMessage?.contains("expires_at") == true, "\(backwards.body)")
+        let unknown = try await h.request(.PATCH, "/v1/jobs/2", body: #"{"segment_id":"x"}"#)
+        #expect(unknown.status == 400 && unknown.errorMessage?.contains("segment_id") == true)
+        #expect(try await h.request(.PATCH, "/v1/jobs/2", body: #"{"priority":true}"#).status == 400)
+        #expect(try await h.request(.PATCH, "/v1/jobs/2", body: "{}").status == 400)
+        #expect(try await h.request(.PATCH, "/v1/jobs/99", body: #"{"priority":1}"#).status == 404)
+        // The submitter sending the same job again is still a no-op (the digest is the submitted one).
+        let resent = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentA)","user_time_zone":"UTC","id":"v0","expires_at":"2099-01-01T00:00:00Z"}"#)
+        #expect(resent.status == 200 && resent.object["created"] as? Bool == false)
+
+        #expect(try await h.request(.POST, "/v1/jobs/cancel", body: #"{"dry_run":true}"#).status == 400)
+        let preview = try await h.request(.POST, "/v1/jobs/cancel", body: #"{"segment":"\#(segmentA)","dry_run":true}"#)
+        #expect(preview.object["count"] as? NSNumber == 2 && preview.object["dry_run"] as? Bool == true)
+        #expect(try h.ledger.jobCounts()[.queued] == 3)
+        let cancelled = try await h.request(.POST, "/v1/jobs/cancel", body: #"{"segment":"\#(segmentA)"}"#)
+        #expect(cancelled.object["count"] as? NSNumber == 2 && schema.problems(cancelled.json as Any, schema.component("BulkResult")).isEmpty)
+        #expect(try h.ledger.jobCounts()[.queued] == 1)
+        #expect(try await h.request(.PATCH, "/v1/jobs/1", body: #"{"priority":1}"#).status == 409)
+
+        // Retry: only failed or expired jobs; an expired one loses its passed expires_at.
+        #expect(try await h.request(.POST, "/v1/jobs/1/retry").status == 409)
+        let expiring = try h.ledger.enqueue(NewJob(source: "test", account: "default", segmentID: segmentB, timeZone: "UTC",
+            expiresAt: Date().addingTimeInterval(-1)), now: Date().addingTimeInterval(-10))
+        guard case .created(let stored) = expiring else { Issue.record("not created"); return }
+        #expect(try h.ledger.expireJobs(now: Date()).map(\.id) == [stored.id])
+        let listed = try await h.request(.POST, "/v1/jobs/retry", body: #"{"state":"expired","dry_run":true}"#)
+        #expect(listed.object["count"] as? NSNumber == 1)
+        let retried = try await h.request(.POST, "/v1/jobs/\(stored.id)/retry")
+        let again = retried.object["job"] as? [String: Any] ?? [:]
+        #expect(retried.status == 200 && again["state"] as? String == "queued" && again["expires_at"] is NSNull, "\(retried.body)")
+        #expect(try await h.request(.POST, "/v1/jobs/retry", body: #"{"state":"queued"}"#).status == 400)
+        let none = try await h.request(.POST, "/v1/jobs/retry", body: "{}")
+        #expect(none.status == 200 && none.object["count"] as? NSNumber == 0)
+    }
+
     /// Learned blocks: listed while in force (all accounts or one); lifted by hand, the block ends
     /// now, keeps its record with a note, and the dispatcher is asked to read the ledger again;
     /// lifting it again is 404; a bad id is 400 naming it. Answers match the document.

@@ -1,0 +1,138 @@
+import ArgumentParser
+import Foundation
+import RefreshCore
+
+/// `refreshctl retry`: failed or expired jobs queued again, one by one or by filter.
+struct RetryCommand: ParsableCommand, SinkRunnable {
+    static let configuration = CommandConfiguration(
+        commandName: "retry",
+        abstract: "Queue failed or expired jobs again (after fixing a key, a segment id, an outage).",
+        discussion: """
+            A retried job is the same job queued again: its tries, backoff and reason start afresh, an expired job \\
+            loses its passed expires_at, and its earlier attempts stay in the history (refreshctl history). It goes \\
+            out at the earliest instant the rules allow, like any queued job.
+
+            By filter: --state failed or expired (default both), narrowed by --segment, --account and --since \\
+            (failed or expired at or after that RFC 3339 time); --dry-run lists them without retrying.
+
+            Exit codes: 0 retried (or nothing matched), 4 no such job, 5 the job is not failed or expired.
+
+            Examples:
+              refreshctl retry 42 43
+              refreshctl retry --state failed --since 2026-12-01T00:00:00Z --dry-run
+            """)
+
+    @Argument(help: ArgumentHelp("Job ids.", valueName: "job"))
+    var jobs: [String] = []
+
+    @Option(help: ArgumentHelp("failed or expired (default: both).", valueName: "state"), completion: .list(["failed", "expired"]))
+    var state: String?
+
+    @Option(help: ArgumentHelp("Only jobs of this segment.", valueName: "uuid"))
+    var segment: String?
+
+    @Option(help: "Only jobs of this account.", completion: Completions.account)
+    var account: String?
+
+    @Option(help: ArgumentHelp("Only jobs that failed or expired at or after this RFC 3339 time.", valueName: "time"))
+    var since: String?
+
+    @Flag(help: "List what would be retried; change nothing.")
+    var dryRun = false
+
+    @OptionGroup var options: DaemonOptions
+
+    func validate() throws {
+        let filtered = state != nil || segment != nil || account != nil || since != nil || dryRun
+        if !jobs.isEmpty, filtered { throw ValidationError("give job ids, or a filter (--state, --segment, --account, --since), not both") }
+        if jobs.isEmpty, !filtered { throw ValidationError("give job ids, or a filter such as --state failed") }
+        if let state, !["failed", "expired"].contains(state) { throw ValidationError("--state: only failed or expired jobs can be retried") }
+        if let since, Timestamp.parseRFC3339(since) == nil { throw ValidationError("--since \"\(since)\" is not an RFC 3339 time") }
+    }
+
+    mutating func run(output: OutputSink) throws {
+        let client = try options.client()
+        if jobs.isEmpty {
+            var members = ["\"dry_run\":\(dryRun)"]
+            if let state { members.append("\"state\":\(jsonString(state))") }
+            if let segment { members.append("\"segment\":\(jsonString(segment))") }
+            if let account { members.append("\"account\":\(jsonString(account))") }
+            if let since { members.append("\"since\":\(jsonString(since))") }
+            let answer = try client.call(.POST, "/v1/jobs/retry", body: "{" + members.joined(separator: ",") + "}")
+            if options.json {
+                output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
+            } else {
+                bulkSummary(answer.object, verb: dryRun ? "would retry" : "retried", into: output)
+            }
+            return
+        }
+        for job in jobs {
+            guard let id = Int64(job), id > 0 else { throw CommandFailure("\"\(job)\" is not a job id (a positive integer)", exit: .usage) }
+            let answer = try client.call(.POST, "/v1/jobs/\(id)/retry")
+            if options.json {
+                output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
+            } else {
+                let stored = answer.object["job"] as? [String: Any] ?? [:]
+                output.line("job \(Human.text(stored["id"])) queued again (segment \(Human.text(stored["segment_id"])))")
+            }
+        }
+    }
+}
+
+/// `refreshctl edit`: a queued job's priority and times.
+struct EditCommand: ParsableCommand, SinkRunnable {
+    static let configuration = CommandConfiguration(
+        commandName: "edit",
+        abstract: "Change a queued job's priority, not_before or expires_at.",
+        discussion: """
+            Only queued jobs can be changed. "none" clears --not-before or --expires-at. The job keeps its \\
+            idempotency key and the digest of what was submitted, so the submitter sending the same job again \\
+            is still a no-op.
+
+            Exit codes: 0 changed, 2 invalid value (expires_at must be after not_before), 4 no such job, 5 the job \\
+            is not queued.
+
+            Examples:
+              refreshctl edit 42 --priority 50
+              refreshctl edit 42 --not-before 2026-12-02T06:00:00Z --expires-at none
+            """)
+
+    @Argument(help: "The job id.", completion: Completions.queuedJob)
+    var job: String
+
+    @Option(help: "Higher goes first, -100...100.")
+    var priority: Int?
+
+    @Option(name: .customLong("not-before"), help: ArgumentHelp("Do not send before this RFC 3339 time (none: no such bound).", valueName: "time"))
+    var notBefore: String?
+
+    @Option(name: .customLong("expires-at"), help: ArgumentHelp("Give up if not sent by this RFC 3339 time (none: never).", valueName: "time"))
+    var expiresAt: String?
+
+    @OptionGroup var options: DaemonOptions
+
+    func validate() throws {
+        if priority == nil, notBefore == nil, expiresAt == nil { throw ValidationError("nothing to change: give --priority, --not-before or --expires-at") }
+        if let priority, !(-100...100).contains(priority) { throw ValidationError("--priority \(priority) is outside -100...100") }
+        for (flag, value) in [("--not-before", notBefore), ("--expires-at", expiresAt)] {
+            if let value, value != "none", Timestamp.parseRFC3339(value) == nil { throw ValidationError("\(flag) \"\(value)\" is not an RFC 3339 time (or none)") }
+        }
+    }
+
+    mutating func run(output: OutputSink) throws {
+        guard let id = Int64(job), id > 0 else { throw CommandFailure("\"\(job)\" is not a job id (a positive integer)", exit: .usage) }
+        var members: [String] = []
+        if let priority { members.append("\"priority\":\(priority)") }
+        if let notBefore { members.append("\"not_before\":" + (notBefore == "none" ? "null" : jsonString(notBefore))) }
+        if let expiresAt { members.append("\"expires_at\":" + (expiresAt == "none" ? "null" : jsonString(expiresAt))) }
+        let answer = try options.client().call(.PATCH, "/v1/jobs/\(id)", body: "{" + members.joined(separator: ",") + "}")
+        if options.json {
+            output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
+            return
+        }
+        let stored = answer.object["job"] as? [String: Any] ?? [:]
+        output.line(
+            "job \(Human.text(stored["id"])): priority \(Human.text(stored["priority"])), not_before \(Human.text(stored["not_before"])), "
+                + "expires_at \(Human.text(stored["expires_at"]))")
+    }
+}
