@@ -312,20 +312,54 @@ struct PlanCommand: ParsableCommand, SinkRunnable {
             (a block SendGrid told us), not_before, or queue (other jobs of the account go first). The forecast \
             assumes every send is accepted.
 
-            Example:
+            What if: --with-job FILE (or - for standard input), or the job flags (--segment, --time-zone, ...), shows \
+            the forecast as if that job were queued now, without queueing it (its id shows as -1).
+
+            Examples:
               refreshctl plan --limit 20
+              refreshctl plan --segment 0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a01 --time-zone America/Chicago
             """)
 
     @Option(help: "Show at most this many refreshes (default 50).")
     var limit: Int = 50
 
+    @Option(name: .customLong("with-job"), help: ArgumentHelp("A job file (or -) to plan as if queued now; nothing is queued.", valueName: "file"))
+    var withJob: String?
+
+    @OptionGroup var job: JobFlags
+
     @OptionGroup var options: DaemonOptions
 
     mutating func run(output: OutputSink) throws {
-        let answer = try options.client().call(.GET, "/v1/plan")
+        let client = try options.client()
+        var candidate = false
+        let answer: ControlAnswer
+        if withJob != nil || !job.isEmpty {
+            let bytes = try job.bytes(file: withJob)
+            answer = try client.call(.POST, "/v1/plan", body: "{\"jobs\":[" + String(decoding: bytes, as: UTF8.self) + "]}")
+            candidate = true
+        } else {
+            answer = try client.call(.GET, "/v1/plan")
+        }
         let limit = self.limit
         present(answer, json: options.json, output: output) { body in
             let now = Human.date(body["now"]) ?? Date()
+            if candidate, let fate = (body["jobs"] as? [[String: Any]] ?? []).first(where: { ($0["id"] as? NSNumber)?.int64Value == -1 }) {
+                let at = Human.date(fate["at"])
+                let send = (body["sends"] as? [[String: Any]] ?? []).first { ($0["jobs"] as? [NSNumber] ?? []).contains(-1) }
+                let zone = Human.text(send?["time_zone"])
+                switch fate["fate"] as? String {
+                case "send", "coalesce":
+                    output.line(
+                        "this job would go out at \(at.map(Timestamp.rfc3339) ?? "-") (\(at.map { Human.local($0, zone: zone, zones: sharedZones) } ?? "-") \(zone), "
+                            + "\(at.map { Human.relative($0, now: now) } ?? "-"))"
+                            + ((send?["reasons"] as? [String]).flatMap { $0.isEmpty ? nil : ", held by " + $0.joined(separator: ", ") } ?? ""))
+                default:
+                    output.line("this job would not go out: \(Human.text(fate["fate"]))\(at.map { " at " + Timestamp.rfc3339($0) } ?? "")")
+                }
+                output.line("(nothing was queued; the whole forecast with it follows, the job as -1)")
+                output.line("")
+            }
             let sends = body["sends"] as? [[String: Any]] ?? []
             let rows = sends.prefix(limit).map { send -> [String] in
                 let at = Human.date(send["at"]) ?? now

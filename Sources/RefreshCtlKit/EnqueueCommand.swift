@@ -36,29 +36,7 @@ struct EnqueueCommand: ParsableCommand, SinkRunnable {
     @Argument(help: ArgumentHelp("A job file to queue as it is, or - for standard input.", valueName: "file"))
     var file: String?
 
-    @Option(help: ArgumentHelp("The segment's UUID.", valueName: "uuid"))
-    var segment: String?
-
-    @Option(name: .customLong("time-zone"), help: "The segment's IANA time zone (sent as user_time_zone).", completion: Completions.timeZone)
-    var timeZone: String?
-
-    @Option(help: "A configured account (default: default).", completion: Completions.account)
-    var account: String?
-
-    @Option(help: ArgumentHelp("An idempotency key: 1-128 of A-Z a-z 0-9 . _ : -", valueName: "key"))
-    var id: String?
-
-    @Option(help: "Higher goes first, -100...100 (default 0).")
-    var priority: Int?
-
-    @Option(name: .customLong("not-before"), help: ArgumentHelp("Do not send before this RFC 3339 time.", valueName: "time"))
-    var notBefore: String?
-
-    @Option(name: .customLong("expires-at"), help: ArgumentHelp("Give up (state expired) if not sent by this RFC 3339 time.", valueName: "time"))
-    var expiresAt: String?
-
-    @Option(help: "A note for people (at most 1 KiB).")
-    var note: String?
+    @OptionGroup var job: JobFlags
 
     @Option(help: ArgumentHelp("refreshd's config file, to find spool_dir and the accounts.", valueName: "file"))
     var config: String?
@@ -133,31 +111,7 @@ struct EnqueueCommand: ParsableCommand, SinkRunnable {
     }
 
     /// The job as bytes: the file or stdin as given, or built from the flags.
-    func jobBytes() throws -> [UInt8] {
-        if let file {
-            guard segment == nil, timeZone == nil, account == nil, id == nil, priority == nil, notBefore == nil, expiresAt == nil, note == nil else {
-                throw CommandFailure("give either a job file or the job flags (--segment, --time-zone, ...), not both", exit: .usage)
-            }
-            let data: Data?
-            if file == "-" {
-                data = FileHandle.standardInput.readDataToEndOfFile()
-            } else {
-                data = FileManager.default.contents(atPath: file)
-            }
-            guard let data else { throw CommandFailure("cannot read the job file \(file)", exit: .error) }
-            return [UInt8](data)
-        }
-        guard let segment else { throw CommandFailure("--segment is required (or give a job file)", exit: .usage) }
-        guard let timeZone else { throw CommandFailure("--time-zone is required (or give a job file)", exit: .usage) }
-        var members: [(String, String)] = [("segment_id", jsonString(segment)), ("user_time_zone", jsonString(timeZone))]
-        if let account { members.append(("account", jsonString(account))) }
-        if let id { members.append(("id", jsonString(id))) }
-        if let priority { members.append(("priority", String(priority))) }
-        if let notBefore { members.append(("not_before", jsonString(notBefore))) }
-        if let expiresAt { members.append(("expires_at", jsonString(expiresAt))) }
-        if let note { members.append(("note", jsonString(note))) }
-        return Array(("{" + members.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}").utf8)
-    }
+    func jobBytes() throws -> [UInt8] { try job.bytes(file: file) }
 }
 
 /// Writes a file into a spool directory atomically: a dot-file first (intake ignores those), synced,
@@ -202,5 +156,61 @@ enum SpoolWriter {
             close(directoryFD)
         }
         return name
+    }
+}
+
+/// A job given with flags (enqueue, plan --with-job), or as a file.
+struct JobFlags: ParsableArguments {
+    @Option(help: ArgumentHelp("The segment's UUID.", valueName: "uuid"))
+    var segment: String?
+
+    @Option(name: .customLong("time-zone"), help: "The segment's IANA time zone (sent as user_time_zone).", completion: Completions.timeZone)
+    var timeZone: String?
+
+    @Option(help: "A configured account (default: default).", completion: Completions.account)
+    var account: String?
+
+    @Option(help: ArgumentHelp("An idempotency key: 1-128 of A-Z a-z 0-9 . _ : -", valueName: "key"))
+    var id: String?
+
+    @Option(help: "Higher goes first, -100...100 (default 0).")
+    var priority: Int?
+
+    @Option(name: .customLong("not-before"), help: ArgumentHelp("Do not send before this RFC 3339 time.", valueName: "time"))
+    var notBefore: String?
+
+    @Option(name: .customLong("expires-at"), help: ArgumentHelp("Give up (state expired) if not sent by this RFC 3339 time.", valueName: "time"))
+    var expiresAt: String?
+
+    @Option(help: "A note for people (at most 1 KiB).")
+    var note: String?
+
+    var isEmpty: Bool { segment == nil && timeZone == nil && account == nil && id == nil && priority == nil && notBefore == nil && expiresAt == nil && note == nil }
+
+    /// The job as bytes: `file` (or - for stdin) as it is, or built from the flags.
+    func bytes(file: String?) throws -> [UInt8] {
+        if let file {
+            guard isEmpty else {
+                throw CommandFailure("give either a job file or the job flags (--segment, --time-zone, ...), not both", exit: .usage)
+            }
+            let data: Data?
+            if file == "-" {
+                data = FileHandle.standardInput.readDataToEndOfFile()
+            } else {
+                data = FileManager.default.contents(atPath: file)
+            }
+            guard let data else { throw CommandFailure("cannot read the job file \(file)", exit: .error) }
+            return [UInt8](data)
+        }
+        guard let segment else { throw CommandFailure("--segment is required (or give a job file)", exit: .usage) }
+        guard let timeZone else { throw CommandFailure("--time-zone is required (or give a job file)", exit: .usage) }
+        var members: [(String, String)] = [("segment_id", jsonString(segment)), ("user_time_zone", jsonString(timeZone))]
+        if let account { members.append(("account", jsonString(account))) }
+        if let id { members.append(("id", jsonString(id))) }
+        if let priority { members.append(("priority", String(priority))) }
+        if let notBefore { members.append(("not_before", jsonString(notBefore))) }
+        if let expiresAt { members.append(("expires_at", jsonString(expiresAt))) }
+        if let note { members.append(("note", jsonString(note))) }
+        return Array(("{" + members.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}").utf8)
     }
 }

@@ -174,7 +174,9 @@ struct WriteTokenMiddleware<Context: RequestContext>: RouterMiddleware {
     let token: String?
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if request.method == .post || request.method == .delete || request.method == .put || request.method == .patch {
+        // POST /v1/plan only asks "what if": it changes nothing and needs no token.
+        let readOnly = request.method == .post && request.uri.path == "/v1/plan"
+        if !readOnly, request.method == .post || request.method == .delete || request.method == .put || request.method == .patch {
             guard let token else {
                 throw APIError(.forbidden, "forbidden", "changes are refused on the TCP listener unless api_token_file is configured; use the unix socket")
             }
@@ -202,7 +204,7 @@ public enum ControlAPI {
         ("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/v1/openapi.json"), ("GET", "/v1/status"), ("GET", "/v1/budget"),
         ("GET", "/v1/segments"), ("GET", "/v1/segments/{id}/budget"), ("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs/{id}"),
         ("DELETE", "/v1/jobs/{id}"), ("PATCH", "/v1/jobs/{id}"), ("POST", "/v1/jobs/{id}/retry"), ("POST", "/v1/jobs/retry"),
-        ("POST", "/v1/jobs/cancel"), ("GET", "/v1/plan"), ("GET", "/v1/refreshes"), ("GET", "/v1/blocks"), ("DELETE", "/v1/blocks/{id}"),
+        ("POST", "/v1/jobs/cancel"), ("GET", "/v1/plan"), ("POST", "/v1/plan"), ("GET", "/v1/refreshes"), ("GET", "/v1/blocks"), ("DELETE", "/v1/blocks/{id}"),
     ]
 
     /// The methods a path allows (empty: no such path).
@@ -267,6 +269,7 @@ public enum ControlAPI {
         router.post("/v1/jobs/retry") { request, _ in try await handlers.retryMatching(body: try await smallBody(request)) }
         router.post("/v1/jobs/cancel") { request, _ in try await handlers.cancelMatching(body: try await smallBody(request)) }
         router.get("/v1/plan") { _, _ in try await handlers.plan() }
+        router.post("/v1/plan") { request, _ in try await handlers.whatIf(body: try await smallBody(request)) }
         router.get("/v1/refreshes") { request, _ in try handlers.refreshes(query: request.uri.queryParameters) }
         router.get("/v1/blocks") { request, _ in try handlers.blocks(query: request.uri.queryParameters) }
         router.delete("/v1/blocks/{id}") { _, context in
@@ -787,13 +790,50 @@ struct Handlers: Sendable {
         }
     }
 
-    func computePlan() throws -> PlanSnapshot {
+    /// POST /v1/plan: the forecast as if the given jobs (the job file contract, validated as POST
+    /// /v1/jobs does) were queued now, without queueing them. Candidates have ids -1, -2, ... in
+    /// the order given. Not cached: the queue is not changed by it.
+    func whatIf(body: ByteBuffer) async throws -> Response {
+        let object = try object(body, allowed: ["jobs"])
+        guard case .array(let items)? = object["jobs"], !items.isEmpty, items.count <= 100 else {
+            throw APIError.badRequest("jobs", "give 1 to 100 candidate jobs as {\"jobs\": [{...}, ...]}")
+        }
+        let configuration = state.configuration
+        let zones = state.zones
+        var candidates: [JobRequest] = []
+        for (index, item) in items.enumerated() {
+            switch JobFile.validate(item, accounts: Set(configuration.accounts.map(\.name)), zoneProblem: { zone in
+                zones.contains(zone) ? nil : TZDataError.unknownZone(zone, suggestions: zones.suggestions(for: zone)).message
+            }) {
+            case .success(let request): candidates.append(request)
+            case .failure(let error): throw APIError(.badRequest, error.field.map { "invalid_\($0)" } ?? "invalid_job", "jobs[\(index)]: \(error)")
+            }
+        }
+        let requested = candidates
+        let snapshot = try await state.work.read { [self] in try computePlan(candidates: requested) }
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: snapshot.body))
+    }
+
+    func computePlan(candidates: [JobRequest] = []) throws -> PlanSnapshot {
         let t = state.now()
         let configuration = state.configuration
         let zones = state.zones
         let lanes = state.laneStatuses
         let paused = Set(lanes.filter { $0.paused != nil }.map(\.account))
-        let queued = try ledger.queuedJobs()
+        var queued = try ledger.queuedJobs()
+        // What-if candidates join the queue as jobs submitted now, after every queued one.
+        let firstCandidate = (queued.map(\.id).max() ?? 0) + 1
+        for (index, request) in candidates.enumerated() {
+            queued.append(
+                StoredJob(
+                    id: firstCandidate + Int64(index),
+                    job: NewJob(
+                        source: "what-if", account: request.account, segmentID: request.segmentID, timeZone: request.timeZone,
+                        priority: request.priority, notBefore: request.notBefore, expiresAt: request.expiresAt),
+                    state: .queued, createdAt: t, updatedAt: t))
+        }
+        /// A candidate's id as the answer shows it: -1 for the first.
+        func shown(_ id: Int64) -> Int64 { id >= firstCandidate && !candidates.isEmpty ? -(id - firstCandidate + 1) : id }
         let history = try ledger.attempts(since: t.addingTimeInterval(-4 * 86400), account: nil, segmentID: nil, limit: Int.max).map {
             $0.engineAttempt(resolve: rules)
         }
@@ -808,7 +848,7 @@ struct Handlers: Sendable {
             let jobs = queued.filter { $0.job.account == account }
             if paused.contains(account) || !configuration.accounts.contains(where: { $0.name == account }) {
                 let why = paused.contains(account) ? "paused" : "unknown_account"
-                jobsOut += jobs.map { ["id": $0.id, "account": account, "segment_id": $0.job.segmentID, "fate": why, "at": NSNull()] }
+                jobsOut += jobs.map { ["id": shown($0.id), "account": account, "segment_id": $0.job.segmentID, "fate": why, "at": NSNull()] }
                 for job in jobs { forecasts[job.id] = JobForecast(fate: why) }
                 continue
             }
@@ -817,7 +857,7 @@ struct Handlers: Sendable {
             for job in jobs {
                 guard let zone = rules(job.job.timeZone) else {
                     jobsOut.append([
-                        "id": job.id, "account": account, "segment_id": job.job.segmentID, "fate": "held", "at": NSNull(),
+                        "id": shown(job.id), "account": account, "segment_id": job.job.segmentID, "fate": "held", "at": NSNull(),
                         "reason": JobHold.reason(timeZone: job.job.timeZone, zones: zones) ?? NSNull(),
                     ])
                     forecasts[job.id] = JobForecast(fate: "held")
@@ -833,17 +873,17 @@ struct Handlers: Sendable {
             for send in plan.sends {
                 sendsOut.append([
                     "at": Timestamp.rfc3339(send.at), "account": send.account, "segment_id": send.segment, "time_zone": send.zone,
-                    "jobs": send.jobs.compactMap { Int64($0) }, "reasons": send.reasons.map(\.rawValue),
+                    "jobs": send.jobs.compactMap { Int64($0).map(shown) }, "reasons": send.reasons.map(\.rawValue),
                 ])
             }
             for job in queue {
                 let id = job.sequence
-                var entry: [String: Any] = ["id": id, "account": account, "segment_id": job.segment]
+                var entry: [String: Any] = ["id": shown(id), "account": account, "segment_id": job.segment]
                 let forecast: JobForecast
                 switch plan.fates[job.id] {
                 case .send(let at, let leader)?:
                     forecast = JobForecast(fate: leader == job.id ? "send" : "coalesce", at: at, leader: Int64(leader))
-                    entry["leader"] = Int64(leader) ?? NSNull()
+                    entry["leader"] = Int64(leader).map(shown) ?? NSNull()
                 case .expire(let at)?:
                     forecast = JobForecast(fate: "expire", at: at)
                 case .never?, nil:

@@ -2265,6 +2265,84 @@ extension ControlAPI {
           }
         },
         "summary": "The forecast: when each queued job is expected to go out, and why then"
+      },
+      "post": {
+        "operationId": "planWhatIf",
+        "requestBody": {
+          "content": {
+            "application/json": {
+              "schema": {
+                "additionalProperties": false,
+                "properties": {
+                  "jobs": {
+                    "items": {
+                      "$ref": "#/components/schemas/NewJob"
+                    },
+                    "maxItems": 100,
+                    "minItems": 1,
+                    "type": "array"
+                  }
+                },
+                "required": [
+                  "jobs"
+                ],
+                "type": "object"
+              }
+            }
+          },
+          "required": true
+        },
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Plan"
+                }
+              }
+            },
+            "description": "OK"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "Bad input; the message names the field"
+          },
+          "413": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "Body too large (a job is at most 64 KiB)"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process (ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)",
+            "headers": {
+              "Retry-After": {
+                "description": "Seconds to wait before trying again (busy or not writable)",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
+          }
+        },
+        "summary": "What if: the forecast as if these jobs were queued now, without queueing them (candidates have ids -1, -2, ... in order). Needs no token: it changes nothing"
       }
     },
     "/v1/refreshes": {

@@ -76,6 +76,21 @@ public struct StoredJob: Sendable, Equatable {
     public var retryAt: Date?
     public var createdAt: Date
     public var updatedAt: Date
+
+    public init(
+        id: Int64, job: NewJob, state: JobState, attemptID: Int64? = nil, reason: String? = nil, tries: Int = 0, retryAt: Date? = nil,
+        createdAt: Date, updatedAt: Date
+    ) {
+        self.id = id
+        self.job = job
+        self.state = state
+        self.attemptID = attemptID
+        self.reason = reason
+        self.tries = tries
+        self.retryAt = retryAt
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+    }
 }
 
 /// An attempt as stored.

@@ -118,6 +118,12 @@ struct DaemonCommandTests {
             #expect(show.stdout.contains("state           queued") && show.stdout.contains("expected        send at") && show.stdout.contains("America/Chicago, in 1 h"), "\(show.stdout)")
             let plan = try daemon.ctl(["plan"])
             #expect(plan.stdout.hasPrefix("WHEN (UTC)") && plan.stdout.contains("segment_interval") && plan.stdout.contains(segmentOne))
+            // What if: another job for the segment would ride along with the queued one, in about an hour; nothing is queued.
+            let whatIf = try daemon.ctl(["plan", "--segment", segmentOne, "--time-zone", "America/Chicago"])
+            #expect(whatIf.status == 0 && whatIf.stdout.hasPrefix("this job would go out at ") && whatIf.stdout.contains("America/Chicago, in 1 h"), "\(whatIf)")
+            #expect(whatIf.stdout.contains("held by segment_interval") && whatIf.stdout.contains("\(queuedID),-1"), "\(whatIf.stdout)")
+            #expect(try daemon.ctl(["jobs", "--state", "queued", "--json"]).stdout.components(separatedBy: "\"id\"").count == 2)
+            #expect(try daemon.ctl(["plan", "--segment", segmentOne, "--time-zone", "America/Chicgo"]).status == 2)
             let history = try daemon.ctl(["history"])
             #expect(history.stdout.contains("dry_run") && history.stdout.contains("segment+account"))
 

@@ -183,6 +183,34 @@ struct ControlAPITests {
         #expect(none.status == 200 && none.object["count"] as? NSNumber == 0)
     }
 
+    /// POST /v1/plan: the forecast as if candidates were queued now, nothing queued; a candidate
+    /// for a segment the hour holds goes out after the queued job, one for a fresh segment now;
+    /// invalid candidates are 400 naming which; no token needed on TCP (it changes nothing).
+    @Test func whatIfPlan() async throws {
+        let port = freePort()
+        let h = try await APIHarness(listen: "127.0.0.1:\(port)", token: "secret-token")
+        defer { Task { await h.stop() } }
+        let now = Date()
+        _ = try h.ledger.recordExternal(account: "default", segmentID: segmentA, timeZone: "UTC", at: now.addingTimeInterval(-600))
+        _ = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentA)","user_time_zone":"UTC"}"#)
+        let body = #"{"jobs":[{"segment_id":"\#(segmentA)","user_time_zone":"UTC"},{"segment_id":"\#(segmentB)","user_time_zone":"UTC"}]}"#
+        let answer = try await h.request(.POST, "/v1/plan", body: body, tcp: true)
+        #expect(answer.status == 200, "\(answer.body)")
+        let jobs = answer.object["jobs"] as? [[String: Any]] ?? []
+        func fate(_ id: Int) -> [String: Any]? { jobs.first { ($0["id"] as? NSNumber)?.intValue == id } }
+        // The queued job and the first candidate share the segment's next slot (coalesced), 50 min from now.
+        #expect(fate(1)?["fate"] as? String == "send" && fate(-1)?["fate"] as? String == "coalesce", "\(answer.body)")
+        #expect(fate(-1)?["at"] as? String == fate(1)?["at"] as? String)
+        #expect(fate(-2)?["fate"] as? String == "send")
+        let firstAt = try #require(Timestamp.parseRFC3339(fate(-1)?["at"] as? String ?? ""))
+        #expect(firstAt.timeIntervalSince(now) > 2900)
+        #expect(try h.ledger.jobCounts()[.queued] == 1, "nothing was queued")
+        #expect(try controlAPISchema().problems(answer.json as Any, try controlAPISchema().component("Plan")).isEmpty)
+        let bad = try await h.request(.POST, "/v1/plan", body: #"{"jobs":[{"segment_id":"\#(segmentA)","user_time_zone":"Mars/Base"}]}"#)
+        #expect(bad.status == 400 && bad.errorMessage?.contains("jobs[0]") == true, "\(bad.body)")
+        #expect(try await h.request(.POST, "/v1/plan", body: #"{"jobs":[]}"#).status == 400)
+    }
+
     /// Learned blocks: listed while in force (all accounts or one); lifted by hand, the block ends
     /// now, keeps its record with a note, and the dispatcher is asked to read the ledger again;
     /// lifting it again is 404; a bad id is 400 naming it. Answers match the document.
