@@ -71,6 +71,7 @@ public final class FakeSendGrid: @unchecked Sendable {
     private var manual: [String: [Date]] = [:]
     private var segmentZone: [String: String] = [:]
     private var accountRequests: [Date] = []
+    private var quotaHeaders = false
     private var violationLog: [Violation] = []
     private var requestLog: [ReceivedRequest] = []
     private var refreshFaults: [Fault] = []
@@ -123,6 +124,12 @@ public final class FakeSendGrid: @unchecked Sendable {
     public func injectPreflight(_ faults: Fault...) { lock.withLock { preflightFaults += faults } }
     /// A segment SendGrid does not know: refresh and read answer 404.
     public func forget(segment: String) { lock.withLock { _ = unknownSegments.insert(segment) } }
+    /// Accepted refreshes carry X-RateLimit-Limit 10, -Remaining (the account's requests left
+    /// today, UTC) and -Reset (the next 00:00 UTC, a Unix time), as SendGrid may send them.
+    public func sendQuotaHeaders(_ on: Bool) { lock.withLock { quotaHeaders = on } }
+    /// A request to the refresh endpoint by another client of the same account (it counts for
+    /// the account's day; refreshd never sees it).
+    public func otherClientRequest(at t: Date) { lock.withLock { accountRequests.append(t) } }
     /// The segment exists (again): the operator fixed its id, or it was made.
     public func restore(segment: String) { lock.withLock { _ = unknownSegments.remove(segment) } }
     /// A refresh made in SendGrid's web UI: it counts for the segment, and refreshd never sees it.
@@ -281,7 +288,15 @@ public final class FakeSendGrid: @unchecked Sendable {
             return Answer(status: 0, drop: true)
         case nil:
             record(202, true)
-            return Answer(status: 202, body: #"{"job_id":"\#(UUID().uuidString.lowercased())"}"#)
+            var headers: [String: String] = [:]
+            if quotaHeaders {
+                let used = accountRequests.filter { Self.utcDay($0) == Self.utcDay(t) }.count + 1
+                headers = [
+                    "X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "\(max(0, 10 - used))",
+                    "X-RateLimit-Reset": "\((Self.utcDay(t) + 1) * 86400)",
+                ]
+            }
+            return Answer(status: 202, headers: headers, body: #"{"job_id":"\#(UUID().uuidString.lowercased())"}"#)
         }
     }
 

@@ -87,3 +87,55 @@ public struct RateLimitLesson: Sendable, Equatable {
             reasons: reasons, uninformativeStreak: streak)
     }
 }
+
+/// What SendGrid's `X-RateLimit-*` headers on an accepted refresh say about the account's day,
+/// used like a pre-flight (I5): SendGrid counting more requests today than the ledger does means
+/// requests made elsewhere (another tool, the web UI), which count for I3 too; nothing left means
+/// the account's day is over. Only headers that plausibly describe the refresh endpoint's daily
+/// quota count (`X-RateLimit-Limit` present and at most SendGrid's documented 10 per account per
+/// day); a generic API rate limit (hundreds per minute), garbled or absent headers change nothing.
+public struct QuotaReport: Sendable, Equatable {
+    public var limit: Int
+    public var remaining: Int
+    public var resetHeader: String?
+
+    /// - Parameter headers: lower-cased names.
+    public init?(headers: [String: String], documentedDailyLimit: Int = 10) {
+        guard let limitText = headers["x-ratelimit-limit"], let limit = Int(limitText.trimmingCharacters(in: .whitespaces)),
+            let remainingText = headers["x-ratelimit-remaining"], let remaining = Int(remainingText.trimmingCharacters(in: .whitespaces)),
+            (1...documentedDailyLimit).contains(limit), (0...limit).contains(remaining)
+        else { return nil }
+        self.limit = limit
+        self.remaining = remaining
+        resetHeader = headers["x-ratelimit-reset"]
+    }
+
+    /// What the report teaches.
+    public struct Lesson: Sendable, Equatable {
+        /// Requests SendGrid counts today that the ledger does not: to record as external.
+        public var requestsElsewhere: Int
+        /// Set when nothing is left: no request for the account before this instant.
+        public var accountBlockedUntil: Date?
+        public var reason: String
+    }
+
+    /// - Parameters:
+    ///   - ledgerUsed: requests the ledger counts for the account's UTC day, this one included.
+    ///   - t: when the answer came.
+    public func lesson(ledgerUsed: Int, at t: Date) -> Lesson {
+        let used = limit - remaining
+        var blocked: Date?
+        if remaining == 0 {
+            // The later of the day's documented end (00:00 UTC) and the header's instant, read both
+            // ways it may be meant (seconds from now below 10^9, else a Unix time).
+            var until = Date(timeIntervalSince1970: Double(ZoneRules.utcDay(containing: Int64(t.timeIntervalSince1970.rounded(.down))).end))
+            if let text = resetHeader?.trimmingCharacters(in: .whitespaces), let value = Double(text), value.isFinite, value > 0 {
+                until = max(until, value < 1e9 ? t.addingTimeInterval(value) : Date(timeIntervalSince1970: value))
+            }
+            blocked = until
+        }
+        return Lesson(
+            requestsElsewhere: max(0, used - ledgerUsed), accountBlockedUntil: blocked,
+            reason: "X-RateLimit-Limit \(limit), X-RateLimit-Remaining \(remaining)" + (resetHeader.map { ", X-RateLimit-Reset \($0)" } ?? ""))
+    }
+}

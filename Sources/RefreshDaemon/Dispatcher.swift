@@ -531,6 +531,7 @@ public final class AccountLane: @unchecked Sendable {
             queue.hold(segment: answer.segment, until: t.addingTimeInterval(30), now: t)
         }
         if let pause = outcome.pause { queue.pause(reason: pause) }
+        if let quota = outcome.quota { learnFromQuota(quota, now: t, logger: segmentLogger) }
     }
 
     struct Completion {
@@ -542,6 +543,40 @@ public final class AccountLane: @unchecked Sendable {
         var disposition: JobDisposition
         var pause: String? = nil
         var reloadBlocks = false
+        /// SendGrid's X-RateLimit headers on an accepted refresh, when they describe the daily quota.
+        var quota: QuotaReport? = nil
+    }
+
+    /// The segment under which requests SendGrid counts for the account but refreshd did not make
+    /// are recorded (the headers do not say which segment they were for): the nil UUID.
+    static let elsewhereSegment = "00000000-0000-0000-0000-000000000000"
+
+    /// X-RateLimit headers on an accepted refresh, used like a pre-flight (I5): requests SendGrid
+    /// counts today beyond the ledger's are recorded as external (they count for the account's
+    /// day), and nothing left blocks the account until its day is over.
+    private func learnFromQuota(_ quota: QuotaReport, now t: Date, logger: Logger) {
+        do {
+            let attempts = try ledger.attempts(since: t.addingTimeInterval(-2 * 86400), account: account.name, segmentID: nil, limit: Int.max)
+                .map(attempt)
+            let daily = RuleEngine.accountBudgets(account: account.name, history: attempts, blocks: [], limits: queue.limits, now: t)
+                .first { $0.rule == .accountDaily }
+            let lesson = quota.lesson(ledgerUsed: daily?.used ?? 0, at: t)
+            observer?.quotaReported(account: account.name, limit: quota.limit, remaining: quota.remaining)
+            guard lesson.requestsElsewhere > 0 || lesson.accountBlockedUntil != nil else { return }
+            for _ in 0..<min(lesson.requestsElsewhere, quota.limit) {
+                _ = try ledger.recordExternal(account: account.name, segmentID: Self.elsewhereSegment, timeZone: "UTC", at: t)
+            }
+            if let until = lesson.accountBlockedUntil {
+                try ledger.addBlock(account: account.name, segmentID: nil, until: until, reason: lesson.reason, now: t)
+            }
+            logger.notice(
+                "SendGrid counts requests today that refreshd did not make; recorded as external",
+                metadata: ["elsewhere": "\(lesson.requestsElsewhere)", "why": "\(lesson.reason)",
+                    "blocked_until": "\(lesson.accountBlockedUntil.map(Timestamp.rfc3339) ?? "-")"])
+            loaded = false
+        } catch {
+            logger.error("cannot record what SendGrid's rate-limit headers say", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Turns SendGrid's answer into an outcome for the ledger (see the table in docs/dispatcher.md).
@@ -592,7 +627,7 @@ public final class AccountLane: @unchecked Sendable {
                     metadata: ["jobs": "\(jobs.map(\.id))", "time_zone": "\(zone.name)", "status": "\(answer.status)"])
                 return Completion(
                     outcome: .accepted, status: answer.status, sendGridJobID: jobID.map { String($0.prefix(100)) }, finished: finished,
-                    disposition: .sent)
+                    disposition: .sent, quota: QuotaReport(headers: answer.headers))
             case .rejected:
                 note(error: "SendGrid refused a refresh of \(segment): \(summary)")
                 logger.error("SendGrid refused the request; the job fails", metadata: ["status": "\(answer.status)", "reason": "\(summary)"])

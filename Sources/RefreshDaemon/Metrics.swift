@@ -8,6 +8,12 @@ public protocol DispatchObserver: Sendable {
     /// An attempt finished with `outcome`; `latency` is the SendGrid request's duration (nil when
     /// no request was made).
     func attemptFinished(account: String, outcome: AttemptOutcome, latency: Duration?)
+    /// SendGrid's X-RateLimit headers on an accepted refresh described the account's daily quota.
+    func quotaReported(account: String, limit: Int, remaining: Int)
+}
+
+extension DispatchObserver {
+    public func quotaReported(account: String, limit: Int, remaining: Int) {}
 }
 
 /// refreshd's metrics in Prometheus text format (swift-prometheus). Counters are kept as events
@@ -44,6 +50,13 @@ public final class RefreshdMetrics: DispatchObserver, @unchecked Sendable {
         }
         counter.increment()
         if let duration, let histogram { histogram.record(duration) }
+    }
+
+    public func quotaReported(account: String, limit: Int, remaining: Int) {
+        registry.makeGauge(
+            descriptor: Self.name("sendgrid_ratelimit_remaining", "", "X-RateLimit-Remaining on the last accepted refresh (when it described the daily quota)"),
+            labels: [("account", account)]
+        ).set(Double(remaining))
     }
 
     /// The scrape: gauges refreshed from the state, then everything rendered.

@@ -232,6 +232,41 @@ struct DispatcherAnswerTests {
         await p.shutdown()
     }
 
+    /// X-RateLimit headers on an accepted refresh, used like a pre-flight (I5): requests another
+    /// client made today are recorded as external (they count for the account), and nothing left
+    /// blocks the account until 00:00 UTC, so no 429 follows; without the headers nothing changes.
+    @Test func quotaHeadersTeachUsageElsewhere() async throws {
+        let h = try await DispatchHarness(start: simStart, preflight: false)
+        h.fake.sendQuotaHeaders(true)
+        for minute in 1...3 { h.fake.otherClientRequest(at: simStart.addingTimeInterval(-Double(minute) * 60)) }
+        try h.enqueue(segment)
+        _ = await h.lane.step()
+        let elsewhere = try h.ledger.attempts(since: simStart.addingTimeInterval(-86400), account: "default", segmentID: "00000000-0000-0000-0000-000000000000", limit: 100)
+        #expect(elsewhere.count == 3 && elsewhere.allSatisfy { $0.outcome == .external }, "\(elsewhere)")
+        // Five more elsewhere: our next refresh is the account's tenth; the headers say nothing is left.
+        for second in 1...5 { h.fake.otherClientRequest(at: simStart.addingTimeInterval(Double(second))) }
+        h.time.advance(10)
+        try h.enqueue(segmentID(2))
+        _ = await h.lane.step()
+        #expect(h.fake.refreshes.filter { $0.status == 202 }.count == 2)
+        let blocks = try h.ledger.blocks(account: "default", now: h.time.now)
+        #expect(blocks.contains { $0.segmentID == nil && $0.reason.contains("X-RateLimit-Remaining 0") }, "\(blocks)")
+        // A third segment waits for the next UTC day (the account block), instead of earning a 429.
+        try h.enqueue(segmentID(3))
+        let next = await h.lane.step()
+        #expect(next.map { $0 >= Date(timeIntervalSince1970: 1_795_651_200) } == true, "\(String(describing: next))")
+        #expect(h.fake.violations.isEmpty && h.fake.refreshes.count == 2)
+        await h.shutdown()
+
+        // No headers: the ledger's own count stands.
+        let plain = try await DispatchHarness(start: simStart, preflight: false)
+        for minute in 1...3 { plain.fake.otherClientRequest(at: simStart.addingTimeInterval(-Double(minute) * 60)) }
+        try plain.enqueue(segment)
+        _ = await plain.lane.step()
+        #expect(try plain.ledger.attempts(since: .distantPast, account: "default", segmentID: nil, limit: 100).count == 1)
+        await plain.shutdown()
+    }
+
     /// A block lifted by hand (`DELETE /v1/blocks/{id}`): once told to re-read, the lane sends the
     /// held job after the margin instead of waiting for the block's end; without the re-read it
     /// keeps to what it knew.
