@@ -117,6 +117,12 @@ public struct QuotaReport: Sendable, Equatable {
         /// Set when nothing is left: no request for the account before this instant.
         public var accountBlockedUntil: Date?
         public var reason: String
+
+        public init(requestsElsewhere: Int, accountBlockedUntil: Date?, reason: String) {
+            self.requestsElsewhere = requestsElsewhere
+            self.accountBlockedUntil = accountBlockedUntil
+            self.reason = reason
+        }
     }
 
     /// - Parameters:

@@ -382,3 +382,31 @@ struct AnswerClassTests {
         #expect(Backoff.ledgerWrite(failures: failures) == seconds)
     }
 }
+
+@Suite("What X-RateLimit headers on a 202 teach")
+struct QuotaReportTests {
+    let t = Date(timeIntervalSince1970: 1_795_586_400)  // 2026-11-25T06:00Z
+    let midnightUTC = Date(timeIntervalSince1970: 1_795_651_200)
+
+    @Test func onlyHeadersThatDescribeTheDailyQuotaCount() {
+        #expect(QuotaReport(headers: [:]) == nil)
+        #expect(QuotaReport(headers: ["x-ratelimit-limit": "600", "x-ratelimit-remaining": "599"]) == nil, "a per-minute API limit")
+        #expect(QuotaReport(headers: ["x-ratelimit-limit": "10", "x-ratelimit-remaining": "eleven"]) == nil)
+        #expect(QuotaReport(headers: ["x-ratelimit-limit": "10", "x-ratelimit-remaining": "11"]) == nil)
+        #expect(QuotaReport(headers: ["x-ratelimit-remaining": "3"]) == nil)
+        #expect(QuotaReport(headers: ["x-ratelimit-limit": " 10", "x-ratelimit-remaining": "6 "])?.remaining == 6)
+    }
+
+    @Test func usageElsewhereAndTheEndOfTheDay() throws {
+        let some = try #require(QuotaReport(headers: ["x-ratelimit-limit": "10", "x-ratelimit-remaining": "4"]))
+        #expect(some.lesson(ledgerUsed: 2, at: t) == .init(requestsElsewhere: 4, accountBlockedUntil: nil, reason: "X-RateLimit-Limit 10, X-RateLimit-Remaining 4"))
+        #expect(some.lesson(ledgerUsed: 7, at: t).requestsElsewhere == 0, "the ledger counting more is the safe side: nothing to learn")
+        let none = try #require(QuotaReport(headers: ["x-ratelimit-limit": "10", "x-ratelimit-remaining": "0"]))
+        #expect(none.lesson(ledgerUsed: 10, at: t).accountBlockedUntil == midnightUTC)
+        // A reset later than 00:00 UTC, in either reading, wins; an earlier one does not.
+        let seconds = QuotaReport(headers: ["x-ratelimit-limit": "10", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "90000"])!
+        #expect(seconds.lesson(ledgerUsed: 10, at: t).accountBlockedUntil == t.addingTimeInterval(90000))
+        let epoch = QuotaReport(headers: ["x-ratelimit-limit": "10", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1795600000"])!
+        #expect(epoch.lesson(ledgerUsed: 10, at: t).accountBlockedUntil == midnightUTC)
+    }
+}
