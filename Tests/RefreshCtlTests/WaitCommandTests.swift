@@ -42,6 +42,12 @@ struct WaitCommandTests {
             #expect(held.stdout.hasPrefix("queued as 2, expected at ") && held.stdout.contains("America/Chicago, in 1 h"), "\(held.stdout)")
             #expect(held.stderr.contains("stays queued"))
             #expect(try daemon.ctl(["show", "2", "--json"]).stdout.contains("\"state\":\"queued\""))
+            // On a terminal (a real pseudo-terminal, through script(1)) the forecast is a status line
+            // drawn in place; through a pipe it is plain text.
+            let pty = try runToEnd("/usr/bin/script", ["-qfec", "\(refreshctlPath) wait 2 --socket \(daemon.socket) --timeout 2s", "/dev/null"])
+            #expect(pty.status == 9, "\(pty.output)")
+            #expect(pty.output.contains("\r\u{1b}[Kqueued as 2, expected at "), "\(pty.output.debugDescription)")
+            #expect(!held.stdout.contains("\u{1b}"))
 
             // Cancelled while waited for: 8, as soon as it happens (the long poll wakes).
             let socket = daemon.socket
