@@ -125,6 +125,13 @@ public protocol Ledger: Sendable {
     /// the submitted content's, so the submitter's retry of the same file is still a no-op).
     /// - Throws: `.notFound`, `.invalidState` (not queued), `.invalidInput` (expires_at not after not_before).
     func edit(jobID: Int64, change: JobChange, now: Date) throws -> StoredJob
+    /// Jobs that reached a final state after event `id`, oldest first (R9).
+    func jobEvents(after id: Int64, limit: Int) throws -> [JobEvent]
+    /// The newest event's id (0 when there is none).
+    func latestJobEventID() throws -> Int64
+    /// Where the hook runner stands (nil: it never ran on this ledger).
+    func hookCursor() throws -> Int64?
+    func setHookCursor(_ id: Int64) throws
     /// Marks queued jobs whose `expires_at` has passed as expired; returns them.
     func expireJobs(now: Date) throws -> [StoredJob]
 

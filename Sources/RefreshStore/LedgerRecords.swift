@@ -208,3 +208,23 @@ public struct JobChange: Sendable, Equatable {
         self.expiresAt = expiresAt
     }
 }
+
+/// A job that reached a final state (R9): what the event hooks are told.
+public struct JobEvent: Sendable, Equatable {
+    public var id: Int64
+    /// sent, coalesced, failed, expired or cancelled.
+    public var state: JobState
+    public var at: Date
+    /// The job as it is now.
+    public var job: StoredJob
+    /// SendGrid's status for the attempt that served it, if any.
+    public var httpStatus: Int?
+
+    public init(id: Int64, state: JobState, at: Date, job: StoredJob, httpStatus: Int?) {
+        self.id = id
+        self.state = state
+        self.at = at
+        self.job = job
+        self.httpStatus = httpStatus
+    }
+}

@@ -29,6 +29,9 @@
 //   R8 (retry)        A failed or expired job retried by an operator is queued again with tries,
 //                     backoff and reason afresh (a passed `expires_at` dropped); its attempts stay
 //                     in the history, and a link to an `uncertain` attempt stays (R5 still holds).
+//   R9 (job events)   A job reaching sent, coalesced, failed, expired or cancelled gets a `job_event`
+//                     row in the same transaction (a trigger: every code path), read in order by
+//                     the hook runner, whose position (`hook_cursor`) is committed after its hooks ran.
 
 import Foundation
 import GRDB
@@ -210,6 +213,30 @@ public final class SQLiteLedger: Ledger {
                 CREATE INDEX attempt_by_time ON attempt(started_at);
                 CREATE INDEX attempt_reserved ON attempt(outcome) WHERE outcome = 'reserved';
                 CREATE INDEX job_queued_by_segment ON job(account, segment_id, id) WHERE state = 'queued';
+                """)
+        }
+        migrator.registerMigration("v4") { db in
+            // Event hooks: every job that reaches a final state gets a row, written by a trigger in
+            // the transaction that changes the state (whichever code path does), so no event is
+            // lost to a crash between the change and the hook (R9). The hook runner's position is
+            // kept beside it.
+            try db.execute(sql: """
+                CREATE TABLE job_event (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    job_id INTEGER NOT NULL,
+                    state TEXT NOT NULL,
+                    at REAL NOT NULL
+                );
+                CREATE INDEX job_event_by_time ON job_event(at);
+                CREATE TRIGGER job_event_on_finish AFTER UPDATE OF state ON job
+                    WHEN NEW.state IN ('sent', 'coalesced', 'failed', 'expired', 'cancelled') AND OLD.state <> NEW.state
+                    BEGIN
+                        INSERT INTO job_event (job_id, state, at) VALUES (NEW.id, NEW.state, NEW.updated_at);
+                    END;
+                CREATE TABLE hook_cursor (
+                    name TEXT PRIMARY KEY,
+                    event_id INTEGER NOT NULL
+                );
                 """)
         }
         return migrator
@@ -768,6 +795,42 @@ public final class SQLiteLedger: Ledger {
 
     // MARK: Retention
 
+    // MARK: Job events (R9)
+
+    public func jobEvents(after id: Int64, limit: Int) throws -> [JobEvent] {
+        try writer.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT job_event.id AS event_id, job_event.state AS event_state, job_event.at AS event_at, job.*,
+                        attempt.http_status AS attempt_status
+                    FROM job_event JOIN job ON job.id = job_event.job_id LEFT JOIN attempt ON attempt.id = job.attempt_id
+                    WHERE job_event.id > ? ORDER BY job_event.id LIMIT ?
+                    """, arguments: [id, limit]
+            ).map { row in
+                JobEvent(
+                    id: row["event_id"], state: JobState(rawValue: row["event_state"]) ?? .failed, at: Date(timeIntervalSince1970: row["event_at"]),
+                    job: Self.job(row), httpStatus: row["attempt_status"])
+            }
+        }
+    }
+
+    public func latestJobEventID() throws -> Int64 {
+        try writer.read { db in try Int64.fetchOne(db, sql: "SELECT max(id) FROM job_event") ?? 0 }
+    }
+
+    public func hookCursor() throws -> Int64? {
+        try writer.read { db in try Int64.fetchOne(db, sql: "SELECT event_id FROM hook_cursor WHERE name = 'hooks'") }
+    }
+
+    public func setHookCursor(_ id: Int64) throws {
+        try write { db in
+            try db.execute(
+                sql: "INSERT INTO hook_cursor (name, event_id) VALUES ('hooks', ?) ON CONFLICT(name) DO UPDATE SET event_id = excluded.event_id",
+                arguments: [id])
+        }
+    }
+
     public func prune(retentionDays: Int, now: Date) throws -> Int {
         let cutoff = now.timeIntervalSince1970 - Double(max(retentionDays, 3)) * 86400
         return try write { db in
@@ -783,6 +846,9 @@ public final class SQLiteLedger: Ledger {
                 arguments: [cutoff])
             removed += db.changesCount
             try db.execute(sql: "DELETE FROM learned_block WHERE until < ?", arguments: [now.timeIntervalSince1970 - 86400])
+            removed += db.changesCount
+            // Job events are kept 7 days (hooks run within seconds; the rest is history).
+            try db.execute(sql: "DELETE FROM job_event WHERE at < ?", arguments: [now.timeIntervalSince1970 - 7 * 86400])
             removed += db.changesCount
             return removed
         }

@@ -28,7 +28,7 @@ struct SQLiteLedgerTests {
     @Test func opensWithPragmas() throws {
         let directory = tempDirectory()
         let ledger = try SQLiteLedger(path: directory + "/ledger.sqlite", now: t0)
-        #expect(try ledger.appliedMigrations() == ["v1", "v2", "v3"])
+        #expect(try ledger.appliedMigrations() == ["v1", "v2", "v3", "v4"])
         let pragmas = try ledger.writer.read { db -> [String] in
             try ["journal_mode", "synchronous", "foreign_keys", "busy_timeout"].map { try String.fetchOne(db, sql: "PRAGMA \($0)") ?? "" }
         }
@@ -36,6 +36,34 @@ struct SQLiteLedgerTests {
     }
 
     /// Reopening an existing ledger keeps its rows and applies no migration twice.
+    /// R9: every job reaching a final state gets one event in the same write, whatever the path
+    /// (cancel, bulk cancel, expiry, an answer), none for a retry back to queued; events come in
+    /// order after a cursor, which is kept in the ledger.
+    @Test func jobEventsForEveryFinalState() throws {
+        let ledger = try SQLiteLedger(path: tempDirectory() + "/ledger.sqlite", now: t0)
+        var ids: [Int64] = []
+        for index in 0..<4 {
+            guard case .created(let job) = try ledger.enqueue(
+                NewJob(source: "test", idempotencyKey: "e\(index)", account: "default", segmentID: segmentA, timeZone: "UTC",
+                    expiresAt: index == 1 ? t0.addingTimeInterval(60) : nil), now: t0)
+            else { Issue.record("not created"); return }
+            ids.append(job.id)
+        }
+        #expect(try ledger.jobEvents(after: 0, limit: 10).isEmpty && ledger.latestJobEventID() == 0 && ledger.hookCursor() == nil)
+        _ = try ledger.cancel(jobID: ids[0], now: t0.addingTimeInterval(1))
+        _ = try ledger.expireJobs(now: t0.addingTimeInterval(120))
+        _ = try ledger.retry(jobID: ids[1], now: t0.addingTimeInterval(130))
+        _ = try ledger.cancelJobs(matching: JobFilter(states: [.queued], segmentID: segmentA), now: t0.addingTimeInterval(140))
+        let events = try ledger.jobEvents(after: 0, limit: 10)
+        #expect(events.map(\.state) == [.cancelled, .expired, .cancelled, .cancelled, .cancelled])
+        #expect(events.map(\.job.id) == [ids[0], ids[1], ids[1], ids[2], ids[3]])
+        #expect(events.first?.job.job.idempotencyKey == "e0" && events.first?.at == t0.addingTimeInterval(1))
+        try ledger.setHookCursor(events[1].id)
+        #expect(try ledger.hookCursor() == events[1].id)
+        #expect(try ledger.jobEvents(after: events[1].id, limit: 2).map(\.id) == [events[2].id, events[3].id])
+        #expect(try ledger.latestJobEventID() == events.last?.id)
+    }
+
     @Test func reopenKeepsRows() throws {
         let path = tempDirectory() + "/ledger.sqlite"
         do {
@@ -301,13 +329,13 @@ struct LedgerMigrationTests {
         let path = tempDirectory() + "/ledger.sqlite"
         _ = FileManager.default.createFile(atPath: path, contents: Data())
         let ledger = try SQLiteLedger(path: path, now: t0)
-        #expect(try ledger.appliedMigrations() == ["v1", "v2", "v3"])
+        #expect(try ledger.appliedMigrations() == ["v1", "v2", "v3", "v4"])
     }
 
     /// From every earlier version: a database migrated only up to each shipped migration, with
     /// rows in it, reaches the latest schema with its rows intact.
     @Test func fromEveryEarlierVersion() throws {
-        let identifiers = ["v1", "v2", "v3"]
+        let identifiers = ["v1", "v2", "v3", "v4"]
         for (index, identifier) in identifiers.enumerated() {
             let path = tempDirectory() + "/ledger.sqlite"
             do {
