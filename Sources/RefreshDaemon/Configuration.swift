@@ -112,6 +112,9 @@ public struct DaemonConfiguration: Sendable {
     public var accountDaily: Setting<Int>
     public var safetyMarginSeconds: Setting<Int>
     public var accounts: [AccountConfiguration]
+    /// Programs run on events (`[[hook]]`), and how many may run at once.
+    public var hooks: [HookConfiguration] = []
+    public var hookMaxConcurrent: Setting<Int> = Setting(4)
 
     /// The ledger file inside the state directory.
     public var ledgerPath: String { stateDir.value + "/ledger.sqlite" }
@@ -144,5 +147,24 @@ public struct ConfigurationError: Error, Sendable, Equatable, CustomStringConver
     public var description: String {
         problems.count == 1 ? "invalid configuration: " + problems[0]
             : "invalid configuration:\n" + problems.map { "  - " + $0 }.joined(separator: "\n")
+    }
+}
+
+/// A program refreshd runs when an event happens (`[[hook]]`): never through a shell, with the
+/// event as JSON on standard input and as environment variables, never the API key.
+public struct HookConfiguration: Sendable, Equatable {
+    /// Every event a hook may name.
+    public static let events = ["sent", "coalesced", "failed", "expired", "cancelled", "account_paused", "ledger_unwritable"]
+    public var on: [String]
+    /// An absolute path.
+    public var exec: String
+    public var args: [String]
+    public var timeoutSeconds: Int
+
+    public init(on: [String], exec: String, args: [String] = [], timeoutSeconds: Int = 10) {
+        self.on = on
+        self.exec = exec
+        self.args = args
+        self.timeoutSeconds = timeoutSeconds
     }
 }

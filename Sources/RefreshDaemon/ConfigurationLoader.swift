@@ -182,7 +182,7 @@ public struct ConfigurationLoader {
         for (key, setting, range) in [
             ("rejected_retention_days", config.rejectedRetentionDays, 0...3650), ("api_max_connections", config.apiMaxConnections, 16...100_000),
             ("api_idle_timeout_seconds", config.apiIdleTimeoutSeconds, 1...3600), ("api_request_timeout_seconds", config.apiRequestTimeoutSeconds, 1...300),
-            ("api_max_wait_seconds", config.apiMaxWaitSeconds, 0...300),
+            ("api_max_wait_seconds", config.apiMaxWaitSeconds, 0...300), ("hook_max_concurrent", config.hookMaxConcurrent, 1...64),
         ] where !range.contains(setting.value) {
             problems.append("\(key)\(at(setting.source)): \(setting.value) is outside \(range.lowerBound)...\(range.upperBound)")
         }
@@ -345,7 +345,7 @@ private struct TableReader {
         let topKeys: Set<String> = [
             "state_dir", "spool_dir", "socket", "listen", "api_token_file", "dry_run", "log_level", "retention_days", "max_queued_jobs", "sendgrid",
             "limits", "account", "rejected_retention_days", "api_max_connections", "api_idle_timeout_seconds", "api_request_timeout_seconds",
-            "api_max_wait_seconds",
+            "api_max_wait_seconds", "hook", "hook_max_concurrent",
         ]
         for key in table.keys where !topKeys.contains(key) { unknown(nil, key) }
         string(table, nil, "state_dir") { config.stateDir = $0 }
@@ -362,6 +362,39 @@ private struct TableReader {
         int(table, nil, "api_idle_timeout_seconds") { config.apiIdleTimeoutSeconds = $0 }
         int(table, nil, "api_request_timeout_seconds") { config.apiRequestTimeoutSeconds = $0 }
         int(table, nil, "api_max_wait_seconds") { config.apiMaxWaitSeconds = $0 }
+        int(table, nil, "hook_max_concurrent") { config.hookMaxConcurrent = $0 }
+        if let value = table["hook"] {
+            if let array = value.array {
+                for (index, element) in array.enumerated() {
+                    guard let entry = element.table else {
+                        wrongType(nil, "hook", expected: "an array of tables [[hook]]", found: element)
+                        continue
+                    }
+                    for key in entry.keys where !["on", "exec", "args", "timeout_seconds"].contains(key) { unknown("hook", key, index: index) }
+                    var hook = HookConfiguration(on: [], exec: "")
+                    string(entry, "hook", "exec", index: index) { hook.exec = $0.value }
+                    strings(entry, "hook", "on", index: index) { hook.on = $0 }
+                    strings(entry, "hook", "args", index: index) { hook.args = $0 }
+                    int(entry, "hook", "timeout_seconds", index: index) { hook.timeoutSeconds = $0.value }
+                    let at = place("hook", "exec", index: index)
+                    if !hook.exec.hasPrefix("/") {
+                        problems.append("hook #\(index + 1) (\(at)): exec must be an absolute path to a program (it is run directly, never through a shell)")
+                    } else if !FileManager.default.isExecutableFile(atPath: hook.exec) {
+                        problems.append("hook #\(index + 1) (\(at)): \(hook.exec) is not an executable file")
+                    }
+                    if hook.on.isEmpty { problems.append("hook #\(index + 1) (\(path)): on is missing (events: \(HookConfiguration.events.joined(separator: ", ")))") }
+                    for event in hook.on where !HookConfiguration.events.contains(event) {
+                        problems.append("hook #\(index + 1) (\(path)): unknown event \"\(event)\" (events: \(HookConfiguration.events.joined(separator: ", ")))")
+                    }
+                    if !(1...300).contains(hook.timeoutSeconds) {
+                        problems.append("hook #\(index + 1) (\(path)): timeout_seconds \(hook.timeoutSeconds) is outside 1...300")
+                    }
+                    config.hooks.append(hook)
+                }
+            } else {
+                wrongType(nil, "hook", expected: "an array of tables [[hook]]", found: value)
+            }
+        }
         if let value = table["sendgrid"] {
             if let sendgrid = value.table {
                 for key in sendgrid.keys where !["base_url", "request_timeout_seconds", "connect_timeout_seconds", "preflight", "max_attempts", "allow_insecure_http"].contains(key) {
@@ -434,6 +467,17 @@ private struct TableReader {
         guard let value = table[key] else { return }
         guard let string = value.string else { return wrongType(section, key, expected: "a string", found: value, index: index) }
         set(Setting(string, source(section, key, index: index)))
+    }
+
+    mutating func strings(_ table: TOMLTable, _ section: String?, _ key: String, index: Int? = nil, _ set: ([String]) -> Void) {
+        guard let value = table[key] else { return }
+        guard let array = value.array else { return wrongType(section, key, expected: "an array of strings", found: value, index: index) }
+        var strings: [String] = []
+        for element in array {
+            guard let string = element.string else { return wrongType(section, key, expected: "an array of strings", found: value, index: index) }
+            strings.append(string)
+        }
+        set(strings)
     }
 
     mutating func bool(_ table: TOMLTable, _ section: String?, _ key: String, index: Int? = nil, _ set: (Setting<Bool>) -> Void) {

@@ -54,7 +54,12 @@ public enum DaemonApplication {
             throw StartupError(description: "\(error)", exitCode: 74)
         }
         let metrics = RefreshdMetrics()
-        let dispatcher = makeDispatcher(configuration: configuration, ledger: ledger, zones: zones, now: now, logger: logger, observer: metrics)
+        // Hooks hear of jobs from the ledger's events and of account events from the lanes; they
+        // are read at start (a reload keeps them).
+        let hooks = HookService(
+            hooks: configuration.hooks, maxConcurrent: configuration.hookMaxConcurrent.value, ledger: ledger, now: now, logger: logger)
+        let observers = DispatchObservers([metrics, hooks])
+        let dispatcher = makeDispatcher(configuration: configuration, ledger: ledger, zones: zones, now: now, logger: logger, observer: observers)
         let intake = SpoolIntake(
             spoolDirectory: configuration.spoolDir.value, ledger: ledger, accounts: Set(configuration.accounts.map(\.name)),
             zones: zones, maxQueuedJobs: configuration.maxQueuedJobs.value, rejectedRetentionDays: configuration.rejectedRetentionDays.value,
@@ -110,7 +115,7 @@ public enum DaemonApplication {
         }
         let reloader = Reloader(
             explicitPath: configPath, environment: environment, configuration: configuration, zones: zones, client: dispatcher.client,
-            dispatcher: dispatcher, intake: intake, state: state, ledger: ledger, levels: levels, notifier: notifier, observer: metrics, now: now,
+            dispatcher: dispatcher, intake: intake, state: state, ledger: ledger, levels: levels, notifier: notifier, observer: observers, now: now,
             logger: logger)
         // The tz data on disk is compared hourly ($REFRESHD_TZ_CHECK_SECONDS changes that, for tests).
         let tzCheck = environment["REFRESHD_TZ_CHECK_SECONDS"].flatMap(Double.init).map { Duration.milliseconds(Int64($0 * 1000)) } ?? .seconds(3600)
@@ -124,7 +129,7 @@ public enum DaemonApplication {
         // the API closes, and the dispatcher last, letting a request in flight finish.
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [dispatcher, maintenance] + listeners + [spool, notify, reload], gracefulShutdownSignals: [.sigterm, .sigint],
+                services: [dispatcher, hooks, maintenance] + listeners + [spool, notify, reload], gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         // The lock is held until the process ends (the kernel drops it then).
         defer { withExtendedLifetime(stateLock) {} }

@@ -463,6 +463,7 @@ public final class AccountLane: @unchecked Sendable {
             answer.failures = 1
             unwritten = answer
             statusLock.withLock { published.waitingForLedger = true }
+            observer?.ledgerUnwritable(account: account.name, error: "\(error)")
             return
         }
         recorded(answer, now: t, logger: segmentLogger)
@@ -530,7 +531,10 @@ public final class AccountLane: @unchecked Sendable {
             segmentLogger.error("cannot re-read the segment from the ledger", metadata: ["error": "\(error)"])
             queue.hold(segment: answer.segment, until: t.addingTimeInterval(30), now: t)
         }
-        if let pause = outcome.pause { queue.pause(reason: pause) }
+        if let pause = outcome.pause {
+            queue.pause(reason: pause)
+            observer?.accountPaused(account: account.name, reason: pause)
+        }
         if let quota = outcome.quota { learnFromQuota(quota, now: t, logger: segmentLogger) }
     }
 

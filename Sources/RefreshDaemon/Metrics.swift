@@ -10,10 +10,40 @@ public protocol DispatchObserver: Sendable {
     func attemptFinished(account: String, outcome: AttemptOutcome, latency: Duration?)
     /// SendGrid's X-RateLimit headers on an accepted refresh described the account's daily quota.
     func quotaReported(account: String, limit: Int, remaining: Int)
+    func accountPaused(account: String, reason: String)
+    func ledgerUnwritable(account: String, error: String)
 }
 
 extension DispatchObserver {
     public func quotaReported(account: String, limit: Int, remaining: Int) {}
+    /// The account was paused (401, 403): nothing is sent for it until a reload.
+    public func accountPaused(account: String, reason: String) {}
+    /// An answer cannot be written to the ledger (full disk, read-only): nothing more is sent for
+    /// the account until it is.
+    public func ledgerUnwritable(account: String, error: String) {}
+}
+
+/// Several observers as one (the metrics and the hooks).
+public struct DispatchObservers: DispatchObserver {
+    let observers: [any DispatchObserver]
+
+    public init(_ observers: [any DispatchObserver]) { self.observers = observers }
+
+    public func attemptFinished(account: String, outcome: AttemptOutcome, latency: Duration?) {
+        for observer in observers { observer.attemptFinished(account: account, outcome: outcome, latency: latency) }
+    }
+
+    public func quotaReported(account: String, limit: Int, remaining: Int) {
+        for observer in observers { observer.quotaReported(account: account, limit: limit, remaining: remaining) }
+    }
+
+    public func accountPaused(account: String, reason: String) {
+        for observer in observers { observer.accountPaused(account: account, reason: reason) }
+    }
+
+    public func ledgerUnwritable(account: String, error: String) {
+        for observer in observers { observer.ledgerUnwritable(account: account, error: error) }
+    }
 }
 
 /// refreshd's metrics in Prometheus text format (swift-prometheus). Counters are kept as events

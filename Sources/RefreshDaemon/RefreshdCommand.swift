@@ -137,6 +137,7 @@ public struct ConfigurationReport {
         line("api_idle_timeout_seconds", c.apiIdleTimeoutSeconds) { "\($0)" }
         line("api_request_timeout_seconds", c.apiRequestTimeoutSeconds) { "\($0)" }
         line("api_max_wait_seconds", c.apiMaxWaitSeconds) { "\($0)" }
+        line("hook_max_concurrent", c.hookMaxConcurrent) { "\($0)" }
         lines.append("[sendgrid]")
         line("base_url", c.sendGridBaseURL, quoted)
         line("request_timeout_seconds", c.requestTimeoutSeconds) { "\($0)" }
@@ -158,6 +159,13 @@ public struct ConfigurationReport {
             if let daily = account.accountDaily { lines.append("account_daily = \(daily)") }
             lines.append("# api key: \(account.apiKey == nil ? "not set" : "set (redacted)"), from \(account.apiKeySource)")
             lines.append("# mode: \(c.isDryRun(account) ? "DRY-RUN (nothing is sent to SendGrid)" : "live")")
+        }
+        for hook in c.hooks {
+            lines.append("[[hook]]")
+            lines.append("on = [\(hook.on.map { "\"\($0)\"" }.joined(separator: ", "))]")
+            lines.append("exec = \"\(hook.exec)\"")
+            if !hook.args.isEmpty { lines.append("args = [\(hook.args.map { "\"\($0)\"" }.joined(separator: ", "))]") }
+            lines.append("timeout_seconds = \(hook.timeoutSeconds)")
         }
         for warning in warnings { lines.append("# warning: \(warning)") }
         lines.append("# configuration is valid")

@@ -238,7 +238,9 @@ struct DaemonCommandTests {
             for (command, sentence) in [
                 ("jobs", "States: queued, sending, sent, coalesced, failed, cancelled, expired."),
                 ("plan", "WHY names what holds it until then"), ("history", "Outcomes: accepted, rejected (400/404)"),
-                ("cancel", "Exit codes: 0 cancelled, 4 no such job, 5 the job was already sent or finished."),
+                ("cancel", "Exit codes: 0 cancelled (or nothing matched), 4 no such job, 5 the job was"),
+                ("wait", "9  --timeout ran out while a job was still queued (it stays queued)"), ("retry", "refreshctl retry 42 43"),
+                ("edit", "refreshctl edit 42 --priority 50"),
                 ("status", "Exit code 3 when the daemon is not reachable."), ("show", "refreshctl show 42"),
                 ("blocks", "refreshctl unblock ID"), ("unblock", "Exit codes: 0 lifted, 4 no such block in force."),
             ] {

@@ -288,6 +288,18 @@ struct HardeningConfigurationTests {
         #expect(try load("api_token_file = \"\(directory)/token\"\n").1.isEmpty)
     }
 
+    /// [[hook]]: an absolute executable, known events, a timeout in 1...300; each problem named.
+    @Test func hooksAreValidated() throws {
+        let (c, _) = try load("hook_max_concurrent = 3\n[[hook]]\non = [\"sent\", \"failed\"]\nexec = \"/bin/true\"\nargs = [\"a\"]\n")
+        #expect(c.hooks == [HookConfiguration(on: ["sent", "failed"], exec: "/bin/true", args: ["a"], timeoutSeconds: 10)] && c.hookMaxConcurrent.value == 3)
+        let found = problems(
+            "[[hook]]\non = [\"sent\"]\nexec = \"notify.sh\"\n[[hook]]\non = [\"shipped\"]\nexec = \"/bin/true\"\ntimeout_seconds = 0\n[[hook]]\nexec = \"/nonexistent/hook\"\n")
+        #expect(found.contains { $0.contains("exec must be an absolute path") }, "\(found)")
+        #expect(found.contains { $0.contains("unknown event \"shipped\"") } && found.contains { $0.contains("timeout_seconds 0 is outside 1...300") })
+        #expect(found.contains { $0.contains("/nonexistent/hook is not an executable file") } && found.contains { $0.contains("on is missing") })
+        #expect(problems("hook_max_concurrent = 0\n").first?.contains("hook_max_concurrent") == true)
+    }
+
     /// Two accounts resolving to one key (and one on_behalf_of) are refused with both names and
     /// never the key; the same key for different subusers is fine.
     @Test func oneKeyTwoAccountsIsRefused() throws {
