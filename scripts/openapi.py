@@ -125,6 +125,16 @@ BLOCK = {"type": "object", "required": ["id", "account", "segment_id", "scope", 
     "scope": {"type": "string", "enum": ["segment", "account"]}, "until": TS, "reason": {"type": "string"}}}
 schemas["Block"] = BLOCK
 schemas["Blocks"] = {"type": "object", "required": ["now", "blocks"], "properties": {"now": TS, "blocks": {"type": "array", "items": ref("Block")}}}
+schemas["Hold"] = {"type": "object", "required": ["id", "account", "segment_id", "reason", "who", "since"], "properties": {
+    "id": {"type": "integer", "minimum": 1}, "account": {"type": "string"}, "segment_id": nullable(UUID), "reason": {"type": "string"},
+    "who": {"type": "string"}, "since": TS}}
+schemas["Holds"] = {"type": "object", "required": ["holds"], "properties": {"holds": {"type": "array", "items": ref("Hold")}}}
+schemas["HoldEnvelope"] = {"type": "object", "required": ["hold"], "properties": {"hold": ref("Hold")}}
+schemas["NewHold"] = {"type": "object", "required": ["account", "reason"], "additionalProperties": False, "properties": {
+    "account": {"type": "string"}, "segment": UUID, "reason": {"type": "string", "minLength": 1, "maxLength": 1024},
+    "who": {"type": "string", "maxLength": 256, "description": "Who asks (refreshctl sends the user's name); default api"}}}
+schemas["Status"]["required"].append("holds")
+schemas["Status"]["properties"]["holds"] = {"type": "array", "items": ref("Hold")}
 schemas["BlockEnvelope"] = {"type": "object", "required": ["block"], "properties": {"block": ref("Block")}}
 BLOCK_ID = {"type": "integer", "format": "int64", "minimum": 1, "maximum": 9223372036854775807}
 JOB_LINKS = {"GetJob": {"operationId": "getJob", "parameters": {"id": "$response.body#/job/id"}},
@@ -186,6 +196,17 @@ paths = {
         "summary": "Cancel every queued job of a segment and/or an account (one of them is required); dry_run lists them only",
         "requestBody": {"required": True, "content": {"application/json": {"schema": ref("CancelFilter")}}},
         "responses": {**ok(ref("BulkResult")), **error_responses(400, 403, 413, 503)}}},
+    "/v1/holds": {
+        "get": {"operationId": "listHolds", "summary": "Operator holds in force (nothing is sent for a held account or segment)",
+            "parameters": [q("account", {"type": "string"}, "Only this account")],
+            "responses": {**ok(ref("Holds")), **error_responses(503)}},
+        "post": {"operationId": "addHold", "summary": "Hold an account, or one of its segments, until released (kept in the ledger: survives restarts); idempotent per scope",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": ref("NewHold")}}},
+            "responses": {**ok(ref("HoldEnvelope"), "Held", "201"), **ok(ref("HoldEnvelope"), "Already held: the hold in force"),
+                **error_responses(400, 403, 413, 503)}}},
+    "/v1/holds/{id}": {"delete": {"operationId": "releaseHold", "summary": "Release a hold: its jobs are planned and sent again",
+        "parameters": [p("id", BLOCK_ID, "The hold id")],
+        "responses": {**ok(ref("HoldEnvelope")), **error_responses(400, 403, 404, 503)}}},
     "/v1/plan": {"get": {"operationId": "plan", "summary": "The forecast: when each queued job is expected to go out, and why then",
         "responses": {**ok(ref("Plan")), **error_responses(503)}},
         "post": {"operationId": "planWhatIf",

@@ -541,6 +541,12 @@ struct StatusCommand: ParsableCommand, SinkRunnable {
                 if let paused = account["paused_reason"] as? String { line += ", PAUSED: " + paused }
                 output.line(line)
             }
+            for hold in body["holds"] as? [[String: Any]] ?? [] {
+                let scope = (hold["segment_id"] as? String).map { "segment \($0) of account " } ?? "account "
+                output.line(
+                    "ON HOLD (\(Human.text(hold["id"]))): \(scope)\(Human.text(hold["account"])), by \(Human.text(hold["who"])) since "
+                        + "\(Human.text(hold["since"])): \(Human.text(hold["reason"])) (refreshctl release)")
+            }
             if let error = body["last_error"] as? String { output.line("last error: \(error)") }
         }
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Glibc
 import RefreshCore
 
 /// `refreshctl retry`: failed or expired jobs queued again, one by one or by filter.
@@ -134,5 +135,107 @@ struct EditCommand: ParsableCommand, SinkRunnable {
         output.line(
             "job \(Human.text(stored["id"])): priority \(Human.text(stored["priority"])), not_before \(Human.text(stored["not_before"])), "
                 + "expires_at \(Human.text(stored["expires_at"]))")
+    }
+}
+
+/// The name of who runs refreshctl (recorded with a hold): the sudo caller, else the user.
+func invokingUser() -> String {
+    let environment = ProcessInfo.processInfo.environment
+    if let user = environment["SUDO_USER"], !user.isEmpty { return user }
+    if let entry = getpwuid(getuid()), let name = entry.pointee.pw_name { return String(cString: name) }
+    return environment["USER"] ?? "uid \(getuid())"
+}
+
+/// `refreshctl hold`: nothing is sent for an account, or one segment, until released.
+struct HoldCommand: ParsableCommand, SinkRunnable {
+    static let configuration = CommandConfiguration(
+        commandName: "hold",
+        abstract: "Hold an account (or one segment) while you fix something: nothing is sent for it until released.",
+        discussion: """
+            Jobs keep arriving and stay queued; the plan shows them as held, with who, since when and why; so do \
+            refreshctl status and budget, the status line (ON HOLD) and the metric refreshd_holds. A hold is kept in \
+            the ledger: it survives restarts. Holding the same scope again answers the hold in force.
+
+            Exit codes: 0 held, 2 unknown account or bad segment id.
+
+            Examples:
+              refreshctl hold --account default --reason "rotating the API key"
+              refreshctl hold --account default --segment 0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a01 --reason "segment being rebuilt"
+            """)
+
+    @Option(help: "The account to hold.", completion: Completions.account)
+    var account: String
+
+    @Option(help: ArgumentHelp("Only this segment of the account.", valueName: "uuid"))
+    var segment: String?
+
+    @Option(help: "Why: shown wherever the hold is (at most 1 KiB).")
+    var reason: String
+
+    @OptionGroup var options: DaemonOptions
+
+    mutating func run(output: OutputSink) throws {
+        var members = ["\"account\":\(jsonString(account))", "\"reason\":\(jsonString(reason))", "\"who\":\(jsonString(invokingUser()))"]
+        if let segment { members.append("\"segment\":\(jsonString(segment))") }
+        let answer = try options.client().call(.POST, "/v1/holds", body: "{" + members.joined(separator: ",") + "}")
+        if options.json {
+            output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
+            return
+        }
+        let hold = answer.object["hold"] as? [String: Any] ?? [:]
+        output.line(
+            (answer.status == 201 ? "held" : "already held") + " (hold \(Human.text(hold["id"]))): "
+                + ((hold["segment_id"] as? String).map { "segment \($0) of " } ?? "") + "account \(Human.text(hold["account"]))")
+    }
+}
+
+/// `refreshctl release`: a hold ends; its jobs are planned and sent again.
+struct ReleaseCommand: ParsableCommand, SinkRunnable {
+    static let configuration = CommandConfiguration(
+        commandName: "release",
+        abstract: "Release a hold (by id, or by account and segment): its jobs go out again.",
+        discussion: """
+            Exit codes: 0 released, 4 no such hold in force.
+
+            Examples:
+              refreshctl release --account default
+              refreshctl release 3
+            """)
+
+    @Argument(help: ArgumentHelp("The hold id (refreshctl status lists holds).", valueName: "hold"))
+    var hold: String?
+
+    @Option(help: "The held account.", completion: Completions.account)
+    var account: String?
+
+    @Option(help: ArgumentHelp("The held segment of the account (without it: the account's own hold).", valueName: "uuid"))
+    var segment: String?
+
+    @OptionGroup var options: DaemonOptions
+
+    func validate() throws {
+        if hold == nil, account == nil { throw ValidationError("give a hold id, or --account (and --segment for a segment's hold)") }
+        if hold != nil, account != nil || segment != nil { throw ValidationError("give a hold id, or --account/--segment, not both") }
+    }
+
+    mutating func run(output: OutputSink) throws {
+        let client = try options.client()
+        var id = hold ?? ""
+        if let account {
+            let holds = try client.call(.GET, "/v1/holds?account=" + (account.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? account))
+            let wanted = segment?.lowercased()
+            guard let match = (holds.object["holds"] as? [[String: Any]] ?? []).first(where: { ($0["segment_id"] as? String) == wanted }) else {
+                throw CommandFailure("no hold in force on " + (segment.map { "segment \($0) of " } ?? "") + "account \(account)", exit: .notFound)
+            }
+            id = Human.text(match["id"])
+        }
+        let answer = try client.call(.DELETE, "/v1/holds/\(id.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? id)")
+        if options.json {
+            output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
+            return
+        }
+        let released = answer.object["hold"] as? [String: Any] ?? [:]
+        output.line("released hold \(Human.text(released["id"])) on " + ((released["segment_id"] as? String).map { "segment \($0) of " } ?? "")
+            + "account \(Human.text(released["account"]))")
     }
 }

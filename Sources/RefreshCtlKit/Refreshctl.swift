@@ -51,7 +51,7 @@ public struct Refreshctl: ParsableCommand {
             queues refresh requests and sends each one at the earliest instant those rules allow. refreshctl \
             shows its calendars, budgets and queue.
 
-            Commands that ask the daemon (budget, jobs, show, wait, cancel, retry, edit, plan, history, blocks, unblock, status) talk to its \
+            Commands that ask the daemon (budget, jobs, show, wait, cancel, retry, edit, hold, release, plan, history, blocks, unblock, status) talk to its \
             control socket: --socket, else $REFRESHD_SOCKET, else the configured socket, else \
             /run/refreshd/refreshd.sock. --json prints the daemon's JSON for scripts.
 
@@ -70,7 +70,7 @@ public struct Refreshctl: ParsableCommand {
         version: DaemonApplication.version,
         subcommands: [
             StatusCommand.self, BudgetCommand.self, JobsCommand.self, ShowCommand.self, WaitCommand.self, CancelCommand.self, RetryCommand.self,
-            EditCommand.self, PlanCommand.self, HistoryCommand.self,
+            EditCommand.self, HoldCommand.self, ReleaseCommand.self, PlanCommand.self, HistoryCommand.self,
             BlocksCommand.self, UnblockCommand.self, EnqueueCommand.self, CalendarCommand.self,
         ]
     )

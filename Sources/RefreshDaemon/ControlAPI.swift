@@ -204,7 +204,8 @@ public enum ControlAPI {
         ("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/v1/openapi.json"), ("GET", "/v1/status"), ("GET", "/v1/budget"),
         ("GET", "/v1/segments"), ("GET", "/v1/segments/{id}/budget"), ("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs/{id}"),
         ("DELETE", "/v1/jobs/{id}"), ("PATCH", "/v1/jobs/{id}"), ("POST", "/v1/jobs/{id}/retry"), ("POST", "/v1/jobs/retry"),
-        ("POST", "/v1/jobs/cancel"), ("GET", "/v1/plan"), ("POST", "/v1/plan"), ("GET", "/v1/refreshes"), ("GET", "/v1/blocks"), ("DELETE", "/v1/blocks/{id}"),
+        ("POST", "/v1/jobs/cancel"), ("GET", "/v1/plan"), ("POST", "/v1/plan"), ("GET", "/v1/holds"),
+        ("POST", "/v1/holds"), ("DELETE", "/v1/holds/{id}"), ("GET", "/v1/refreshes"), ("GET", "/v1/blocks"), ("DELETE", "/v1/blocks/{id}"),
     ]
 
     /// The methods a path allows (empty: no such path).
@@ -268,6 +269,9 @@ public enum ControlAPI {
         router.post("/v1/jobs/{id}/retry") { _, context in try await handlers.retry(id: context.parameters.get("id") ?? "") }
         router.post("/v1/jobs/retry") { request, _ in try await handlers.retryMatching(body: try await smallBody(request)) }
         router.post("/v1/jobs/cancel") { request, _ in try await handlers.cancelMatching(body: try await smallBody(request)) }
+        router.get("/v1/holds") { request, _ in try handlers.holds(query: request.uri.queryParameters) }
+        router.post("/v1/holds") { request, _ in try await handlers.addHold(body: try await smallBody(request)) }
+        router.delete("/v1/holds/{id}") { _, context in try await handlers.releaseHold(id: context.parameters.get("id") ?? "") }
         router.get("/v1/plan") { _, _ in try await handlers.plan() }
         router.post("/v1/plan") { request, _ in try await handlers.whatIf(body: try await smallBody(request)) }
         router.get("/v1/refreshes") { request, _ in try handlers.refreshes(query: request.uri.queryParameters) }
@@ -348,7 +352,7 @@ struct Handlers: Sendable {
             "uptime_seconds": Int(t.timeIntervalSince(state.startedAt)), "now": Timestamp.rfc3339(t), "jobs": jobs,
             "queue_size": counts[.queued] ?? 0, "spool": spool, "accounts": accounts, "last_error": lastError ?? NSNull(),
             "paused_accounts": accounts.filter { $0["paused"] as? Bool == true }.map { $0["name"]! },
-            "held_jobs": lanes.map(\.held).reduce(0, +),
+            "held_jobs": lanes.map(\.held).reduce(0, +), "holds": try ledger.activeHolds(account: nil).map(Self.holdJSON),
         ]
         return ControlAPI.json(body)
     }
@@ -375,7 +379,9 @@ struct Handlers: Sendable {
             let block = budgets.first { $0.rule == .learnedBlock }
             let lane = lanes.first { $0.account == account.name }
             var pausedReason: Any = NSNull()
-            if let paused = lane?.paused {
+            if let hold = try ledger.activeHolds(account: account.name).first(where: { $0.segmentID == nil }) {
+                pausedReason = Self.holdText(hold)
+            } else if let paused = lane?.paused {
                 pausedReason = paused
             } else if let block, let until = block.resetsAt {
                 pausedReason = "blocked until \(Timestamp.rfc3339(until)) (learned from SendGrid)"
@@ -423,7 +429,8 @@ struct Handlers: Sendable {
         let decision = RuleEngine.decide(
             account: account, segment: segment, zone: zone, history: inputs.attempts, blocks: inputs.blocks,
             limits: state.configuration.limits(for: account), now: t)
-        let paused = state.laneStatus(account)?.paused
+        let hold = (try? ledger.activeHolds(account: account))?.first { $0.covers(account: account, segmentID: segment) }
+        let paused = hold.map(Self.holdText) ?? state.laneStatus(account)?.paused
         return [
             "segment_id": segment, "account": account, "time_zone": zone.name, "now": Timestamp.rfc3339(t),
             "allowed_now": decision.verdict == .allowed && paused == nil, "binding": decision.binding.map(\.rawValue),
@@ -615,6 +622,57 @@ struct Handlers: Sendable {
     }
 
     // MARK: Operator verbs
+
+    static func holdJSON(_ hold: StoredHold) -> [String: Any] {
+        [
+            "id": hold.id, "account": hold.account, "segment_id": hold.segmentID ?? NSNull(), "reason": hold.reason, "who": hold.who,
+            "since": Timestamp.rfc3339(hold.createdAt),
+        ]
+    }
+
+    /// "held by alice since 2026-12-01T08:00:00Z: key rotation".
+    static func holdText(_ hold: StoredHold) -> String {
+        "held by \(hold.who) since \(Timestamp.rfc3339(hold.createdAt)): \(hold.reason)"
+    }
+
+    /// GET /v1/holds.
+    func holds(query: Parameters) throws -> Response {
+        ControlAPI.json(["holds": try ledger.activeHolds(account: query.get("account")).map(Self.holdJSON)])
+    }
+
+    /// POST /v1/holds: hold an account, or one segment of it (idempotent: an active hold of the
+    /// same scope is answered as it is, 200 instead of 201).
+    func addHold(body: ByteBuffer) async throws -> Response {
+        let object = try object(body, allowed: ["account", "segment", "reason", "who"])
+        guard let account = try string(object, "account") else { throw APIError.badRequest("account", "required: the account to hold") }
+        guard state.hasAccount(account) else { throw APIError.badRequest("account", "no account named \"\(account)\"") }
+        var segment: String?
+        if let text = try string(object, "segment") {
+            guard let normalized = JobFile.normalizedUUID(text) else { throw APIError.badRequest("segment", "\"\(text)\" is not a segment id (a UUID)") }
+            segment = normalized
+        }
+        guard let reason = try string(object, "reason"), !reason.trimmingCharacters(in: .whitespaces).isEmpty, reason.count <= 1024 else {
+            throw APIError.badRequest("reason", "required: why (at most 1 KiB), shown wherever the hold is")
+        }
+        let who = String((try string(object, "who") ?? "api").prefix(256))
+        let now = state.now()
+        let existing = try ledger.activeHolds(account: account).first { $0.segmentID == segment }
+        let scope = segment
+        let hold = try await state.work.write { [ledger] in try ledger.hold(account: account, segmentID: scope, reason: reason, who: who, now: now) }
+        state.rereadLedger()
+        return ControlAPI.json(["hold": Self.holdJSON(hold)], status: existing == nil ? .created : .ok)
+    }
+
+    /// DELETE /v1/holds/{id}: release a hold; the held jobs are planned and sent again.
+    func releaseHold(id text: String) async throws -> Response {
+        guard let id = Int64(text), id > 0 else { throw APIError.badRequest("id", "\"\(text)\" is not a hold id (a positive integer)") }
+        let now = state.now()
+        guard let hold = try await state.work.write({ [ledger] in try ledger.release(holdID: id, now: now) }) else {
+            throw APIError(.notFound, "hold_not_found", "no hold \(id) in force (refreshctl status lists them)")
+        }
+        state.rereadLedger()
+        return ControlAPI.json(["hold": Self.holdJSON(hold)])
+    }
 
     /// A JSON object body with only the given members (strict JSON: duplicate keys, bad UTF-8 and
     /// the like are refused); 400 naming what is wrong.
@@ -844,6 +902,17 @@ struct Handlers: Sendable {
         var jobsOut: [[String: Any]] = []
         var sendsOut: [[String: Any]] = []
         var forecasts: [Int64: JobForecast] = [:]
+        // Jobs under an operator's hold are not planned (R10): fate held, with the hold.
+        let holds = try ledger.activeHolds(account: nil)
+        queued.removeAll { job in
+            guard let hold = holds.first(where: { $0.covers(account: job.job.account, segmentID: job.job.segmentID) }) else { return false }
+            jobsOut.append([
+                "id": shown(job.id), "account": job.job.account, "segment_id": job.job.segmentID, "fate": "held", "at": NSNull(),
+                "reason": Self.holdText(hold),
+            ])
+            forecasts[job.id] = JobForecast(fate: "held")
+            return true
+        }
         for account in Set(queued.map(\.job.account)).sorted() {
             let jobs = queued.filter { $0.job.account == account }
             if paused.contains(account) || !configuration.accounts.contains(where: { $0.name == account }) {

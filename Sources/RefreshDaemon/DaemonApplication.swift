@@ -186,6 +186,10 @@ public enum DaemonApplication {
         if lanes.contains(where: \.waitingForLedger) { parts.append("LEDGER NOT WRITABLE: waiting to record an answer") }
         let held = lanes.map(\.held).reduce(0, +)
         if held > 0 { parts.append("HELD: \(held) job\(held == 1 ? "" : "s") with a time zone the tz data lacks (refreshctl jobs)") }
+        if let holds = try? state.ledger.activeHolds(account: nil), !holds.isEmpty {
+            let scopes = holds.map { hold in hold.segmentID.map { "\(hold.account)/\($0.prefix(8))" } ?? hold.account }
+            parts.append("ON HOLD: \(scopes.joined(separator: ",")) (refreshctl release)")
+        }
         if state.intakeState?.blocked != nil { parts.append("SPOOL INTAKE BLOCKED (see refreshctl status)") }
         return parts.joined(separator: ", ")
     }

@@ -99,6 +99,8 @@ public final class AccountLane: @unchecked Sendable {
 
     private var queue: SendQueue
     private var lastSeenJobID: Int64 = 0
+    /// The operators' holds in force on this account or its segments (read with the queue).
+    private var holds: [StoredHold] = []
     private var loaded = false
     private var connectFailures = 0
     /// Consecutive 429s that said nothing about when, per segment (1 h, then the next local midnight).
@@ -281,6 +283,8 @@ public final class AccountLane: @unchecked Sendable {
     /// The queue's view of a job; nil when its zone cannot be loaded: the job is held (counted in
     /// `held`, shown by the API) and never sent with another zone.
     private func pending(_ job: StoredJob) -> PendingJob? {
+        // An operator's hold keeps the job out of the queue until it is released (R10).
+        if holds.contains(where: { $0.covers(account: account.name, segmentID: job.job.segmentID) }) { return nil }
         guard let zone = rules(job.job.timeZone) else {
             held[job.id] = (job.job.segmentID, job.job.timeZone, job.job.expiresAt)
             if warnedHeld.insert(job.id).inserted {
@@ -301,6 +305,7 @@ public final class AccountLane: @unchecked Sendable {
 
     /// Reads every queued job of the account, its recent attempts and blocks.
     func load(now t: Date) throws {
+        holds = try ledger.activeHolds(account: account.name)
         // A fresh queue (a reload may have changed zones or limits); a pause survives.
         let pause = queue.pauseReason
         queue = SendQueue(account: account.name, limits: queue.limits)
@@ -423,6 +428,11 @@ public final class AccountLane: @unchecked Sendable {
             segmentLogger.debug("the ledger's rules hold the refresh back", metadata: ["binding": "\(decision.binding.map(\.rawValue))"])
             try? reload(segment: segment, now: t)
             if let earliest = decision.earliest(now: t) { queue.hold(segment: segment, until: earliest, now: t) }
+            return
+        case .held(let hold):
+            // A hold placed since the queue was read: read everything again (the hold with it).
+            segmentLogger.info("held by an operator; not sent", metadata: ["hold": "\(hold.id)", "reason": "\(hold.reason)"])
+            loaded = false
             return
         case .reserved(let id, let reserved):
             attemptID = id

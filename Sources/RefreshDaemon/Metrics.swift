@@ -109,6 +109,12 @@ public final class RefreshdMetrics: DispatchObserver, @unchecked Sendable {
                 .set(until)
             registry.makeGauge(descriptor: Self.name("account_paused", "", "1 while the account is paused (401, 403)"), labels: [("account", account.name)])
                 .set(lane?.paused == nil ? 0.0 : 1.0)
+            let holds = (try? state.ledger.activeHolds(account: account.name)) ?? []
+            for scope in ["account", "segment"] {
+                registry.makeGauge(
+                    descriptor: Self.name("holds", "", "Operator holds in force (refreshctl hold), by scope"), labels: [("account", account.name), ("scope", scope)]
+                ).set(Double(holds.filter { ($0.segmentID == nil) == (scope == "account") }.count))
+            }
             registry.makeGauge(
                 descriptor: Self.name("jobs_held", "", "Queued jobs held back instead of sent, by reason"),
                 labels: [("account", account.name), ("reason", "unknown_time_zone")]

@@ -367,6 +367,75 @@ extension ControlAPI {
         ],
         "type": "object"
       },
+      "Hold": {
+        "properties": {
+          "account": {
+            "type": "string"
+          },
+          "id": {
+            "minimum": 1,
+            "type": "integer"
+          },
+          "reason": {
+            "type": "string"
+          },
+          "segment_id": {
+            "oneOf": [
+              {
+                "format": "uuid",
+                "maxLength": 36,
+                "minLength": 36,
+                "type": "string"
+              },
+              {
+                "type": "null"
+              }
+            ]
+          },
+          "since": {
+            "description": "RFC 3339, UTC",
+            "format": "date-time",
+            "type": "string"
+          },
+          "who": {
+            "type": "string"
+          }
+        },
+        "required": [
+          "id",
+          "account",
+          "segment_id",
+          "reason",
+          "who",
+          "since"
+        ],
+        "type": "object"
+      },
+      "HoldEnvelope": {
+        "properties": {
+          "hold": {
+            "$ref": "#/components/schemas/Hold"
+          }
+        },
+        "required": [
+          "hold"
+        ],
+        "type": "object"
+      },
+      "Holds": {
+        "properties": {
+          "holds": {
+            "items": {
+              "$ref": "#/components/schemas/Hold"
+            },
+            "type": "array"
+          }
+        },
+        "required": [
+          "holds"
+        ],
+        "type": "object"
+      },
       "Job": {
         "properties": {
           "account": {
@@ -609,6 +678,35 @@ extension ControlAPI {
         "required": [
           "jobs",
           "next_cursor"
+        ],
+        "type": "object"
+      },
+      "NewHold": {
+        "additionalProperties": false,
+        "properties": {
+          "account": {
+            "type": "string"
+          },
+          "reason": {
+            "maxLength": 1024,
+            "minLength": 1,
+            "type": "string"
+          },
+          "segment": {
+            "format": "uuid",
+            "maxLength": 36,
+            "minLength": 36,
+            "type": "string"
+          },
+          "who": {
+            "description": "Who asks (refreshctl sends the user's name); default api",
+            "maxLength": 256,
+            "type": "string"
+          }
+        },
+        "required": [
+          "account",
+          "reason"
         ],
         "type": "object"
       },
@@ -1092,6 +1190,12 @@ extension ControlAPI {
             "description": "Queued jobs held (time zone cannot be loaded), all accounts",
             "type": "integer"
           },
+          "holds": {
+            "items": {
+              "$ref": "#/components/schemas/Hold"
+            },
+            "type": "array"
+          },
           "jobs": {
             "additionalProperties": {
               "type": "integer"
@@ -1205,7 +1309,8 @@ extension ControlAPI {
           "accounts",
           "paused_accounts",
           "last_error",
-          "held_jobs"
+          "held_jobs",
+          "holds"
         ],
         "type": "object"
       }
@@ -1452,6 +1557,217 @@ extension ControlAPI {
           }
         },
         "summary": "Every account: used, limit, remaining, resets_at (UTC), paused and why"
+      }
+    },
+    "/v1/holds": {
+      "get": {
+        "operationId": "listHolds",
+        "parameters": [
+          {
+            "description": "Only this account",
+            "in": "query",
+            "name": "account",
+            "required": false,
+            "schema": {
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Holds"
+                }
+              }
+            },
+            "description": "OK"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process (ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)",
+            "headers": {
+              "Retry-After": {
+                "description": "Seconds to wait before trying again (busy or not writable)",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
+          }
+        },
+        "summary": "Operator holds in force (nothing is sent for a held account or segment)"
+      },
+      "post": {
+        "operationId": "addHold",
+        "requestBody": {
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/NewHold"
+              }
+            }
+          },
+          "required": true
+        },
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/HoldEnvelope"
+                }
+              }
+            },
+            "description": "Already held: the hold in force"
+          },
+          "201": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/HoldEnvelope"
+                }
+              }
+            },
+            "description": "Held"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "Bad input; the message names the field"
+          },
+          "403": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "A change on the TCP listener without the API token"
+          },
+          "413": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "Body too large (a job is at most 64 KiB)"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process (ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)",
+            "headers": {
+              "Retry-After": {
+                "description": "Seconds to wait before trying again (busy or not writable)",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
+          }
+        },
+        "summary": "Hold an account, or one of its segments, until released (kept in the ledger: survives restarts); idempotent per scope"
+      }
+    },
+    "/v1/holds/{id}": {
+      "delete": {
+        "operationId": "releaseHold",
+        "parameters": [
+          {
+            "description": "The hold id",
+            "in": "path",
+            "name": "id",
+            "required": true,
+            "schema": {
+              "format": "int64",
+              "maximum": 9223372036854775807,
+              "minimum": 1,
+              "type": "integer"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/HoldEnvelope"
+                }
+              }
+            },
+            "description": "OK"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "Bad input; the message names the field"
+          },
+          "403": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "A change on the TCP listener without the API token"
+          },
+          "404": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "No such job or block, or no such route"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process (ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)",
+            "headers": {
+              "Retry-After": {
+                "description": "Seconds to wait before trying again (busy or not writable)",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
+          }
+        },
+        "summary": "Release a hold: its jobs are planned and sent again"
       }
     },
     "/v1/jobs": {

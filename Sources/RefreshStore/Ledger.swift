@@ -36,6 +36,8 @@ public enum ReservationResult: Sendable, Equatable {
     case denied(Decision)
     /// No queued job of the segment is due: nothing to send.
     case nothingDue
+    /// An operator holds the account or the segment (nothing was written).
+    case held(StoredHold)
 }
 
 /// A job read from a spool file, with the file's identity.
@@ -125,6 +127,13 @@ public protocol Ledger: Sendable {
     /// the submitted content's, so the submitter's retry of the same file is still a no-op).
     /// - Throws: `.notFound`, `.invalidState` (not queued), `.invalidInput` (expires_at not after not_before).
     func edit(jobID: Int64, change: JobChange, now: Date) throws -> StoredJob
+    /// Holds an account (segmentID nil) or a segment; an active hold of the same scope is returned
+    /// as it is (R10).
+    func hold(account: String, segmentID: String?, reason: String, who: String, now: Date) throws -> StoredHold
+    /// Ends a hold in force; nil when there is none with that id.
+    func release(holdID: Int64, now: Date) throws -> StoredHold?
+    /// The holds in force, of one account or all, oldest first.
+    func activeHolds(account: String?) throws -> [StoredHold]
     /// Jobs that reached a final state after event `id`, oldest first (R9).
     func jobEvents(after id: Int64, limit: Int) throws -> [JobEvent]
     /// The newest event's id (0 when there is none).

@@ -228,3 +228,31 @@ public struct JobEvent: Sendable, Equatable {
         self.httpStatus = httpStatus
     }
 }
+
+/// An operator's hold on an account (segmentID nil) or one of its segments: nothing is sent for it
+/// until it is released. Kept in the ledger, so it survives restarts.
+public struct StoredHold: Sendable, Equatable {
+    public var id: Int64
+    public var account: String
+    public var segmentID: String?
+    public var reason: String
+    /// Who asked (the refreshctl user, or what an API client says).
+    public var who: String
+    public var createdAt: Date
+    public var releasedAt: Date?
+
+    public init(id: Int64, account: String, segmentID: String?, reason: String, who: String, createdAt: Date, releasedAt: Date?) {
+        self.id = id
+        self.account = account
+        self.segmentID = segmentID
+        self.reason = reason
+        self.who = who
+        self.createdAt = createdAt
+        self.releasedAt = releasedAt
+    }
+
+    /// Whether it holds this segment of this account.
+    public func covers(account: String, segmentID: String) -> Bool {
+        self.account == account && (self.segmentID == nil || self.segmentID == segmentID)
+    }
+}

@@ -29,6 +29,8 @@
 //   R8 (retry)        A failed or expired job retried by an operator is queued again with tries,
 //                     backoff and reason afresh (a passed `expires_at` dropped); its attempts stay
 //                     in the history, and a link to an `uncertain` attempt stays (R5 still holds).
+//   R10 (holds)       No attempt is reserved for a segment while an operator's hold on it or on its
+//                     account is in force: `reserve` reads the holds in its own transaction.
 //   R9 (job events)   A job reaching sent, coalesced, failed, expired or cancelled gets a `job_event`
 //                     row in the same transaction (a trigger: every code path), read in order by
 //                     the hook runner, whose position (`hook_cursor`) is committed after its hooks ran.
@@ -237,6 +239,21 @@ public final class SQLiteLedger: Ledger {
                     name TEXT PRIMARY KEY,
                     event_id INTEGER NOT NULL
                 );
+                """)
+        }
+        migrator.registerMigration("v5") { db in
+            // Operator holds on an account or a segment (R10): nothing is reserved under one.
+            try db.execute(sql: """
+                CREATE TABLE hold (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    account TEXT NOT NULL,
+                    segment_id TEXT,
+                    reason TEXT NOT NULL CHECK (length(reason) <= 1024),
+                    who TEXT NOT NULL CHECK (length(who) <= 256),
+                    created_at REAL NOT NULL,
+                    released_at REAL
+                );
+                CREATE INDEX hold_active ON hold(account) WHERE released_at IS NULL;
                 """)
         }
         return migrator
@@ -605,6 +622,12 @@ public final class SQLiteLedger: Ledger {
                 arguments: [account, segmentID, t, t, t]
             ).map(Self.job).filter(admit)
             guard !due.isEmpty else { return .nothingDue }
+            if let row = try Row.fetchOne(
+                db, sql: "SELECT * FROM hold WHERE released_at IS NULL AND account = ? AND (segment_id IS NULL OR segment_id = ?) ORDER BY id LIMIT 1",
+                arguments: [account, segmentID])
+            {
+                return .held(Self.hold(row))
+            }
             let history = try Self.history(db, account: account, segmentID: segmentID, now: now)
             let decision = check(history)
             guard decision.verdict == .allowed else { return .denied(decision) }
@@ -794,6 +817,44 @@ public final class SQLiteLedger: Ledger {
     }
 
     // MARK: Retention
+
+    // MARK: Holds (R10)
+
+    static func hold(_ row: Row) -> StoredHold {
+        StoredHold(
+            id: row["id"], account: row["account"], segmentID: row["segment_id"], reason: row["reason"], who: row["who"],
+            createdAt: Date(timeIntervalSince1970: row["created_at"]), releasedAt: date(row["released_at"]))
+    }
+
+    public func hold(account: String, segmentID: String?, reason: String, who: String, now: Date) throws -> StoredHold {
+        try write { db in
+            if let row = try Row.fetchOne(
+                db, sql: "SELECT * FROM hold WHERE released_at IS NULL AND account = ? AND segment_id IS ?", arguments: [account, segmentID])
+            {
+                return Self.hold(row)
+            }
+            try db.execute(
+                sql: "INSERT INTO hold (account, segment_id, reason, who, created_at) VALUES (?, ?, ?, ?, ?)",
+                arguments: [account, segmentID, String(reason.prefix(1024)), String(who.prefix(256)), now.timeIntervalSince1970])
+            return Self.hold(try Row.fetchOne(db, sql: "SELECT * FROM hold WHERE id = ?", arguments: [db.lastInsertedRowID])!)
+        }
+    }
+
+    public func release(holdID: Int64, now: Date) throws -> StoredHold? {
+        try write { db in
+            guard try Row.fetchOne(db, sql: "SELECT * FROM hold WHERE id = ? AND released_at IS NULL", arguments: [holdID]) != nil else { return nil }
+            try db.execute(sql: "UPDATE hold SET released_at = ? WHERE id = ?", arguments: [now.timeIntervalSince1970, holdID])
+            return Self.hold(try Row.fetchOne(db, sql: "SELECT * FROM hold WHERE id = ?", arguments: [holdID])!)
+        }
+    }
+
+    public func activeHolds(account: String?) throws -> [StoredHold] {
+        try writer.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM hold WHERE released_at IS NULL AND (? IS NULL OR account = ?) ORDER BY id", arguments: [account, account]
+            ).map(Self.hold)
+        }
+    }
 
     // MARK: Job events (R9)
 

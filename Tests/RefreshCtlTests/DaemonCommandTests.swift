@@ -15,9 +15,10 @@ final class RunningDaemon: @unchecked Sendable {
     private let lock = NSLock()
     private var collected = Data()
 
-    /// `extra` is appended to the config file; `environment` adds variables (an API key).
-    init(extra: String = "", environment added: [String: String] = [:]) throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("refreshctl-daemon-\(UUID().uuidString)").path
+    /// `extra` is appended to the config file; `environment` adds variables (an API key); `reusing`
+    /// starts it again on an earlier daemon's directory (its ledger).
+    init(extra: String = "", environment added: [String: String] = [:], reusing: String? = nil) throws {
+        directory = reusing ?? FileManager.default.temporaryDirectory.appendingPathComponent("refreshctl-daemon-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         socket = directory + "/refreshd.sock"
         try """

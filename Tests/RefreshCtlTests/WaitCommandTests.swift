@@ -13,16 +13,51 @@ struct WaitCommandTests {
     static let key = "SG.fake-wait-test-key-not-real.0123456789"
 
     /// A refreshd that sends to a fresh fake SendGrid.
-    func daemonWithFake() async throws -> (RunningDaemon, FakeSendGrid) {
+    func daemonWithFake() async throws -> (RunningDaemon, FakeSendGrid, String) {
         let zones = try ZoneInfoDirectory(path: ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment))
         let fake = FakeSendGrid(apiKey: Self.key, zones: zones)
         let url = try await fake.start()
         let daemon = try RunningDaemon(extra: "[sendgrid]\nbase_url = \"\(url)\"\n", environment: ["SENDGRID_API_KEY": Self.key])
-        return (daemon, fake)
+        return (daemon, fake, url)
+    }
+
+    /// An operator's hold: jobs stay queued (the plan and status say by whom, since when, why),
+    /// across a restart; released, the job goes out once.
+    @Test func holdSurvivesARestart() async throws {
+        let (first, fake, url) = try await daemonWithFake()
+        defer { Task { await fake.stop() } }
+        try await offPool {
+            let held = try first.ctl(["hold", "--account", "default", "--reason", "rotating the key"])
+            #expect(held.status == 0 && held.stdout.hasPrefix("held (hold 1): account default"), "\(held)")
+            #expect(try first.ctl(["hold", "--account", "default", "--reason", "again"]).stdout.hasPrefix("already held (hold 1)"))
+            let config = first.directory + "/refreshd.toml"
+            #expect(try refreshctl(["enqueue", "--segment", segmentOne, "--time-zone", "UTC", "--config", config]).status == 0)
+            usleep(2_000_000)
+            #expect(fake.refreshes.isEmpty)
+            let plan = try first.ctl(["plan"])
+            #expect(plan.stdout.contains("job 1: held (held by ") && plan.stdout.contains(": rotating the key)"), "\(plan.stdout)")
+            let budget = try first.ctl(["budget"])
+            #expect(budget.stdout.contains("paused: held by "), "\(budget.stdout)")
+            first.stop()
+
+            let again = try RunningDaemon(extra: "[sendgrid]\nbase_url = \"\(url)\"\n", environment: ["SENDGRID_API_KEY": Self.key], reusing: first.directory)
+            defer { again.stop() }
+            let status = try again.ctl(["status"])
+            #expect(status.stdout.contains("ON HOLD (1): account default, by ") && status.stdout.contains("rotating the key"), "\(status.stdout)")
+            usleep(2_000_000)
+            #expect(fake.refreshes.isEmpty, "sent while held after a restart")
+            #expect(try again.ctl(["release", "--account", "nobody-holds-this"]).status != 0)
+            let released = try again.ctl(["release", "--account", "default"])
+            #expect(released.status == 0 && released.stdout.hasPrefix("released hold 1 on account default"), "\(released)")
+            let sent = try again.ctl(["wait", "1", "--timeout", "1m"])
+            #expect(sent.status == 0, "\(sent)")
+            #expect(fake.refreshes.filter { $0.segment == segmentOne }.count == 1 && fake.violations.isEmpty)
+            #expect(try again.ctl(["release", "1"]).status == 4)
+        }
     }
 
     @Test func everyOutcome() async throws {
-        let (daemon, fake) = try await daemonWithFake()
+        let (daemon, fake, _) = try await daemonWithFake()
         defer { Task { await fake.stop() } }
         try await offPool {
             defer { daemon.stop() }

@@ -211,6 +211,34 @@ struct ControlAPITests {
         #expect(try await h.request(.POST, "/v1/plan", body: #"{"jobs":[]}"#).status == 400)
     }
 
+    /// Holds: a segment's hold keeps its job out of the plan (fate held, with who and why) while
+    /// another segment's job is planned; listed in /v1/holds and /v1/status; released by id (404
+    /// again); a reason is required; holding the same scope twice answers the hold in force.
+    @Test func holdsAndRelease() async throws {
+        let h = try await APIHarness()
+        defer { Task { await h.stop() } }
+        let schema = try controlAPISchema()
+        _ = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentA)","user_time_zone":"UTC"}"#)
+        _ = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentB)","user_time_zone":"UTC"}"#)
+        #expect(try await h.request(.POST, "/v1/holds", body: #"{"account":"default"}"#).status == 400)
+        let created = try await h.request(.POST, "/v1/holds", body: #"{"account":"default","segment":"\#(segmentA)","reason":"rebuild","who":"alice"}"#)
+        #expect(created.status == 201 && schema.problems(created.json as Any, schema.component("HoldEnvelope")).isEmpty, "\(created.body)")
+        let again = try await h.request(.POST, "/v1/holds", body: #"{"account":"default","segment":"\#(segmentA)","reason":"other"}"#)
+        #expect(again.status == 200 && (again.object["hold"] as? [String: Any])?["reason"] as? String == "rebuild")
+        let plan = try await h.get("/v1/plan")
+        let fates = (plan.object["jobs"] as? [[String: Any]] ?? []).reduce(into: [Int: String]()) { $0[($1["id"] as? NSNumber)?.intValue ?? 0] = $1["fate"] as? String }
+        #expect(fates == [1: "held", 2: "send"], "\(plan.body)")
+        #expect((plan.object["jobs"] as? [[String: Any]] ?? []).contains { ($0["reason"] as? String)?.hasPrefix("held by alice since ") == true })
+        let status = try await h.get("/v1/status")
+        #expect((status.object["holds"] as? [[String: Any]])?.count == 1 && schema.problems(status.json as Any, schema.component("Status")).isEmpty)
+        let budget = try await h.get("/v1/segments/\(segmentA)/budget")
+        #expect((budget.object["paused_reason"] as? String)?.contains("rebuild") == true)
+        let released = try await h.request(.DELETE, "/v1/holds/1")
+        #expect(released.status == 200)
+        #expect(try await h.request(.DELETE, "/v1/holds/1").status == 404)
+        #expect(((try await h.get("/v1/holds")).object["holds"] as? [Any])?.isEmpty == true)
+    }
+
     /// Learned blocks: listed while in force (all accounts or one); lifted by hand, the block ends
     /// now, keeps its record with a note, and the dispatcher is asked to read the ledger again;
     /// lifting it again is 404; a bad id is 400 naming it. Answers match the document.

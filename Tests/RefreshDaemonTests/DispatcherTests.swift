@@ -267,6 +267,32 @@ struct DispatcherAnswerTests {
         await plain.shutdown()
     }
 
+    /// R10: an operator's hold on a segment keeps its jobs from being sent, even a hold placed
+    /// after the lane read its queue (the reservation reads the holds itself); other segments go;
+    /// released and re-read, the held job goes.
+    @Test func holdsKeepJobsBack() async throws {
+        let h = try await DispatchHarness(start: simStart, preflight: false)
+        try h.enqueue(segment)
+        _ = await h.lane.step()  // the lane reads its queue and sends it
+        #expect(h.fake.refreshes.map(\.segment) == [segment])
+        // A new job, and a hold on its segment the lane is not told of: the reservation refuses it.
+        let other = segmentID(2)
+        let hold = try h.ledger.hold(account: "default", segmentID: other, reason: "rebuilding", who: "test", now: simStart)
+        try h.enqueue(other)
+        h.lane.wake()
+        h.time.advance(5)
+        _ = await h.lane.step()
+        _ = await h.lane.step()
+        #expect(h.fake.refreshes.count == 1, "\(h.fake.refreshes)")
+        #expect(try h.ledger.jobs(state: .queued, segmentID: other, after: nil, limit: 10).count == 1)
+        _ = try h.ledger.release(holdID: hold.id, now: h.time.now)
+        h.lane.reread()
+        _ = await h.lane.step()
+        #expect(h.fake.refreshes.map(\.segment) == [segment, other])
+        #expect(h.fake.violations.isEmpty)
+        await h.shutdown()
+    }
+
     /// A block lifted by hand (`DELETE /v1/blocks/{id}`): once told to re-read, the lane sends the
     /// held job after the margin instead of waiting for the block's end; without the re-read it
     /// keeps to what it knew.
