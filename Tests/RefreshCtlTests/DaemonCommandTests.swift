@@ -128,6 +128,15 @@ struct DaemonCommandTests {
             let history = try daemon.ctl(["history"])
             #expect(history.stdout.contains("dry_run") && history.stdout.contains("segment+account"))
 
+            // edit: a queued job's priority and expiry; a bad value is a usage error.
+            let edited = try daemon.ctl(["edit", queuedID, "--priority", "50", "--expires-at", "2099-01-01T00:00:00Z"])
+            #expect(edited.status == 0 && edited.stdout.contains("priority 50") && edited.stdout.contains("expires_at 2099-01-01T00:00:00Z"), "\(edited)")
+            #expect(try daemon.ctl(["edit", queuedID, "--not-before", "2099-06-01T00:00:00Z"]).status == 2)
+            #expect(try daemon.ctl(["edit", queuedID, "--expires-at", "none", "--json"]).stdout.contains("\"expires_at\":null"))
+            // Bulk cancel: a dry run first, then for real, with the count.
+            let preview = try daemon.ctl(["cancel", "--segment", segmentOne, "--dry-run"])
+            #expect(preview.status == 0 && preview.stdout.hasPrefix("would cancel 1 job\n  \(queuedID)  queued"), "\(preview)")
+            #expect(try daemon.ctl(["cancel"]).status == 2)
             let cancel = try daemon.ctl(["cancel", queuedID])
             #expect(cancel.status == 0 && cancel.stdout.contains("cancelled job \(queuedID)"))
             let again = try daemon.ctl(["cancel", queuedID])

@@ -3,6 +3,7 @@ import FakeSendGrid
 import Foundation
 import Glibc
 import Logging
+import NIOHTTP1
 import RefreshCore
 import RefreshDaemon
 import RefreshStore
@@ -373,6 +374,17 @@ struct ControlAPITests {
         #expect(try await h.request(.POST, "/v1/jobs", body: body, tcp: true, headers: ["Authorization": "Bearer wrong"]).status == 403)
         #expect(try await h.request(.POST, "/v1/jobs", body: body, tcp: true, headers: ["Authorization": "Bearer s3cret-token"]).status == 201)
         #expect(try await h.request(.DELETE, "/v1/jobs/1", tcp: true).status == 403)
+        // Every route that changes state needs it: edit, retry, bulk verbs, holds.
+        for (method, uri, change) in [
+            (HTTPMethod.PATCH, "/v1/jobs/1", #"{"priority":1}"#), (.POST, "/v1/jobs/1/retry", ""), (.POST, "/v1/jobs/retry", "{}"),
+            (.POST, "/v1/jobs/cancel", #"{"account":"default"}"#), (.POST, "/v1/holds", #"{"account":"default","reason":"x"}"#),
+            (.DELETE, "/v1/holds/1", ""),
+        ] {
+            #expect(try await h.request(method, uri, body: change, tcp: true).status == 403, "\(method) \(uri)")
+        }
+        #expect(try h.ledger.activeHolds(account: nil).isEmpty && h.ledger.job(id: 1)?.job.priority == 0)
+        // A what-if plan changes nothing: no token needed.
+        #expect(try await h.request(.POST, "/v1/plan", body: #"{"jobs":[\#(body)]}"#, tcp: true).status == 200)
         // The unix socket needs no token.
         #expect(try await h.request(.DELETE, "/v1/jobs/1").status == 200)
     }
