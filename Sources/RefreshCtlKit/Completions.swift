@@ -13,7 +13,9 @@ import TZData
 /// Completion never fails loudly: whatever cannot be read gives no candidates.
 enum Completions {
     static let timeZone = CompletionKind.custom { @Sendable _, _, prefix in zoneNames(prefix: prefix) }
-    static let queuedJob = CompletionKind.custom { @Sendable words, _, prefix in queuedJobIDs(words: words, prefix: prefix) }
+    static let queuedJob = CompletionKind.custom { @Sendable words, _, prefix in
+        queuedJobIDs(words: words, prefix: prefix)
+    }
     static let account = CompletionKind.custom { @Sendable words, _, prefix in accounts(words: words, prefix: prefix) }
 
     /// Zone names starting with `prefix`, in the tz database's own spelling.
@@ -24,7 +26,9 @@ enum Completions {
 
     /// The ids of queued jobs (first 1,000, oldest first) starting with `prefix`.
     static func queuedJobIDs(words: [String], prefix: String) -> [String] {
-        guard let client = try? ControlClient.resolve(socket: value(of: "--socket", in: words), config: value(of: "--config", in: words)),
+        guard
+            let client = try? ControlClient.resolve(
+                socket: value(of: "--socket", in: words), config: value(of: "--config", in: words)),
             let answer = try? client.call(.GET, "/v1/jobs?state=queued&limit=1000")
         else { return [] }
         let jobs = answer.object["jobs"] as? [[String: Any]] ?? []
@@ -58,7 +62,9 @@ enum Completions {
 
     private static func unquoted(_ word: String) -> String {
         var text = word
-        if text.count >= 2, let first = text.first, first == "'" || first == "\"", text.last == first { text = String(text.dropFirst().dropLast()) }
+        if text.count >= 2, let first = text.first, first == "'" || first == "\"", text.last == first {
+            text = String(text.dropFirst().dropLast())
+        }
         return text.replacingOccurrences(of: "\\ ", with: " ")
     }
 }

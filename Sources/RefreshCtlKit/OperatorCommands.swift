@@ -26,7 +26,9 @@ struct RetryCommand: ParsableCommand, SinkRunnable {
     @Argument(help: ArgumentHelp("Job ids.", valueName: "job"))
     var jobs: [String] = []
 
-    @Option(help: ArgumentHelp("failed or expired (default: both).", valueName: "state"), completion: .list(["failed", "expired"]))
+    @Option(
+        help: ArgumentHelp("failed or expired (default: both).", valueName: "state"),
+        completion: .list(["failed", "expired"]))
     var state: String?
 
     @Option(help: ArgumentHelp("Only jobs of this segment.", valueName: "uuid"))
@@ -45,10 +47,16 @@ struct RetryCommand: ParsableCommand, SinkRunnable {
 
     func validate() throws {
         let filtered = state != nil || segment != nil || account != nil || since != nil || dryRun
-        if !jobs.isEmpty, filtered { throw ValidationError("give job ids, or a filter (--state, --segment, --account, --since), not both") }
+        if !jobs.isEmpty, filtered {
+            throw ValidationError("give job ids, or a filter (--state, --segment, --account, --since), not both")
+        }
         if jobs.isEmpty, !filtered { throw ValidationError("give job ids, or a filter such as --state failed") }
-        if let state, !["failed", "expired"].contains(state) { throw ValidationError("--state: only failed or expired jobs can be retried") }
-        if let since, Timestamp.parseRFC3339(since) == nil { throw ValidationError("--since \"\(since)\" is not an RFC 3339 time") }
+        if let state, !["failed", "expired"].contains(state) {
+            throw ValidationError("--state: only failed or expired jobs can be retried")
+        }
+        if let since, Timestamp.parseRFC3339(since) == nil {
+            throw ValidationError("--since \"\(since)\" is not an RFC 3339 time")
+        }
     }
 
     mutating func run(output: OutputSink) throws {
@@ -68,13 +76,16 @@ struct RetryCommand: ParsableCommand, SinkRunnable {
             return
         }
         for job in jobs {
-            guard let id = Int64(job), id > 0 else { throw CommandFailure("\"\(job)\" is not a job id (a positive integer)", exit: .usage) }
+            guard let id = Int64(job), id > 0 else {
+                throw CommandFailure("\"\(job)\" is not a job id (a positive integer)", exit: .usage)
+            }
             let answer = try client.call(.POST, "/v1/jobs/\(id)/retry")
             if options.json {
                 output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
             } else {
                 let stored = answer.object["job"] as? [String: Any] ?? [:]
-                output.line("job \(Human.text(stored["id"])) queued again (segment \(Human.text(stored["segment_id"])))")
+                output.line(
+                    "job \(Human.text(stored["id"])) queued again (segment \(Human.text(stored["segment_id"])))")
             }
         }
     }
@@ -104,29 +115,42 @@ struct EditCommand: ParsableCommand, SinkRunnable {
     @Option(help: "Higher goes first, -100...100.")
     var priority: Int?
 
-    @Option(name: .customLong("not-before"), help: ArgumentHelp("Do not send before this RFC 3339 time (none: no such bound).", valueName: "time"))
+    @Option(
+        name: .customLong("not-before"),
+        help: ArgumentHelp("Do not send before this RFC 3339 time (none: no such bound).", valueName: "time"))
     var notBefore: String?
 
-    @Option(name: .customLong("expires-at"), help: ArgumentHelp("Give up if not sent by this RFC 3339 time (none: never).", valueName: "time"))
+    @Option(
+        name: .customLong("expires-at"),
+        help: ArgumentHelp("Give up if not sent by this RFC 3339 time (none: never).", valueName: "time"))
     var expiresAt: String?
 
     @OptionGroup var options: DaemonOptions
 
     func validate() throws {
-        if priority == nil, notBefore == nil, expiresAt == nil { throw ValidationError("nothing to change: give --priority, --not-before or --expires-at") }
-        if let priority, !(-100...100).contains(priority) { throw ValidationError("--priority \(priority) is outside -100...100") }
+        if priority == nil, notBefore == nil, expiresAt == nil {
+            throw ValidationError("nothing to change: give --priority, --not-before or --expires-at")
+        }
+        if let priority, !(-100...100).contains(priority) {
+            throw ValidationError("--priority \(priority) is outside -100...100")
+        }
         for (flag, value) in [("--not-before", notBefore), ("--expires-at", expiresAt)] {
-            if let value, value != "none", Timestamp.parseRFC3339(value) == nil { throw ValidationError("\(flag) \"\(value)\" is not an RFC 3339 time (or none)") }
+            if let value, value != "none", Timestamp.parseRFC3339(value) == nil {
+                throw ValidationError("\(flag) \"\(value)\" is not an RFC 3339 time (or none)")
+            }
         }
     }
 
     mutating func run(output: OutputSink) throws {
-        guard let id = Int64(job), id > 0 else { throw CommandFailure("\"\(job)\" is not a job id (a positive integer)", exit: .usage) }
+        guard let id = Int64(job), id > 0 else {
+            throw CommandFailure("\"\(job)\" is not a job id (a positive integer)", exit: .usage)
+        }
         var members: [String] = []
         if let priority { members.append("\"priority\":\(priority)") }
         if let notBefore { members.append("\"not_before\":" + (notBefore == "none" ? "null" : jsonString(notBefore))) }
         if let expiresAt { members.append("\"expires_at\":" + (expiresAt == "none" ? "null" : jsonString(expiresAt))) }
-        let answer = try options.client().call(.PATCH, "/v1/jobs/\(id)", body: "{" + members.joined(separator: ",") + "}")
+        let answer = try options.client().call(
+            .PATCH, "/v1/jobs/\(id)", body: "{" + members.joined(separator: ",") + "}")
         if options.json {
             output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
             return
@@ -175,7 +199,10 @@ struct HoldCommand: ParsableCommand, SinkRunnable {
     @OptionGroup var options: DaemonOptions
 
     mutating func run(output: OutputSink) throws {
-        var members = ["\"account\":\(jsonString(account))", "\"reason\":\(jsonString(reason))", "\"who\":\(jsonString(invokingUser()))"]
+        var members = [
+            "\"account\":\(jsonString(account))", "\"reason\":\(jsonString(reason))",
+            "\"who\":\(jsonString(invokingUser()))",
+        ]
         if let segment { members.append("\"segment\":\(jsonString(segment))") }
         let answer = try options.client().call(.POST, "/v1/holds", body: "{" + members.joined(separator: ",") + "}")
         if options.json {
@@ -185,7 +212,8 @@ struct HoldCommand: ParsableCommand, SinkRunnable {
         let hold = answer.object["hold"] as? [String: Any] ?? [:]
         output.line(
             (answer.status == 201 ? "held" : "already held") + " (hold \(Human.text(hold["id"]))): "
-                + ((hold["segment_id"] as? String).map { "segment \($0) of " } ?? "") + "account \(Human.text(hold["account"]))")
+                + ((hold["segment_id"] as? String).map { "segment \($0) of " } ?? "")
+                + "account \(Human.text(hold["account"]))")
     }
 }
 
@@ -208,34 +236,51 @@ struct ReleaseCommand: ParsableCommand, SinkRunnable {
     @Option(help: "The held account.", completion: Completions.account)
     var account: String?
 
-    @Option(help: ArgumentHelp("The held segment of the account (without it: the account's own hold).", valueName: "uuid"))
+    @Option(
+        help: ArgumentHelp("The held segment of the account (without it: the account's own hold).", valueName: "uuid"))
     var segment: String?
 
     @OptionGroup var options: DaemonOptions
 
     func validate() throws {
-        if hold == nil, account == nil { throw ValidationError("give a hold id, or --account (and --segment for a segment's hold)") }
-        if hold != nil, account != nil || segment != nil { throw ValidationError("give a hold id, or --account/--segment, not both") }
+        if hold == nil, account == nil {
+            throw ValidationError("give a hold id, or --account (and --segment for a segment's hold)")
+        }
+        if hold != nil, account != nil || segment != nil {
+            throw ValidationError("give a hold id, or --account/--segment, not both")
+        }
     }
 
     mutating func run(output: OutputSink) throws {
         let client = try options.client()
         var id = hold ?? ""
         if let account {
-            let holds = try client.call(.GET, "/v1/holds?account=" + (account.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? account))
+            let holds = try client.call(
+                .GET,
+                "/v1/holds?account="
+                    + (account.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? account))
             let wanted = segment?.lowercased()
-            guard let match = (holds.object["holds"] as? [[String: Any]] ?? []).first(where: { ($0["segment_id"] as? String) == wanted }) else {
-                throw CommandFailure("no hold in force on " + (segment.map { "segment \($0) of " } ?? "") + "account \(account)", exit: .notFound)
+            guard
+                let match = (holds.object["holds"] as? [[String: Any]] ?? []).first(where: {
+                    ($0["segment_id"] as? String) == wanted
+                })
+            else {
+                throw CommandFailure(
+                    "no hold in force on " + (segment.map { "segment \($0) of " } ?? "") + "account \(account)",
+                    exit: .notFound)
             }
             id = Human.text(match["id"])
         }
-        let answer = try client.call(.DELETE, "/v1/holds/\(id.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? id)")
+        let answer = try client.call(
+            .DELETE, "/v1/holds/\(id.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? id)")
         if options.json {
             output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
             return
         }
         let released = answer.object["hold"] as? [String: Any] ?? [:]
-        output.line("released hold \(Human.text(released["id"])) on " + ((released["segment_id"] as? String).map { "segment \($0) of " } ?? "")
-            + "account \(Human.text(released["account"]))")
+        output.line(
+            "released hold \(Human.text(released["id"])) on "
+                + ((released["segment_id"] as? String).map { "segment \($0) of " } ?? "")
+                + "account \(Human.text(released["account"]))")
     }
 }

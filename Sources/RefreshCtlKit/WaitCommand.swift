@@ -31,7 +31,9 @@ struct WaitCommand: ParsableCommand, SinkRunnable {
     @Argument(help: ArgumentHelp("The job ids.", valueName: "job"), completion: Completions.queuedJob)
     var jobs: [String]
 
-    @Option(help: ArgumentHelp("Stop waiting after this long, e.g. 90s, 10m, 1h30m (default: no limit).", valueName: "duration"))
+    @Option(
+        help: ArgumentHelp(
+            "Stop waiting after this long, e.g. 90s, 10m, 1h30m (default: no limit).", valueName: "duration"))
     var timeout: String?
 
     @OptionGroup var options: DaemonOptions
@@ -48,7 +50,8 @@ struct WaitCommand: ParsableCommand, SinkRunnable {
         let deadline = timeout.flatMap(WaitDuration.seconds).map { Date().addingTimeInterval($0) }
         var first: RefreshctlExit = .ok
         for job in jobs {
-            let outcome = try JobWaiter(client: client, output: output, json: options.json).wait(for: job, until: deadline)
+            let outcome = try JobWaiter(client: client, output: output, json: options.json).wait(
+                for: job, until: deadline)
             if first == .ok { first = outcome }
         }
         if first != .ok { throw CommandFailure(first.waitMessage, exit: first) }
@@ -107,14 +110,17 @@ struct JobWaiter {
     static let pollSeconds = 55
 
     func wait(for job: String, until deadline: Date?) throws -> RefreshctlExit {
-        guard let id = Int64(job), id > 0 else { throw CommandFailure("\"\(job)\" is not a job id (a positive integer)", exit: .usage) }
+        guard let id = Int64(job), id > 0 else {
+            throw CommandFailure("\"\(job)\" is not a job id (a positive integer)", exit: .usage)
+        }
         var tag: String?
         while true {
             // The first look answers at once; then each long poll waits for a change from it.
             var seconds = tag == nil ? 0 : Self.pollSeconds
             if let deadline { seconds = max(0, min(seconds, Int(deadline.timeIntervalSinceNow.rounded(.up)))) }
             let headers = tag.map { [("If-None-Match", $0)] } ?? []
-            let answer = try client.call(.GET, "/v1/jobs/\(id)?wait=\(seconds)", headers: headers, readTimeout: .seconds(Int64(seconds) + 30))
+            let answer = try client.call(
+                .GET, "/v1/jobs/\(id)?wait=\(seconds)", headers: headers, readTimeout: .seconds(Int64(seconds) + 30))
             let previous = tag
             tag = answer.headers.first(name: "ETag")
             let body = answer.object
@@ -147,15 +153,19 @@ struct JobWaiter {
         let zone = job["time_zone"] as? String ?? "UTC"
         func when(_ value: Any?) -> String {
             guard let at = Human.date(value) else { return "-" }
-            return "\(Timestamp.rfc3339(at)) (\(Human.local(at, zone: zone, zones: sharedZones)) \(zone), \(Human.relative(at, now: now)))"
+            return
+                "\(Timestamp.rfc3339(at)) (\(Human.local(at, zone: zone, zones: sharedZones)) \(zone), \(Human.relative(at, now: now)))"
         }
         switch job["state"] as? String ?? "" {
         case "queued":
             if let held = job["held_reason"] as? String { return "queued as \(id), held: \(Human.text(held))" }
             switch forecast?["fate"] as? String {
             case "send": return "queued as \(id), expected at \(when(forecast?["at"]))"
-            case "coalesce": return "queued as \(id), expected at \(when(forecast?["at"])) with job \(Human.text(forecast?["leader"]))"
-            case "expire": return "queued as \(id), will expire at \(when(forecast?["at"])): no legal slot before its expires_at"
+            case "coalesce":
+                return
+                    "queued as \(id), expected at \(when(forecast?["at"])) with job \(Human.text(forecast?["leader"]))"
+            case "expire":
+                return "queued as \(id), will expire at \(when(forecast?["at"])): no legal slot before its expires_at"
             case "paused": return "queued as \(id), waiting: the account is paused (see refreshctl status)"
             case "held": return "queued as \(id), held: its time zone is not in the tz data"
             case "unknown_account": return "queued as \(id), waiting: its account is not configured"
@@ -163,7 +173,8 @@ struct JobWaiter {
             }
         case "sending": return "job \(id) is being sent now"
         case "sent": return "job \(id) sent at \(when(job["updated_at"]))"
-        case "coalesced": return "job \(id) coalesced: sent with another job's refresh of the segment at \(when(job["updated_at"]))"
+        case "coalesced":
+            return "job \(id) coalesced: sent with another job's refresh of the segment at \(when(job["updated_at"]))"
         case "failed": return "job \(id) failed: \(Human.text(job["reason"]))"
         case "expired": return "job \(id) expired at \(when(job["updated_at"]))"
         case "cancelled": return "job \(id) was cancelled"

@@ -16,7 +16,9 @@ public struct HookEvent: Sendable, Equatable {
     public var httpStatus: Int?
     public var reason: String?
 
-    public init(name: String, at: Date, account: String, job: StoredJob? = nil, httpStatus: Int? = nil, reason: String? = nil) {
+    public init(
+        name: String, at: Date, account: String, job: StoredJob? = nil, httpStatus: Int? = nil, reason: String? = nil
+    ) {
         self.name = name
         self.at = at
         self.account = account
@@ -27,22 +29,27 @@ public struct HookEvent: Sendable, Equatable {
 
     init(_ event: JobEvent) {
         self.init(
-            name: event.state.rawValue, at: event.at, account: event.job.job.account, job: event.job, httpStatus: event.httpStatus,
+            name: event.state.rawValue, at: event.at, account: event.job.job.account, job: event.job,
+            httpStatus: event.httpStatus,
             reason: event.job.reason)
     }
 
     /// The JSON a hook reads on standard input.
     var json: String {
         var members: [(String, String)] = [
-            ("event", JSONText.quote(name)), ("at", JSONText.quote(Timestamp.rfc3339(at))), ("account", JSONText.quote(account)),
+            ("event", JSONText.quote(name)), ("at", JSONText.quote(Timestamp.rfc3339(at))),
+            ("account", JSONText.quote(account)),
             ("http_status", httpStatus.map(String.init) ?? "null"), ("reason", reason.map(JSONText.quote) ?? "null"),
         ]
         if let job {
             let fields: [(String, String)] = [
-                ("id", String(job.id)), ("state", JSONText.quote(job.state.rawValue)), ("segment_id", JSONText.quote(job.job.segmentID)),
-                ("time_zone", JSONText.quote(job.job.timeZone)), ("idempotency_key", job.job.idempotencyKey.map(JSONText.quote) ?? "null"),
+                ("id", String(job.id)), ("state", JSONText.quote(job.state.rawValue)),
+                ("segment_id", JSONText.quote(job.job.segmentID)),
+                ("time_zone", JSONText.quote(job.job.timeZone)),
+                ("idempotency_key", job.job.idempotencyKey.map(JSONText.quote) ?? "null"),
                 ("source", JSONText.quote(job.job.source)), ("note", job.job.note.map(JSONText.quote) ?? "null"),
-                ("attempt_id", job.attemptID.map(String.init) ?? "null"), ("created_at", JSONText.quote(Timestamp.rfc3339(job.createdAt))),
+                ("attempt_id", job.attemptID.map(String.init) ?? "null"),
+                ("created_at", JSONText.quote(Timestamp.rfc3339(job.createdAt))),
             ]
             members.append(("job", "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}"))
         } else {
@@ -55,7 +62,8 @@ public struct HookEvent: Sendable, Equatable {
     /// (no API key, no credentials directory).
     var environment: [String: String] {
         var variables = [
-            "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "REFRESHD_EVENT": name, "REFRESHD_AT": Timestamp.rfc3339(at),
+            "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "REFRESHD_EVENT": name,
+            "REFRESHD_AT": Timestamp.rfc3339(at),
             "REFRESHD_ACCOUNT": account,
         ]
         if let job {
@@ -86,7 +94,10 @@ public final class HookService: Service, DispatchObserver, @unchecked Sendable {
     private let lock = NSLock()
     private var pending: [HookEvent] = []
 
-    public init(hooks: [HookConfiguration], maxConcurrent: Int, ledger: any Ledger, now: @escaping @Sendable () -> Date, logger: Logger) {
+    public init(
+        hooks: [HookConfiguration], maxConcurrent: Int, ledger: any Ledger, now: @escaping @Sendable () -> Date,
+        logger: Logger
+    ) {
         self.hooks = hooks
         self.maxConcurrent = max(1, maxConcurrent)
         self.ledger = ledger
@@ -178,12 +189,18 @@ public final class HookService: Service, DispatchObserver, @unchecked Sendable {
         hookLogger[metadataKey: "hook"] = "\(hook.exec)"
         hookLogger[metadataKey: "event"] = "\(event.name)"
         if let job = event.job { hookLogger[metadataKey: "job.id"] = "\(job.id)" }
-        switch HookProcess.run(executable: hook.exec, arguments: hook.args, environment: event.environment, input: event.json, timeout: hook.timeoutSeconds) {
+        switch HookProcess.run(
+            executable: hook.exec, arguments: hook.args, environment: event.environment, input: event.json,
+            timeout: hook.timeoutSeconds)
+        {
         case .exited(0, _): hookLogger.debug("hook ran")
         case .exited(let status, let output):
-            hookLogger.warning("hook failed", metadata: ["status": "\(status)", "output": "\(LogText.escaped(output))"])
+            hookLogger.warning(
+                "hook failed", metadata: ["status": "\(status)", "output": "\(LogText.escaped(output))"])
         case .killed(let output):
-            hookLogger.warning("hook did not finish in time: killed", metadata: ["timeout_s": "\(hook.timeoutSeconds)", "output": "\(LogText.escaped(output))"])
+            hookLogger.warning(
+                "hook did not finish in time: killed",
+                metadata: ["timeout_s": "\(hook.timeoutSeconds)", "output": "\(LogText.escaped(output))"])
         case .cannotStart(let reason):
             hookLogger.error("hook cannot be started", metadata: ["reason": "\(reason)"])
         }
@@ -200,7 +217,9 @@ enum HookProcess {
         case cannotStart(String)
     }
 
-    static func run(executable: String, arguments: [String], environment: [String: String], input: String, timeout: Int) -> Result {
+    static func run(executable: String, arguments: [String], environment: [String: String], input: String, timeout: Int)
+        -> Result
+    {
         var stdinPipe: [Int32] = [0, 0]
         var outPipe: [Int32] = [0, 0]
         guard pipe(&stdinPipe) == 0 else { return .cannotStart(String(cString: strerror(errno))) }
@@ -220,7 +239,8 @@ enum HookProcess {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        posix_spawnattr_setflags(
+            &attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         posix_spawnattr_setpgroup(&attributes, 0)
         var noSignals = sigset_t()
         sigemptyset(&noSignals)
@@ -244,7 +264,9 @@ enum HookProcess {
             return .cannotStart(String(cString: strerror(spawned)))
         }
         // The event on stdin (a few hundred bytes: fits the pipe); a hook that never reads it is fine.
-        _ = input.utf8CString.withUnsafeBufferPointer { buffer in write(stdinPipe[1], buffer.baseAddress, buffer.count - 1) }
+        _ = input.utf8CString.withUnsafeBufferPointer { buffer in
+            write(stdinPipe[1], buffer.baseAddress, buffer.count - 1)
+        }
         close(stdinPipe[1])
         // Its output, read on this thread until the pipe closes or the deadline passes.
         let deadline = Date().addingTimeInterval(Double(timeout))

@@ -14,10 +14,12 @@ struct WaitCommandTests {
 
     /// A refreshd that sends to a fresh fake SendGrid.
     func daemonWithFake() async throws -> (RunningDaemon, FakeSendGrid, String) {
-        let zones = try ZoneInfoDirectory(path: ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment))
+        let zones = try ZoneInfoDirectory(
+            path: ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment))
         let fake = FakeSendGrid(apiKey: Self.key, zones: zones)
         let url = try await fake.start()
-        let daemon = try RunningDaemon(extra: "[sendgrid]\nbase_url = \"\(url)\"\n", environment: ["SENDGRID_API_KEY": Self.key])
+        let daemon = try RunningDaemon(
+            extra: "[sendgrid]\nbase_url = \"\(url)\"\n", environment: ["SENDGRID_API_KEY": Self.key])
         return (daemon, fake, url)
     }
 
@@ -29,26 +31,37 @@ struct WaitCommandTests {
         try await offPool {
             let held = try first.ctl(["hold", "--account", "default", "--reason", "rotating the key"])
             #expect(held.status == 0 && held.stdout.hasPrefix("held (hold 1): account default"), "\(held)")
-            #expect(try first.ctl(["hold", "--account", "default", "--reason", "again"]).stdout.hasPrefix("already held (hold 1)"))
+            #expect(
+                try first.ctl(["hold", "--account", "default", "--reason", "again"]).stdout.hasPrefix(
+                    "already held (hold 1)"))
             let config = first.directory + "/refreshd.toml"
-            #expect(try refreshctl(["enqueue", "--segment", segmentOne, "--time-zone", "UTC", "--config", config]).status == 0)
+            #expect(
+                try refreshctl(["enqueue", "--segment", segmentOne, "--time-zone", "UTC", "--config", config]).status
+                    == 0)
             usleep(2_000_000)
             #expect(fake.refreshes.isEmpty)
             let plan = try first.ctl(["plan"])
-            #expect(plan.stdout.contains("job 1: held (held by ") && plan.stdout.contains(": rotating the key)"), "\(plan.stdout)")
+            #expect(
+                plan.stdout.contains("job 1: held (held by ") && plan.stdout.contains(": rotating the key)"),
+                "\(plan.stdout)")
             let budget = try first.ctl(["budget"])
             #expect(budget.stdout.contains("paused: held by "), "\(budget.stdout)")
             first.stop()
 
-            let again = try RunningDaemon(extra: "[sendgrid]\nbase_url = \"\(url)\"\n", environment: ["SENDGRID_API_KEY": Self.key], reusing: first.directory)
+            let again = try RunningDaemon(
+                extra: "[sendgrid]\nbase_url = \"\(url)\"\n", environment: ["SENDGRID_API_KEY": Self.key],
+                reusing: first.directory)
             defer { again.stop() }
             let status = try again.ctl(["status"])
-            #expect(status.stdout.contains("ON HOLD (1): account default, by ") && status.stdout.contains("rotating the key"), "\(status.stdout)")
+            #expect(
+                status.stdout.contains("ON HOLD (1): account default, by ")
+                    && status.stdout.contains("rotating the key"), "\(status.stdout)")
             usleep(2_000_000)
             #expect(fake.refreshes.isEmpty, "sent while held after a restart")
             #expect(try again.ctl(["release", "--account", "nobody-holds-this"]).status != 0)
             let released = try again.ctl(["release", "--account", "default"])
-            #expect(released.status == 0 && released.stdout.hasPrefix("released hold 1 on account default"), "\(released)")
+            #expect(
+                released.status == 0 && released.stdout.hasPrefix("released hold 1 on account default"), "\(released)")
             let sent = try again.ctl(["wait", "1", "--timeout", "1m"])
             #expect(sent.status == 0, "\(sent)")
             #expect(fake.refreshes.filter { $0.segment == segmentOne }.count == 1 && fake.violations.isEmpty)
@@ -74,12 +87,16 @@ struct WaitCommandTests {
             // The hour holds the next one: the forecast, then 9 when --timeout runs out; it stays queued.
             let held = try refreshctl(enqueue + ["--segment", segmentOne, "--timeout", "2s"])
             #expect(held.status == 9, "\(held)")
-            #expect(held.stdout.hasPrefix("queued as 2, expected at ") && held.stdout.contains("America/Chicago, in 1 h"), "\(held.stdout)")
+            #expect(
+                held.stdout.hasPrefix("queued as 2, expected at ") && held.stdout.contains("America/Chicago, in 1 h"),
+                "\(held.stdout)")
             #expect(held.stderr.contains("stays queued"))
             #expect(try daemon.ctl(["show", "2", "--json"]).stdout.contains("\"state\":\"queued\""))
             // On a terminal (a real pseudo-terminal, through script(1)) the forecast is a status line
             // drawn in place; through a pipe it is plain text.
-            let pty = try runToEnd("/usr/bin/script", ["-qfec", "\(refreshctlPath) wait 2 --socket \(daemon.socket) --timeout 2s", "/dev/null"])
+            let pty = try runToEnd(
+                "/usr/bin/script",
+                ["-qfec", "\(refreshctlPath) wait 2 --socket \(daemon.socket) --timeout 2s", "/dev/null"])
             #expect(pty.status == 9, "\(pty.output)")
             #expect(pty.output.contains("\r\u{1b}[Kqueued as 2, expected at "), "\(pty.output.debugDescription)")
             #expect(!held.stdout.contains("\u{1b}"))
@@ -99,9 +116,11 @@ struct WaitCommandTests {
 
             // Expired: no legal slot before its expires_at (the hour still holds the segment): 7.
             let expiresAt = Timestamp.rfc3339(Date().addingTimeInterval(3))
-            let expired = try refreshctl(enqueue + ["--segment", segmentOne, "--expires-at", expiresAt, "--timeout", "2m"])
+            let expired = try refreshctl(
+                enqueue + ["--segment", segmentOne, "--expires-at", expiresAt, "--timeout", "2m"])
             #expect(expired.status == 7, "\(expired)")
-            #expect(expired.stdout.contains("will expire at") && expired.stdout.contains("expired at"), "\(expired.stdout)")
+            #expect(
+                expired.stdout.contains("will expire at") && expired.stdout.contains("expired at"), "\(expired.stdout)")
 
             // Failed: SendGrid does not know the segment (404): 6.
             fake.forget(segment: segmentTwo)
@@ -114,14 +133,19 @@ struct WaitCommandTests {
             fake.restore(segment: segmentTwo)
             #expect(try daemon.ctl(["retry", "1"]).status == 5, "a sent job is not retried")
             let dry = try daemon.ctl(["retry", "--state", "failed", "--dry-run"])
-            #expect(dry.status == 0 && dry.stdout.hasPrefix("would retry 1 job\n  \(failedID)  failed  \(segmentTwo)"), "\(dry)")
+            #expect(
+                dry.status == 0 && dry.stdout.hasPrefix("would retry 1 job\n  \(failedID)  failed  \(segmentTwo)"),
+                "\(dry)")
             let retried = try daemon.ctl(["retry", failedID])
             #expect(retried.status == 0 && retried.stdout.contains("job \(failedID) queued again"), "\(retried)")
             let afterRetry = try daemon.ctl(["wait", failedID, "--timeout", "2m"])
             #expect(afterRetry.status == 0 && afterRetry.stdout.contains("job \(failedID) sent at"), "\(afterRetry)")
-            #expect(fake.refreshes.filter { $0.segment == segmentTwo && $0.status == 202 }.count == 1, "\(fake.refreshes)")
+            #expect(
+                fake.refreshes.filter { $0.segment == segmentTwo && $0.status == 202 }.count == 1, "\(fake.refreshes)")
             let history = try daemon.ctl(["history", "--segment", segmentTwo, "--json"])
-            #expect(history.stdout.components(separatedBy: "\"outcome\"").count - 1 >= 2, "the failed attempt stays in the history: \(history.stdout)")
+            #expect(
+                history.stdout.components(separatedBy: "\"outcome\"").count - 1 >= 2,
+                "the failed attempt stays in the history: \(history.stdout)")
 
             // Several jobs: the first that did not go out decides; JSON prints each change.
             let mixed = try daemon.ctl(["wait", "1", "3", "--json"])

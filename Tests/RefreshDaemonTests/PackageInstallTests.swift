@@ -13,7 +13,8 @@ enum PackageUnderTest {
         return root
     }()
 
-    static let version = ((try? String(contentsOf: repository.appendingPathComponent("VERSION"), encoding: .utf8)) ?? "")
+    static let version =
+        ((try? String(contentsOf: repository.appendingPathComponent("VERSION"), encoding: .utf8)) ?? "")
         .trimmingCharacters(in: .whitespacesAndNewlines)
 
     static let path: String = {
@@ -28,7 +29,9 @@ enum PackageUnderTest {
     /// so a missing package fails there instead of skipping.
     static let reason: String? = {
         if let reason = BootProbe.reason { return reason }
-        if !FileManager.default.fileExists(atPath: path), ProcessInfo.processInfo.environment["REFRESHD_REQUIRE_PACKAGE"] != "1" {
+        if !FileManager.default.fileExists(atPath: path),
+            ProcessInfo.processInfo.environment["REFRESHD_REQUIRE_PACKAGE"] != "1"
+        {
             return "no package at \(path): `make deb` builds it (CI does, before swift test)"
         }
         return nil
@@ -42,13 +45,19 @@ struct PackageInstallTests {
     /// key and config, start, a spool job sent to the fake SendGrid, `man`, bash completion, an
     /// upgrade to a higher version with a job waiting (sent exactly once, after the upgrade), remove
     /// (state kept) and purge (user, ledger, spool gone).
-    @Test(.enabled(if: PackageUnderTest.reason == nil, Comment(rawValue: PackageUnderTest.reason ?? "")), .timeLimit(.minutes(5)))
+    @Test(
+        .enabled(if: PackageUnderTest.reason == nil, Comment(rawValue: PackageUnderTest.reason ?? "")),
+        .timeLimit(.minutes(5)))
     func installsUpgradesAndPurges() async throws {
         try await offPool {
-            #expect(FileManager.default.fileExists(atPath: PackageUnderTest.path), "no package at \(PackageUnderTest.path): run make deb")
+            #expect(
+                FileManager.default.fileExists(atPath: PackageUnderTest.path),
+                "no package at \(PackageUnderTest.path): run make deb")
             let hostBefore = HostState.snapshot()
             defer { #expect(HostState.snapshot() == hostBefore, "the host's refreshd paths were touched") }
-            let work = FileManager.default.temporaryDirectory.appendingPathComponent("refreshd-package-\(UUID().uuidString)").path
+            let work = FileManager.default.temporaryDirectory.appendingPathComponent(
+                "refreshd-package-\(UUID().uuidString)"
+            ).path
             defer { try? FileManager.default.removeItem(atPath: work) }
             try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
 
@@ -59,8 +68,10 @@ struct PackageInstallTests {
             #expect(try runToEnd("/usr/bin/dpkg-deb", ["-R", PackageUnderTest.path, unpacked]).status == 0)
             let controlPath = unpacked + "/DEBIAN/control"
             let control = try String(contentsOfFile: controlPath, encoding: .utf8)
-            try control.replacingOccurrences(of: "Version: \(PackageUnderTest.version)\n", with: "Version: \(newVersion)\n")
-                .write(toFile: controlPath, atomically: true, encoding: .utf8)
+            try control.replacingOccurrences(
+                of: "Version: \(PackageUnderTest.version)\n", with: "Version: \(newVersion)\n"
+            )
+            .write(toFile: controlPath, atomically: true, encoding: .utf8)
             let build = try runToEnd("/usr/bin/dpkg-deb", ["--root-owner-group", "-Zgzip", "-b", unpacked, newDeb])
             #expect(build.status == 0, "\(build.output)")
 
@@ -73,15 +84,20 @@ struct PackageInstallTests {
             let result = try runToEnd(script, [PackageUnderTest.path, newDeb, url, fakeKey, segment1, segment2])
             let output = result.output
             // Kept for people (and CI logs): what the operator's steps printed.
-            try? output.write(toFile: (PackageUnderTest.path as NSString).deletingLastPathComponent + "/package-test.log", atomically: true, encoding: .utf8)
+            try? output.write(
+                toFile: (PackageUnderTest.path as NSString).deletingLastPathComponent + "/package-test.log",
+                atomically: true, encoding: .utf8)
             #expect(result.status != 77, "the probe passed but the package test could not run: \(output)")
             #expect(result.status == 0, "\(output)")
             func line(_ prefix: String) -> String {
-                output.split(whereSeparator: \.isNewline).first { $0.hasPrefix(prefix) }.map(String.init) ?? "(no line \(prefix))"
+                output.split(whereSeparator: \.isNewline).first { $0.hasPrefix(prefix) }.map(String.init)
+                    ?? "(no line \(prefix))"
             }
             // Installed without a toolchain; not started without a key, and it says how.
             #expect(!output.contains("FAIL: a Swift toolchain is visible"), "\(output)")
-            #expect(output.contains("refreshd: no SendGrid API key yet: put it in /etc/refreshd/sendgrid-api-key"), "\(output)")
+            #expect(
+                output.contains("refreshd: no SendGrid API key yet: put it in /etc/refreshd/sendgrid-api-key"),
+                "\(output)")
             #expect(line("active without a key:") == "active without a key: inactive")
             #expect(line("installed binaries:") == "installed binaries: 0 Swift libraries linked")
             #expect(line("refreshctl --version:") == "refreshctl --version: \(PackageUnderTest.version)")

@@ -6,7 +6,9 @@ import Glibc
 public enum BootProbe {
     public static let reason: String? = {
         guard getuid() == 0 else { return "the boot test needs root (namespaces, overlayfs, pivot_root)" }
-        guard FileManager.default.isExecutableFile(atPath: "/lib/systemd/systemd") else { return "systemd is not installed here" }
+        guard FileManager.default.isExecutableFile(atPath: "/lib/systemd/systemd") else {
+            return "systemd is not installed here"
+        }
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare") else { return "unshare is missing" }
         let probe = Process()
         probe.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
@@ -18,7 +20,8 @@ public enum BootProbe {
         probe.standardError = FileHandle.nullDevice
         do { try probe.run() } catch { return "unshare cannot run: \(error)" }
         probe.waitUntilExit()
-        return probe.terminationStatus == 0 ? nil : "private mount namespaces with an overlay root are not permitted here"
+        return probe.terminationStatus == 0
+            ? nil : "private mount namespaces with an overlay root are not permitted here"
     }()
 }
 
