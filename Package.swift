@@ -126,7 +126,10 @@ let package = Package(
         ),
         .testTarget(
             name: "RefreshCtlTests",
-            dependencies: ["TestSupport", "RefreshCtlKit", "refreshctl", "refreshd", "TZData", "RefreshCore", "RefreshStore", "FakeSendGrid"],
+            dependencies: [
+                "TestSupport", "RefreshCtlKit", "refreshctl", "refreshd", "TZData", "RefreshCore", "RefreshStore",
+                "FakeSendGrid",
+            ],
             swiftSettings: strict
         ),
     ],

@@ -119,7 +119,9 @@ public final class FakeSendGrid: @unchecked Sendable {
     /// Queues faults for the next refresh requests (any segment).
     public func inject(_ faults: Fault...) { lock.withLock { refreshFaults += faults } }
     /// Queues faults for the next refresh requests of one segment.
-    public func inject(segment: String, _ faults: Fault...) { lock.withLock { segmentFaults[segment, default: []] += faults } }
+    public func inject(segment: String, _ faults: Fault...) {
+        lock.withLock { segmentFaults[segment, default: []] += faults }
+    }
     /// Queues faults for the next pre-flight reads.
     public func injectPreflight(_ faults: Fault...) { lock.withLock { preflightFaults += faults } }
     /// A segment SendGrid does not know: refresh and read answer 404.
@@ -213,7 +215,8 @@ public final class FakeSendGrid: @unchecked Sendable {
 
     /// Answers a request without the network (status and body), exactly as the server would.
     public func answer(method: String, uri: String, body: String = "") -> (status: Int, body: String) {
-        let answer = handle(ReceivedRequest(method: method, uri: uri, headers: [("Authorization", "Bearer \(apiKey)")], body: body))
+        let answer = handle(
+            ReceivedRequest(method: method, uri: uri, headers: [("Authorization", "Bearer \(apiKey)")], body: body))
         return (answer.status, answer.body)
     }
 
@@ -245,7 +248,8 @@ public final class FakeSendGrid: @unchecked Sendable {
             (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any])?["user_time_zone"] as? String
         guard let zoneName, zones.contains(zoneName) else {
             refreshLog.append(Refresh(segment: segment, zone: "?", at: t, status: 400, recorded: false))
-            return Answer(status: 400, body: #"{"errors":[{"field":"user_time_zone","message":"must be an IANA time zone"}]}"#)
+            return Answer(
+                status: 400, body: #"{"errors":[{"field":"user_time_zone","message":"must be an IANA time zone"}]}"#)
         }
         guard segment.count == 36, !unknownSegments.contains(segment) else {
             refreshLog.append(Refresh(segment: segment, zone: zoneName, at: t, status: 404, recorded: false))
@@ -365,7 +369,8 @@ public final class FakeSendGrid: @unchecked Sendable {
                 headers.add(name: "Content-Type", value: "application/json")
                 headers.add(name: "Content-Length", value: String(answer.body.utf8.count))
                 for (name, value) in answer.headers { headers.add(name: name, value: value) }
-                let response = HTTPResponseHead(version: head.version, status: HTTPResponseStatus(statusCode: answer.status), headers: headers)
+                let response = HTTPResponseHead(
+                    version: head.version, status: HTTPResponseStatus(statusCode: answer.status), headers: headers)
                 let bodyBuffer = context.channel.allocator.buffer(string: answer.body)
                 let send = { [context] in
                     context.write(self.wrapOutboundOut(.head(response)), promise: nil)
@@ -373,7 +378,9 @@ public final class FakeSendGrid: @unchecked Sendable {
                     context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
                 }
                 if answer.delay > 0 {
-                    context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(answer.delay * 1000))) { send() }
+                    context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(answer.delay * 1000))) {
+                        send()
+                    }
                 } else {
                     send()
                 }

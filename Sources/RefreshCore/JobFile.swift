@@ -67,7 +67,8 @@ public enum JobFile {
         _ bytes: [UInt8], accounts: Set<String>, zoneProblem: (String) -> String?
     ) -> Result<JobRequest, JobFileError> {
         guard bytes.count <= maxBytes else {
-            return .failure(JobFileError(field: nil, "the file is \(bytes.count) bytes; a job file is at most \(maxBytes) bytes"))
+            return .failure(
+                JobFileError(field: nil, "the file is \(bytes.count) bytes; a job file is at most \(maxBytes) bytes"))
         }
         let value: JSONValue
         do {
@@ -79,23 +80,35 @@ public enum JobFile {
     }
 
     /// Validates a parsed JSON value as a job.
-    public static func validate(_ value: JSONValue, accounts: Set<String>, zoneProblem: (String) -> String?) -> Result<JobRequest, JobFileError> {
+    public static func validate(_ value: JSONValue, accounts: Set<String>, zoneProblem: (String) -> String?) -> Result<
+        JobRequest, JobFileError
+    > {
         guard case .object(let members) = value else {
             return .failure(JobFileError(field: nil, "a job file must be a JSON object, not \(value.kind)"))
         }
         let unknown = members.map(\.key).filter { !fields.contains($0) }
         if !unknown.isEmpty {
             let names = unknown.prefix(5).map { "\"\($0.prefix(40))\"" }.joined(separator: ", ")
-            return .failure(JobFileError(field: unknown[0], "unknown field\(unknown.count > 1 ? "s" : "") \(names); allowed: \(fields.sorted().joined(separator: ", "))"))
+            return .failure(
+                JobFileError(
+                    field: unknown[0],
+                    "unknown field\(unknown.count > 1 ? "s" : "") \(names); allowed: \(fields.sorted().joined(separator: ", "))"
+                ))
         }
         let object = Dictionary(uniqueKeysWithValues: members.map { ($0.key, $0.value) })
         do {
-            guard let segmentValue = object["segment_id"] else { throw JobFileError(field: "segment_id", "is required") }
+            guard let segmentValue = object["segment_id"] else {
+                throw JobFileError(field: "segment_id", "is required")
+            }
             let segment = try string(segmentValue, "segment_id")
             guard let uuid = normalizedUUID(segment) else {
-                throw JobFileError(field: "segment_id", "\"\(segment.prefix(64))\" is not a UUID (36 characters, 8-4-4-4-12 hexadecimal)")
+                throw JobFileError(
+                    field: "segment_id",
+                    "\"\(segment.prefix(64))\" is not a UUID (36 characters, 8-4-4-4-12 hexadecimal)")
             }
-            guard let zoneValue = object["user_time_zone"] else { throw JobFileError(field: "user_time_zone", "is required") }
+            guard let zoneValue = object["user_time_zone"] else {
+                throw JobFileError(field: "user_time_zone", "is required")
+            }
             let zone = try string(zoneValue, "user_time_zone")
             if let problem = zoneProblem(zone) { throw JobFileError(field: "user_time_zone", problem) }
             var request = JobRequest(segmentID: uuid, timeZone: zone)
@@ -104,11 +117,15 @@ public enum JobFile {
                 guard accounts.contains(account) else {
                     throw JobFileError(
                         field: "account",
-                        "\"\(account.prefix(64))\" is not a configured account (configured: \(accounts.sorted().joined(separator: ", ")))")
+                        "\"\(account.prefix(64))\" is not a configured account (configured: \(accounts.sorted().joined(separator: ", ")))"
+                    )
                 }
                 request.account = account
             } else if !accounts.contains("default") {
-                throw JobFileError(field: "account", "is required: no account is named \"default\" (configured: \(accounts.sorted().joined(separator: ", ")))")
+                throw JobFileError(
+                    field: "account",
+                    "is required: no account is named \"default\" (configured: \(accounts.sorted().joined(separator: ", ")))"
+                )
             }
             if let idValue = object["id"] {
                 let id = try string(idValue, "id")
@@ -119,9 +136,12 @@ public enum JobFile {
             }
             if let priorityValue = object["priority"] {
                 guard case .integer(let priority) = priorityValue else {
-                    throw JobFileError(field: "priority", "must be an integer from -100 to 100, not \(priorityValue.kind)")
+                    throw JobFileError(
+                        field: "priority", "must be an integer from -100 to 100, not \(priorityValue.kind)")
                 }
-                guard (-100...100).contains(priority) else { throw JobFileError(field: "priority", "\(priority) is outside -100...100") }
+                guard (-100...100).contains(priority) else {
+                    throw JobFileError(field: "priority", "\(priority) is outside -100...100")
+                }
                 request.priority = Int(priority)
             }
             if let value = object["not_before"] { request.notBefore = try instant(value, "not_before") }
@@ -146,7 +166,10 @@ public enum JobFile {
 
     /// The canonical job file for a request (what `refreshctl enqueue` writes).
     public static func render(_ request: JobRequest) -> String {
-        var members: [(String, String)] = [("segment_id", quote(request.segmentID)), ("user_time_zone", quote(request.timeZone)), ("account", quote(request.account))]
+        var members: [(String, String)] = [
+            ("segment_id", quote(request.segmentID)), ("user_time_zone", quote(request.timeZone)),
+            ("account", quote(request.account)),
+        ]
         if let id = request.id { members.append(("id", quote(id))) }
         members.append(("priority", String(request.priority)))
         if let notBefore = request.notBefore { members.append(("not_before", quote(Timestamp.rfc3339(notBefore)))) }
@@ -163,7 +186,9 @@ public enum JobFile {
             if [8, 13, 18, 23].contains(index) {
                 guard byte == UInt8(ascii: "-") else { return nil }
             } else {
-                let isHex = (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte)
+                let isHex =
+                    (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
+                    || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte)
                     || (UInt8(ascii: "A")...UInt8(ascii: "F")).contains(byte)
                 guard isHex else { return nil }
             }
@@ -175,20 +200,25 @@ public enum JobFile {
     public static func isValidID(_ id: String) -> Bool {
         !id.isEmpty && id.utf8.count <= 128
             && id.utf8.allSatisfy {
-                (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0)
-                    || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || [UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: ":"), UInt8(ascii: "-")].contains($0)
+                (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0)
+                    || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0)
+                    || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0)
+                    || [UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: ":"), UInt8(ascii: "-")].contains($0)
             }
     }
 
     private static func string(_ value: JSONValue, _ field: String) throws -> String {
-        guard case .string(let string) = value else { throw JobFileError(field: field, "must be a string, not \(value.kind)") }
+        guard case .string(let string) = value else {
+            throw JobFileError(field: field, "must be a string, not \(value.kind)")
+        }
         return string
     }
 
     private static func instant(_ value: JSONValue, _ field: String) throws -> Date {
         let text = try string(value, field)
         guard let date = Timestamp.parseRFC3339(text) else {
-            throw JobFileError(field: field, "\"\(text.prefix(64))\" is not an RFC 3339 time such as 2026-11-25T06:00:00Z")
+            throw JobFileError(
+                field: field, "\"\(text.prefix(64))\" is not an RFC 3339 time such as 2026-11-25T06:00:00Z")
         }
         return date
     }
@@ -214,10 +244,13 @@ extension Timestamp {
             return value
         }
         guard let year = digits(0..<4), b[4] == UInt8(ascii: "-"), let month = digits(5..<7), b[7] == UInt8(ascii: "-"),
-            let day = digits(8..<10), b[10] == UInt8(ascii: "T") || b[10] == UInt8(ascii: "t") || b[10] == UInt8(ascii: " "),
-            let hour = digits(11..<13), b[13] == UInt8(ascii: ":"), let minute = digits(14..<16), b[16] == UInt8(ascii: ":"),
+            let day = digits(8..<10),
+            b[10] == UInt8(ascii: "T") || b[10] == UInt8(ascii: "t") || b[10] == UInt8(ascii: " "),
+            let hour = digits(11..<13), b[13] == UInt8(ascii: ":"), let minute = digits(14..<16),
+            b[16] == UInt8(ascii: ":"),
             let second = digits(17..<19),
-            (1...12).contains(month), day >= 1, day <= CivilDate.daysInMonth(year: year, month: month), hour <= 23, minute <= 59,
+            (1...12).contains(month), day >= 1, day <= CivilDate.daysInMonth(year: year, month: month), hour <= 23,
+            minute <= 59,
             second <= 60
         else { return nil }
         var index = 19
@@ -248,7 +281,9 @@ extension Timestamp {
             return nil
         }
         guard index == b.count else { return nil }
-        let seconds = CivilDate(year: year, month: month, day: day).dayNumber * 86400 + Int64(hour * 3600 + minute * 60 + min(second, 59))
+        let seconds =
+            CivilDate(year: year, month: month, day: day).dayNumber * 86400
+            + Int64(hour * 3600 + minute * 60 + min(second, 59))
             - Int64(offset)
         return Date(timeIntervalSince1970: Double(seconds) + fraction)
     }

@@ -89,7 +89,9 @@ public struct Plan: Sendable, Equatable {
 /// lowest sequence) goes first; every due job of that segment is served by the one refresh.
 /// Accounts are independent. Runs in O((jobs + sends) log jobs) plus the rule evaluations.
 public enum Planner {
-    public static func plan(queue: [QueuedJob], history: [Attempt], blocks: [LearnedBlock], limits: Limits, now: Date) -> Plan {
+    public static func plan(queue: [QueuedJob], history: [Attempt], blocks: [LearnedBlock], limits: Limits, now: Date)
+        -> Plan
+    {
         var sends: [PlannedSend] = []
         var fates: [String: JobFate] = [:]
         let byAccount = Dictionary(grouping: queue.indices, by: { queue[$0].account })
@@ -191,7 +193,8 @@ private struct AccountSimulation {
             // Every pending job's zone is a candidate zone (the refresh may be sent with any of them,
             // and which leads can change), which is conservative; only the set matters.
             let state = SegmentState(
-                account: account, segment: groups[g].segment, zone: jobs[first].zone, otherZones: pending.map { jobs[$0].zone },
+                account: account, segment: groups[g].segment, zone: jobs[first].zone,
+                otherZones: pending.map { jobs[$0].zone },
                 history: groups[g].history, blocks: blocks)
             let budgets = state.evaluate(limits: limits, now: t)
             groups[g].segmentBudgets = budgets
@@ -226,7 +229,9 @@ private struct AccountSimulation {
                 idleReset: nextMidnight)
         ]
         let scoped = blocks.filter { $0.scope == .account(account) }
-        if let block = LearnedBlockRule.budget(scoped, margin: limits.safetyMarginSeconds, now: t) { result.append(block) }
+        if let block = LearnedBlockRule.budget(scoped, margin: limits.safetyMarginSeconds, now: t) {
+            result.append(block)
+        }
         return result
     }
 
@@ -252,7 +257,9 @@ private struct AccountSimulation {
                     continue
                 }
                 groups[g].arrived.append(job)
-                if let at = refreshSegmentReady(g, at: t) { waiting.push(WaitingEntry(at: at, group: g, version: groups[g].version)) }
+                if let at = refreshSegmentReady(g, at: t) {
+                    waiting.push(WaitingEntry(at: at, group: g, version: groups[g].version))
+                }
             }
             while let top = waiting.peek, top.at <= t {
                 waiting.pop()
@@ -307,18 +314,27 @@ private struct AccountSimulation {
 
     mutating func send(group g: Int, at t: Double) {
         let leader = leaderKey(g)!.2
-        let served = [leader] + groups[g].arrived.filter { $0 != leader }.sorted { (-jobs[$0].priority, jobs[$0].sequence) < (-jobs[$1].priority, jobs[$1].sequence) }
+        let served =
+            [leader]
+            + groups[g].arrived.filter { $0 != leader }.sorted {
+                (-jobs[$0].priority, jobs[$0].sequence) < (-jobs[$1].priority, jobs[$1].sequence)
+            }
         let at = Date(timeIntervalSince1970: t)
-        sends.append(PlannedSend(
-            at: at, account: account, segment: groups[g].segment, zone: jobs[leader].zone.name, jobs: served.map { jobs[$0].id },
-            reasons: reasons(group: g, served: served, at: t)))
+        sends.append(
+            PlannedSend(
+                at: at, account: account, segment: groups[g].segment, zone: jobs[leader].zone.name,
+                jobs: served.map { jobs[$0].id },
+                reasons: reasons(group: g, served: served, at: t)))
         for job in served {
             finished[job] = true
             fates[jobs[job].id] = .send(at: at, leader: jobs[leader].id)
         }
         groups[g].arrived = []
         groups[g].evaluatedZones = nil
-        groups[g].history.append(Attempt(account: account, segment: groups[g].segment, zone: jobs[leader].zone, outcome: .accepted, startedAt: at, finishedAt: at))
+        groups[g].history.append(
+            Attempt(
+                account: account, segment: groups[g].segment, zone: jobs[leader].zone, outcome: .accepted,
+                startedAt: at, finishedAt: at))
         let expiry = Self.accountExpiry(finish: t, margin: limits.safetyMarginSeconds)
         // Sends happen in time order, so appending keeps the expiries sorted.
         let position = accountExpiries.lastIndex { $0 <= expiry }.map { $0 + 1 } ?? 0
@@ -334,7 +350,8 @@ private struct AccountSimulation {
         if due == t, due > now { reasons.append(.notBefore) }
         // Rules as they stood when the jobs became due (with the sends made since): those that
         // held out until exactly t are the reasons.
-        for budget in groups[g].segmentBudgets + accountBudgets(at: due) where budget.earliest?.timeIntervalSince1970 == t && t > due {
+        for budget in groups[g].segmentBudgets + accountBudgets(at: due)
+        where budget.earliest?.timeIntervalSince1970 == t && t > due {
             reasons.append(PlanReason(budget.rule))
         }
         if reasons.isEmpty { reasons.append(.queue) }

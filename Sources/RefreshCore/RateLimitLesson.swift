@@ -101,8 +101,10 @@ public struct QuotaReport: Sendable, Equatable {
 
     /// - Parameter headers: lower-cased names.
     public init?(headers: [String: String], documentedDailyLimit: Int = 10) {
-        guard let limitText = headers["x-ratelimit-limit"], let limit = Int(limitText.trimmingCharacters(in: .whitespaces)),
-            let remainingText = headers["x-ratelimit-remaining"], let remaining = Int(remainingText.trimmingCharacters(in: .whitespaces)),
+        guard let limitText = headers["x-ratelimit-limit"],
+            let limit = Int(limitText.trimmingCharacters(in: .whitespaces)),
+            let remainingText = headers["x-ratelimit-remaining"],
+            let remaining = Int(remainingText.trimmingCharacters(in: .whitespaces)),
             (1...documentedDailyLimit).contains(limit), (0...limit).contains(remaining)
         else { return nil }
         self.limit = limit
@@ -134,14 +136,19 @@ public struct QuotaReport: Sendable, Equatable {
         if remaining == 0 {
             // The later of the day's documented end (00:00 UTC) and the header's instant, read both
             // ways it may be meant (seconds from now below 10^9, else a Unix time).
-            var until = Date(timeIntervalSince1970: Double(ZoneRules.utcDay(containing: Int64(t.timeIntervalSince1970.rounded(.down))).end))
-            if let text = resetHeader?.trimmingCharacters(in: .whitespaces), let value = Double(text), value.isFinite, value > 0 {
+            var until = Date(
+                timeIntervalSince1970: Double(
+                    ZoneRules.utcDay(containing: Int64(t.timeIntervalSince1970.rounded(.down))).end))
+            if let text = resetHeader?.trimmingCharacters(in: .whitespaces), let value = Double(text), value.isFinite,
+                value > 0
+            {
                 until = max(until, value < 1e9 ? t.addingTimeInterval(value) : Date(timeIntervalSince1970: value))
             }
             blocked = until
         }
         return Lesson(
             requestsElsewhere: max(0, used - ledgerUsed), accountBlockedUntil: blocked,
-            reason: "X-RateLimit-Limit \(limit), X-RateLimit-Remaining \(remaining)" + (resetHeader.map { ", X-RateLimit-Reset \($0)" } ?? ""))
+            reason: "X-RateLimit-Limit \(limit), X-RateLimit-Remaining \(remaining)"
+                + (resetHeader.map { ", X-RateLimit-Reset \($0)" } ?? ""))
     }
 }

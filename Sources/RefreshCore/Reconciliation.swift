@@ -77,7 +77,9 @@ public enum Reconciliation: Sendable, Equatable {
         }
         let sameZone = attempts.allSatisfy { $0.timeZone == zone.name }
         if reading.refreshesUsed == today.count, sameZone {
-            let unanswered = today.filter { $0.outcome == .uncertain }.sorted { ($0.startedAt, $0.id) < ($1.startedAt, $1.id) }
+            let unanswered = today.filter { $0.outcome == .uncertain }.sorted {
+                ($0.startedAt, $0.id) < ($1.startedAt, $1.id)
+            }
             if !unanswered.isEmpty { return .confirmed(attemptIDs: unanswered.map(\.id)) }
         }
         if reading.refreshesUsed < today.count, sameZone {

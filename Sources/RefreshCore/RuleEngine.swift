@@ -50,7 +50,10 @@ public struct Limits: Sendable, Equatable {
     /// Seconds added after every reset instant and interval.
     public var safetyMarginSeconds: Double
 
-    public init(segmentDaily: Int = 2, segmentIntervalSeconds: Double = 3600, accountDaily: Int = 10, safetyMarginSeconds: Double = 60) {
+    public init(
+        segmentDaily: Int = 2, segmentIntervalSeconds: Double = 3600, accountDaily: Int = 10,
+        safetyMarginSeconds: Double = 60
+    ) {
         self.segmentDaily = segmentDaily
         self.segmentIntervalSeconds = segmentIntervalSeconds
         self.accountDaily = accountDaily
@@ -111,7 +114,9 @@ public struct Attempt: Sendable, Equatable {
     /// When the response arrived or the attempt gave up; nil while in flight.
     public var finishedAt: Date?
 
-    public init(account: String, segment: String, zone: ZoneRules?, outcome: AttemptOutcome, startedAt: Date, finishedAt: Date?) {
+    public init(
+        account: String, segment: String, zone: ZoneRules?, outcome: AttemptOutcome, startedAt: Date, finishedAt: Date?
+    ) {
         self.account = account
         self.segment = segment
         self.zone = zone
@@ -223,17 +228,23 @@ public enum RuleEngine {
         let accountFinishes = history.filter { $0.account == account && $0.outcome.countsTowardAccount }
             .map { $0.finish(now: t) }
         let segmentPart = SegmentState(
-            account: account, segment: segment, zone: zone, otherZones: alsoZones, history: segmentHistory, blocks: blocks)
-            .evaluate(limits: limits, now: t)
+            account: account, segment: segment, zone: zone, otherZones: alsoZones, history: segmentHistory,
+            blocks: blocks
+        )
+        .evaluate(limits: limits, now: t)
         let accountPart = AccountState(account: account, finishes: accountFinishes, blocks: blocks)
             .evaluate(limits: limits, now: t)
         return combine(segmentPart + accountPart, now: t)
     }
 
     /// The account's own budgets at `now` (I3 and the account's blocks), whatever the segment.
-    public static func accountBudgets(account: String, history: [Attempt], blocks: [LearnedBlock], limits: Limits, now: Date) -> [RuleBudget] {
+    public static func accountBudgets(
+        account: String, history: [Attempt], blocks: [LearnedBlock], limits: Limits, now: Date
+    ) -> [RuleBudget] {
         let t = now.timeIntervalSince1970
-        let finishes = history.filter { $0.account == account && $0.outcome.countsTowardAccount }.map { $0.finish(now: t) }
+        let finishes = history.filter { $0.account == account && $0.outcome.countsTowardAccount }.map {
+            $0.finish(now: t)
+        }
         return AccountState(account: account, finishes: finishes, blocks: blocks).evaluate(limits: limits, now: t)
     }
 
@@ -276,12 +287,14 @@ struct SegmentState {
         // every zone of Z(r), + m.
         let expiries = finishes.map { f in
             var zones = candidateZones
-            for request in requests where abs(request.finish - f) <= Self.zoneNeighbourhood && !zones.contains(request.zone) {
+            for request in requests
+            where abs(request.finish - f) <= Self.zoneNeighbourhood && !zones.contains(request.zone) {
                 zones.append(request.zone)
             }
             return zones.map { Double($0.dayWindow(containing: Int64(f.rounded(.down))).end) }.max()! + m
         }
-        let nextMidnight = candidateZones.map { Double($0.dayWindow(containing: Int64(t.rounded(.down))).end) }.max()! + m
+        let nextMidnight =
+            candidateZones.map { Double($0.dayWindow(containing: Int64(t.rounded(.down))).end) }.max()! + m
         let daily = CountingRule.evaluate(
             rule: .segmentDaily, expiries: expiries, limit: limits.segmentDaily, now: t, idleReset: nextMidnight)
         // I2: the interval runs from the last counting refresh's finish.
@@ -314,7 +327,8 @@ struct AccountState {
         let expiries = finishes.map { Double(ZoneRules.utcDay(containing: Int64($0.rounded(.down))).end) + m }
         let nextMidnight = Double(ZoneRules.utcDay(containing: Int64(t.rounded(.down))).end) + m
         var result = [
-            CountingRule.evaluate(rule: .accountDaily, expiries: expiries, limit: limits.accountDaily, now: t, idleReset: nextMidnight)
+            CountingRule.evaluate(
+                rule: .accountDaily, expiries: expiries, limit: limits.accountDaily, now: t, idleReset: nextMidnight)
         ]
         let scoped = blocks.filter { $0.scope == .account(account) }
         if let block = LearnedBlockRule.budget(scoped, margin: m, now: t) { result.append(block) }
@@ -325,17 +339,24 @@ struct AccountState {
 /// "Fewer than `limit` items still count", where each item counts until its expiry.
 enum CountingRule {
     static func evaluate(rule: Rule, expiries: [Double], limit: Int, now t: Double, idleReset: Double) -> RuleBudget {
-        evaluate(rule: rule, sortedLiveExpiries: expiries.filter { $0 > t }.sorted()[...], limit: limit, now: t, idleReset: idleReset)
+        evaluate(
+            rule: rule, sortedLiveExpiries: expiries.filter { $0 > t }.sorted()[...], limit: limit, now: t,
+            idleReset: idleReset)
     }
 
     /// The same, for expiries already filtered to those after t and sorted ascending.
-    static func evaluate(rule: Rule, sortedLiveExpiries live: ArraySlice<Double>, limit: Int, now t: Double, idleReset: Double) -> RuleBudget {
+    static func evaluate(
+        rule: Rule, sortedLiveExpiries live: ArraySlice<Double>, limit: Int, now t: Double, idleReset: Double
+    ) -> RuleBudget {
         let used = live.count
         let resetsAt = Date(timeIntervalSince1970: live.first ?? idleReset)
-        guard limit > 0 else { return RuleBudget(rule: rule, used: used, limit: limit, resetsAt: resetsAt, earliest: nil) }
+        guard limit > 0 else {
+            return RuleBudget(rule: rule, used: used, limit: limit, resetsAt: resetsAt, earliest: nil)
+        }
         // Allowed once at most limit - 1 still count: after the (used - limit + 1)-th expiry.
         let earliest = used < limit ? t : live[live.startIndex + used - limit]
-        return RuleBudget(rule: rule, used: used, limit: limit, resetsAt: resetsAt, earliest: Date(timeIntervalSince1970: earliest))
+        return RuleBudget(
+            rule: rule, used: used, limit: limit, resetsAt: resetsAt, earliest: Date(timeIntervalSince1970: earliest))
     }
 }
 

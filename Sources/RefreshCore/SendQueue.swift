@@ -15,7 +15,9 @@ public struct PendingJob: Sendable, Equatable {
     /// Expires, unsent, at this instant.
     public var expiresAt: Date?
 
-    public init(id: Int64, segment: String, zone: ZoneRules, priority: Int = 0, dueAt: Date? = nil, expiresAt: Date? = nil) {
+    public init(
+        id: Int64, segment: String, zone: ZoneRules, priority: Int = 0, dueAt: Date? = nil, expiresAt: Date? = nil
+    ) {
         self.id = id
         self.segment = segment
         self.zone = zone
@@ -89,7 +91,9 @@ public struct SendQueue: Sendable {
 
     /// Replaces the queued jobs of one segment (the ledger's view after a send, a cancel, a reload).
     /// With `history`, the segment's attempts (the last days) and blocks are replaced too.
-    public mutating func setJobs(segment: String, _ jobs: [PendingJob], history: [Attempt]? = nil, blocks: [LearnedBlock]? = nil, now: Date) {
+    public mutating func setJobs(
+        segment: String, _ jobs: [PendingJob], history: [Attempt]? = nil, blocks: [LearnedBlock]? = nil, now: Date
+    ) {
         var group = groups[segment] ?? Group()
         count -= group.jobs.count
         group.jobs = Dictionary(uniqueKeysWithValues: jobs.map { ($0.id, $0) })
@@ -101,7 +105,11 @@ public struct SendQueue: Sendable {
             return
         }
         groups[segment] = group
-        for job in jobs { if let expiry = job.expiresAt { expiries.push(ExpiryEntry(at: expiry.timeIntervalSince1970, job: job.id, segment: segment)) } }
+        for job in jobs {
+            if let expiry = job.expiresAt {
+                expiries.push(ExpiryEntry(at: expiry.timeIntervalSince1970, job: job.id, segment: segment))
+            }
+        }
         touch(segment, now: now)
     }
 
@@ -115,7 +123,9 @@ public struct SendQueue: Sendable {
     public mutating func add(_ job: PendingJob, now: Date) {
         precondition(groups[job.segment] != nil, "add(_:) needs the segment's history: use setJobs")
         if groups[job.segment]!.jobs.updateValue(job, forKey: job.id) == nil { count += 1 }
-        if let expiry = job.expiresAt { expiries.push(ExpiryEntry(at: expiry.timeIntervalSince1970, job: job.id, segment: job.segment)) }
+        if let expiry = job.expiresAt {
+            expiries.push(ExpiryEntry(at: expiry.timeIntervalSince1970, job: job.id, segment: job.segment))
+        }
         touch(job.segment, now: now)
     }
 
@@ -184,7 +194,9 @@ public struct SendQueue: Sendable {
         var expired: [PendingJob] = []
         while let top = expiries.peek, top.at <= t {
             expiries.pop()
-            if let job = groups[top.segment]?.jobs[top.job], job.expiresAt?.timeIntervalSince1970 == top.at { expired.append(job) }
+            if let job = groups[top.segment]?.jobs[top.job], job.expiresAt?.timeIntervalSince1970 == top.at {
+                expired.append(job)
+            }
         }
         if !expired.isEmpty {
             for job in expired { remove([job.id], segment: job.segment, now: now) }
@@ -199,7 +211,9 @@ public struct SendQueue: Sendable {
         let nextExpiry = expiries.peek.map { $0.at }
         if pauseReason != nil { return .wait(until: nextExpiry.map(Date.init(timeIntervalSince1970:))) }
         let account = accountBudgets(at: t)
-        if account.contains(where: { $0.earliest == nil }) { return .wait(until: nextExpiry.map(Date.init(timeIntervalSince1970:))) }
+        if account.contains(where: { $0.earliest == nil }) {
+            return .wait(until: nextExpiry.map(Date.init(timeIntervalSince1970:)))
+        }
         let accountReady = account.map { $0.earliest!.timeIntervalSince1970 }.max() ?? t
         while let top = ready.peek {
             guard let group = groups[top.segment], group.version == top.version else {
@@ -229,7 +243,9 @@ public struct SendQueue: Sendable {
 
     // MARK: Internals
 
-    private func utcDayEnd(_ finish: Double) -> Double { Double(ZoneRules.utcDay(containing: Int64(finish.rounded(.down))).end) }
+    private func utcDayEnd(_ finish: Double) -> Double {
+        Double(ZoneRules.utcDay(containing: Int64(finish.rounded(.down))).end)
+    }
 
     private func accountBudgets(at t: Double) -> [RuleBudget] {
         let m = limits.safetyMarginSeconds
@@ -242,16 +258,22 @@ public struct SendQueue: Sendable {
         let live = accountDayEnds[low...].map { $0 + m }
         var result = [
             CountingRule.evaluate(
-                rule: .accountDaily, sortedLiveExpiries: live[...], limit: limits.accountDaily, now: t, idleReset: utcDayEnd(t) + m)
+                rule: .accountDaily, sortedLiveExpiries: live[...], limit: limits.accountDaily, now: t,
+                idleReset: utcDayEnd(t) + m)
         ]
-        if let block = LearnedBlockRule.budget(accountBlocks, margin: limits.safetyMarginSeconds, now: t) { result.append(block) }
+        if let block = LearnedBlockRule.budget(accountBlocks, margin: limits.safetyMarginSeconds, now: t) {
+            result.append(block)
+        }
         return result
     }
 
     /// Due jobs of a group at t, best first (priority, then FIFO).
     private func dueJobs(_ group: Group, at t: Double) -> [PendingJob] {
-        group.jobs.values.filter { ($0.dueAt?.timeIntervalSince1970 ?? -.infinity) <= t && ($0.expiresAt?.timeIntervalSince1970 ?? .infinity) > t }
-            .sorted { (-$0.priority, $0.id) < (-$1.priority, $1.id) }
+        group.jobs.values.filter {
+            ($0.dueAt?.timeIntervalSince1970 ?? -.infinity) <= t
+                && ($0.expiresAt?.timeIntervalSince1970 ?? .infinity) > t
+        }
+        .sorted { (-$0.priority, $0.id) < (-$1.priority, $1.id) }
     }
 
     /// Marks a segment changed: old heap entries retire, it is evaluated at the next step.
@@ -271,7 +293,8 @@ public struct SendQueue: Sendable {
         var zones: [ZoneRules] = []
         for job in pending where !zones.contains(job.zone) { zones.append(job.zone) }
         let budgets = SegmentState(
-            account: account, segment: segment, zone: zones[0], otherZones: zones, history: group.history, blocks: group.blocks
+            account: account, segment: segment, zone: zones[0], otherZones: zones, history: group.history,
+            blocks: group.blocks
         ).evaluate(limits: limits, now: t)
         groups[segment] = group
         if budgets.contains(where: { $0.earliest == nil }) { return }  // never, under these limits
@@ -283,7 +306,8 @@ public struct SendQueue: Sendable {
         eligible = max(eligible, firstDue)
         if eligible <= t {
             let best = dueJobs(group, at: t)[0]
-            ready.push(ReadyEntry(priority: -best.priority, sequence: best.id, segment: segment, version: group.version))
+            ready.push(
+                ReadyEntry(priority: -best.priority, sequence: best.id, segment: segment, version: group.version))
             // A job that becomes due later may lead with a better key: look again then.
             let laterDue = pending.compactMap { $0.dueAt?.timeIntervalSince1970 }.filter { $0 > t }.min()
             if let laterDue { waiting.push(WaitEntry(at: laterDue, segment: segment, version: group.version)) }

@@ -14,7 +14,8 @@ public indirect enum JSONValue: Sendable, Equatable {
 
     public static func == (lhs: JSONValue, rhs: JSONValue) -> Bool {
         switch (lhs, rhs) {
-        case (.object(let a), .object(let b)): return a.count == b.count && zip(a, b).allSatisfy { $0.key == $1.key && $0.value == $1.value }
+        case (.object(let a), .object(let b)):
+            return a.count == b.count && zip(a, b).allSatisfy { $0.key == $1.key && $0.value == $1.value }
         case (.array(let a), .array(let b)): return a == b
         case (.string(let a), .string(let b)): return a == b
         case (.integer(let a), .integer(let b)): return a == b
@@ -92,7 +93,9 @@ public struct StrictJSONParser {
 
         mutating func value(depth: Int) throws(JSONError) -> JSONValue {
             guard depth <= maxDepth else { throw error("nesting is deeper than \(maxDepth) levels") }
-            guard index < bytes.count else { throw error(index == 0 ? "the file is empty" : "the JSON ends too early (truncated?)") }
+            guard index < bytes.count else {
+                throw error(index == 0 ? "the file is empty" : "the JSON ends too early (truncated?)")
+            }
             switch bytes[index] {
             case UInt8(ascii: "{"): return try object(depth: depth)
             case UInt8(ascii: "["): return try array(depth: depth)
@@ -134,7 +137,9 @@ public struct StrictJSONParser {
                     throw JSONError(message: "duplicate key \"\(key.prefix(64))\"", offset: keyOffset)
                 }
                 skipWhitespace()
-                guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error("expected ':' after a key") }
+                guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else {
+                    throw error("expected ':' after a key")
+                }
                 index += 1
                 skipWhitespace()
                 members.append((key, try value(depth: depth + 1)))
@@ -209,12 +214,16 @@ public struct StrictJSONParser {
                     case UInt8(ascii: "u"):
                         var code = try hex4()
                         if (0xD800...0xDBFF).contains(code) {
-                            guard bytes.count - index >= 6, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u") else {
+                            guard bytes.count - index >= 6, bytes[index] == UInt8(ascii: "\\"),
+                                bytes[index + 1] == UInt8(ascii: "u")
+                            else {
                                 throw error("a lone UTF-16 surrogate in a \\u escape")
                             }
                             index += 2
                             let low = try hex4()
-                            guard (0xDC00...0xDFFF).contains(low) else { throw error("a lone UTF-16 surrogate in a \\u escape") }
+                            guard (0xDC00...0xDFFF).contains(low) else {
+                                throw error("a lone UTF-16 surrogate in a \\u escape")
+                            }
                             code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
                         } else if (0xDC00...0xDFFF).contains(code) {
                             throw error("a lone UTF-16 surrogate in a \\u escape")
@@ -226,7 +235,9 @@ public struct StrictJSONParser {
                     }
                 default:
                     guard byte >= 0x20 else {
-                        throw error(byte == 0 ? "a NUL byte inside a string" : "a control character inside a string (escape it)")
+                        throw error(
+                            byte == 0 ? "a NUL byte inside a string" : "a control character inside a string (escape it)"
+                        )
                     }
                     run.append(byte)
                     index += 1
@@ -277,13 +288,17 @@ public struct StrictJSONParser {
             if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
                 isInteger = false
                 index += 1
-                if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") { index += 1 }
+                if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") {
+                    index += 1
+                }
                 let digits = index
                 while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
                 guard index > digits else { throw error("invalid number (no exponent digits)") }
             }
             let text = String(decoding: bytes[start..<index], as: UTF8.self)
-            guard text.count <= 64 else { throw JSONError(message: "a number longer than 64 characters", offset: start) }
+            guard text.count <= 64 else {
+                throw JSONError(message: "a number longer than 64 characters", offset: start)
+            }
             if isInteger, let integer = Int64(text) { return .integer(integer) }
             return .number(text)
         }

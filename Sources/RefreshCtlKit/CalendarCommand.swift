@@ -25,7 +25,10 @@ struct CalendarCommand: ParsableCommand, SinkRunnable {
             """
     )
 
-    @Option(name: .customLong("time-zone"), help: "An IANA zone name, exactly as in the tz database (e.g. America/Chicago).", completion: Completions.timeZone)
+    @Option(
+        name: .customLong("time-zone"),
+        help: "An IANA zone name, exactly as in the tz database (e.g. America/Chicago).",
+        completion: Completions.timeZone)
     var timeZone: String
 
     @Option(help: ArgumentHelp("First local date, YYYY-MM-DD (default: today in the zone).", valueName: "YYYY-MM-DD"))
@@ -46,7 +49,9 @@ struct CalendarCommand: ParsableCommand, SinkRunnable {
         do {
             rules = try directory.rules(for: timeZone)
         } catch {
-            throw CommandFailure("--time-zone: " + error.message, exit: error.suggestions.isEmpty && directory.contains(timeZone) ? .error : .usage)
+            throw CommandFailure(
+                "--time-zone: " + error.message,
+                exit: error.suggestions.isEmpty && directory.contains(timeZone) ? .error : .usage)
         }
         let first: CivilDate
         if let from {
@@ -99,7 +104,8 @@ struct CalendarReport {
             lines.append(
                 "{\"date\":\"\(window.date)\",\"start\":\"\(Timestamp.rfc3339(window.start))\","
                     + "\"end\":\"\(Timestamp.rfc3339(window.end))\",\"start_unix\":\(window.start),"
-                    + "\"end_unix\":\(window.end),\"seconds\":\(window.seconds),\"status\":\"\(window.status.rawValue)\"}")
+                    + "\"end_unix\":\(window.end),\"seconds\":\(window.seconds),\"status\":\"\(window.status.rawValue)\"}"
+            )
         }
         return "{\"tzdata_version\":\(jsonString(directory.version ?? "unknown")),"
             + "\"tz_directory\":\(jsonString(directory.path)),\"time_zone\":\(jsonString(rules.name)),"
@@ -108,7 +114,8 @@ struct CalendarReport {
 
     func table(into output: OutputSink) {
         output.line("Time zone \(rules.name) (tz data \(directory.version ?? "unknown") from \(directory.path))")
-        output.line("DATE        START (UTC)           END (UTC)             LENGTH   LOCAL START                STATUS")
+        output.line(
+            "DATE        START (UTC)           END (UTC)             LENGTH   LOCAL START                STATUS")
         for window in windows {
             let local = Timestamp.rfc3339(window.start, offset: rules.utcOffset(at: window.start))
             output.line(
@@ -136,7 +143,8 @@ func jsonString(_ value: String) -> String { JSONText.quote(value) }
 /// The host's tz database ($TZDIR, else /usr/share/zoneinfo); unreadable is exit 1.
 func hostZoneDirectory() throws -> ZoneInfoDirectory {
     do {
-        return try ZoneInfoDirectory(path: ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment))
+        return try ZoneInfoDirectory(
+            path: ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment))
     } catch {
         throw CommandFailure(error.message, exit: .error)
     }

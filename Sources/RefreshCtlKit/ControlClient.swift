@@ -48,11 +48,17 @@ struct ControlClient {
     }
 
     /// One request; API errors become CommandFailures with the documented exit codes.
-    func call(_ method: HTTPMethod, _ uri: String, body: String? = nil, headers: [(String, String)] = [], readTimeout: TimeAmount = .seconds(60)) throws
+    func call(
+        _ method: HTTPMethod, _ uri: String, body: String? = nil, headers: [(String, String)] = [],
+        readTimeout: TimeAmount = .seconds(60)
+    ) throws
         -> ControlAnswer
     {
-        guard FileManager.default.fileExists(atPath: socket), let url = URL(httpURLWithSocketPath: socket, uri: uri) else { throw unreachable }
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(timeout: .init(connect: .seconds(5), read: readTimeout)))
+        guard FileManager.default.fileExists(atPath: socket), let url = URL(httpURLWithSocketPath: socket, uri: uri)
+        else { throw unreachable }
+        let client = HTTPClient(
+            eventLoopGroupProvider: .singleton,
+            configuration: .init(timeout: .init(connect: .seconds(5), read: readTimeout)))
         defer { try? client.syncShutdown() }
         var request: HTTPClient.Request
         do {
@@ -70,7 +76,9 @@ struct ControlClient {
             throw unreachable
         }
         var buffer = response.body ?? ByteBuffer()
-        let answer = ControlAnswer(status: Int(response.status.code), body: buffer.readString(length: buffer.readableBytes) ?? "", headers: response.headers)
+        let answer = ControlAnswer(
+            status: Int(response.status.code), body: buffer.readString(length: buffer.readableBytes) ?? "",
+            headers: response.headers)
         guard (200..<300).contains(answer.status) else {
             let error = answer.object["error"] as? [String: Any]
             let message = error?["message"] as? String ?? "refreshd answered \(answer.status)"
@@ -122,7 +130,11 @@ enum Human {
     /// A table with left-aligned columns, two spaces apart.
     static func table(_ header: [String], _ rows: [[String]], into output: OutputSink) {
         var widths = header.map(\.count)
-        for row in rows { for (index, cell) in row.enumerated() where index < widths.count { widths[index] = max(widths[index], cell.count) } }
+        for row in rows {
+            for (index, cell) in row.enumerated() where index < widths.count {
+                widths[index] = max(widths[index], cell.count)
+            }
+        }
         func render(_ row: [String]) -> String {
             row.enumerated().map { index, cell in
                 index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)

@@ -5,10 +5,15 @@ import TZData
 
 /// Options every command that talks to the daemon takes.
 struct DaemonOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("refreshd's control socket (default: $REFRESHD_SOCKET, the configured socket, or /run/refreshd/refreshd.sock).", valueName: "path"), completion: .file())
+    @Option(
+        help: ArgumentHelp(
+            "refreshd's control socket (default: $REFRESHD_SOCKET, the configured socket, or /run/refreshd/refreshd.sock).",
+            valueName: "path"), completion: .file())
     var socket: String?
 
-    @Option(help: ArgumentHelp("refreshd's config file, to find the socket.", valueName: "file"), completion: .file(extensions: ["toml"]))
+    @Option(
+        help: ArgumentHelp("refreshd's config file, to find the socket.", valueName: "file"),
+        completion: .file(extensions: ["toml"]))
     var config: String?
 
     @Flag(help: "Print the daemon's JSON answer instead of a table.")
@@ -18,7 +23,9 @@ struct DaemonOptions: ParsableArguments {
 }
 
 /// Prints the answer as JSON, or calls `human`.
-private func present(_ answer: ControlAnswer, json: Bool, output: OutputSink, human: ([String: Any]) throws -> Void) rethrows {
+private func present(_ answer: ControlAnswer, json: Bool, output: OutputSink, human: ([String: Any]) throws -> Void)
+    rethrows
+{
     if json {
         output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
     } else {
@@ -66,13 +73,17 @@ struct BudgetCommand: ParsableCommand, SinkRunnable {
     @OptionGroup var options: DaemonOptions
 
     func validate() throws {
-        if all, segment != nil || timeZone != nil { throw ValidationError("--all lists every segment: give no segment and no --time-zone") }
+        if all, segment != nil || timeZone != nil {
+            throw ValidationError("--all lists every segment: give no segment and no --time-zone")
+        }
     }
 
     mutating func run(output: OutputSink) throws {
         let client = try options.client()
         if all {
-            let query = account.map { "?account=" + ($0.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? $0) } ?? ""
+            let query =
+                account.map { "?account=" + ($0.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? $0) }
+                ?? ""
             let answer = try client.call(.GET, "/v1/segments" + query)
             present(answer, json: options.json, output: output) { body in
                 let now = Human.date(body["now"]) ?? Date()
@@ -84,12 +95,16 @@ struct BudgetCommand: ParsableCommand, SinkRunnable {
                     } else if row["allowed_now"] as? Bool == true {
                         next = "now"
                     } else if let earliest = Human.date(row["earliest"]) {
-                        next = "\(Human.local(earliest, zone: zone, zones: sharedZones)) (\(Human.relative(earliest, now: now))), "
+                        next =
+                            "\(Human.local(earliest, zone: zone, zones: sharedZones)) (\(Human.relative(earliest, now: now))), "
                             + (row["binding"] as? [String] ?? []).joined(separator: ", ")
                     } else {
                         next = "never (a limit is 0)"
                     }
-                    return [Human.text(row["segment_id"]), zone, Human.text(row["account"]), Human.text(row["segment_remaining_today"]), next]
+                    return [
+                        Human.text(row["segment_id"]), zone, Human.text(row["account"]),
+                        Human.text(row["segment_remaining_today"]), next,
+                    ]
                 }
                 Human.table(["SEGMENT", "ZONE", "ACCOUNT", "LEFT TODAY", "NEXT ALLOWED (LOCAL)"], rows, into: output)
             }
@@ -103,43 +118,59 @@ struct BudgetCommand: ParsableCommand, SinkRunnable {
                     let resets = Human.date(account["resets_at"])
                     let next = Human.date(account["next_send_at"])
                     return [
-                        Human.text(account["account"]), "\(Human.text(account["remaining"])) of \(Human.text(account["limit"]))",
-                        resets.map { "\(Timestamp.rfc3339($0)) (\(Human.relative($0, now: now)))" } ?? "-", Human.text(account["queued"]),
+                        Human.text(account["account"]),
+                        "\(Human.text(account["remaining"])) of \(Human.text(account["limit"]))",
+                        resets.map { "\(Timestamp.rfc3339($0)) (\(Human.relative($0, now: now)))" } ?? "-",
+                        Human.text(account["queued"]),
                         next.map { Human.relative($0, now: now) } ?? "-",
                         (account["paused"] as? Bool == true ? "paused: " + Human.text(account["paused_reason"]) : "")
                             + (account["dry_run"] as? Bool == true ? "dry-run" : ""),
                     ]
                 }
-                Human.table(["ACCOUNT", "LEFT TODAY", "RESETS (UTC)", "QUEUED", "NEXT SEND", "NOTE"], rows, into: output)
+                Human.table(
+                    ["ACCOUNT", "LEFT TODAY", "RESETS (UTC)", "QUEUED", "NEXT SEND", "NOTE"], rows, into: output)
             }
             return
         }
         var query: [String] = []
-        if let timeZone { query.append("time_zone=" + (timeZone.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? timeZone)) }
-        if let account { query.append("account=" + (account.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? account)) }
+        if let timeZone {
+            query.append(
+                "time_zone=" + (timeZone.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? timeZone))
+        }
+        if let account {
+            query.append(
+                "account=" + (account.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? account))
+        }
         let path = segment.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? segment
-        let answer = try client.call(.GET, "/v1/segments/\(path)/budget" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")))
+        let answer = try client.call(
+            .GET, "/v1/segments/\(path)/budget" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")))
         present(answer, json: options.json, output: output) { body in
             let now = Human.date(body["now"]) ?? Date()
             let zone = Human.text(body["time_zone"])
             func when(_ date: Date) -> String {
                 "\(Timestamp.rfc3339(date)) (\(Human.local(date, zone: zone, zones: sharedZones)) \(zone), \(Human.relative(date, now: now)))"
             }
-            output.line("segment \(Human.text(body["segment_id"]))  account \(Human.text(body["account"]))  zone \(zone)")
+            output.line(
+                "segment \(Human.text(body["segment_id"]))  account \(Human.text(body["account"]))  zone \(zone)")
             if let paused = body["paused_reason"] as? String {
                 output.line("the account is paused: \(paused)")
             } else if body["allowed_now"] as? Bool == true {
                 output.line("a refresh may go out now")
             } else if let earliest = Human.date(body["earliest"]) {
-                output.line("next refresh not before \(when(earliest)), held by \((body["binding"] as? [String] ?? []).joined(separator: ", "))")
+                output.line(
+                    "next refresh not before \(when(earliest)), held by \((body["binding"] as? [String] ?? []).joined(separator: ", "))"
+                )
             } else {
                 output.line("no refresh can go out under the configured limits (a limit is 0)")
             }
-            output.line("left today: \(Human.text(body["segment_remaining_today"])) for the segment, \(Human.text(body["account_remaining"])) for the account")
+            output.line(
+                "left today: \(Human.text(body["segment_remaining_today"])) for the segment, \(Human.text(body["account_remaining"])) for the account"
+            )
             output.line("")
             let rows = (body["rules"] as? [[String: Any]] ?? []).map { rule in
                 [
-                    Human.text(rule["rule"]), Human.text(rule["used"]), Human.text(rule["limit"]), Human.text(rule["remaining"]),
+                    Human.text(rule["rule"]), Human.text(rule["used"]), Human.text(rule["limit"]),
+                    Human.text(rule["remaining"]),
                     Human.date(rule["resets_at"]).map(when) ?? "-",
                 ]
             }
@@ -186,12 +217,15 @@ struct JobsCommand: ParsableCommand, SinkRunnable {
             let jobs = body["jobs"] as? [[String: Any]] ?? []
             let rows = jobs.map { job in
                 [
-                    Human.text(job["id"]), Human.text(job["state"]), Human.text(job["segment_id"]), Human.text(job["time_zone"]),
+                    Human.text(job["id"]), Human.text(job["state"]), Human.text(job["segment_id"]),
+                    Human.text(job["time_zone"]),
                     Human.text(job["priority"]), Human.text(job["account"]), Human.text(job["created_at"]),
                     Human.text(job["reason"] is NSNull ? job["note"] : job["reason"]),
                 ]
             }
-            Human.table(["ID", "STATE", "SEGMENT", "ZONE", "PRIO", "ACCOUNT", "CREATED (UTC)", "NOTE / REASON"], rows, into: output)
+            Human.table(
+                ["ID", "STATE", "SEGMENT", "ZONE", "PRIO", "ACCOUNT", "CREATED (UTC)", "NOTE / REASON"], rows,
+                into: output)
             if let next = body["next_cursor"] as? String { output.line("more: refreshctl jobs --cursor \(next)") }
         }
     }
@@ -210,25 +244,35 @@ struct ShowCommand: ParsableCommand, SinkRunnable {
 
     mutating func run(output: OutputSink) throws {
         let client = try options.client()
-        let answer = try client.call(.GET, "/v1/jobs/\(job.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? job)")
+        let answer = try client.call(
+            .GET, "/v1/jobs/\(job.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? job)")
         try present(answer, json: options.json, output: output) { body in
             let job = body["job"] as? [String: Any] ?? [:]
-            for key in ["id", "state", "account", "segment_id", "time_zone", "priority", "source", "idempotency_key", "not_before", "expires_at",
-                        "note", "tries", "retry_at", "attempt_id", "reason", "created_at", "updated_at"] {
+            for key in [
+                "id", "state", "account", "segment_id", "time_zone", "priority", "source", "idempotency_key",
+                "not_before", "expires_at",
+                "note", "tries", "retry_at", "attempt_id", "reason", "created_at", "updated_at",
+            ] {
                 output.line(key.padding(toLength: 16, withPad: " ", startingAt: 0) + Human.text(job[key]))
             }
-            if let held = job["held_reason"] as? String { output.line("HELD".padding(toLength: 16, withPad: " ", startingAt: 0) + Human.text(held)) }
+            if let held = job["held_reason"] as? String {
+                output.line("HELD".padding(toLength: 16, withPad: " ", startingAt: 0) + Human.text(held))
+            }
             if job["state"] as? String == "queued" {
                 let plan = try client.call(.GET, "/v1/plan").object
                 let now = Human.date(plan["now"]) ?? Date()
-                let fate = (plan["jobs"] as? [[String: Any]] ?? []).first { ($0["id"] as? NSNumber)?.int64Value == (job["id"] as? NSNumber)?.int64Value }
+                let fate = (plan["jobs"] as? [[String: Any]] ?? []).first {
+                    ($0["id"] as? NSNumber)?.int64Value == (job["id"] as? NSNumber)?.int64Value
+                }
                 if let fate, let at = Human.date(fate["at"]) {
                     let zone = Human.text(job["time_zone"])
                     output.line(
                         "expected".padding(toLength: 16, withPad: " ", startingAt: 0)
-                            + "\(Human.text(fate["fate"])) at \(Timestamp.rfc3339(at)) (\(Human.local(at, zone: zone, zones: sharedZones)) \(zone), \(Human.relative(at, now: now)))")
+                            + "\(Human.text(fate["fate"])) at \(Timestamp.rfc3339(at)) (\(Human.local(at, zone: zone, zones: sharedZones)) \(zone), \(Human.relative(at, now: now)))"
+                    )
                 } else if let fate {
-                    output.line("expected".padding(toLength: 16, withPad: " ", startingAt: 0) + Human.text(fate["fate"]))
+                    output.line(
+                        "expected".padding(toLength: 16, withPad: " ", startingAt: 0) + Human.text(fate["fate"]))
                 }
             }
         }
@@ -238,7 +282,8 @@ struct ShowCommand: ParsableCommand, SinkRunnable {
 /// `refreshctl cancel`.
 struct CancelCommand: ParsableCommand, SinkRunnable {
     static let configuration = CommandConfiguration(
-        commandName: "cancel", abstract: "Cancel jobs that have not been sent: one by id, or every queued job of a segment or account.",
+        commandName: "cancel",
+        abstract: "Cancel jobs that have not been sent: one by id, or every queued job of a segment or account.",
         discussion: """
             In bulk, --segment and/or --account choose the queued jobs (one of them is required: never the whole \
             queue by accident); --dry-run lists them without cancelling. The count is printed.
@@ -270,8 +315,12 @@ struct CancelCommand: ParsableCommand, SinkRunnable {
 
     func validate() throws {
         let bulk = segment != nil || account != nil || state != nil || dryRun
-        if job != nil, bulk { throw ValidationError("give a job id, or --segment/--account for a bulk cancel, not both") }
-        if job == nil, segment == nil, account == nil { throw ValidationError("give a job id, or --segment and/or --account") }
+        if job != nil, bulk {
+            throw ValidationError("give a job id, or --segment/--account for a bulk cancel, not both")
+        }
+        if job == nil, segment == nil, account == nil {
+            throw ValidationError("give a job id, or --segment and/or --account")
+        }
         if let state, state != "queued" { throw ValidationError("--state: only queued jobs can be cancelled") }
     }
 
@@ -282,10 +331,13 @@ struct CancelCommand: ParsableCommand, SinkRunnable {
             if let segment { members.append("\"segment\":\(jsonString(segment))") }
             if let account { members.append("\"account\":\(jsonString(account))") }
             let answer = try client.call(.POST, "/v1/jobs/cancel", body: "{" + members.joined(separator: ",") + "}")
-            present(answer, json: options.json, output: output) { body in bulkSummary(body, verb: dryRun ? "would cancel" : "cancelled", into: output) }
+            present(answer, json: options.json, output: output) { body in
+                bulkSummary(body, verb: dryRun ? "would cancel" : "cancelled", into: output)
+            }
             return
         }
-        let answer = try client.call(.DELETE, "/v1/jobs/\(job.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? job)")
+        let answer = try client.call(
+            .DELETE, "/v1/jobs/\(job.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? job)")
         present(answer, json: options.json, output: output) { body in
             let job = body["job"] as? [String: Any] ?? [:]
             output.line("cancelled job \(Human.text(job["id"])) (segment \(Human.text(job["segment_id"])))")
@@ -298,7 +350,9 @@ func bulkSummary(_ body: [String: Any], verb: String, into output: OutputSink) {
     let jobs = body["jobs"] as? [[String: Any]] ?? []
     output.line("\(verb) \(jobs.count) job\(jobs.count == 1 ? "" : "s")")
     for job in jobs {
-        output.line("  \(Human.text(job["id"]))  \(Human.text(job["state"]))  \(Human.text(job["segment_id"]))  \(Human.text(job["account"]))")
+        output.line(
+            "  \(Human.text(job["id"]))  \(Human.text(job["state"]))  \(Human.text(job["segment_id"]))  \(Human.text(job["account"]))"
+        )
     }
 }
 
@@ -323,7 +377,9 @@ struct PlanCommand: ParsableCommand, SinkRunnable {
     @Option(help: "Show at most this many refreshes (default 50).")
     var limit: Int = 50
 
-    @Option(name: .customLong("with-job"), help: ArgumentHelp("A job file (or -) to plan as if queued now; nothing is queued.", valueName: "file"))
+    @Option(
+        name: .customLong("with-job"),
+        help: ArgumentHelp("A job file (or -) to plan as if queued now; nothing is queued.", valueName: "file"))
     var withJob: String?
 
     @OptionGroup var job: JobFlags
@@ -336,7 +392,8 @@ struct PlanCommand: ParsableCommand, SinkRunnable {
         let answer: ControlAnswer
         if withJob != nil || !job.isEmpty {
             let bytes = try job.bytes(file: withJob)
-            answer = try client.call(.POST, "/v1/plan", body: "{\"jobs\":[" + String(decoding: bytes, as: UTF8.self) + "]}")
+            answer = try client.call(
+                .POST, "/v1/plan", body: "{\"jobs\":[" + String(decoding: bytes, as: UTF8.self) + "]}")
             candidate = true
         } else {
             answer = try client.call(.GET, "/v1/plan")
@@ -344,18 +401,28 @@ struct PlanCommand: ParsableCommand, SinkRunnable {
         let limit = self.limit
         present(answer, json: options.json, output: output) { body in
             let now = Human.date(body["now"]) ?? Date()
-            if candidate, let fate = (body["jobs"] as? [[String: Any]] ?? []).first(where: { ($0["id"] as? NSNumber)?.int64Value == -1 }) {
+            if candidate,
+                let fate = (body["jobs"] as? [[String: Any]] ?? []).first(where: {
+                    ($0["id"] as? NSNumber)?.int64Value == -1
+                })
+            {
                 let at = Human.date(fate["at"])
-                let send = (body["sends"] as? [[String: Any]] ?? []).first { ($0["jobs"] as? [NSNumber] ?? []).contains(-1) }
+                let send = (body["sends"] as? [[String: Any]] ?? []).first {
+                    ($0["jobs"] as? [NSNumber] ?? []).contains(-1)
+                }
                 let zone = Human.text(send?["time_zone"])
                 switch fate["fate"] as? String {
                 case "send", "coalesce":
                     output.line(
                         "this job would go out at \(at.map(Timestamp.rfc3339) ?? "-") (\(at.map { Human.local($0, zone: zone, zones: sharedZones) } ?? "-") \(zone), "
                             + "\(at.map { Human.relative($0, now: now) } ?? "-"))"
-                            + ((send?["reasons"] as? [String]).flatMap { $0.isEmpty ? nil : ", held by " + $0.joined(separator: ", ") } ?? ""))
+                            + ((send?["reasons"] as? [String]).flatMap {
+                                $0.isEmpty ? nil : ", held by " + $0.joined(separator: ", ")
+                            } ?? ""))
                 default:
-                    output.line("this job would not go out: \(Human.text(fate["fate"]))\(at.map { " at " + Timestamp.rfc3339($0) } ?? "")")
+                    output.line(
+                        "this job would not go out: \(Human.text(fate["fate"]))\(at.map { " at " + Timestamp.rfc3339($0) } ?? "")"
+                    )
                 }
                 output.line("(nothing was queued; the whole forecast with it follows, the job as -1)")
                 output.line("")
@@ -365,8 +432,10 @@ struct PlanCommand: ParsableCommand, SinkRunnable {
                 let at = Human.date(send["at"]) ?? now
                 let zone = Human.text(send["time_zone"])
                 return [
-                    Timestamp.rfc3339(at), "\(Human.local(at, zone: zone, zones: sharedZones)) \(zone)", Human.relative(at, now: now),
-                    Human.text(send["segment_id"]), (send["jobs"] as? [Any] ?? []).map { Human.text($0) }.joined(separator: ","),
+                    Timestamp.rfc3339(at), "\(Human.local(at, zone: zone, zones: sharedZones)) \(zone)",
+                    Human.relative(at, now: now),
+                    Human.text(send["segment_id"]),
+                    (send["jobs"] as? [Any] ?? []).map { Human.text($0) }.joined(separator: ","),
                     (send["reasons"] as? [String] ?? []).joined(separator: ",").ifEmpty("-"),
                 ]
             }
@@ -387,7 +456,8 @@ struct PlanCommand: ParsableCommand, SinkRunnable {
 /// `refreshctl history`.
 struct HistoryCommand: ParsableCommand, SinkRunnable {
     static let configuration = CommandConfiguration(
-        commandName: "history", abstract: "Refreshes refreshd sent (or learned of), newest first, with what SendGrid answered.",
+        commandName: "history",
+        abstract: "Refreshes refreshd sent (or learned of), newest first, with what SendGrid answered.",
         discussion: """
             Outcomes: accepted, rejected (400/404), rate_limited (429), unauthorized (401), forbidden (403), \
             uncertain (no clear answer: counted), unrecorded (uncertain, later shown not recorded), not_sent, \
@@ -397,7 +467,9 @@ struct HistoryCommand: ParsableCommand, SinkRunnable {
               refreshctl history --since 2026-11-25T00:00:00Z --segment 0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a01
             """)
 
-    @Option(help: ArgumentHelp("Only refreshes started at or after this RFC 3339 time (default: 7 days ago).", valueName: "time"))
+    @Option(
+        help: ArgumentHelp(
+            "Only refreshes started at or after this RFC 3339 time (default: 7 days ago).", valueName: "time"))
     var since: String?
 
     @Option(help: ArgumentHelp("Only this segment.", valueName: "uuid"))
@@ -413,19 +485,26 @@ struct HistoryCommand: ParsableCommand, SinkRunnable {
 
     mutating func run(output: OutputSink) throws {
         var query = ["limit=\(limit)"]
-        if let since { query.append("since=" + (since.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? since)) }
+        if let since {
+            query.append("since=" + (since.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? since))
+        }
         if let segment { query.append("segment=\(segment)") }
-        if let account { query.append("account=" + (account.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? account)) }
+        if let account {
+            query.append("account=" + (account.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? account))
+        }
         let answer = try options.client().call(.GET, "/v1/refreshes?" + query.joined(separator: "&"))
         present(answer, json: options.json, output: output) { body in
             let rows = (body["refreshes"] as? [[String: Any]] ?? []).map { attempt in
                 [
-                    Human.text(attempt["started_at"]), Human.text(attempt["outcome"]), Human.text(attempt["http_status"]), Human.text(attempt["segment_id"]),
+                    Human.text(attempt["started_at"]), Human.text(attempt["outcome"]),
+                    Human.text(attempt["http_status"]), Human.text(attempt["segment_id"]),
                     Human.text(attempt["time_zone"]), Human.text(attempt["account"]),
-                    (attempt["counts_for_segment"] as? Bool == true ? "segment+" : "") + (attempt["counts_for_account"] as? Bool == true ? "account" : "-"),
+                    (attempt["counts_for_segment"] as? Bool == true ? "segment+" : "")
+                        + (attempt["counts_for_account"] as? Bool == true ? "account" : "-"),
                 ]
             }
-            Human.table(["STARTED (UTC)", "OUTCOME", "HTTP", "SEGMENT", "ZONE", "ACCOUNT", "COUNTS FOR"], rows, into: output)
+            Human.table(
+                ["STARTED (UTC)", "OUTCOME", "HTTP", "SEGMENT", "ZONE", "ACCOUNT", "COUNTS FOR"], rows, into: output)
         }
     }
 }
@@ -450,7 +529,8 @@ struct BlocksCommand: ParsableCommand, SinkRunnable {
     @OptionGroup var options: DaemonOptions
 
     mutating func run(output: OutputSink) throws {
-        let query = account.map { "?account=" + ($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? $0) } ?? ""
+        let query =
+            account.map { "?account=" + ($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? $0) } ?? ""
         let answer = try options.client().call(.GET, "/v1/blocks" + query)
         present(answer, json: options.json, output: output) { body in
             let now = Human.date(body["now"]) ?? Date()
@@ -462,7 +542,8 @@ struct BlocksCommand: ParsableCommand, SinkRunnable {
             let rows = blocks.map { block in
                 [
                     Human.text(block["id"]), Human.text(block["account"]),
-                    block["scope"] as? String == "account" ? "(whole account)" : Human.text(block["segment_id"]), Human.text(block["until"]),
+                    block["scope"] as? String == "account" ? "(whole account)" : Human.text(block["segment_id"]),
+                    Human.text(block["until"]),
                     Human.date(block["until"]).map { Human.relative($0, now: now) } ?? "-", Human.text(block["reason"]),
                 ]
             }
@@ -494,10 +575,13 @@ struct UnblockCommand: ParsableCommand, SinkRunnable {
     @OptionGroup var options: DaemonOptions
 
     mutating func run(output: OutputSink) throws {
-        let answer = try options.client().call(.DELETE, "/v1/blocks/\(block.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? block)")
+        let answer = try options.client().call(
+            .DELETE, "/v1/blocks/\(block.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? block)")
         present(answer, json: options.json, output: output) { body in
             let block = body["block"] as? [String: Any] ?? [:]
-            let what = block["scope"] as? String == "account" ? "account \(Human.text(block["account"]))" : "segment \(Human.text(block["segment_id"]))"
+            let what =
+                block["scope"] as? String == "account"
+                ? "account \(Human.text(block["account"]))" : "segment \(Human.text(block["segment_id"]))"
             output.line("lifted block \(Human.text(block["id"])) on \(what)")
         }
     }
@@ -520,23 +604,36 @@ struct StatusCommand: ParsableCommand, SinkRunnable {
         present(answer, json: options.json, output: output) { body in
             let now = Human.date(body["now"]) ?? Date()
             let uptime = (body["uptime_seconds"] as? NSNumber)?.doubleValue ?? 0
-            output.line("refreshd \(Human.text(body["version"])), running for \(Human.relative(now.addingTimeInterval(uptime), now: now).replacingOccurrences(of: "in ", with: ""))")
+            output.line(
+                "refreshd \(Human.text(body["version"])), running for \(Human.relative(now.addingTimeInterval(uptime), now: now).replacingOccurrences(of: "in ", with: ""))"
+            )
             output.line("tz data \(Human.text(body["tzdata_version"])) from \(Human.text(body["tz_directory"]))")
-            if body["dry_run"] as? Bool == true { output.line("DRY-RUN: refreshes are planned and recorded, never sent") }
+            if body["dry_run"] as? Bool == true {
+                output.line("DRY-RUN: refreshes are planned and recorded, never sent")
+            }
             let jobs = body["jobs"] as? [String: Any] ?? [:]
-            output.line("queue: \(Human.text(body["queue_size"])) queued, \(Human.text(jobs["sending"])) sending, \(Human.text(jobs["sent"])) sent, \(Human.text(jobs["failed"])) failed")
+            output.line(
+                "queue: \(Human.text(body["queue_size"])) queued, \(Human.text(jobs["sending"])) sending, \(Human.text(jobs["sent"])) sent, \(Human.text(jobs["failed"])) failed"
+            )
             let spool = body["spool"] as? [String: Any] ?? [:]
-            output.line("spool: \(Human.text(spool["backlog"])) waiting, \(Human.text(spool["taken"])) taken, \(Human.text(spool["rejected"])) rejected since start"
-                + ((spool["blocked"] as? String).map { "; BLOCKED: " + $0 } ?? ""))
+            output.line(
+                "spool: \(Human.text(spool["backlog"])) waiting, \(Human.text(spool["taken"])) taken, \(Human.text(spool["rejected"])) rejected since start"
+                    + ((spool["blocked"] as? String).map { "; BLOCKED: " + $0 } ?? ""))
             if let skipped = spool["skipped"] as? [String], !skipped.isEmpty {
-                output.line("spool: SKIPPED (cannot be moved out of incoming/; remove by hand): " + skipped.joined(separator: ", "))
+                output.line(
+                    "spool: SKIPPED (cannot be moved out of incoming/; remove by hand): "
+                        + skipped.joined(separator: ", "))
             }
             if let held = body["held_jobs"] as? Int, held > 0 {
-                output.line("HELD: \(held) queued job\(held == 1 ? "" : "s") name a time zone the tz data cannot load (refreshctl plan)")
+                output.line(
+                    "HELD: \(held) queued job\(held == 1 ? "" : "s") name a time zone the tz data cannot load (refreshctl plan)"
+                )
             }
             for account in body["accounts"] as? [[String: Any]] ?? [] {
                 var line = "account \(Human.text(account["name"])): \(Human.text(account["queued"])) queued"
-                if let next = Human.date(account["next_send_at"]) { line += ", next send \(Human.relative(next, now: now))" }
+                if let next = Human.date(account["next_send_at"]) {
+                    line += ", next send \(Human.relative(next, now: now))"
+                }
                 if account["dry_run"] as? Bool == true { line += ", dry-run" }
                 if let paused = account["paused_reason"] as? String { line += ", PAUSED: " + paused }
                 output.line(line)

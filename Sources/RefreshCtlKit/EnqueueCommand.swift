@@ -44,14 +44,20 @@ struct EnqueueCommand: ParsableCommand, SinkRunnable {
     @Flag(help: "Print JSON instead of the file name.")
     var json = false
 
-    @Flag(help: "Hand the job to the running daemon and wait until it is sent; exit by the outcome (as refreshctl wait).")
+    @Flag(
+        help: "Hand the job to the running daemon and wait until it is sent; exit by the outcome (as refreshctl wait).")
     var wait = false
 
-    @Option(help: ArgumentHelp("With --wait: stop waiting after this long, e.g. 90s, 10m, 1h30m (the job stays queued).", valueName: "duration"))
+    @Option(
+        help: ArgumentHelp(
+            "With --wait: stop waiting after this long, e.g. 90s, 10m, 1h30m (the job stays queued).",
+            valueName: "duration"))
     var timeout: String?
 
     @Option(
-        help: ArgumentHelp("With --wait: refreshd's control socket (default: $REFRESHD_SOCKET, the configured socket, or /run/refreshd/refreshd.sock).", valueName: "path"),
+        help: ArgumentHelp(
+            "With --wait: refreshd's control socket (default: $REFRESHD_SOCKET, the configured socket, or /run/refreshd/refreshd.sock).",
+            valueName: "path"),
         completion: .file())
     var socket: String?
 
@@ -75,9 +81,13 @@ struct EnqueueCommand: ParsableCommand, SinkRunnable {
         let bytes = try jobBytes()
         let accounts = Set(daemonConfiguration.accounts.map(\.name))
         let request: JobRequest
-        switch JobFile.parse(bytes, accounts: accounts, zoneProblem: { zone in
-            zones.contains(zone) ? nil : TZDataError.unknownZone(zone, suggestions: zones.suggestions(for: zone)).message
-        }) {
+        switch JobFile.parse(
+            bytes, accounts: accounts,
+            zoneProblem: { zone in
+                zones.contains(zone)
+                    ? nil : TZDataError.unknownZone(zone, suggestions: zones.suggestions(for: zone)).message
+            })
+        {
         case .success(let parsed): request = parsed
         case .failure(let error): throw CommandFailure("invalid job: \(error)", exit: .usage)
         }
@@ -104,7 +114,9 @@ struct EnqueueCommand: ParsableCommand, SinkRunnable {
         guard let job = answer.object["job"] as? [String: Any], let id = (job["id"] as? NSNumber)?.int64Value else {
             throw CommandFailure("refreshd answered without a job id: \(answer.body)", exit: .error)
         }
-        if answer.object["created"] as? Bool == false, !json { output.line("job \(id) has this idempotency key already; waiting for it") }
+        if answer.object["created"] as? Bool == false, !json {
+            output.line("job \(id) has this idempotency key already; waiting for it")
+        }
         let deadline = timeout.flatMap(WaitDuration.seconds).map { Date().addingTimeInterval($0) }
         let outcome = try JobWaiter(client: client, output: output, json: json).wait(for: String(id), until: deadline)
         if outcome != .ok { throw CommandFailure(outcome.waitMessage, exit: outcome) }
@@ -121,15 +133,19 @@ enum SpoolWriter {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw CommandFailure(
-                "the spool directory \(directory) does not exist: start refreshd once (it creates it), or check spool_dir", exit: .error)
+                "the spool directory \(directory) does not exist: start refreshd once (it creates it), or check spool_dir",
+                exit: .error)
         }
-        let stamp = Timestamp.rfc3339(Date()).replacingOccurrences(of: ":", with: "").replacingOccurrences(of: "-", with: "")
+        let stamp = Timestamp.rfc3339(Date()).replacingOccurrences(of: ":", with: "").replacingOccurrences(
+            of: "-", with: "")
         let unique = "\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let name = "\(stamp)-\(unique).json"
         let temporary = directory + "/.refreshctl-\(unique).tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o660)
         guard fd >= 0 else {
-            throw CommandFailure("cannot write into \(directory): \(String(cString: strerror(errno))) (are you in the refreshd group?)", exit: .error)
+            throw CommandFailure(
+                "cannot write into \(directory): \(String(cString: strerror(errno))) (are you in the refreshd group?)",
+                exit: .error)
         }
         var written = 0
         while written < bytes.count {
@@ -164,7 +180,9 @@ struct JobFlags: ParsableArguments {
     @Option(help: ArgumentHelp("The segment's UUID.", valueName: "uuid"))
     var segment: String?
 
-    @Option(name: .customLong("time-zone"), help: "The segment's IANA time zone (sent as user_time_zone).", completion: Completions.timeZone)
+    @Option(
+        name: .customLong("time-zone"), help: "The segment's IANA time zone (sent as user_time_zone).",
+        completion: Completions.timeZone)
     var timeZone: String?
 
     @Option(help: "A configured account (default: default).", completion: Completions.account)
@@ -176,22 +194,30 @@ struct JobFlags: ParsableArguments {
     @Option(help: "Higher goes first, -100...100 (default 0).")
     var priority: Int?
 
-    @Option(name: .customLong("not-before"), help: ArgumentHelp("Do not send before this RFC 3339 time.", valueName: "time"))
+    @Option(
+        name: .customLong("not-before"), help: ArgumentHelp("Do not send before this RFC 3339 time.", valueName: "time")
+    )
     var notBefore: String?
 
-    @Option(name: .customLong("expires-at"), help: ArgumentHelp("Give up (state expired) if not sent by this RFC 3339 time.", valueName: "time"))
+    @Option(
+        name: .customLong("expires-at"),
+        help: ArgumentHelp("Give up (state expired) if not sent by this RFC 3339 time.", valueName: "time"))
     var expiresAt: String?
 
     @Option(help: "A note for people (at most 1 KiB).")
     var note: String?
 
-    var isEmpty: Bool { segment == nil && timeZone == nil && account == nil && id == nil && priority == nil && notBefore == nil && expiresAt == nil && note == nil }
+    var isEmpty: Bool {
+        segment == nil && timeZone == nil && account == nil && id == nil && priority == nil && notBefore == nil
+            && expiresAt == nil && note == nil
+    }
 
     /// The job as bytes: `file` (or - for stdin) as it is, or built from the flags.
     func bytes(file: String?) throws -> [UInt8] {
         if let file {
             guard isEmpty else {
-                throw CommandFailure("give either a job file or the job flags (--segment, --time-zone, ...), not both", exit: .usage)
+                throw CommandFailure(
+                    "give either a job file or the job flags (--segment, --time-zone, ...), not both", exit: .usage)
             }
             let data: Data?
             if file == "-" {
@@ -204,7 +230,9 @@ struct JobFlags: ParsableArguments {
         }
         guard let segment else { throw CommandFailure("--segment is required (or give a job file)", exit: .usage) }
         guard let timeZone else { throw CommandFailure("--time-zone is required (or give a job file)", exit: .usage) }
-        var members: [(String, String)] = [("segment_id", jsonString(segment)), ("user_time_zone", jsonString(timeZone))]
+        var members: [(String, String)] = [
+            ("segment_id", jsonString(segment)), ("user_time_zone", jsonString(timeZone)),
+        ]
         if let account { members.append(("account", jsonString(account))) }
         if let id { members.append(("id", jsonString(id))) }
         if let priority { members.append(("priority", String(priority))) }

@@ -69,7 +69,8 @@ public struct Refreshctl: ParsableCommand {
             """,
         version: DaemonApplication.version,
         subcommands: [
-            StatusCommand.self, BudgetCommand.self, JobsCommand.self, ShowCommand.self, WaitCommand.self, CancelCommand.self, RetryCommand.self,
+            StatusCommand.self, BudgetCommand.self, JobsCommand.self, ShowCommand.self, WaitCommand.self,
+            CancelCommand.self, RetryCommand.self,
             EditCommand.self, HoldCommand.self, ReleaseCommand.self, PlanCommand.self, HistoryCommand.self,
             BlocksCommand.self, UnblockCommand.self, EnqueueCommand.self, CalendarCommand.self,
         ]
@@ -79,7 +80,8 @@ public struct Refreshctl: ParsableCommand {
 
     /// Runs refreshctl with the process arguments and exits with a documented code.
     public static func mainWithExitCodes(_ arguments: [String]? = nil) -> Never {
-        let (output, errorOutput, code) = runCapturing(arguments ?? Array(CommandLine.arguments.dropFirst()), live: true)
+        let (output, errorOutput, code) = runCapturing(
+            arguments ?? Array(CommandLine.arguments.dropFirst()), live: true)
         if !output.isEmpty { FileHandle.standardOutput.write(Data(output.utf8)) }
         if !errorOutput.isEmpty { FileHandle.standardError.write(Data(errorOutput.utf8)) }
         Foundation.exit(code)
@@ -88,7 +90,9 @@ public struct Refreshctl: ParsableCommand {
     /// Parses and runs a command line; returns what would go to stdout, stderr, and the exit code.
     /// Commands write their output through `OutputSink` so tests can call this in process.
     /// With `live`, standard output is written as it comes (for `wait`) and not returned.
-    public static func runCapturing(_ arguments: [String], live: Bool = false) -> (stdout: String, stderr: String, code: Int32) {
+    public static func runCapturing(_ arguments: [String], live: Bool = false) -> (
+        stdout: String, stderr: String, code: Int32
+    ) {
         let sink = OutputSink(live: live)
         do {
             var command = try parseAsRoot(arguments)
@@ -144,7 +148,8 @@ public final class OutputSink {
     }
 
     private static func escaped(_ string: String) -> String {
-        string.split(separator: "\n", omittingEmptySubsequences: false).map { LogText.escaped(String($0)) }.joined(separator: "\n")
+        string.split(separator: "\n", omittingEmptySubsequences: false).map { LogText.escaped(String($0)) }.joined(
+            separator: "\n")
     }
 
     private func emit(_ string: String) {

@@ -59,7 +59,8 @@ public struct AccountConfiguration: Sendable, Equatable {
     public var apiKeySource: String
 
     public init(
-        name: String, apiKeyFile: String? = nil, apiKeyEnv: String? = nil, onBehalfOf: String? = nil, accountDaily: Int? = nil,
+        name: String, apiKeyFile: String? = nil, apiKeyEnv: String? = nil, onBehalfOf: String? = nil,
+        accountDaily: Int? = nil,
         apiKey: APIKey? = nil, apiKeySource: String
     ) {
         self.name = name
@@ -124,7 +125,8 @@ public struct DaemonConfiguration: Sendable {
         let perAccount = accounts.first { $0.name == account }?.accountDaily
         return Limits(
             segmentDaily: segmentDaily.value, segmentIntervalSeconds: Double(segmentIntervalSeconds.value),
-            accountDaily: min(accountDaily.value, perAccount ?? Int.max), safetyMarginSeconds: Double(safetyMarginSeconds.value))
+            accountDaily: min(accountDaily.value, perAccount ?? Int.max),
+            safetyMarginSeconds: Double(safetyMarginSeconds.value))
     }
 
     /// Whether an account only pretends to send (no key, or `dry_run`).
@@ -145,7 +147,8 @@ public struct ConfigurationError: Error, Sendable, Equatable, CustomStringConver
     public init(_ problems: [String]) { self.problems = problems }
 
     public var description: String {
-        problems.count == 1 ? "invalid configuration: " + problems[0]
+        problems.count == 1
+            ? "invalid configuration: " + problems[0]
             : "invalid configuration:\n" + problems.map { "  - " + $0 }.joined(separator: "\n")
     }
 }
@@ -154,7 +157,9 @@ public struct ConfigurationError: Error, Sendable, Equatable, CustomStringConver
 /// event as JSON on standard input and as environment variables, never the API key.
 public struct HookConfiguration: Sendable, Equatable {
     /// Every event a hook may name.
-    public static let events = ["sent", "coalesced", "failed", "expired", "cancelled", "account_paused", "ledger_unwritable"]
+    public static let events = [
+        "sent", "coalesced", "failed", "expired", "cancelled", "account_paused", "ledger_unwritable",
+    ]
     public var on: [String]
     /// An absolute path.
     public var exec: String

@@ -88,17 +88,20 @@ public struct ConfigurationLoader {
         if let stateDirectory = environment["STATE_DIRECTORY"]?.split(separator: ":").first.map(String.init) {
             state = Setting(stateDirectory, .systemd("$STATE_DIRECTORY"))
             spool = Setting("/var/spool/refreshd")
-            socket = environment["RUNTIME_DIRECTORY"]?.split(separator: ":").first.map {
-                Setting("\($0)/refreshd.sock", .systemd("$RUNTIME_DIRECTORY"))
-            } ?? Setting("/run/refreshd/refreshd.sock")
+            socket =
+                environment["RUNTIME_DIRECTORY"]?.split(separator: ":").first.map {
+                    Setting("\($0)/refreshd.sock", .systemd("$RUNTIME_DIRECTORY"))
+                } ?? Setting("/run/refreshd/refreshd.sock")
         } else if userID == 0 {
             state = Setting("/var/lib/refreshd")
             spool = Setting("/var/spool/refreshd")
             socket = Setting("/run/refreshd/refreshd.sock")
         } else {
             let home = environment["HOME"] ?? NSHomeDirectory()
-            let stateHome = environment["XDG_STATE_HOME"].flatMap { $0.hasPrefix("/") ? $0 : nil } ?? home + "/.local/state"
-            state = Setting(stateHome + "/refreshd", .environment(environment["XDG_STATE_HOME"] != nil ? "XDG_STATE_HOME" : "HOME"))
+            let stateHome =
+                environment["XDG_STATE_HOME"].flatMap { $0.hasPrefix("/") ? $0 : nil } ?? home + "/.local/state"
+            state = Setting(
+                stateHome + "/refreshd", .environment(environment["XDG_STATE_HOME"] != nil ? "XDG_STATE_HOME" : "HOME"))
             spool = Setting(stateHome + "/refreshd/spool", state.source)
             if let runtime = environment["XDG_RUNTIME_DIR"], runtime.hasPrefix("/") {
                 socket = Setting(runtime + "/refreshd/refreshd.sock", .environment("XDG_RUNTIME_DIR"))
@@ -107,8 +110,10 @@ public struct ConfigurationLoader {
             }
         }
         return DaemonConfiguration(
-            configPath: nil, stateDir: state, spoolDir: spool, socket: socket, listen: Setting(nil), dryRun: Setting(false),
-            logLevel: Setting("info"), retentionDays: Setting(90), maxQueuedJobs: Setting(100_000), sendGridBaseURL: Setting("https://api.sendgrid.com"),
+            configPath: nil, stateDir: state, spoolDir: spool, socket: socket, listen: Setting(nil),
+            dryRun: Setting(false),
+            logLevel: Setting("info"), retentionDays: Setting(90), maxQueuedJobs: Setting(100_000),
+            sendGridBaseURL: Setting("https://api.sendgrid.com"),
             requestTimeoutSeconds: Setting(30), preflight: Setting(true),
             segmentDaily: Setting(DaemonConfiguration.SendGridLimits.segmentDaily),
             segmentIntervalSeconds: Setting(DaemonConfiguration.SendGridLimits.segmentIntervalSeconds),
@@ -123,13 +128,19 @@ public struct ConfigurationLoader {
             guard let value = environment[name], !value.isEmpty else { return nil }
             return value
         }
-        if let value = string("REFRESHD_STATE_DIR") { config.stateDir = Setting(value, .environment("REFRESHD_STATE_DIR")) }
-        if let value = string("REFRESHD_SPOOL_DIR") { config.spoolDir = Setting(value, .environment("REFRESHD_SPOOL_DIR")) }
+        if let value = string("REFRESHD_STATE_DIR") {
+            config.stateDir = Setting(value, .environment("REFRESHD_STATE_DIR"))
+        }
+        if let value = string("REFRESHD_SPOOL_DIR") {
+            config.spoolDir = Setting(value, .environment("REFRESHD_SPOOL_DIR"))
+        }
         if let value = string("REFRESHD_SOCKET") { config.socket = Setting(value, .environment("REFRESHD_SOCKET")) }
         if let value = string("REFRESHD_SENDGRID_BASE_URL") {
             config.sendGridBaseURL = Setting(value, .environment("REFRESHD_SENDGRID_BASE_URL"))
         }
-        if let value = string("REFRESHD_LOG_LEVEL") { config.logLevel = Setting(value, .environment("REFRESHD_LOG_LEVEL")) }
+        if let value = string("REFRESHD_LOG_LEVEL") {
+            config.logLevel = Setting(value, .environment("REFRESHD_LOG_LEVEL"))
+        }
         if let value = string("REFRESHD_DRY_RUN") {
             switch value.lowercased() {
             case "1", "true", "yes", "on": config.dryRun = Setting(true, .environment("REFRESHD_DRY_RUN"))
@@ -149,11 +160,16 @@ public struct ConfigurationLoader {
             default: return ""
             }
         }
-        for (key, setting) in [("state_dir", config.stateDir), ("spool_dir", config.spoolDir), ("socket", config.socket)] {
-            if !setting.value.hasPrefix("/") { problems.append("\(key)\(at(setting.source)): \"\(setting.value)\" must be an absolute path") }
+        for (key, setting) in [
+            ("state_dir", config.stateDir), ("spool_dir", config.spoolDir), ("socket", config.socket),
+        ] {
+            if !setting.value.hasPrefix("/") {
+                problems.append("\(key)\(at(setting.source)): \"\(setting.value)\" must be an absolute path")
+            }
         }
         if config.socket.value.utf8.count > 107 {
-            problems.append("socket\(at(config.socket.source)): the path is longer than a unix socket allows (107 bytes)")
+            problems.append(
+                "socket\(at(config.socket.source)): the path is longer than a unix socket allows (107 bytes)")
         }
         if let listen = config.listen.value, !Self.isLoopbackListen(listen) {
             problems.append(
@@ -162,38 +178,56 @@ public struct ConfigurationLoader {
         }
         if !["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(config.logLevel.value) {
             problems.append(
-                "log_level\(at(config.logLevel.source)): \"\(config.logLevel.value)\" is not one of trace, debug, info, notice, warning, error, critical")
+                "log_level\(at(config.logLevel.source)): \"\(config.logLevel.value)\" is not one of trace, debug, info, notice, warning, error, critical"
+            )
         }
         if !(1...3650).contains(config.retentionDays.value) {
-            problems.append("retention_days\(at(config.retentionDays.source)): \(config.retentionDays.value) is outside 1...3650")
+            problems.append(
+                "retention_days\(at(config.retentionDays.source)): \(config.retentionDays.value) is outside 1...3650")
         }
         if !(1...10_000_000).contains(config.maxQueuedJobs.value) {
-            problems.append("max_queued_jobs\(at(config.maxQueuedJobs.source)): \(config.maxQueuedJobs.value) is outside 1...10000000")
+            problems.append(
+                "max_queued_jobs\(at(config.maxQueuedJobs.source)): \(config.maxQueuedJobs.value) is outside 1...10000000"
+            )
         }
-        if let url = URL(string: config.sendGridBaseURL.value), ["http", "https"].contains(url.scheme ?? ""), let host = url.host {
+        if let url = URL(string: config.sendGridBaseURL.value), ["http", "https"].contains(url.scheme ?? ""),
+            let host = url.host
+        {
             if url.scheme == "http", !Self.isLoopbackHost(host), !config.allowInsecureHTTP.value {
                 problems.append(
                     "sendgrid.base_url\(at(config.sendGridBaseURL.source)): \"\(config.sendGridBaseURL.value)\" is plain http to a host other than "
-                        + "loopback: the API key would cross the network unencrypted; use https:// (or set [sendgrid] allow_insecure_http = true)")
+                        + "loopback: the API key would cross the network unencrypted; use https:// (or set [sendgrid] allow_insecure_http = true)"
+                )
             }
         } else {
-            problems.append("sendgrid.base_url\(at(config.sendGridBaseURL.source)): \"\(config.sendGridBaseURL.value)\" is not an http(s) URL")
+            problems.append(
+                "sendgrid.base_url\(at(config.sendGridBaseURL.source)): \"\(config.sendGridBaseURL.value)\" is not an http(s) URL"
+            )
         }
         for (key, setting, range) in [
-            ("rejected_retention_days", config.rejectedRetentionDays, 0...3650), ("api_max_connections", config.apiMaxConnections, 16...100_000),
-            ("api_idle_timeout_seconds", config.apiIdleTimeoutSeconds, 1...3600), ("api_request_timeout_seconds", config.apiRequestTimeoutSeconds, 1...300),
-            ("api_max_wait_seconds", config.apiMaxWaitSeconds, 0...300), ("hook_max_concurrent", config.hookMaxConcurrent, 1...64),
+            ("rejected_retention_days", config.rejectedRetentionDays, 0...3650),
+            ("api_max_connections", config.apiMaxConnections, 16...100_000),
+            ("api_idle_timeout_seconds", config.apiIdleTimeoutSeconds, 1...3600),
+            ("api_request_timeout_seconds", config.apiRequestTimeoutSeconds, 1...300),
+            ("api_max_wait_seconds", config.apiMaxWaitSeconds, 0...300),
+            ("hook_max_concurrent", config.hookMaxConcurrent, 1...64),
         ] where !range.contains(setting.value) {
-            problems.append("\(key)\(at(setting.source)): \(setting.value) is outside \(range.lowerBound)...\(range.upperBound)")
+            problems.append(
+                "\(key)\(at(setting.source)): \(setting.value) is outside \(range.lowerBound)...\(range.upperBound)")
         }
         if !(0.1...60).contains(config.connectTimeoutSeconds.value) {
-            problems.append("sendgrid.connect_timeout_seconds\(at(config.connectTimeoutSeconds.source)): \(config.connectTimeoutSeconds.value) is outside 0.1...60")
+            problems.append(
+                "sendgrid.connect_timeout_seconds\(at(config.connectTimeoutSeconds.source)): \(config.connectTimeoutSeconds.value) is outside 0.1...60"
+            )
         }
         if !(1...100).contains(config.maxAttempts.value) {
-            problems.append("sendgrid.max_attempts\(at(config.maxAttempts.source)): \(config.maxAttempts.value) is outside 1...100")
+            problems.append(
+                "sendgrid.max_attempts\(at(config.maxAttempts.source)): \(config.maxAttempts.value) is outside 1...100")
         }
         if !(0.1...300).contains(config.requestTimeoutSeconds.value) {
-            problems.append("sendgrid.request_timeout_seconds\(at(config.requestTimeoutSeconds.source)): \(config.requestTimeoutSeconds.value) is outside 0.1...300")
+            problems.append(
+                "sendgrid.request_timeout_seconds\(at(config.requestTimeoutSeconds.source)): \(config.requestTimeoutSeconds.value) is outside 0.1...300"
+            )
         }
         let limits = DaemonConfiguration.SendGridLimits.self
         if config.segmentDaily.value > limits.segmentDaily || config.segmentDaily.value < 0 {
@@ -201,7 +235,9 @@ public struct ConfigurationLoader {
                 "limits.segment_daily\(at(config.segmentDaily.source)): \(config.segmentDaily.value) is above SendGrid's documented limit of "
                     + "\(limits.segmentDaily) per segment per day (or negative); limits may be lowered, never raised")
         }
-        if config.segmentIntervalSeconds.value < limits.segmentIntervalSeconds || config.segmentIntervalSeconds.value > 86400 {
+        if config.segmentIntervalSeconds.value < limits.segmentIntervalSeconds
+            || config.segmentIntervalSeconds.value > 86400
+        {
             problems.append(
                 "limits.segment_interval_seconds\(at(config.segmentIntervalSeconds.source)): \(config.segmentIntervalSeconds.value) is shorter "
                     + "than SendGrid's documented 3600 s between refreshes of a segment (or longer than a day); the interval may be "
@@ -213,15 +249,22 @@ public struct ConfigurationLoader {
                     + "\(limits.accountDaily) per account per day (or negative); limits may be lowered, never raised")
         }
         if !(0...3600).contains(config.safetyMarginSeconds.value) {
-            problems.append("limits.safety_margin_seconds\(at(config.safetyMarginSeconds.source)): \(config.safetyMarginSeconds.value) is outside 0...3600")
+            problems.append(
+                "limits.safety_margin_seconds\(at(config.safetyMarginSeconds.source)): \(config.safetyMarginSeconds.value) is outside 0...3600"
+            )
         }
         var names = Set<String>()
         for account in config.accounts {
             if account.name.isEmpty || account.name.count > 64
-                || !account.name.unicodeScalars.allSatisfy({ CharacterSet.alphanumerics.contains($0) || "._-".unicodeScalars.contains($0) }) {
+                || !account.name.unicodeScalars.allSatisfy({
+                    CharacterSet.alphanumerics.contains($0) || "._-".unicodeScalars.contains($0)
+                })
+            {
                 problems.append("account.name: \"\(account.name)\" must be 1-64 letters, digits, '.', '_' or '-'")
             }
-            if !names.insert(account.name).inserted { problems.append("account.name: \"\(account.name)\" is configured twice") }
+            if !names.insert(account.name).inserted {
+                problems.append("account.name: \"\(account.name)\" is configured twice")
+            }
             if let daily = account.accountDaily, daily > limits.accountDaily || daily < 0 {
                 problems.append(
                     "account \"\(account.name)\" account_daily: \(daily) is above SendGrid's documented limit of \(limits.accountDaily) "
@@ -239,7 +282,9 @@ public struct ConfigurationLoader {
     }
 
     static func isLoopbackListen(_ listen: String) -> Bool {
-        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (1...65535).contains(port) else {
+        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
+            (1...65535).contains(port)
+        else {
             return false
         }
         return ["127.0.0.1", "[::1]", "localhost"].contains(String(listen[..<colon]))
@@ -249,9 +294,13 @@ public struct ConfigurationLoader {
 
     mutating func resolveKeys(_ config: inout DaemonConfiguration, problems: inout [String]) {
         // The API token guards writes on the TCP listener: like a key, it must not be world-readable.
-        if let file = config.apiTokenFile.value, let attributes = try? FileManager.default.attributesOfItem(atPath: file),
-            let mode = attributes[.posixPermissions] as? Int, mode & 0o004 != 0 {
-            warnings.append("the API token file \(file) is readable by every user (mode \(String(mode, radix: 8))); run: chmod o-r \(file)")
+        if let file = config.apiTokenFile.value,
+            let attributes = try? FileManager.default.attributesOfItem(atPath: file),
+            let mode = attributes[.posixPermissions] as? Int, mode & 0o004 != 0
+        {
+            warnings.append(
+                "the API token file \(file) is readable by every user (mode \(String(mode, radix: 8))); run: chmod o-r \(file)"
+            )
         }
         for index in config.accounts.indices {
             let account = config.accounts[index]
@@ -267,7 +316,8 @@ public struct ConfigurationLoader {
                 continue
             }
             if let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty,
-                FileManager.default.fileExists(atPath: directory + "/" + credentialName) {
+                FileManager.default.fileExists(atPath: directory + "/" + credentialName)
+            {
                 switch readKey(file: directory + "/" + credentialName, warnIfShared: false) {
                 case .success(let key):
                     config.accounts[index].apiKey = key
@@ -281,21 +331,25 @@ public struct ConfigurationLoader {
             if let variable, let value = environment[variable], !value.isEmpty {
                 let trimmed = value.trimmingCharacters(in: .whitespacesAndNewlines)
                 if trimmed.isEmpty || trimmed.contains(where: \.isWhitespace) {
-                    problems.append("account \"\(account.name)\": the key in \(variable) is blank or contains whitespace")
+                    problems.append(
+                        "account \"\(account.name)\": the key in \(variable) is blank or contains whitespace")
                 } else {
                     config.accounts[index].apiKey = APIKey(trimmed)
                     config.accounts[index].apiKeySource = "environment \(variable)"
                 }
                 continue
             }
-            config.accounts[index].apiKeySource = "none found (dry-run): no api_key_file, no credential \(credentialName)"
+            config.accounts[index].apiKeySource =
+                "none found (dry-run): no api_key_file, no credential \(credentialName)"
                 + (variable.map { ", no \($0)" } ?? "")
         }
         // Two accounts with one key (and the same on_behalf_of) are one SendGrid account: each
         // would believe it has the whole daily budget, and together they would cause 429s.
         for (index, account) in config.accounts.enumerated() {
             guard let key = account.apiKey else { continue }
-            if let other = config.accounts[..<index].first(where: { $0.apiKey == key && $0.onBehalfOf == account.onBehalfOf }) {
+            if let other = config.accounts[..<index].first(where: {
+                $0.apiKey == key && $0.onBehalfOf == account.onBehalfOf
+            }) {
                 problems.append(
                     "accounts \"\(other.name)\" and \"\(account.name)\" resolve to the same SendGrid API key"
                         + (account.onBehalfOf.map { " and on_behalf_of \"\($0)\"" } ?? "")
@@ -312,14 +366,21 @@ public struct ConfigurationLoader {
 
     mutating func readKey(file: String, warnIfShared: Bool = true) -> KeyRead {
         guard FileManager.default.fileExists(atPath: file) else { return .failure("\(file) does not exist") }
-        guard let data = FileManager.default.contents(atPath: file) else { return .failure("cannot read \(file) (permission denied?)") }
+        guard let data = FileManager.default.contents(atPath: file) else {
+            return .failure("cannot read \(file) (permission denied?)")
+        }
         guard let text = String(data: data, encoding: .utf8) else { return .failure("\(file) is not text") }
         let key = text.trimmingCharacters(in: .whitespacesAndNewlines)
         if key.isEmpty { return .failure("\(file) is empty") }
-        if key.contains(where: \.isWhitespace) { return .failure("\(file) holds more than one word; it must hold only the key") }
+        if key.contains(where: \.isWhitespace) {
+            return .failure("\(file) holds more than one word; it must hold only the key")
+        }
         if warnIfShared, let attributes = try? FileManager.default.attributesOfItem(atPath: file),
-            let mode = attributes[.posixPermissions] as? Int, mode & 0o004 != 0 {
-            warnings.append("the key file \(file) is readable by every user (mode \(String(mode, radix: 8))); run: chmod o-r \(file)")
+            let mode = attributes[.posixPermissions] as? Int, mode & 0o004 != 0
+        {
+            warnings.append(
+                "the key file \(file) is readable by every user (mode \(String(mode, radix: 8))); run: chmod o-r \(file)"
+            )
         }
         return .success(APIKey(key))
     }
@@ -343,8 +404,10 @@ private struct TableReader {
 
     mutating func apply(_ table: TOMLTable, to config: inout DaemonConfiguration) {
         let topKeys: Set<String> = [
-            "state_dir", "spool_dir", "socket", "listen", "api_token_file", "dry_run", "log_level", "retention_days", "max_queued_jobs", "sendgrid",
-            "limits", "account", "rejected_retention_days", "api_max_connections", "api_idle_timeout_seconds", "api_request_timeout_seconds",
+            "state_dir", "spool_dir", "socket", "listen", "api_token_file", "dry_run", "log_level", "retention_days",
+            "max_queued_jobs", "sendgrid",
+            "limits", "account", "rejected_retention_days", "api_max_connections", "api_idle_timeout_seconds",
+            "api_request_timeout_seconds",
             "api_max_wait_seconds", "hook", "hook_max_concurrent",
         ]
         for key in table.keys where !topKeys.contains(key) { unknown(nil, key) }
@@ -370,7 +433,9 @@ private struct TableReader {
                         wrongType(nil, "hook", expected: "an array of tables [[hook]]", found: element)
                         continue
                     }
-                    for key in entry.keys where !["on", "exec", "args", "timeout_seconds"].contains(key) { unknown("hook", key, index: index) }
+                    for key in entry.keys where !["on", "exec", "args", "timeout_seconds"].contains(key) {
+                        unknown("hook", key, index: index)
+                    }
                     var hook = HookConfiguration(on: [], exec: "")
                     string(entry, "hook", "exec", index: index) { hook.exec = $0.value }
                     strings(entry, "hook", "on", index: index) { hook.on = $0 }
@@ -378,16 +443,25 @@ private struct TableReader {
                     int(entry, "hook", "timeout_seconds", index: index) { hook.timeoutSeconds = $0.value }
                     let at = place("hook", "exec", index: index)
                     if !hook.exec.hasPrefix("/") {
-                        problems.append("hook #\(index + 1) (\(at)): exec must be an absolute path to a program (it is run directly, never through a shell)")
+                        problems.append(
+                            "hook #\(index + 1) (\(at)): exec must be an absolute path to a program (it is run directly, never through a shell)"
+                        )
                     } else if !FileManager.default.isExecutableFile(atPath: hook.exec) {
                         problems.append("hook #\(index + 1) (\(at)): \(hook.exec) is not an executable file")
                     }
-                    if hook.on.isEmpty { problems.append("hook #\(index + 1) (\(path)): on is missing (events: \(HookConfiguration.events.joined(separator: ", ")))") }
+                    if hook.on.isEmpty {
+                        problems.append(
+                            "hook #\(index + 1) (\(path)): on is missing (events: \(HookConfiguration.events.joined(separator: ", ")))"
+                        )
+                    }
                     for event in hook.on where !HookConfiguration.events.contains(event) {
-                        problems.append("hook #\(index + 1) (\(path)): unknown event \"\(event)\" (events: \(HookConfiguration.events.joined(separator: ", ")))")
+                        problems.append(
+                            "hook #\(index + 1) (\(path)): unknown event \"\(event)\" (events: \(HookConfiguration.events.joined(separator: ", ")))"
+                        )
                     }
                     if !(1...300).contains(hook.timeoutSeconds) {
-                        problems.append("hook #\(index + 1) (\(path)): timeout_seconds \(hook.timeoutSeconds) is outside 1...300")
+                        problems.append(
+                            "hook #\(index + 1) (\(path)): timeout_seconds \(hook.timeoutSeconds) is outside 1...300")
                     }
                     config.hooks.append(hook)
                 }
@@ -397,7 +471,11 @@ private struct TableReader {
         }
         if let value = table["sendgrid"] {
             if let sendgrid = value.table {
-                for key in sendgrid.keys where !["base_url", "request_timeout_seconds", "connect_timeout_seconds", "preflight", "max_attempts", "allow_insecure_http"].contains(key) {
+                for key in sendgrid.keys
+                where ![
+                    "base_url", "request_timeout_seconds", "connect_timeout_seconds", "preflight", "max_attempts",
+                    "allow_insecure_http",
+                ].contains(key) {
                     unknown("sendgrid", key)
                 }
                 bool(sendgrid, "sendgrid", "allow_insecure_http") { config.allowInsecureHTTP = $0 }
@@ -413,7 +491,9 @@ private struct TableReader {
         if let value = table["limits"] {
             if let limits = value.table {
                 for key in limits.keys
-                where !["segment_daily", "segment_interval_seconds", "account_daily", "safety_margin_seconds"].contains(key) {
+                where !["segment_daily", "segment_interval_seconds", "account_daily", "safety_margin_seconds"].contains(
+                    key)
+                {
                     unknown("limits", key)
                 }
                 int(limits, "limits", "segment_daily") { config.segmentDaily = $0 }
@@ -435,7 +515,8 @@ private struct TableReader {
                     wrongType(nil, "account", expected: "an array of tables [[account]]", found: element)
                     continue
                 }
-                for key in entry.keys where !["name", "api_key_file", "api_key_env", "on_behalf_of", "account_daily"].contains(key) {
+                for key in entry.keys
+                where !["name", "api_key_file", "api_key_env", "on_behalf_of", "account_daily"].contains(key) {
                     unknown("account", key, index: index)
                 }
                 var account = AccountConfiguration(name: "", apiKeySource: "none")
@@ -459,40 +540,62 @@ private struct TableReader {
         problems.append("\(place(section, key, index: index)): unknown key")
     }
 
-    mutating func wrongType(_ section: String?, _ key: String, expected: String, found: TOMLValueConvertible, index: Int? = nil) {
+    mutating func wrongType(
+        _ section: String?, _ key: String, expected: String, found: TOMLValueConvertible, index: Int? = nil
+    ) {
         problems.append("\(place(section, key, index: index)): expected \(expected), found \(found.type)")
     }
 
-    mutating func string(_ table: TOMLTable, _ section: String?, _ key: String, index: Int? = nil, _ set: (Setting<String>) -> Void) {
+    mutating func string(
+        _ table: TOMLTable, _ section: String?, _ key: String, index: Int? = nil, _ set: (Setting<String>) -> Void
+    ) {
         guard let value = table[key] else { return }
-        guard let string = value.string else { return wrongType(section, key, expected: "a string", found: value, index: index) }
+        guard let string = value.string else {
+            return wrongType(section, key, expected: "a string", found: value, index: index)
+        }
         set(Setting(string, source(section, key, index: index)))
     }
 
-    mutating func strings(_ table: TOMLTable, _ section: String?, _ key: String, index: Int? = nil, _ set: ([String]) -> Void) {
+    mutating func strings(
+        _ table: TOMLTable, _ section: String?, _ key: String, index: Int? = nil, _ set: ([String]) -> Void
+    ) {
         guard let value = table[key] else { return }
-        guard let array = value.array else { return wrongType(section, key, expected: "an array of strings", found: value, index: index) }
+        guard let array = value.array else {
+            return wrongType(section, key, expected: "an array of strings", found: value, index: index)
+        }
         var strings: [String] = []
         for element in array {
-            guard let string = element.string else { return wrongType(section, key, expected: "an array of strings", found: value, index: index) }
+            guard let string = element.string else {
+                return wrongType(section, key, expected: "an array of strings", found: value, index: index)
+            }
             strings.append(string)
         }
         set(strings)
     }
 
-    mutating func bool(_ table: TOMLTable, _ section: String?, _ key: String, index: Int? = nil, _ set: (Setting<Bool>) -> Void) {
+    mutating func bool(
+        _ table: TOMLTable, _ section: String?, _ key: String, index: Int? = nil, _ set: (Setting<Bool>) -> Void
+    ) {
         guard let value = table[key] else { return }
-        guard let bool = value.bool else { return wrongType(section, key, expected: "true or false", found: value, index: index) }
+        guard let bool = value.bool else {
+            return wrongType(section, key, expected: "true or false", found: value, index: index)
+        }
         set(Setting(bool, source(section, key, index: index)))
     }
 
-    mutating func int(_ table: TOMLTable, _ section: String?, _ key: String, index: Int? = nil, _ set: (Setting<Int>) -> Void) {
+    mutating func int(
+        _ table: TOMLTable, _ section: String?, _ key: String, index: Int? = nil, _ set: (Setting<Int>) -> Void
+    ) {
         guard let value = table[key] else { return }
-        guard let int = value.int else { return wrongType(section, key, expected: "an integer", found: value, index: index) }
+        guard let int = value.int else {
+            return wrongType(section, key, expected: "an integer", found: value, index: index)
+        }
         set(Setting(int, source(section, key, index: index)))
     }
 
-    mutating func number(_ table: TOMLTable, _ section: String?, _ key: String, index: Int? = nil, _ set: (Setting<Double>) -> Void) {
+    mutating func number(
+        _ table: TOMLTable, _ section: String?, _ key: String, index: Int? = nil, _ set: (Setting<Double>) -> Void
+    ) {
         guard let value = table[key] else { return }
         guard let number = value.double ?? value.int.map(Double.init) else {
             return wrongType(section, key, expected: "a number", found: value, index: index)
@@ -523,7 +626,8 @@ struct TOMLLines {
                 entries.append((number + 1, nil, 0, section!))
                 index = 0
             } else if let equals = line.firstIndex(of: "="), !line.hasPrefix("#") {
-                let key = line[..<equals].trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\"'"))
+                let key = line[..<equals].trimmingCharacters(in: .whitespaces).trimmingCharacters(
+                    in: CharacterSet(charactersIn: "\"'"))
                 entries.append((number + 1, section, index, key))
             }
         }

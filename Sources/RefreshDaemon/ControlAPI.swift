@@ -33,11 +33,13 @@ public final class ControlState: @unchecked Sendable {
     private var settingsGeneration: UInt64 = 0
 
     public init(
-        ledger: any Ledger, zones: ZoneInfoDirectory, configuration: DaemonConfiguration, version: String, startedAt: Date,
+        ledger: any Ledger, zones: ZoneInfoDirectory, configuration: DaemonConfiguration, version: String,
+        startedAt: Date,
         now: @escaping @Sendable () -> Date, metrics: RefreshdMetrics, lanes: @escaping @Sendable () -> [LaneStatus],
         lane: (@Sendable (String) -> LaneStatus?)? = nil, intake: @escaping @Sendable () -> SpoolIntake.IntakeState?,
         wake: @escaping @Sendable () -> Void, reread: @escaping @Sendable () -> Void = {},
-        logger: Logger = Logger(label: "refreshd", factory: { _ in SwiftLogNoOpLogHandler() }), work: APIWork = APIWork()
+        logger: Logger = Logger(label: "refreshd", factory: { _ in SwiftLogNoOpLogHandler() }),
+        work: APIWork = APIWork()
     ) {
         self.work = work
         self.reread = reread
@@ -106,11 +108,16 @@ extension ControlState {
     /// as the status line, the metrics and GET /v1/budget report them.
     func accountBudgets(_ account: String, includeBlocks: Bool, now t: Date) throws -> [RuleBudget] {
         // The account's rule (I3) counts on UTC days: the segments' zones play no part.
-        let history = try ledger.attempts(since: t.addingTimeInterval(-2 * 86400), account: account, segmentID: nil, limit: Int.max).map {
+        let history = try ledger.attempts(
+            since: t.addingTimeInterval(-2 * 86400), account: account, segmentID: nil, limit: Int.max
+        ).map {
             $0.engineAttempt(resolve: { _ in nil })
         }
-        let blocks = includeBlocks ? try ledger.blocks(account: account, now: t).filter { $0.segmentID == nil }.map(\.engineBlock) : []
-        return RuleEngine.accountBudgets(account: account, history: history, blocks: blocks, limits: configuration.limits(for: account), now: t)
+        let blocks =
+            includeBlocks
+            ? try ledger.blocks(account: account, now: t).filter { $0.segmentID == nil }.map(\.engineBlock) : []
+        return RuleEngine.accountBudgets(
+            account: account, history: history, blocks: blocks, limits: configuration.limits(for: account), now: t)
     }
 }
 
@@ -139,32 +146,49 @@ public struct APIError: Error, HTTPResponseError, Sendable {
 struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     let logger: Logger
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         do {
             return try await next(request, context)
         } catch let error as APIError {
             return ControlAPI.json(["error": ["code": error.code, "message": error.message]], status: error.status)
-        } catch let error as HTTPError where error.status == .notFound && !ControlAPI.allowedMethods(for: request.uri.path).isEmpty {
+        } catch let error as HTTPError
+            where error.status == .notFound && !ControlAPI.allowedMethods(for: request.uri.path).isEmpty
+        {
             let allowed = ControlAPI.allowedMethods(for: request.uri.path)
             var response = ControlAPI.json(
-                ["error": ["code": "method_not_allowed", "message": "\(request.method) is not allowed on \(request.uri.path); allowed: \(allowed.joined(separator: ", "))"]],
+                [
+                    "error": [
+                        "code": "method_not_allowed",
+                        "message":
+                            "\(request.method) is not allowed on \(request.uri.path); allowed: \(allowed.joined(separator: ", "))",
+                    ]
+                ],
                 status: .methodNotAllowed)
             response.headers[.allow] = allowed.joined(separator: ", ")
             return response
         } catch let error as HTTPError {
-            let code = error.status == .notFound ? "not_found" : error.status == .methodNotAllowed ? "method_not_allowed" : "http_\(error.status.code)"
+            let code =
+                error.status == .notFound
+                ? "not_found" : error.status == .methodNotAllowed ? "method_not_allowed" : "http_\(error.status.code)"
             let message =
                 error.status == .notFound
-                ? "no such route: \(request.method) \(request.uri.path) (see GET /v1/openapi.json)" : (error.body ?? error.status.reasonPhrase)
+                ? "no such route: \(request.method) \(request.uri.path) (see GET /v1/openapi.json)"
+                : (error.body ?? error.status.reasonPhrase)
             return ControlAPI.json(["error": ["code": code, "message": message]], status: error.status)
         } catch let error as LedgerError {
             logger.error("control API: ledger error", metadata: ["error": "\(error)"])
-            var response = ControlAPI.json(["error": ["code": "ledger_\(error.code.rawValue)", "message": error.message]], status: .serviceUnavailable)
+            var response = ControlAPI.json(
+                ["error": ["code": "ledger_\(error.code.rawValue)", "message": error.message]],
+                status: .serviceUnavailable)
             if error.code == .busy || error.code == .notWritable { response.headers[.retryAfter] = "5" }
             return response
         } catch {
             logger.error("control API: unexpected error", metadata: ["error": "\(error)"])
-            return ControlAPI.json(["error": ["code": "internal", "message": "internal error: \(type(of: error))"]], status: .internalServerError)
+            return ControlAPI.json(
+                ["error": ["code": "internal", "message": "internal error: \(type(of: error))"]],
+                status: .internalServerError)
         }
     }
 }
@@ -173,15 +197,23 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
 struct WriteTokenMiddleware<Context: RequestContext>: RouterMiddleware {
     let token: String?
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         // POST /v1/plan only asks "what if": it changes nothing and needs no token.
         let readOnly = request.method == .post && request.uri.path == "/v1/plan"
-        if !readOnly, request.method == .post || request.method == .delete || request.method == .put || request.method == .patch {
+        if !readOnly,
+            request.method == .post || request.method == .delete || request.method == .put || request.method == .patch
+        {
             guard let token else {
-                throw APIError(.forbidden, "forbidden", "changes are refused on the TCP listener unless api_token_file is configured; use the unix socket")
+                throw APIError(
+                    .forbidden, "forbidden",
+                    "changes are refused on the TCP listener unless api_token_file is configured; use the unix socket")
             }
             guard let header = request.headers[.authorization], constantTimeEqual(header, "Bearer " + token) else {
-                throw APIError(.forbidden, "forbidden", "this route changes state: send the API token as 'Authorization: Bearer <token>'")
+                throw APIError(
+                    .forbidden, "forbidden",
+                    "this route changes state: send the API token as 'Authorization: Bearer <token>'")
             }
         }
         return try await next(request, context)
@@ -201,11 +233,15 @@ struct WriteTokenMiddleware<Context: RequestContext>: RouterMiddleware {
 public enum ControlAPI {
     /// Every route: method and path as the OpenAPI document writes them. Tests hold the two equal.
     public static let routes: [(method: String, path: String)] = [
-        ("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/v1/openapi.json"), ("GET", "/v1/status"), ("GET", "/v1/budget"),
-        ("GET", "/v1/segments"), ("GET", "/v1/segments/{id}/budget"), ("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs/{id}"),
-        ("DELETE", "/v1/jobs/{id}"), ("PATCH", "/v1/jobs/{id}"), ("POST", "/v1/jobs/{id}/retry"), ("POST", "/v1/jobs/retry"),
+        ("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/v1/openapi.json"), ("GET", "/v1/status"),
+        ("GET", "/v1/budget"),
+        ("GET", "/v1/segments"), ("GET", "/v1/segments/{id}/budget"), ("GET", "/v1/jobs"), ("POST", "/v1/jobs"),
+        ("GET", "/v1/jobs/{id}"),
+        ("DELETE", "/v1/jobs/{id}"), ("PATCH", "/v1/jobs/{id}"), ("POST", "/v1/jobs/{id}/retry"),
+        ("POST", "/v1/jobs/retry"),
         ("POST", "/v1/jobs/cancel"), ("GET", "/v1/plan"), ("POST", "/v1/plan"), ("GET", "/v1/holds"),
-        ("POST", "/v1/holds"), ("DELETE", "/v1/holds/{id}"), ("GET", "/v1/refreshes"), ("GET", "/v1/blocks"), ("DELETE", "/v1/blocks/{id}"),
+        ("POST", "/v1/holds"), ("DELETE", "/v1/holds/{id}"), ("GET", "/v1/refreshes"), ("GET", "/v1/blocks"),
+        ("DELETE", "/v1/blocks/{id}"),
     ]
 
     /// The methods a path allows (empty: no such path).
@@ -218,7 +254,9 @@ public enum ControlAPI {
     }
 
     /// The router; `writeToken` given (even nil) means a TCP listener: writes need the token.
-    public static func router(state: ControlState, logger: Logger, tcp: Bool, writeToken: String?) -> Router<BasicRequestContext> {
+    public static func router(state: ControlState, logger: Logger, tcp: Bool, writeToken: String?) -> Router<
+        BasicRequestContext
+    > {
         let router = Router()
         router.middlewares.add(JSONErrorMiddleware(logger: logger))
         if tcp { router.middlewares.add(WriteTokenMiddleware(token: writeToken)) }
@@ -230,7 +268,9 @@ public enum ControlAPI {
         router.get("/healthz") { _, _ in try handlers.health() }
         router.get("/metrics") { _, _ in handlers.metrics() }
         router.get("/v1/openapi.json") { _, _ in
-            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: openAPIDocument)))
+            Response(
+                status: .ok, headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(string: openAPIDocument)))
         }
         router.get("/v1/status") { _, _ in try handlers.status() }
         router.get("/v1/budget") { _, _ in try handlers.budget() }
@@ -249,7 +289,9 @@ public enum ControlAPI {
             return try await work.write { try handlers.enqueue(body: body) }
         }
         router.get("/v1/jobs/{id}") { request, context in
-            try await handlers.job(id: context.parameters.get("id") ?? "", query: request.uri.queryParameters, known: request.headers[.ifNoneMatch])
+            try await handlers.job(
+                id: context.parameters.get("id") ?? "", query: request.uri.queryParameters,
+                known: request.headers[.ifNoneMatch])
         }
         router.delete("/v1/jobs/{id}") { _, context in
             let id = context.parameters.get("id") ?? ""
@@ -266,12 +308,20 @@ public enum ControlAPI {
         router.patch("/v1/jobs/{id}") { request, context in
             try await handlers.edit(id: context.parameters.get("id") ?? "", body: try await smallBody(request))
         }
-        router.post("/v1/jobs/{id}/retry") { _, context in try await handlers.retry(id: context.parameters.get("id") ?? "") }
-        router.post("/v1/jobs/retry") { request, _ in try await handlers.retryMatching(body: try await smallBody(request)) }
-        router.post("/v1/jobs/cancel") { request, _ in try await handlers.cancelMatching(body: try await smallBody(request)) }
+        router.post("/v1/jobs/{id}/retry") { _, context in
+            try await handlers.retry(id: context.parameters.get("id") ?? "")
+        }
+        router.post("/v1/jobs/retry") { request, _ in
+            try await handlers.retryMatching(body: try await smallBody(request))
+        }
+        router.post("/v1/jobs/cancel") { request, _ in
+            try await handlers.cancelMatching(body: try await smallBody(request))
+        }
         router.get("/v1/holds") { request, _ in try handlers.holds(query: request.uri.queryParameters) }
         router.post("/v1/holds") { request, _ in try await handlers.addHold(body: try await smallBody(request)) }
-        router.delete("/v1/holds/{id}") { _, context in try await handlers.releaseHold(id: context.parameters.get("id") ?? "") }
+        router.delete("/v1/holds/{id}") { _, context in
+            try await handlers.releaseHold(id: context.parameters.get("id") ?? "")
+        }
         router.get("/v1/plan") { _, _ in try await handlers.plan() }
         router.post("/v1/plan") { request, _ in try await handlers.whatIf(body: try await smallBody(request)) }
         router.get("/v1/refreshes") { request, _ in try handlers.refreshes(query: request.uri.queryParameters) }
@@ -285,14 +335,16 @@ public enum ControlAPI {
 
     /// A JSON response from plain values (dictionaries, arrays, strings, numbers, booleans, NSNull).
     static func json(_ value: Any, status: HTTPResponse.Status = .ok) -> Response {
-        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: jsonBuffer(value)))
+        Response(
+            status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: jsonBuffer(value)))
     }
 
     /// The JSON text of plain values, with a final newline.
     static func jsonBuffer(_ value: Any) -> ByteBuffer {
         // No .sortedKeys: on Linux it sorts with locale-aware string comparison (ICU), which cost
         // more than the whole rule evaluation (seen in a profile of the budget route).
-        let data = (try? JSONSerialization.data(withJSONObject: value, options: [.withoutEscapingSlashes])) ?? Data("{}".utf8)
+        let data =
+            (try? JSONSerialization.data(withJSONObject: value, options: [.withoutEscapingSlashes])) ?? Data("{}".utf8)
         var buffer = ByteBuffer(bytes: data)
         buffer.writeString("\n")
         return buffer
@@ -313,7 +365,8 @@ struct Handlers: Sendable {
     func metrics() -> Response {
         let text = state.metrics.render(state: state)
         return Response(
-            status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: text)))
+            status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 
     // MARK: Status
@@ -336,23 +389,31 @@ struct Handlers: Sendable {
             entry["held"] = lane?.held ?? 0
             accounts.append(entry)
         }
-        var spool: [String: Any] = ["backlog": 0, "taken": 0, "rejected": 0, "blocked": NSNull(), "skipped": [String]()]
+        var spool: [String: Any] = [
+            "backlog": 0, "taken": 0, "rejected": 0, "blocked": NSNull(), "skipped": [String](),
+        ]
         if let intake = state.intakeState {
             spool = [
-                "backlog": intake.backlog, "taken": intake.taken, "rejected": intake.rejected, "blocked": intake.blocked ?? NSNull(),
-                "skipped": intake.skipped, "rejected_files": intake.rejectedFiles, "rejected_bytes": intake.rejectedBytes,
+                "backlog": intake.backlog, "taken": intake.taken, "rejected": intake.rejected,
+                "blocked": intake.blocked ?? NSNull(),
+                "skipped": intake.skipped, "rejected_files": intake.rejectedFiles,
+                "rejected_bytes": intake.rejectedBytes,
             ]
         }
         var jobs: [String: Int] = [:]
         for jobState in JobState.allCases { jobs[jobState.rawValue] = counts[jobState] ?? 0 }
         let lastError = lanes.compactMap(\.lastError).first
         let body: [String: Any] = [
-            "version": state.version, "tzdata_version": state.zones.version ?? NSNull(), "tz_directory": state.zones.path,
-            "dry_run": configuration.accounts.allSatisfy { configuration.isDryRun($0) }, "started_at": Timestamp.rfc3339(state.startedAt),
+            "version": state.version, "tzdata_version": state.zones.version ?? NSNull(),
+            "tz_directory": state.zones.path,
+            "dry_run": configuration.accounts.allSatisfy { configuration.isDryRun($0) },
+            "started_at": Timestamp.rfc3339(state.startedAt),
             "uptime_seconds": Int(t.timeIntervalSince(state.startedAt)), "now": Timestamp.rfc3339(t), "jobs": jobs,
-            "queue_size": counts[.queued] ?? 0, "spool": spool, "accounts": accounts, "last_error": lastError ?? NSNull(),
+            "queue_size": counts[.queued] ?? 0, "spool": spool, "accounts": accounts,
+            "last_error": lastError ?? NSNull(),
             "paused_accounts": accounts.filter { $0["paused"] as? Bool == true }.map { $0["name"]! },
-            "held_jobs": lanes.map(\.held).reduce(0, +), "holds": try ledger.activeHolds(account: nil).map(Self.holdJSON),
+            "held_jobs": lanes.map(\.held).reduce(0, +),
+            "holds": try ledger.activeHolds(account: nil).map(Self.holdJSON),
         ]
         return ControlAPI.json(body)
     }
@@ -388,7 +449,8 @@ struct Handlers: Sendable {
             }
             accounts.append([
                 "account": account.name, "used": daily.used, "limit": daily.limit, "remaining": daily.remaining,
-                "resets_at": daily.resetsAt.map(Timestamp.rfc3339) ?? NSNull(), "paused": !(pausedReason is NSNull), "paused_reason": pausedReason,
+                "resets_at": daily.resetsAt.map(Timestamp.rfc3339) ?? NSNull(), "paused": !(pausedReason is NSNull),
+                "paused_reason": pausedReason,
                 "dry_run": configuration.isDryRun(account), "queued": lane?.queued ?? 0,
                 "next_send_at": lane?.nextSendAt.map(Timestamp.rfc3339) ?? NSNull(),
             ])
@@ -404,37 +466,50 @@ struct Handlers: Sendable {
         let account = query.get("account") ?? "default"
         guard state.hasAccount(account) else {
             throw APIError.badRequest(
-                "account", "no account named \"\(account)\" (configured: \(configuration.accounts.map(\.name).joined(separator: ", ")))")
+                "account",
+                "no account named \"\(account)\" (configured: \(configuration.accounts.map(\.name).joined(separator: ", ")))"
+            )
         }
         let t = state.now()
         let history = try ledger.history(account: account, segmentID: segment, now: t)
         var zoneName = query.get("time_zone")
         if zoneName == nil {
-            zoneName = try ledger.queuedJobs(account: account, segmentID: segment).last?.job.timeZone ?? history.segmentAttempts.last?.timeZone
+            zoneName =
+                try ledger.queuedJobs(account: account, segmentID: segment).last?.job.timeZone
+                ?? history.segmentAttempts.last?.timeZone
         }
         guard let zoneName else {
-            throw APIError.badRequest("time_zone", "required for a segment refreshd has never seen (an IANA zone such as America/Chicago)")
+            throw APIError.badRequest(
+                "time_zone", "required for a segment refreshd has never seen (an IANA zone such as America/Chicago)")
         }
         guard let zone = rules(zoneName) else {
             let suggestions = state.zones.suggestions(for: zoneName)
             throw APIError.badRequest(
-                "time_zone", "unknown time zone \"\(zoneName)\"" + (suggestions.isEmpty ? "" : "; did you mean \(suggestions.joined(separator: ", "))?"))
+                "time_zone",
+                "unknown time zone \"\(zoneName)\""
+                    + (suggestions.isEmpty ? "" : "; did you mean \(suggestions.joined(separator: ", "))?"))
         }
-        return ControlAPI.json(segmentBudgetJSON(account: account, segment: segment, zone: zone, history: history, now: t))
+        return ControlAPI.json(
+            segmentBudgetJSON(account: account, segment: segment, zone: zone, history: history, now: t))
     }
 
     /// A segment's budget as GET /v1/segments/{id}/budget (and each row of GET /v1/segments) has it.
-    func segmentBudgetJSON(account: String, segment: String, zone: ZoneRules, history: LedgerHistory, now t: Date) -> [String: Any] {
+    func segmentBudgetJSON(account: String, segment: String, zone: ZoneRules, history: LedgerHistory, now t: Date)
+        -> [String: Any]
+    {
         let inputs = history.engineInputs(resolve: rules)
         let decision = RuleEngine.decide(
             account: account, segment: segment, zone: zone, history: inputs.attempts, blocks: inputs.blocks,
             limits: state.configuration.limits(for: account), now: t)
-        let hold = (try? ledger.activeHolds(account: account))?.first { $0.covers(account: account, segmentID: segment) }
+        let hold = (try? ledger.activeHolds(account: account))?.first {
+            $0.covers(account: account, segmentID: segment)
+        }
         let paused = hold.map(Self.holdText) ?? state.laneStatus(account)?.paused
         return [
             "segment_id": segment, "account": account, "time_zone": zone.name, "now": Timestamp.rfc3339(t),
             "allowed_now": decision.verdict == .allowed && paused == nil, "binding": decision.binding.map(\.rawValue),
-            "earliest": decision.earliest(now: t).map(Timestamp.rfc3339) ?? NSNull(), "rules": decision.budgets.map(budgetJSON),
+            "earliest": decision.earliest(now: t).map(Timestamp.rfc3339) ?? NSNull(),
+            "rules": decision.budgets.map(budgetJSON),
             "segment_remaining_today": decision.budget(.segmentDaily)?.remaining ?? 0,
             "account_remaining": decision.budget(.accountDaily)?.remaining ?? 0, "paused_reason": paused ?? NSNull(),
         ]
@@ -448,14 +523,17 @@ struct Handlers: Sendable {
         var accounts = configuration.accounts.map(\.name)
         if let account = query.get("account") {
             guard state.hasAccount(account) else {
-                throw APIError.badRequest("account", "no account named \"\(account)\" (configured: \(accounts.joined(separator: ", ")))")
+                throw APIError.badRequest(
+                    "account", "no account named \"\(account)\" (configured: \(accounts.joined(separator: ", ")))")
             }
             accounts = [account]
         }
         let t = state.now()
         let rows = try await state.work.read { [self, accounts] () -> [SegmentRow] in
             var zones: [String: [String: String]] = [:]
-            for attempt in try ledger.attempts(since: t.addingTimeInterval(-4 * 86400), account: nil, segmentID: nil, limit: Int.max).reversed()
+            for attempt in try ledger.attempts(
+                since: t.addingTimeInterval(-4 * 86400), account: nil, segmentID: nil, limit: Int.max
+            ).reversed()
             where accounts.contains(attempt.account) {
                 zones[attempt.account, default: [:]][attempt.segmentID] = attempt.timeZone
             }
@@ -470,8 +548,12 @@ struct Handlers: Sendable {
                         continue
                     }
                     let history = try ledger.history(account: account, segmentID: segment, now: t)
-                    rows.append(SegmentRow(json: JSONBox(segmentBudgetJSON(account: account, segment: segment, zone: zone, history: history, now: t)),
-                        account: account, segment: segment, zone: zoneName))
+                    rows.append(
+                        SegmentRow(
+                            json: JSONBox(
+                                segmentBudgetJSON(
+                                    account: account, segment: segment, zone: zone, history: history, now: t)),
+                            account: account, segment: segment, zone: zoneName))
                 }
             }
             return rows
@@ -480,8 +562,10 @@ struct Handlers: Sendable {
             if let json = row.json?.value { return json }
             // A zone the tz data cannot load: listed, never computed with another zone.
             return [
-                "segment_id": row.segment, "account": row.account, "time_zone": row.zone, "now": Timestamp.rfc3339(t), "allowed_now": false,
-                "binding": [String](), "earliest": NSNull(), "rules": [[String: Any]](), "segment_remaining_today": 0, "account_remaining": 0,
+                "segment_id": row.segment, "account": row.account, "time_zone": row.zone, "now": Timestamp.rfc3339(t),
+                "allowed_now": false,
+                "binding": [String](), "earliest": NSNull(), "rules": [[String: Any]](), "segment_remaining_today": 0,
+                "account_remaining": 0,
                 "paused_reason": JobHold.reason(timeZone: row.zone, zones: state.zones) ?? NSNull(),
             ]
         }
@@ -510,7 +594,8 @@ struct Handlers: Sendable {
             "held_reason": held,
             "id": job.id, "state": job.state.rawValue, "account": job.job.account, "segment_id": job.job.segmentID,
             "time_zone": job.job.timeZone, "priority": job.job.priority, "source": job.job.source,
-            "idempotency_key": job.job.idempotencyKey ?? NSNull(), "not_before": job.job.notBefore.map(Timestamp.rfc3339) ?? NSNull(),
+            "idempotency_key": job.job.idempotencyKey ?? NSNull(),
+            "not_before": job.job.notBefore.map(Timestamp.rfc3339) ?? NSNull(),
             "expires_at": job.job.expiresAt.map(Timestamp.rfc3339) ?? NSNull(), "note": job.job.note ?? NSNull(),
             "attempt_id": job.attemptID ?? NSNull(), "reason": job.reason ?? NSNull(), "tries": job.tries,
             "retry_at": job.retryAt.map(Timestamp.rfc3339) ?? NSNull(), "created_at": Timestamp.rfc3339(job.createdAt),
@@ -519,7 +604,9 @@ struct Handlers: Sendable {
     }
 
     private func jobID(_ text: String) throws -> Int64 {
-        guard let id = Int64(text), id > 0 else { throw APIError.badRequest("id", "\"\(text)\" is not a job id (a positive integer)") }
+        guard let id = Int64(text), id > 0 else {
+            throw APIError.badRequest("id", "\"\(text)\" is not a job id (a positive integer)")
+        }
         return id
     }
 
@@ -527,19 +614,26 @@ struct Handlers: Sendable {
         var jobState: JobState?
         if let text = query.get("state") {
             guard let parsed = JobState(rawValue: text) else {
-                throw APIError.badRequest("state", "\"\(text)\" is not a job state (\(JobState.allCases.map(\.rawValue).joined(separator: ", ")))")
+                throw APIError.badRequest(
+                    "state",
+                    "\"\(text)\" is not a job state (\(JobState.allCases.map(\.rawValue).joined(separator: ", ")))")
             }
             jobState = parsed
         }
         var segment: String?
         if let text = query.get("segment") {
-            guard let normalized = JobFile.normalizedUUID(text) else { throw APIError.badRequest("segment", "\"\(text)\" is not a segment id (a UUID)") }
+            guard let normalized = JobFile.normalizedUUID(text) else {
+                throw APIError.badRequest("segment", "\"\(text)\" is not a segment id (a UUID)")
+            }
             segment = normalized
         }
         let limit = try intParameter(query, "limit", default: 100, range: 1...1000)
         var cursor: Int64?
         if let text = query.get("cursor") {
-            guard let value = Int64(text), value >= 0 else { throw APIError.badRequest("cursor", "\"\(text)\" is not a cursor (use next_cursor from the previous page)") }
+            guard let value = Int64(text), value >= 0 else {
+                throw APIError.badRequest(
+                    "cursor", "\"\(text)\" is not a cursor (use next_cursor from the previous page)")
+            }
             cursor = value
         }
         let page = try ledger.jobs(state: jobState, segmentID: segment, after: cursor, limit: limit)
@@ -554,7 +648,8 @@ struct Handlers: Sendable {
     /// the request's arrival), or when the wait ends. A finished job answers at once.
     func job(id: String, query: Parameters, known: String?) async throws -> Response {
         let id = try jobID(id)
-        let wait = min(try intParameter(query, "wait", default: 0, range: 0...300), state.configuration.apiMaxWaitSeconds.value)
+        let wait = min(
+            try intParameter(query, "wait", default: 0, range: 0...300), state.configuration.apiMaxWaitSeconds.value)
         let deadline = ContinuousClock.now + .seconds(wait)
         var (body, tag, finished) = try await jobSnapshot(id)
         let baseline = known ?? tag
@@ -582,7 +677,8 @@ struct Handlers: Sendable {
         var forecast: JobForecast?
         if job.state == .queued { forecast = try await planSnapshot().forecasts[id] }
         let at = forecast?.at.map { String(Int64($0.timeIntervalSince1970)) } ?? "-"
-        let tag = "\"\(id)-\(job.state.rawValue)-\(Int64(job.updatedAt.timeIntervalSince1970 * 1000))-\(forecast?.fate ?? "-")-\(at)\""
+        let tag =
+            "\"\(id)-\(job.state.rawValue)-\(Int64(job.updatedAt.timeIntervalSince1970 * 1000))-\(forecast?.fate ?? "-")-\(at)\""
         let finished = ![.queued, .sending].contains(job.state)
         return (["job": Self.jobJSON(job, zones: state.zones), "forecast": forecast?.json ?? NSNull()], tag, finished)
     }
@@ -595,24 +691,32 @@ struct Handlers: Sendable {
         let zones = state.zones
         let bytes = Array(body.readableBytesView)
         let request: JobRequest
-        switch JobFile.parse(bytes, accounts: Set(configuration.accounts.map(\.name)), zoneProblem: { zone in
-            zones.contains(zone) ? nil : TZDataError.unknownZone(zone, suggestions: zones.suggestions(for: zone)).message
-        }) {
+        switch JobFile.parse(
+            bytes, accounts: Set(configuration.accounts.map(\.name)),
+            zoneProblem: { zone in
+                zones.contains(zone)
+                    ? nil : TZDataError.unknownZone(zone, suggestions: zones.suggestions(for: zone)).message
+            })
+        {
         case .success(let parsed): request = parsed
         case .failure(let error):
             throw APIError(.badRequest, error.field.map { "invalid_\($0)" } ?? "invalid_job", error.description)
         }
         guard try ledger.queuedCount() < configuration.maxQueuedJobs.value else {
-            throw APIError(.serviceUnavailable, "queue_full", "the queue holds max_queued_jobs = \(configuration.maxQueuedJobs.value) jobs; try again later")
+            throw APIError(
+                .serviceUnavailable, "queue_full",
+                "the queue holds max_queued_jobs = \(configuration.maxQueuedJobs.value) jobs; try again later")
         }
         let job = NewJob(
-            source: "api", idempotencyKey: request.id, account: request.account, segmentID: request.segmentID, timeZone: request.timeZone,
+            source: "api", idempotencyKey: request.id, account: request.account, segmentID: request.segmentID,
+            timeZone: request.timeZone,
             priority: request.priority, notBefore: request.notBefore, expiresAt: request.expiresAt, note: request.note)
         do {
             switch try ledger.enqueue(job, now: state.now()) {
             case .created(let stored):
                 state.wakeDispatcher()
-                return ControlAPI.json(["job": Self.jobJSON(stored, zones: state.zones), "created": true], status: .created)
+                return ControlAPI.json(
+                    ["job": Self.jobJSON(stored, zones: state.zones), "created": true], status: .created)
             case .duplicate(let stored):
                 return ControlAPI.json(["job": Self.jobJSON(stored, zones: state.zones), "created": false])
             }
@@ -625,7 +729,8 @@ struct Handlers: Sendable {
 
     static func holdJSON(_ hold: StoredHold) -> [String: Any] {
         [
-            "id": hold.id, "account": hold.account, "segment_id": hold.segmentID ?? NSNull(), "reason": hold.reason, "who": hold.who,
+            "id": hold.id, "account": hold.account, "segment_id": hold.segmentID ?? NSNull(), "reason": hold.reason,
+            "who": hold.who,
             "since": Timestamp.rfc3339(hold.createdAt),
         ]
     }
@@ -644,28 +749,38 @@ struct Handlers: Sendable {
     /// same scope is answered as it is, 200 instead of 201).
     func addHold(body: ByteBuffer) async throws -> Response {
         let object = try object(body, allowed: ["account", "segment", "reason", "who"])
-        guard let account = try string(object, "account") else { throw APIError.badRequest("account", "required: the account to hold") }
+        guard let account = try string(object, "account") else {
+            throw APIError.badRequest("account", "required: the account to hold")
+        }
         guard state.hasAccount(account) else { throw APIError.badRequest("account", "no account named \"\(account)\"") }
         var segment: String?
         if let text = try string(object, "segment") {
-            guard let normalized = JobFile.normalizedUUID(text) else { throw APIError.badRequest("segment", "\"\(text)\" is not a segment id (a UUID)") }
+            guard let normalized = JobFile.normalizedUUID(text) else {
+                throw APIError.badRequest("segment", "\"\(text)\" is not a segment id (a UUID)")
+            }
             segment = normalized
         }
-        guard let reason = try string(object, "reason"), !reason.trimmingCharacters(in: .whitespaces).isEmpty, reason.count <= 1024 else {
+        guard let reason = try string(object, "reason"), !reason.trimmingCharacters(in: .whitespaces).isEmpty,
+            reason.count <= 1024
+        else {
             throw APIError.badRequest("reason", "required: why (at most 1 KiB), shown wherever the hold is")
         }
         let who = String((try string(object, "who") ?? "api").prefix(256))
         let now = state.now()
         let existing = try ledger.activeHolds(account: account).first { $0.segmentID == segment }
         let scope = segment
-        let hold = try await state.work.write { [ledger] in try ledger.hold(account: account, segmentID: scope, reason: reason, who: who, now: now) }
+        let hold = try await state.work.write { [ledger] in
+            try ledger.hold(account: account, segmentID: scope, reason: reason, who: who, now: now)
+        }
         state.rereadLedger()
         return ControlAPI.json(["hold": Self.holdJSON(hold)], status: existing == nil ? .created : .ok)
     }
 
     /// DELETE /v1/holds/{id}: release a hold; the held jobs are planned and sent again.
     func releaseHold(id text: String) async throws -> Response {
-        guard let id = Int64(text), id > 0 else { throw APIError.badRequest("id", "\"\(text)\" is not a hold id (a positive integer)") }
+        guard let id = Int64(text), id > 0 else {
+            throw APIError.badRequest("id", "\"\(text)\" is not a hold id (a positive integer)")
+        }
         let now = state.now()
         guard let hold = try await state.work.write({ [ledger] in try ledger.release(holdID: id, now: now) }) else {
             throw APIError(.notFound, "hold_not_found", "no hold \(id) in force (refreshctl status lists them)")
@@ -685,10 +800,14 @@ struct Handlers: Sendable {
         } catch {
             throw APIError.badRequest("body", "not valid JSON: \(error)")
         }
-        guard case .object(let members) = value else { throw APIError.badRequest("body", "the body must be one JSON object") }
+        guard case .object(let members) = value else {
+            throw APIError.badRequest("body", "the body must be one JSON object")
+        }
         var object: [String: JSONValue] = [:]
         for (key, member) in members {
-            guard allowed.contains(key) else { throw APIError.badRequest(key, "unknown member (allowed: \(allowed.sorted().joined(separator: ", ")))") }
+            guard allowed.contains(key) else {
+                throw APIError.badRequest(key, "unknown member (allowed: \(allowed.sorted().joined(separator: ", ")))")
+            }
             object[key] = member
         }
         return object
@@ -700,7 +819,9 @@ struct Handlers: Sendable {
         case nil: return nil
         case .null?: return .some(nil)
         case .string(let text)?:
-            guard let date = Timestamp.parseRFC3339(text) else { throw APIError.badRequest(key, "\"\(text)\" is not an RFC 3339 time such as 2026-12-01T06:00:00Z") }
+            guard let date = Timestamp.parseRFC3339(text) else {
+                throw APIError.badRequest(key, "\"\(text)\" is not an RFC 3339 time such as 2026-12-01T06:00:00Z")
+            }
             return .some(date)
         case let other?: throw APIError.badRequest(key, "must be an RFC 3339 time or null, not \(other.kind)")
         }
@@ -734,7 +855,9 @@ struct Handlers: Sendable {
             }
             change.priority = Int(priority)
         }
-        guard change != JobChange() else { throw APIError.badRequest("body", "nothing to change: give priority, not_before or expires_at") }
+        guard change != JobChange() else {
+            throw APIError.badRequest("body", "nothing to change: give priority, not_before or expires_at")
+        }
         let now = state.now()
         let requested = change
         do {
@@ -763,11 +886,15 @@ struct Handlers: Sendable {
     private func filter(_ object: [String: JSONValue], states: [JobState]) throws -> JobFilter {
         var filter = JobFilter(states: states)
         if let account = try string(object, "account") {
-            guard state.hasAccount(account) else { throw APIError.badRequest("account", "no account named \"\(account)\"") }
+            guard state.hasAccount(account) else {
+                throw APIError.badRequest("account", "no account named \"\(account)\"")
+            }
             filter.account = account
         }
         if let text = try string(object, "segment") {
-            guard let segment = JobFile.normalizedUUID(text) else { throw APIError.badRequest("segment", "\"\(text)\" is not a segment id (a UUID)") }
+            guard let segment = JobFile.normalizedUUID(text) else {
+                throw APIError.badRequest("segment", "\"\(text)\" is not a segment id (a UUID)")
+            }
             filter.segmentID = segment
         }
         if let since = try time(object, "since") { filter.since = since }
@@ -796,9 +923,13 @@ struct Handlers: Sendable {
         let filter = try filter(object, states: states)
         let dry = try dryRun(object)
         let now = state.now()
-        let jobs = try await state.work.write { [ledger] in dry ? try ledger.jobs(matching: filter) : try ledger.retryJobs(matching: filter, now: now) }
+        let jobs = try await state.work.write { [ledger] in
+            dry ? try ledger.jobs(matching: filter) : try ledger.retryJobs(matching: filter, now: now)
+        }
         if !dry, !jobs.isEmpty { state.rereadLedger() }
-        return ControlAPI.json(["count": jobs.count, "dry_run": dry, "jobs": jobs.map { Self.jobJSON($0, zones: state.zones) }])
+        return ControlAPI.json([
+            "count": jobs.count, "dry_run": dry, "jobs": jobs.map { Self.jobJSON($0, zones: state.zones) },
+        ])
     }
 
     /// POST /v1/jobs/cancel: every queued job of a segment and/or an account cancelled (at least
@@ -810,13 +941,18 @@ struct Handlers: Sendable {
         }
         let filter = try filter(object, states: [.queued])
         guard filter.account != nil || filter.segmentID != nil else {
-            throw APIError.badRequest("segment", "give a segment or an account (or both): a bulk cancel never takes the whole queue")
+            throw APIError.badRequest(
+                "segment", "give a segment or an account (or both): a bulk cancel never takes the whole queue")
         }
         let dry = try dryRun(object)
         let now = state.now()
-        let jobs = try await state.work.write { [ledger] in dry ? try ledger.jobs(matching: filter) : try ledger.cancelJobs(matching: filter, now: now) }
+        let jobs = try await state.work.write { [ledger] in
+            dry ? try ledger.jobs(matching: filter) : try ledger.cancelJobs(matching: filter, now: now)
+        }
         if !dry, !jobs.isEmpty { state.rereadLedger() }
-        return ControlAPI.json(["count": jobs.count, "dry_run": dry, "jobs": jobs.map { Self.jobJSON($0, zones: state.zones) }])
+        return ControlAPI.json([
+            "count": jobs.count, "dry_run": dry, "jobs": jobs.map { Self.jobJSON($0, zones: state.zones) },
+        ])
     }
 
     func cancel(id: String) throws -> Response {
@@ -860,16 +996,23 @@ struct Handlers: Sendable {
         let zones = state.zones
         var candidates: [JobRequest] = []
         for (index, item) in items.enumerated() {
-            switch JobFile.validate(item, accounts: Set(configuration.accounts.map(\.name)), zoneProblem: { zone in
-                zones.contains(zone) ? nil : TZDataError.unknownZone(zone, suggestions: zones.suggestions(for: zone)).message
-            }) {
+            switch JobFile.validate(
+                item, accounts: Set(configuration.accounts.map(\.name)),
+                zoneProblem: { zone in
+                    zones.contains(zone)
+                        ? nil : TZDataError.unknownZone(zone, suggestions: zones.suggestions(for: zone)).message
+                })
+            {
             case .success(let request): candidates.append(request)
-            case .failure(let error): throw APIError(.badRequest, error.field.map { "invalid_\($0)" } ?? "invalid_job", "jobs[\(index)]: \(error)")
+            case .failure(let error):
+                throw APIError(
+                    .badRequest, error.field.map { "invalid_\($0)" } ?? "invalid_job", "jobs[\(index)]: \(error)")
             }
         }
         let requested = candidates
         let snapshot = try await state.work.read { [self] in try computePlan(candidates: requested) }
-        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: snapshot.body))
+        return Response(
+            status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: snapshot.body))
     }
 
     func computePlan(candidates: [JobRequest] = []) throws -> PlanSnapshot {
@@ -886,13 +1029,18 @@ struct Handlers: Sendable {
                 StoredJob(
                     id: firstCandidate + Int64(index),
                     job: NewJob(
-                        source: "what-if", account: request.account, segmentID: request.segmentID, timeZone: request.timeZone,
+                        source: "what-if", account: request.account, segmentID: request.segmentID,
+                        timeZone: request.timeZone,
                         priority: request.priority, notBefore: request.notBefore, expiresAt: request.expiresAt),
                     state: .queued, createdAt: t, updatedAt: t))
         }
         /// A candidate's id as the answer shows it: -1 for the first.
-        func shown(_ id: Int64) -> Int64 { id >= firstCandidate && !candidates.isEmpty ? -(id - firstCandidate + 1) : id }
-        let history = try ledger.attempts(since: t.addingTimeInterval(-4 * 86400), account: nil, segmentID: nil, limit: Int.max).map {
+        func shown(_ id: Int64) -> Int64 {
+            id >= firstCandidate && !candidates.isEmpty ? -(id - firstCandidate + 1) : id
+        }
+        let history = try ledger.attempts(
+            since: t.addingTimeInterval(-4 * 86400), account: nil, segmentID: nil, limit: Int.max
+        ).map {
             $0.engineAttempt(resolve: rules)
         }
         var blocks: [LearnedBlock] = []
@@ -905,9 +1053,11 @@ struct Handlers: Sendable {
         // Jobs under an operator's hold are not planned (R10): fate held, with the hold.
         let holds = try ledger.activeHolds(account: nil)
         queued.removeAll { job in
-            guard let hold = holds.first(where: { $0.covers(account: job.job.account, segmentID: job.job.segmentID) }) else { return false }
+            guard let hold = holds.first(where: { $0.covers(account: job.job.account, segmentID: job.job.segmentID) })
+            else { return false }
             jobsOut.append([
-                "id": shown(job.id), "account": job.job.account, "segment_id": job.job.segmentID, "fate": "held", "at": NSNull(),
+                "id": shown(job.id), "account": job.job.account, "segment_id": job.job.segmentID, "fate": "held",
+                "at": NSNull(),
                 "reason": Self.holdText(hold),
             ])
             forecasts[job.id] = JobForecast(fate: "held")
@@ -917,7 +1067,12 @@ struct Handlers: Sendable {
             let jobs = queued.filter { $0.job.account == account }
             if paused.contains(account) || !configuration.accounts.contains(where: { $0.name == account }) {
                 let why = paused.contains(account) ? "paused" : "unknown_account"
-                jobsOut += jobs.map { ["id": shown($0.id), "account": account, "segment_id": $0.job.segmentID, "fate": why, "at": NSNull()] }
+                jobsOut += jobs.map {
+                    [
+                        "id": shown($0.id), "account": account, "segment_id": $0.job.segmentID, "fate": why,
+                        "at": NSNull(),
+                    ]
+                }
                 for job in jobs { forecasts[job.id] = JobForecast(fate: why) }
                 continue
             }
@@ -926,7 +1081,8 @@ struct Handlers: Sendable {
             for job in jobs {
                 guard let zone = rules(job.job.timeZone) else {
                     jobsOut.append([
-                        "id": shown(job.id), "account": account, "segment_id": job.job.segmentID, "fate": "held", "at": NSNull(),
+                        "id": shown(job.id), "account": account, "segment_id": job.job.segmentID, "fate": "held",
+                        "at": NSNull(),
                         "reason": JobHold.reason(timeZone: job.job.timeZone, zones: zones) ?? NSNull(),
                     ])
                     forecasts[job.id] = JobForecast(fate: "held")
@@ -934,14 +1090,17 @@ struct Handlers: Sendable {
                 }
                 queue.append(
                     QueuedJob(
-                        id: String(job.id), account: account, segment: job.job.segmentID, zone: zone, priority: job.job.priority,
+                        id: String(job.id), account: account, segment: job.job.segmentID, zone: zone,
+                        priority: job.job.priority,
                         sequence: job.id, notBefore: job.dueAt, expiresAt: job.job.expiresAt))
             }
             let plan = Planner.plan(
-                queue: queue, history: history.filter { $0.account == account }, blocks: blocks, limits: configuration.limits(for: account), now: t)
+                queue: queue, history: history.filter { $0.account == account }, blocks: blocks,
+                limits: configuration.limits(for: account), now: t)
             for send in plan.sends {
                 sendsOut.append([
-                    "at": Timestamp.rfc3339(send.at), "account": send.account, "segment_id": send.segment, "time_zone": send.zone,
+                    "at": Timestamp.rfc3339(send.at), "account": send.account, "segment_id": send.segment,
+                    "time_zone": send.zone,
                     "jobs": send.jobs.compactMap { Int64($0).map(shown) }, "reasons": send.reasons.map(\.rawValue),
                 ])
             }
@@ -965,14 +1124,19 @@ struct Handlers: Sendable {
             }
         }
         sendsOut.sort { ($0["at"] as! String) < ($1["at"] as! String) }
-        return PlanSnapshot(body: ControlAPI.jsonBuffer(["now": Timestamp.rfc3339(t), "sends": sendsOut, "jobs": jobsOut]), forecasts: forecasts)
+        return PlanSnapshot(
+            body: ControlAPI.jsonBuffer(["now": Timestamp.rfc3339(t), "sends": sendsOut, "jobs": jobsOut]),
+            forecasts: forecasts)
     }
 
     static func attemptJSON(_ attempt: StoredAttempt) -> [String: Any] {
         [
-            "id": attempt.id, "account": attempt.account, "segment_id": attempt.segmentID, "time_zone": attempt.timeZone,
-            "outcome": attempt.outcome.rawValue, "http_status": attempt.httpStatus ?? NSNull(), "sendgrid_job_id": attempt.sendGridJobID ?? NSNull(),
-            "started_at": Timestamp.rfc3339(attempt.startedAt), "finished_at": attempt.finishedAt.map(Timestamp.rfc3339) ?? NSNull(),
+            "id": attempt.id, "account": attempt.account, "segment_id": attempt.segmentID,
+            "time_zone": attempt.timeZone,
+            "outcome": attempt.outcome.rawValue, "http_status": attempt.httpStatus ?? NSNull(),
+            "sendgrid_job_id": attempt.sendGridJobID ?? NSNull(),
+            "started_at": Timestamp.rfc3339(attempt.startedAt),
+            "finished_at": attempt.finishedAt.map(Timestamp.rfc3339) ?? NSNull(),
             "error": attempt.error ?? NSNull(), "counts_for_segment": attempt.outcome.countsAsRefresh,
             "counts_for_account": attempt.outcome.countsTowardAccount,
         ]
@@ -983,7 +1147,8 @@ struct Handlers: Sendable {
     static func blockJSON(_ block: StoredBlock) -> [String: Any] {
         [
             "id": block.id, "account": block.account, "segment_id": block.segmentID ?? NSNull(),
-            "scope": block.segmentID == nil ? "account" : "segment", "until": Timestamp.rfc3339(block.until), "reason": block.reason,
+            "scope": block.segmentID == nil ? "account" : "segment", "until": Timestamp.rfc3339(block.until),
+            "reason": block.reason,
         ]
     }
 
@@ -991,7 +1156,9 @@ struct Handlers: Sendable {
         let account = query.get("account")
         if let account, !state.hasAccount(account) {
             throw APIError.badRequest(
-                "account", "no account named \"\(account)\" (configured: \(state.configuration.accounts.map(\.name).joined(separator: ", ")))")
+                "account",
+                "no account named \"\(account)\" (configured: \(state.configuration.accounts.map(\.name).joined(separator: ", ")))"
+            )
         }
         let t = state.now()
         let blocks = try ledger.activeBlocks(account: account, now: t)
@@ -1001,13 +1168,17 @@ struct Handlers: Sendable {
     /// Lifts a block by hand. The operator's call: a block was learned from a 429, so lifting it
     /// early may earn another 429; the rules' safety margin still applies from now.
     func liftBlock(id text: String) throws -> Response {
-        guard let id = Int64(text), id > 0 else { throw APIError.badRequest("id", "\"\(text)\" is not a block id (a positive integer)") }
+        guard let id = Int64(text), id > 0 else {
+            throw APIError.badRequest("id", "\"\(text)\" is not a block id (a positive integer)")
+        }
         guard let lifted = try ledger.liftBlock(id: id, now: state.now()) else {
             throw APIError(.notFound, "block_not_found", "no block \(id) is in force (GET /v1/blocks lists them)")
         }
         state.logger.notice(
             "a block learned from SendGrid was lifted by hand",
-            metadata: ["block": "\(id)", "account": "\(lifted.account)", "segment": "\(lifted.segmentID ?? "(whole account)")"])
+            metadata: [
+                "block": "\(id)", "account": "\(lifted.account)", "segment": "\(lifted.segmentID ?? "(whole account)")",
+            ])
         state.rereadLedger()
         return ControlAPI.json(["block": Self.blockJSON(lifted)])
     }
@@ -1016,24 +1187,31 @@ struct Handlers: Sendable {
         var since = state.now().addingTimeInterval(-7 * 86400)
         if let text = query.get("since") {
             guard let parsed = Timestamp.parseRFC3339(text) else {
-                throw APIError.badRequest("since", "\"\(text)\" is not an RFC 3339 instant such as 2026-11-25T06:00:00Z")
+                throw APIError.badRequest(
+                    "since", "\"\(text)\" is not an RFC 3339 instant such as 2026-11-25T06:00:00Z")
             }
             since = parsed
         }
         var segment: String?
         if let text = query.get("segment") {
-            guard let normalized = JobFile.normalizedUUID(text) else { throw APIError.badRequest("segment", "\"\(text)\" is not a segment id (a UUID)") }
+            guard let normalized = JobFile.normalizedUUID(text) else {
+                throw APIError.badRequest("segment", "\"\(text)\" is not a segment id (a UUID)")
+            }
             segment = normalized
         }
         let limit = try intParameter(query, "limit", default: 100, range: 1...1000)
-        let attempts = try ledger.attempts(since: since, account: query.get("account"), segmentID: segment, limit: limit)
+        let attempts = try ledger.attempts(
+            since: since, account: query.get("account"), segmentID: segment, limit: limit)
         return ControlAPI.json(["refreshes": attempts.map(Self.attemptJSON)])
     }
 
-    private func intParameter(_ query: Parameters, _ name: String, default value: Int, range: ClosedRange<Int>) throws -> Int {
+    private func intParameter(_ query: Parameters, _ name: String, default value: Int, range: ClosedRange<Int>) throws
+        -> Int
+    {
         guard let text = query.get(name) else { return value }
         guard let parsed = Int(text), range.contains(parsed) else {
-            throw APIError.badRequest(name, "\"\(text)\" is not a whole number in \(range.lowerBound)...\(range.upperBound)")
+            throw APIError.badRequest(
+                name, "\"\(text)\" is not a whole number in \(range.lowerBound)...\(range.upperBound)")
         }
         return parsed
     }
@@ -1077,9 +1255,13 @@ final class PlanCache: @unchecked Sendable {
     /// How many plans were computed (not served from the cache) since start.
     var computations: Int { lock.withLock { started } }
 
-    func value(for key: Key, now: Date, compute: @escaping @Sendable () async throws -> PlanSnapshot) async throws -> PlanSnapshot {
+    func value(for key: Key, now: Date, compute: @escaping @Sendable () async throws -> PlanSnapshot) async throws
+        -> PlanSnapshot
+    {
         let task = lock.withLock { () -> Task<PlanSnapshot, any Error> in
-            if let entry, entry.key == key, now >= entry.at, now.timeIntervalSince(entry.at) < Self.maxAge { return entry.task }
+            if let entry, entry.key == key, now >= entry.at, now.timeIntervalSince(entry.at) < Self.maxAge {
+                return entry.task
+            }
             let task = Task { try await compute() }
             entry = (key, now, task)
             started += 1

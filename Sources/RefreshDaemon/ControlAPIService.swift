@@ -19,18 +19,24 @@ public enum ControlAPIListeners {
         let directory = (path as NSString).deletingLastPathComponent
         if !FileManager.default.fileExists(atPath: directory) {
             do {
-                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+                try FileManager.default.createDirectory(
+                    atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
             } catch {
-                throw SetupError(description: "cannot create the socket's directory \(directory): \(error.localizedDescription)")
+                throw SetupError(
+                    description: "cannot create the socket's directory \(directory): \(error.localizedDescription)")
             }
         }
         var info = stat()
         guard lstat(path, &info) == 0 else { return }
         guard (info.st_mode & S_IFMT) == S_IFSOCK else {
-            throw SetupError(description: "\(path) exists and is not a socket; remove it or set `socket` to another path")
+            throw SetupError(
+                description: "\(path) exists and is not a socket; remove it or set `socket` to another path")
         }
         if isLive(path) {
-            throw SetupError(description: "another process (probably refreshd) is listening on \(path); stop it first or set `socket` to another path")
+            throw SetupError(
+                description:
+                    "another process (probably refreshd) is listening on \(path); stop it first or set `socket` to another path"
+            )
         }
         guard unlink(path) == 0 || errno == ENOENT else {
             throw SetupError(description: "cannot remove the stale socket \(path): \(String(cString: strerror(errno)))")
@@ -50,7 +56,9 @@ public enum ControlAPIListeners {
             for (index, byte) in bytes.enumerated() { raw[index] = byte }
         }
         let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         return result == 0
     }
@@ -61,7 +69,9 @@ public enum ControlAPIListeners {
         public var idleTimeout: Duration
         public var requestTimeout: Duration
 
-        public init(maxConnections: Int = 512, idleTimeout: Duration = .seconds(60), requestTimeout: Duration = .seconds(10)) {
+        public init(
+            maxConnections: Int = 512, idleTimeout: Duration = .seconds(60), requestTimeout: Duration = .seconds(10)
+        ) {
             self.maxConnections = maxConnections
             self.idleTimeout = idleTimeout
             self.requestTimeout = requestTimeout
@@ -80,7 +90,8 @@ public enum ControlAPIListeners {
 
     /// The listeners for a configuration (the socket must have been prepared).
     public static func make(
-        state: ControlState, socketPath: String, listen: String?, apiToken: String?, limits: Limits = Limits(), logger: Logger
+        state: ControlState, socketPath: String, listen: String?, apiToken: String?, limits: Limits = Limits(),
+        logger: Logger
     ) throws -> [any Service] {
         var quiet = logger
         quiet.logLevel = max(logger.logLevel, .warning)
@@ -102,10 +113,12 @@ public enum ControlAPIListeners {
             if host.hasPrefix("[") { host = String(host.dropFirst().dropLast()) }
             if host == "localhost" { host = "127.0.0.1" }
             let tcpRouter = ControlAPI.router(state: state, logger: logger, tcp: true, writeToken: apiToken)
-            services.append(Application(
-                router: tcpRouter, server: server(limits),
-                configuration: .init(address: .hostname(host, port: port), serverName: "refreshd/\(state.version)"),
-                onServerRunning: { _ in logger.debug("control API listening", metadata: ["listen": "\(listen)"]) }, logger: quiet))
+            services.append(
+                Application(
+                    router: tcpRouter, server: server(limits),
+                    configuration: .init(address: .hostname(host, port: port), serverName: "refreshd/\(state.version)"),
+                    onServerRunning: { _ in logger.debug("control API listening", metadata: ["listen": "\(listen)"]) },
+                    logger: quiet))
         }
         return services
     }

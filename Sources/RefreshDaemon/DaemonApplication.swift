@@ -1,7 +1,7 @@
 import Foundation
 import Logging
-import RefreshStore
 import RefreshCore
+import RefreshStore
 import ServiceLifecycle
 import TZData
 import UnixSignals
@@ -35,9 +35,13 @@ public enum DaemonApplication {
         }
         do {
             try FileManager.default.createDirectory(
-                atPath: configuration.stateDir.value, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
+                atPath: configuration.stateDir.value, withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o750])
         } catch {
-            throw StartupError(description: "cannot create the state directory \(configuration.stateDir.value): \(error.localizedDescription)", exitCode: 73)
+            throw StartupError(
+                description:
+                    "cannot create the state directory \(configuration.stateDir.value): \(error.localizedDescription)",
+                exitCode: 73)
         }
         // Before the ledger is opened (recovery and migrations write to it): one daemon per state directory.
         let stateLock: StateDirectoryLock
@@ -49,7 +53,8 @@ public enum DaemonApplication {
         let ledger: SQLiteLedger
         do {
             ledger = try SQLiteLedger(
-                path: configuration.ledgerPath, now: now(), maxRequestSeconds: configuration.requestTimeoutSeconds.value + 60)
+                path: configuration.ledgerPath, now: now(),
+                maxRequestSeconds: configuration.requestTimeoutSeconds.value + 60)
         } catch {
             throw StartupError(description: "\(error)", exitCode: 74)
         }
@@ -57,22 +62,30 @@ public enum DaemonApplication {
         // Hooks hear of jobs from the ledger's events and of account events from the lanes; they
         // are read at start (a reload keeps them).
         let hooks = HookService(
-            hooks: configuration.hooks, maxConcurrent: configuration.hookMaxConcurrent.value, ledger: ledger, now: now, logger: logger)
+            hooks: configuration.hooks, maxConcurrent: configuration.hookMaxConcurrent.value, ledger: ledger, now: now,
+            logger: logger)
         let observers = DispatchObservers([metrics, hooks])
-        let dispatcher = makeDispatcher(configuration: configuration, ledger: ledger, zones: zones, now: now, logger: logger, observer: observers)
+        let dispatcher = makeDispatcher(
+            configuration: configuration, ledger: ledger, zones: zones, now: now, logger: logger, observer: observers)
         let intake = SpoolIntake(
-            spoolDirectory: configuration.spoolDir.value, ledger: ledger, accounts: Set(configuration.accounts.map(\.name)),
-            zones: zones, maxQueuedJobs: configuration.maxQueuedJobs.value, rejectedRetentionDays: configuration.rejectedRetentionDays.value,
+            spoolDirectory: configuration.spoolDir.value, ledger: ledger,
+            accounts: Set(configuration.accounts.map(\.name)),
+            zones: zones, maxQueuedJobs: configuration.maxQueuedJobs.value,
+            rejectedRetentionDays: configuration.rejectedRetentionDays.value,
             now: now, logger: logger, onEnqueued: { dispatcher.wakeUp() })
         do {
             try intake.prepareDirectories()
         } catch {
-            throw StartupError(description: "cannot prepare the spool directory \(configuration.spoolDir.value): \(error)", exitCode: 73)
+            throw StartupError(
+                description: "cannot prepare the spool directory \(configuration.spoolDir.value): \(error)",
+                exitCode: 73)
         }
         let work = APIWork()
         let state = ControlState(
-            ledger: ledger, zones: zones, configuration: configuration, version: version, startedAt: now(), now: now, metrics: metrics,
-            lanes: { dispatcher.lanes.map(\.status) }, lane: { dispatcher.lane(named: $0)?.status }, intake: { intake.status },
+            ledger: ledger, zones: zones, configuration: configuration, version: version, startedAt: now(), now: now,
+            metrics: metrics,
+            lanes: { dispatcher.lanes.map(\.status) }, lane: { dispatcher.lane(named: $0)?.status },
+            intake: { intake.status },
             wake: { dispatcher.wakeUp() }, reread: { dispatcher.rereadLedger() }, logger: logger, work: work)
         let ready: @Sendable () -> Void = {
             // The status line goes with READY=1: the watchdog tick may have sent one before the
@@ -82,13 +95,16 @@ public enum DaemonApplication {
                 "refreshd started",
                 metadata: [
                     "version": "\(version)", "tzdata": "\(zones.version ?? "unknown")", "tz_directory": "\(zones.path)",
-                    "ledger": "\(ledger.path)", "accounts": "\(configuration.accounts.map(\.name).joined(separator: ","))",
+                    "ledger": "\(ledger.path)",
+                    "accounts": "\(configuration.accounts.map(\.name).joined(separator: ","))",
                 ])
         }
         let spool = SpoolIntakeService(intake: intake, rescanInterval: .seconds(60), logger: logger, onReady: ready)
         var apiToken: String?
         if let tokenFile = configuration.apiTokenFile.value {
-            guard let text = try? String(contentsOfFile: tokenFile, encoding: .utf8), !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+            guard let text = try? String(contentsOfFile: tokenFile, encoding: .utf8),
+                !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
+            else {
                 throw StartupError(description: "api_token_file: cannot read a token from \(tokenFile)", exitCode: 78)
             }
             apiToken = text.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -98,38 +114,52 @@ public enum DaemonApplication {
             try ControlAPIListeners.prepareSocket(configuration.socket.value)
             let limits = ControlAPIListeners.Limits(
                 maxConnections: connectionCap(configuration: configuration, logger: logger),
-                idleTimeout: .seconds(configuration.apiIdleTimeoutSeconds.value), requestTimeout: .seconds(configuration.apiRequestTimeoutSeconds.value))
+                idleTimeout: .seconds(configuration.apiIdleTimeoutSeconds.value),
+                requestTimeout: .seconds(configuration.apiRequestTimeoutSeconds.value))
             listeners = try ControlAPIListeners.make(
-                state: state, socketPath: configuration.socket.value, listen: configuration.listen.value, apiToken: apiToken, limits: limits,
+                state: state, socketPath: configuration.socket.value, listen: configuration.listen.value,
+                apiToken: apiToken, limits: limits,
                 logger: logger)
         } catch {
             throw StartupError(description: "control API: \(error)", exitCode: 73)
         }
         let maintenance = LedgerMaintenanceService(
-            ledger: ledger, retentionDays: configuration.retentionDays.value, interval: .seconds(3600), now: now, logger: logger)
+            ledger: ledger, retentionDays: configuration.retentionDays.value, interval: .seconds(3600), now: now,
+            logger: logger)
 
         for account in configuration.accounts where configuration.isDryRun(account) {
             logger.warning(
                 "dry-run: refreshes for this account are planned and recorded but never sent",
-                metadata: ["account": "\(account.name)", "reason": "\(configuration.dryRun.value ? "dry_run = true" : "no API key found")"])
+                metadata: [
+                    "account": "\(account.name)",
+                    "reason": "\(configuration.dryRun.value ? "dry_run = true" : "no API key found")",
+                ])
         }
         let reloader = Reloader(
-            explicitPath: configPath, environment: environment, configuration: configuration, zones: zones, client: dispatcher.client,
-            dispatcher: dispatcher, intake: intake, state: state, ledger: ledger, levels: levels, notifier: notifier, observer: observers, now: now,
+            explicitPath: configPath, environment: environment, configuration: configuration, zones: zones,
+            client: dispatcher.client,
+            dispatcher: dispatcher, intake: intake, state: state, ledger: ledger, levels: levels, notifier: notifier,
+            observer: observers, now: now,
             logger: logger)
         // The tz data on disk is compared hourly ($REFRESHD_TZ_CHECK_SECONDS changes that, for tests).
-        let tzCheck = environment["REFRESHD_TZ_CHECK_SECONDS"].flatMap(Double.init).map { Duration.milliseconds(Int64($0 * 1000)) } ?? .seconds(3600)
+        let tzCheck =
+            environment["REFRESHD_TZ_CHECK_SECONDS"].flatMap(Double.init).map {
+                Duration.milliseconds(Int64($0 * 1000))
+            } ?? .seconds(3600)
         let reload = ReloadService(reloader: reloader, tzCheckInterval: tzCheck)
         // Liveness: a loop beats at least every 60 s, plus a request in flight, plus slack.
-        let tolerance = Duration.seconds(60) + .milliseconds(Int64(configuration.requestTimeoutSeconds.value * 1000)) + .seconds(30)
+        let tolerance =
+            Duration.seconds(60) + .milliseconds(Int64(configuration.requestTimeoutSeconds.value * 1000)) + .seconds(30)
         let notify = SystemdNotifyService(
-            notifier: notifier, watchdog: SystemdNotifier.watchdogInterval(environment: environment), liveness: Liveness(tolerance: tolerance),
+            notifier: notifier, watchdog: SystemdNotifier.watchdogInterval(environment: environment),
+            liveness: Liveness(tolerance: tolerance),
             beats: { dispatcher.lanes.map(\.lastBeat) }, status: { statusLine(state: state) }, logger: logger)
         // Shutdown runs in reverse: reload and notify stop (STOPPING=1), intake stops taking files,
         // the API closes, and the dispatcher last, letting a request in flight finish.
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [dispatcher, hooks, maintenance] + listeners + [spool, notify, reload], gracefulShutdownSignals: [.sigterm, .sigint],
+                services: [dispatcher, hooks, maintenance] + listeners + [spool, notify, reload],
+                gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         // The lock is held until the process ends (the kernel drops it then).
         defer { withExtendedLifetime(stateLock) {} }
@@ -157,7 +187,10 @@ public enum DaemonApplication {
         guard fitting < wanted else { return wanted }
         logger.warning(
             "the descriptor limit is too low for api_max_connections; the control API holds fewer connections",
-            metadata: ["limit": "\(available)", "api_max_connections": "\(wanted)", "used": "\(fitting)", "fix": "raise LimitNOFILE"])
+            metadata: [
+                "limit": "\(available)", "api_max_connections": "\(wanted)", "used": "\(fitting)",
+                "fix": "raise LimitNOFILE",
+            ])
         return fitting
     }
 
@@ -169,13 +202,19 @@ public enum DaemonApplication {
         var parts = ["\(queued) queued"]
         if let next = lanes.compactMap(\.nextSendAt).min() {
             let seconds = Int(max(0, next.timeIntervalSince(t)))
-            parts.append(seconds < 60 ? "next in \(seconds) s" : seconds < 3600 ? "next in \(seconds / 60) min" : "next in \(seconds / 3600) h \(seconds % 3600 / 60) min")
+            parts.append(
+                seconds < 60
+                    ? "next in \(seconds) s"
+                    : seconds < 3600
+                        ? "next in \(seconds / 60) min" : "next in \(seconds / 3600) h \(seconds % 3600 / 60) min")
         }
         let configuration = state.configuration
         var left = 0
         var limit = 0
         for account in configuration.accounts {
-            if let daily = (try? state.accountBudgets(account.name, includeBlocks: false, now: t))?.first(where: { $0.rule == .accountDaily }) {
+            if let daily = (try? state.accountBudgets(account.name, includeBlocks: false, now: t))?.first(where: {
+                $0.rule == .accountDaily
+            }) {
                 left += daily.remaining
                 limit += daily.limit
             }
@@ -183,9 +222,14 @@ public enum DaemonApplication {
         parts.append("\(left)/\(limit) left today")
         let paused = lanes.filter { $0.paused != nil }.map(\.account)
         if !paused.isEmpty { parts.append("PAUSED: \(paused.joined(separator: ","))") }
-        if lanes.contains(where: \.waitingForLedger) { parts.append("LEDGER NOT WRITABLE: waiting to record an answer") }
+        if lanes.contains(where: \.waitingForLedger) {
+            parts.append("LEDGER NOT WRITABLE: waiting to record an answer")
+        }
         let held = lanes.map(\.held).reduce(0, +)
-        if held > 0 { parts.append("HELD: \(held) job\(held == 1 ? "" : "s") with a time zone the tz data lacks (refreshctl jobs)") }
+        if held > 0 {
+            parts.append(
+                "HELD: \(held) job\(held == 1 ? "" : "s") with a time zone the tz data lacks (refreshctl jobs)")
+        }
         if let holds = try? state.ledger.activeHolds(account: nil), !holds.isEmpty {
             let scopes = holds.map { hold in hold.segmentID.map { "\(hold.account)/\($0.prefix(8))" } ?? hold.account }
             parts.append("ON HOLD: \(scopes.joined(separator: ",")) (refreshctl release)")
@@ -196,14 +240,16 @@ public enum DaemonApplication {
 
     /// One lane per account, sharing one HTTP client (none when every account runs dry).
     static func makeDispatcher(
-        configuration: DaemonConfiguration, ledger: any Ledger, zones: ZoneInfoDirectory, now: @escaping @Sendable () -> Date, logger: Logger,
+        configuration: DaemonConfiguration, ledger: any Ledger, zones: ZoneInfoDirectory,
+        now: @escaping @Sendable () -> Date, logger: Logger,
         observer: (any DispatchObserver)? = nil
     ) -> DispatcherService {
         let anyLive = configuration.accounts.contains { !configuration.isDryRun($0) }
         let client =
             anyLive
             ? SendGridClient(
-                baseURL: configuration.sendGridBaseURL.value, requestTimeoutSeconds: configuration.requestTimeoutSeconds.value,
+                baseURL: configuration.sendGridBaseURL.value,
+                requestTimeoutSeconds: configuration.requestTimeoutSeconds.value,
                 connectTimeoutSeconds: configuration.connectTimeoutSeconds.value, version: version) : nil
         let lanes = configuration.accounts.map { account in
             AccountLane(

@@ -130,7 +130,10 @@ public final class AccountLane: @unchecked Sendable {
         public var preflight: Bool
         public var maxAttempts: Int
 
-        public init(account: AccountConfiguration, client: SendGridClient?, zones: ZoneInfoDirectory, limits: Limits, preflight: Bool, maxAttempts: Int) {
+        public init(
+            account: AccountConfiguration, client: SendGridClient?, zones: ZoneInfoDirectory, limits: Limits,
+            preflight: Bool, maxAttempts: Int
+        ) {
             self.account = account
             self.client = client
             self.zones = zones
@@ -141,8 +144,10 @@ public final class AccountLane: @unchecked Sendable {
     }
 
     public init(
-        account: AccountConfiguration, ledger: any Ledger, client: SendGridClient?, zones: ZoneInfoDirectory, limits: Limits,
-        preflight: Bool, maxAttempts: Int, now: @escaping @Sendable () -> Date, logger: Logger, observer: (any DispatchObserver)? = nil
+        account: AccountConfiguration, ledger: any Ledger, client: SendGridClient?, zones: ZoneInfoDirectory,
+        limits: Limits,
+        preflight: Bool, maxAttempts: Int, now: @escaping @Sendable () -> Date, logger: Logger,
+        observer: (any DispatchObserver)? = nil
     ) {
         self.observer = observer
         self.name = account.name
@@ -182,10 +187,12 @@ public final class AccountLane: @unchecked Sendable {
         }) {
             loaded = false
         }
-        guard let change = statusLock.withLock({ () -> Reconfiguration? in
-            defer { pending = nil }
-            return pending
-        }) else { return }
+        guard
+            let change = statusLock.withLock({ () -> Reconfiguration? in
+                defer { pending = nil }
+                return pending
+            })
+        else { return }
         account = change.account
         client = change.client
         zones = change.zones
@@ -290,13 +297,16 @@ public final class AccountLane: @unchecked Sendable {
             if warnedHeld.insert(job.id).inserted {
                 logger.warning(
                     "job held: its time zone cannot be loaded from the host's tz data; it is never sent with another zone",
-                    metadata: ["job.id": "\(job.id)", "segment.id": "\(job.job.segmentID)", "time_zone": "\(job.job.timeZone)"])
+                    metadata: [
+                        "job.id": "\(job.id)", "segment.id": "\(job.job.segmentID)", "time_zone": "\(job.job.timeZone)",
+                    ])
             }
             return nil
         }
         held[job.id] = nil
         return PendingJob(
-            id: job.id, segment: job.job.segmentID, zone: zone, priority: job.job.priority, dueAt: job.dueAt, expiresAt: job.job.expiresAt)
+            id: job.id, segment: job.job.segmentID, zone: zone, priority: job.job.priority, dueAt: job.dueAt,
+            expiresAt: job.job.expiresAt)
     }
 
     private func attempt(_ stored: StoredAttempt) -> Attempt { stored.engineAttempt(resolve: rules) }
@@ -314,14 +324,17 @@ public final class AccountLane: @unchecked Sendable {
         let all = try ledger.queuedJobs()
         lastSeenJobID = all.map(\.id).max() ?? 0
         let mine = all.filter { $0.job.account == account.name }
-        let attempts = try ledger.attempts(since: t.addingTimeInterval(-4 * 86400), account: account.name, segmentID: nil, limit: Int.max)
-            .map(attempt)
+        let attempts = try ledger.attempts(
+            since: t.addingTimeInterval(-4 * 86400), account: account.name, segmentID: nil, limit: Int.max
+        )
+        .map(attempt)
         let blocks = try ledger.blocks(account: account.name, now: t).map(learned)
         queue.setAccountHistory(attempts)
         queue.setBlocks(blocks, now: t)
         let bySegment = Dictionary(grouping: attempts, by: \.segment)
         for (segment, jobs) in Dictionary(grouping: mine, by: \.job.segmentID) {
-            queue.setJobs(segment: segment, jobs.compactMap(pending), history: bySegment[segment] ?? [], blocks: blocks, now: t)
+            queue.setJobs(
+                segment: segment, jobs.compactMap(pending), history: bySegment[segment] ?? [], blocks: blocks, now: t)
         }
         loaded = true
         if !mine.isEmpty { logger.info("dispatcher loaded the queue", metadata: ["queued": "\(mine.count)"]) }
@@ -333,7 +346,9 @@ public final class AccountLane: @unchecked Sendable {
             let batch = try ledger.jobs(state: .queued, segmentID: nil, after: lastSeenJobID, limit: 5000)
             guard let last = batch.last else { return }
             lastSeenJobID = last.id
-            for (segment, jobs) in Dictionary(grouping: batch.filter { $0.job.account == account.name }, by: \.job.segmentID) {
+            for (segment, jobs) in Dictionary(
+                grouping: batch.filter { $0.job.account == account.name }, by: \.job.segmentID)
+            {
                 if queue.knows(segment: segment) {
                     for job in jobs { if let job = pending(job) { queue.add(job, now: t) } }
                 } else {
@@ -349,9 +364,12 @@ public final class AccountLane: @unchecked Sendable {
         let jobs = try ledger.queuedJobs(account: account.name, segmentID: segment)
         let history = try ledger.history(account: account.name, segmentID: segment, now: t)
         // Held jobs of this segment that are no longer queued (cancelled, expired) stop being held.
-        for (id, entry) in held where entry.segment == segment && !jobs.contains(where: { $0.id == id }) { held[id] = nil }
+        for (id, entry) in held where entry.segment == segment && !jobs.contains(where: { $0.id == id }) {
+            held[id] = nil
+        }
         queue.setJobs(
-            segment: segment, jobs.compactMap(pending), history: history.segmentAttempts.map(attempt), blocks: history.blocks.map(learned),
+            segment: segment, jobs.compactMap(pending), history: history.segmentAttempts.map(attempt),
+            blocks: history.blocks.map(learned),
             now: t)
     }
 
@@ -368,7 +386,10 @@ public final class AccountLane: @unchecked Sendable {
                 held[job.id] = nil
                 logger.notice(
                     "job expired before the rules allowed a refresh",
-                    metadata: ["job": "\(job.id)", "segment": "\(job.job.segmentID)", "expires_at": "\(Timestamp.rfc3339(job.job.expiresAt!))"])
+                    metadata: [
+                        "job": "\(job.id)", "segment": "\(job.job.segmentID)",
+                        "expires_at": "\(Timestamp.rfc3339(job.job.expiresAt!))",
+                    ])
             }
         } catch {
             note(error: "ledger: \(error)")
@@ -387,12 +408,16 @@ public final class AccountLane: @unchecked Sendable {
             switch await client.readSegment(segment: segment, key: key, onBehalfOf: account.onBehalfOf) {
             case .success(let reading):
                 do {
-                    if try reconcile(segment: segment, zone: zone, reading: reading, at: t, logger: segmentLogger) { return }
+                    if try reconcile(segment: segment, zone: zone, reading: reading, at: t, logger: segmentLogger) {
+                        return
+                    }
                 } catch {
-                    segmentLogger.error("cannot record what the pre-flight read showed", metadata: ["error": "\(error)"])
+                    segmentLogger.error(
+                        "cannot record what the pre-flight read showed", metadata: ["error": "\(error)"])
                 }
             case .failure(let failure):
-                segmentLogger.notice("pre-flight read failed; the ledger decides alone", metadata: ["reason": "\(failure)"])
+                segmentLogger.notice(
+                    "pre-flight read failed; the ledger decides alone", metadata: ["reason": "\(failure)"])
             }
         }
         // 2. Reserve: the rules are checked again on the ledger's own history, in the transaction.
@@ -414,7 +439,8 @@ public final class AccountLane: @unchecked Sendable {
             }
         } catch {
             note(error: "ledger: \(error)")
-            segmentLogger.error("cannot reserve a refresh in the ledger; retrying in 30 s", metadata: ["error": "\(error)"])
+            segmentLogger.error(
+                "cannot reserve a refresh in the ledger; retrying in 30 s", metadata: ["error": "\(error)"])
             queue.hold(segment: segment, until: t.addingTimeInterval(30), now: t)
             return
         }
@@ -425,13 +451,16 @@ public final class AccountLane: @unchecked Sendable {
             try? reload(segment: segment, now: t)
             return
         case .denied(let decision):
-            segmentLogger.debug("the ledger's rules hold the refresh back", metadata: ["binding": "\(decision.binding.map(\.rawValue))"])
+            segmentLogger.debug(
+                "the ledger's rules hold the refresh back", metadata: ["binding": "\(decision.binding.map(\.rawValue))"]
+            )
             try? reload(segment: segment, now: t)
             if let earliest = decision.earliest(now: t) { queue.hold(segment: segment, until: earliest, now: t) }
             return
         case .held(let hold):
             // A hold placed since the queue was read: read everything again (the hold with it).
-            segmentLogger.info("held by an operator; not sent", metadata: ["hold": "\(hold.id)", "reason": "\(hold.reason)"])
+            segmentLogger.info(
+                "held by an operator; not sent", metadata: ["hold": "\(hold.id)", "reason": "\(hold.reason)"])
             loaded = false
             return
         case .reserved(let id, let reserved):
@@ -443,15 +472,21 @@ public final class AccountLane: @unchecked Sendable {
         var latency: Duration?
         if let client, let key {
             let began = ContinuousClock.now
-            let answer = await client.refresh(segment: segment, zone: zone.name, key: key, onBehalfOf: account.onBehalfOf)
+            let answer = await client.refresh(
+                segment: segment, zone: zone.name, key: key, onBehalfOf: account.onBehalfOf)
             latency = ContinuousClock.now - began
             let finished = max(now(), t)
-            outcome = await interpret(answer, segment: segment, zone: zone, jobs: jobs, started: t, finished: finished, logger: segmentLogger)
+            outcome = await interpret(
+                answer, segment: segment, zone: zone, jobs: jobs, started: t, finished: finished, logger: segmentLogger)
         } else {
-            outcome = Completion(outcome: .dryRun, status: nil, sendGridJobID: nil, error: nil, finished: t, disposition: .sent)
-            segmentLogger.info("dry-run: refresh recorded, not sent", metadata: ["jobs": "\(jobs.map(\.id))", "time_zone": "\(zone.name)"])
+            outcome = Completion(
+                outcome: .dryRun, status: nil, sendGridJobID: nil, error: nil, finished: t, disposition: .sent)
+            segmentLogger.info(
+                "dry-run: refresh recorded, not sent",
+                metadata: ["jobs": "\(jobs.map(\.id))", "time_zone": "\(zone.name)"])
         }
-        var answer = Unwritten(attemptID: attemptID, segment: segment, zone: zone, startedAt: t, completion: outcome, latency: latency)
+        var answer = Unwritten(
+            attemptID: attemptID, segment: segment, zone: zone, startedAt: t, completion: outcome, latency: latency)
         do {
             try write(answer)
         } catch let error as LedgerError where error.code == .notFound || error.code == .invalidState {
@@ -493,7 +528,8 @@ public final class AccountLane: @unchecked Sendable {
     private func write(_ answer: Unwritten) throws {
         let outcome = answer.completion
         try ledger.complete(
-            attemptID: answer.attemptID, outcome: outcome.outcome, httpStatus: outcome.status, sendGridJobID: outcome.sendGridJobID,
+            attemptID: answer.attemptID, outcome: outcome.outcome, httpStatus: outcome.status,
+            sendGridJobID: outcome.sendGridJobID,
             error: outcome.error, finishedAt: outcome.finished, jobs: outcome.disposition)
     }
 
@@ -504,7 +540,9 @@ public final class AccountLane: @unchecked Sendable {
         do {
             try write(answer)
         } catch let error as LedgerError where error.code == .notFound || error.code == .invalidState {
-            segmentLogger.error("SendGrid's answer cannot be recorded: the attempt is no longer open in the ledger", metadata: ["error": "\(error)"])
+            segmentLogger.error(
+                "SendGrid's answer cannot be recorded: the attempt is no longer open in the ledger",
+                metadata: ["error": "\(error)"])
             unwritten = nil
             statusLock.withLock { published.waitingForLedger = false }
             loaded = false
@@ -512,13 +550,17 @@ public final class AccountLane: @unchecked Sendable {
         } catch {
             unwritten!.failures += 1
             if unwritten!.failures % 10 == 0 {
-                segmentLogger.error("still cannot record SendGrid's answer in the ledger", metadata: ["error": "\(error)", "tries": "\(unwritten!.failures)"])
+                segmentLogger.error(
+                    "still cannot record SendGrid's answer in the ledger",
+                    metadata: ["error": "\(error)", "tries": "\(unwritten!.failures)"])
             }
             return false
         }
         unwritten = nil
         statusLock.withLock { published.waitingForLedger = false }
-        segmentLogger.notice("SendGrid's answer is recorded in the ledger after all; sending resumes", metadata: ["outcome": "\(answer.completion.outcome.rawValue)"])
+        segmentLogger.notice(
+            "SendGrid's answer is recorded in the ledger after all; sending resumes",
+            metadata: ["outcome": "\(answer.completion.outcome.rawValue)"])
         recorded(answer, now: t, logger: segmentLogger)
         // Jobs may have come and gone meanwhile: read the queue again.
         loaded = false
@@ -531,7 +573,8 @@ public final class AccountLane: @unchecked Sendable {
         observer?.attemptFinished(account: account.name, outcome: outcome.outcome, latency: answer.latency)
         queue.record(
             Attempt(
-                account: account.name, segment: answer.segment, zone: answer.zone, outcome: outcome.outcome, startedAt: answer.startedAt,
+                account: account.name, segment: answer.segment, zone: answer.zone, outcome: outcome.outcome,
+                startedAt: answer.startedAt,
                 finishedAt: outcome.finished),
             now: t)
         do {
@@ -570,23 +613,30 @@ public final class AccountLane: @unchecked Sendable {
     /// day), and nothing left blocks the account until its day is over.
     private func learnFromQuota(_ quota: QuotaReport, now t: Date, logger: Logger) {
         do {
-            let attempts = try ledger.attempts(since: t.addingTimeInterval(-2 * 86400), account: account.name, segmentID: nil, limit: Int.max)
-                .map(attempt)
-            let daily = RuleEngine.accountBudgets(account: account.name, history: attempts, blocks: [], limits: queue.limits, now: t)
-                .first { $0.rule == .accountDaily }
+            let attempts = try ledger.attempts(
+                since: t.addingTimeInterval(-2 * 86400), account: account.name, segmentID: nil, limit: Int.max
+            )
+            .map(attempt)
+            let daily = RuleEngine.accountBudgets(
+                account: account.name, history: attempts, blocks: [], limits: queue.limits, now: t
+            )
+            .first { $0.rule == .accountDaily }
             let lesson = quota.lesson(ledgerUsed: daily?.used ?? 0, at: t)
             observer?.quotaReported(account: account.name, limit: quota.limit, remaining: quota.remaining)
             guard lesson.requestsElsewhere > 0 || lesson.accountBlockedUntil != nil else { return }
             for _ in 0..<min(lesson.requestsElsewhere, quota.limit) {
-                _ = try ledger.recordExternal(account: account.name, segmentID: Self.elsewhereSegment, timeZone: "UTC", at: t)
+                _ = try ledger.recordExternal(
+                    account: account.name, segmentID: Self.elsewhereSegment, timeZone: "UTC", at: t)
             }
             if let until = lesson.accountBlockedUntil {
                 try ledger.addBlock(account: account.name, segmentID: nil, until: until, reason: lesson.reason, now: t)
             }
             logger.notice(
                 "SendGrid counts requests today that refreshd did not make; recorded as external",
-                metadata: ["elsewhere": "\(lesson.requestsElsewhere)", "why": "\(lesson.reason)",
-                    "blocked_until": "\(lesson.accountBlockedUntil.map(Timestamp.rfc3339) ?? "-")"])
+                metadata: [
+                    "elsewhere": "\(lesson.requestsElsewhere)", "why": "\(lesson.reason)",
+                    "blocked_until": "\(lesson.accountBlockedUntil.map(Timestamp.rfc3339) ?? "-")",
+                ])
             loaded = false
         } catch {
             logger.error("cannot record what SendGrid's rate-limit headers say", metadata: ["error": "\(error)"])
@@ -595,17 +645,20 @@ public final class AccountLane: @unchecked Sendable {
 
     /// Turns SendGrid's answer into an outcome for the ledger (see the table in docs/dispatcher.md).
     private func interpret(
-        _ result: Result<SendGridAnswer, SendGridFailure>, segment: String, zone: ZoneRules, jobs: [StoredJob], started t: Date,
+        _ result: Result<SendGridAnswer, SendGridFailure>, segment: String, zone: ZoneRules, jobs: [StoredJob],
+        started t: Date,
         finished: Date, logger: Logger
     ) async -> Completion {
         let tries = (jobs.map(\.tries).max() ?? 0) + 1
         func retryOrFail(_ outcome: AttemptOutcome, status: Int?, reason: String) -> Completion {
             if tries >= maxAttempts {
                 logger.error(
-                    "no clear answer from SendGrid; the job fails", metadata: ["tries": "\(tries)", "reason": "\(reason)"])
+                    "no clear answer from SendGrid; the job fails",
+                    metadata: ["tries": "\(tries)", "reason": "\(reason)"])
                 return Completion(
                     outcome: outcome, status: status, error: reason, finished: finished,
-                    disposition: .failed(reason: "no clear answer from SendGrid after \(tries) tries (last: \(reason))"))
+                    disposition: .failed(reason: "no clear answer from SendGrid after \(tries) tries (last: \(reason))")
+                )
             }
             let backoff = Backoff.unclear(tries: tries)
             logger.warning(
@@ -620,7 +673,9 @@ public final class AccountLane: @unchecked Sendable {
             connectFailures += 1
             let backoff = Backoff.notSent(failures: connectFailures)
             note(error: "SendGrid not reachable: \(reason)")
-            logger.warning("cannot reach SendGrid; nothing was sent", metadata: ["reason": "\(reason)", "retry_in_s": "\(Int(backoff))"])
+            logger.warning(
+                "cannot reach SendGrid; nothing was sent",
+                metadata: ["reason": "\(reason)", "retry_in_s": "\(Int(backoff))"])
             return Completion(
                 outcome: .notSent, status: nil, error: reason, finished: finished,
                 disposition: .requeue(retryAt: finished.addingTimeInterval(backoff), countsTry: false))
@@ -635,63 +690,85 @@ public final class AccountLane: @unchecked Sendable {
             case .accepted:
                 uninformativeRateLimits[segment] = nil
                 lastRateLimitedSegment = nil
-                let jobID = (try? JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any])?["job_id"] as? String
+                let jobID =
+                    (try? JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any])?["job_id"]
+                    as? String
                 logger.info(
                     "refresh accepted by SendGrid",
                     metadata: ["jobs": "\(jobs.map(\.id))", "time_zone": "\(zone.name)", "status": "\(answer.status)"])
                 return Completion(
-                    outcome: .accepted, status: answer.status, sendGridJobID: jobID.map { String($0.prefix(100)) }, finished: finished,
+                    outcome: .accepted, status: answer.status, sendGridJobID: jobID.map { String($0.prefix(100)) },
+                    finished: finished,
                     disposition: .sent, quota: QuotaReport(headers: answer.headers))
             case .rejected:
                 note(error: "SendGrid refused a refresh of \(segment): \(summary)")
-                logger.error("SendGrid refused the request; the job fails", metadata: ["status": "\(answer.status)", "reason": "\(summary)"])
+                logger.error(
+                    "SendGrid refused the request; the job fails",
+                    metadata: ["status": "\(answer.status)", "reason": "\(summary)"])
                 return Completion(
                     outcome: .rejected, status: answer.status, error: summary, finished: finished,
                     disposition: .failed(reason: "SendGrid answered \(answer.status): \(summary)"))
             case .unauthorized:
-                let reason = "SendGrid refused the API key (401); fix the key, then reload refreshd (systemctl reload refreshd)"
+                let reason =
+                    "SendGrid refused the API key (401); fix the key, then reload refreshd (systemctl reload refreshd)"
                 note(error: reason)
-                logger.critical("account paused: SendGrid refused the API key", metadata: ["status": "401", "fix": "put a valid key in place and reload"])
+                logger.critical(
+                    "account paused: SendGrid refused the API key",
+                    metadata: ["status": "401", "fix": "put a valid key in place and reload"])
                 return Completion(
-                    outcome: .unauthorized, status: 401, error: summary, finished: finished, disposition: .requeue(retryAt: nil, countsTry: false),
+                    outcome: .unauthorized, status: 401, error: summary, finished: finished,
+                    disposition: .requeue(retryAt: nil, countsTry: false),
                     pause: reason)
             case .forbidden:
-                let reason = "SendGrid forbids segment refreshes for this account (403: the plan lacks Marketing Campaigns Basic/Advanced, or the key lacks the scope)"
+                let reason =
+                    "SendGrid forbids segment refreshes for this account (403: the plan lacks Marketing Campaigns Basic/Advanced, or the key lacks the scope)"
                 note(error: reason)
-                logger.critical("account paused: SendGrid answered 403", metadata: ["status": "403", "reason": "\(summary)"])
+                logger.critical(
+                    "account paused: SendGrid answered 403", metadata: ["status": "403", "reason": "\(summary)"])
                 return Completion(
-                    outcome: .forbidden, status: 403, error: summary, finished: finished, disposition: .requeue(retryAt: nil, countsTry: false),
+                    outcome: .forbidden, status: 403, error: summary, finished: finished,
+                    disposition: .requeue(retryAt: nil, countsTry: false),
                     pause: reason)
             case .rateLimited:
                 await learnFromRateLimit(answer, segment: segment, zone: zone, at: finished, logger: logger)
                 return Completion(
-                    outcome: .rateLimited, status: 429, error: summary, finished: finished, disposition: .requeue(retryAt: nil, countsTry: false),
+                    outcome: .rateLimited, status: 429, error: summary, finished: finished,
+                    disposition: .requeue(retryAt: nil, countsTry: false),
                     reloadBlocks: true)
             case .unclear:
-                return retryOrFail(.uncertain, status: answer.status, reason: "SendGrid answered \(answer.status): \(summary)")
+                return retryOrFail(
+                    .uncertain, status: answer.status, reason: "SendGrid answered \(answer.status): \(summary)")
             }
         }
     }
 
     /// A 429: what it teaches (RateLimitLesson: the headers, a fresh segment read, the 429s before
     /// it) goes into the ledger as blocks.
-    private func learnFromRateLimit(_ answer: SendGridAnswer, segment: String, zone: ZoneRules, at t: Date, logger: Logger) async {
+    private func learnFromRateLimit(
+        _ answer: SendGridAnswer, segment: String, zone: ZoneRules, at t: Date, logger: Logger
+    ) async {
         var reading: SegmentReading?
         if let client, let key = account.apiKey, preflight,
-            case .success(let read) = await client.readSegment(segment: segment, key: key, onBehalfOf: account.onBehalfOf) {
+            case .success(let read) = await client.readSegment(
+                segment: segment, key: key, onBehalfOf: account.onBehalfOf)
+        {
             reading = read
         }
         let lesson = RateLimitLesson.learn(
             resetHeader: answer.headers["x-ratelimit-reset"], reading: reading, segment: segment, zone: zone, at: t,
-            uninformativeStreak: uninformativeRateLimits[segment] ?? 0, previousRateLimitedSegment: lastRateLimitedSegment)
+            uninformativeStreak: uninformativeRateLimits[segment] ?? 0,
+            previousRateLimitedSegment: lastRateLimitedSegment)
         uninformativeRateLimits[segment] = lesson.uninformativeStreak
         lastRateLimitedSegment = segment
         do {
             try ledger.addBlock(
-                account: account.name, segmentID: segment, until: lesson.segmentBlockedUntil, reason: "429: " + lesson.reasons.joined(separator: ", "),
+                account: account.name, segmentID: segment, until: lesson.segmentBlockedUntil,
+                reason: "429: " + lesson.reasons.joined(separator: ", "),
                 now: t)
             if let midnight = lesson.accountBlockedUntil {
-                try ledger.addBlock(account: account.name, segmentID: nil, until: midnight, reason: "429: the account's day seems exhausted", now: t)
+                try ledger.addBlock(
+                    account: account.name, segmentID: nil, until: midnight,
+                    reason: "429: the account's day seems exhausted", now: t)
                 logger.warning(
                     "SendGrid answered 429 and the account's day seems used up elsewhere; paused until 00:00 UTC",
                     metadata: ["until": "\(Timestamp.rfc3339(midnight))"])
@@ -702,27 +779,41 @@ public final class AccountLane: @unchecked Sendable {
         note(error: "SendGrid answered 429 for \(segment)")
         logger.warning(
             "SendGrid answered 429; the segment is blocked",
-            metadata: ["until": "\(Timestamp.rfc3339(lesson.segmentBlockedUntil))", "why": "\(lesson.reasons.joined(separator: ", "))"])
+            metadata: [
+                "until": "\(Timestamp.rfc3339(lesson.segmentBlockedUntil))",
+                "why": "\(lesson.reasons.joined(separator: ", "))",
+            ])
     }
 
     /// What the pre-flight read says against the ledger (Reconciliation), carried out. Returns
     /// whether the ledger changed (the rules must then decide again).
-    private func reconcile(segment: String, zone: ZoneRules, reading: SegmentReading, at t: Date, logger: Logger) throws -> Bool {
+    private func reconcile(segment: String, zone: ZoneRules, reading: SegmentReading, at t: Date, logger: Logger) throws
+        -> Bool
+    {
         try ledger.recordUsage(
-            account: account.name, segmentID: segment, refreshesUsed: reading.refreshesUsed, lastRefreshedAt: reading.lastRefreshedAt,
+            account: account.name, segmentID: segment, refreshesUsed: reading.refreshesUsed,
+            lastRefreshedAt: reading.lastRefreshedAt,
             observedAt: t)
         let known = try ledger.history(account: account.name, segmentID: segment, now: t).segmentAttempts.map {
-            Reconciliation.Known(id: $0.id, outcome: $0.outcome, timeZone: $0.timeZone, startedAt: $0.startedAt, finishedAt: $0.finishedAt)
+            Reconciliation.Known(
+                id: $0.id, outcome: $0.outcome, timeZone: $0.timeZone, startedAt: $0.startedAt,
+                finishedAt: $0.finishedAt)
         }
         switch Reconciliation.reconcile(reading: reading, attempts: known, zone: zone, now: t) {
         case .agrees:
             return false
         case .external(let missing, let at):
-            for _ in 0..<missing { _ = try ledger.recordExternal(account: account.name, segmentID: segment, timeZone: zone.name, at: at) }
+            for _ in 0..<missing {
+                _ = try ledger.recordExternal(account: account.name, segmentID: segment, timeZone: zone.name, at: at)
+            }
             logger.notice(
                 "SendGrid counts refreshes today that refreshd did not send (web UI or another tool); recorded as external",
-                metadata: ["refreshes_used": "\(reading.refreshesUsed)", "missing": "\(missing)", "at": "\(Timestamp.rfc3339(at))"])
-            let external = Attempt(account: account.name, segment: segment, zone: zone, outcome: .external, startedAt: at, finishedAt: at)
+                metadata: [
+                    "refreshes_used": "\(reading.refreshesUsed)", "missing": "\(missing)",
+                    "at": "\(Timestamp.rfc3339(at))",
+                ])
+            let external = Attempt(
+                account: account.name, segment: segment, zone: zone, outcome: .external, startedAt: at, finishedAt: at)
             for _ in 0..<missing { queue.record(external, now: t) }
         case .confirmed(let ids):
             let sent = try ledger.confirmRecorded(attemptIDs: ids, now: t)
@@ -730,12 +821,18 @@ public final class AccountLane: @unchecked Sendable {
                 "pre-flight shows SendGrid recorded earlier unanswered requests; their jobs count as sent",
                 metadata: ["attempts": "\(ids)", "jobs": "\(sent.map(\.id))"])
             queue.setAccountHistory(
-                try ledger.attempts(since: t.addingTimeInterval(-2 * 86400), account: account.name, segmentID: nil, limit: Int.max).map(attempt))
+                try ledger.attempts(
+                    since: t.addingTimeInterval(-2 * 86400), account: account.name, segmentID: nil, limit: Int.max
+                ).map(attempt))
         case .unrecorded(let ids):
             let changed = try ledger.markUnrecorded(attemptIDs: ids)
-            logger.info("pre-flight shows SendGrid did not record earlier unanswered requests", metadata: ["attempts": "\(changed)"])
+            logger.info(
+                "pre-flight shows SendGrid did not record earlier unanswered requests",
+                metadata: ["attempts": "\(changed)"])
             queue.setAccountHistory(
-                try ledger.attempts(since: t.addingTimeInterval(-2 * 86400), account: account.name, segmentID: nil, limit: Int.max).map(attempt))
+                try ledger.attempts(
+                    since: t.addingTimeInterval(-2 * 86400), account: account.name, segmentID: nil, limit: Int.max
+                ).map(attempt))
         }
         try reload(segment: segment, now: t)
         return true

@@ -35,7 +35,8 @@ public struct JournalLogHandler: LogHandler {
     let sink: LogSink
 
     public init(
-        label: String, level: Logger.Level, journald: Bool, sink: LogSink = .standardError, control: LogLevelControl? = nil,
+        label: String, level: Logger.Level, journald: Bool, sink: LogSink = .standardError,
+        control: LogLevelControl? = nil,
         clock: @escaping @Sendable () -> Date
     ) {
         self.label = label
@@ -76,10 +77,16 @@ public struct JournalLogHandler: LogHandler {
     }
 
     static func quoted(_ value: String) -> String {
-        if !value.isEmpty, !value.unicodeScalars.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" || $0 == "\\" || LogText.isControl($0) }) {
+        if !value.isEmpty,
+            !value.unicodeScalars.contains(where: {
+                $0 == " " || $0 == "\"" || $0 == "=" || $0 == "\\" || LogText.isControl($0)
+            })
+        {
             return value
         }
-        return "\"" + LogText.escaped(value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")) + "\""
+        return "\""
+            + LogText.escaped(
+                value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")) + "\""
     }
 
     static func timestamp(_ date: Date) -> String {

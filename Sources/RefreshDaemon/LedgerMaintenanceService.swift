@@ -27,7 +27,9 @@ struct LedgerMaintenanceService: Service {
         do {
             let expired = try ledger.expireJobs(now: now())
             for job in expired {
-                logger.info("job expired before it could be sent", metadata: ["job.id": "\(job.id)", "segment.id": "\(job.job.segmentID)"])
+                logger.info(
+                    "job expired before it could be sent",
+                    metadata: ["job.id": "\(job.id)", "segment.id": "\(job.job.segmentID)"])
             }
             let pruned = try ledger.prune(retentionDays: retentionDays, now: now())
             if pruned > 0 { logger.debug("pruned old ledger rows", metadata: ["rows": "\(pruned)"]) }

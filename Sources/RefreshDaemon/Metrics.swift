@@ -57,7 +57,10 @@ public final class RefreshdMetrics: DispatchObserver, @unchecked Sendable {
     private var latency: [String: DurationHistogram] = [:]
     private var lastRejected = 0
     private var lastTaken = 0
-    static let latencyBuckets: [Duration] = [.milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30)]
+    static let latencyBuckets: [Duration] = [
+        .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5),
+        .seconds(5), .seconds(10), .seconds(30),
+    ]
 
     public init() {}
 
@@ -68,13 +71,19 @@ public final class RefreshdMetrics: DispatchObserver, @unchecked Sendable {
     public func attemptFinished(account: String, outcome: AttemptOutcome, latency duration: Duration?) {
         let key = account + "\u{1F}" + outcome.rawValue
         let (counter, histogram) = lock.withLock { () -> (Counter, DurationHistogram?) in
-            let counter = attempts[key] ?? registry.makeCounter(
-                descriptor: Self.name("attempts", "total", "Refresh attempts by outcome"), labels: [("account", account), ("outcome", outcome.rawValue)])
+            let counter =
+                attempts[key]
+                ?? registry.makeCounter(
+                    descriptor: Self.name("attempts", "total", "Refresh attempts by outcome"),
+                    labels: [("account", account), ("outcome", outcome.rawValue)])
             attempts[key] = counter
             guard duration != nil else { return (counter, nil) }
-            let histogram = latency[account] ?? registry.makeDurationHistogram(
-                descriptor: Self.name("sendgrid_request", "seconds", "Duration of refresh requests to SendGrid"), labels: [("account", account)],
-                buckets: Self.latencyBuckets)
+            let histogram =
+                latency[account]
+                ?? registry.makeDurationHistogram(
+                    descriptor: Self.name("sendgrid_request", "seconds", "Duration of refresh requests to SendGrid"),
+                    labels: [("account", account)],
+                    buckets: Self.latencyBuckets)
             latency[account] = histogram
             return (counter, histogram)
         }
@@ -84,7 +93,9 @@ public final class RefreshdMetrics: DispatchObserver, @unchecked Sendable {
 
     public func quotaReported(account: String, limit: Int, remaining: Int) {
         registry.makeGauge(
-            descriptor: Self.name("sendgrid_ratelimit_remaining", "", "X-RateLimit-Remaining on the last accepted refresh (when it described the daily quota)"),
+            descriptor: Self.name(
+                "sendgrid_ratelimit_remaining", "",
+                "X-RateLimit-Remaining on the last accepted refresh (when it described the daily quota)"),
             labels: [("account", account)]
         ).set(Double(remaining))
     }
@@ -94,25 +105,37 @@ public final class RefreshdMetrics: DispatchObserver, @unchecked Sendable {
         let t = state.now()
         let counts = (try? state.ledger.jobCounts()) ?? [:]
         for jobState in JobState.allCases {
-            registry.makeGauge(descriptor: Self.name("jobs", "", "Jobs in the ledger by state"), labels: [("state", jobState.rawValue)])
-                .set(Double(counts[jobState] ?? 0))
+            registry.makeGauge(
+                descriptor: Self.name("jobs", "", "Jobs in the ledger by state"), labels: [("state", jobState.rawValue)]
+            )
+            .set(Double(counts[jobState] ?? 0))
         }
         let configuration = state.configuration
         let lanes = state.laneStatuses
         for account in configuration.accounts {
             let budgets = (try? state.accountBudgets(account.name, includeBlocks: false, now: t)) ?? []
-            registry.makeGauge(descriptor: Self.name("account_budget_remaining", "", "Requests left today (UTC) for the account"), labels: [("account", account.name)])
-                .set(Double(budgets.first { $0.rule == .accountDaily }?.remaining ?? 0))
+            registry.makeGauge(
+                descriptor: Self.name("account_budget_remaining", "", "Requests left today (UTC) for the account"),
+                labels: [("account", account.name)]
+            )
+            .set(Double(budgets.first { $0.rule == .accountDaily }?.remaining ?? 0))
             let lane = lanes.first { $0.account == account.name }
             let until: Double = lane?.nextSendAt.map { max(0, $0.timeIntervalSince(t)) } ?? -1
-            registry.makeGauge(descriptor: Self.name("next_send", "seconds", "Seconds until the next send (-1: none planned)"), labels: [("account", account.name)])
-                .set(until)
-            registry.makeGauge(descriptor: Self.name("account_paused", "", "1 while the account is paused (401, 403)"), labels: [("account", account.name)])
-                .set(lane?.paused == nil ? 0.0 : 1.0)
+            registry.makeGauge(
+                descriptor: Self.name("next_send", "seconds", "Seconds until the next send (-1: none planned)"),
+                labels: [("account", account.name)]
+            )
+            .set(until)
+            registry.makeGauge(
+                descriptor: Self.name("account_paused", "", "1 while the account is paused (401, 403)"),
+                labels: [("account", account.name)]
+            )
+            .set(lane?.paused == nil ? 0.0 : 1.0)
             let holds = (try? state.ledger.activeHolds(account: account.name)) ?? []
             for scope in ["account", "segment"] {
                 registry.makeGauge(
-                    descriptor: Self.name("holds", "", "Operator holds in force (refreshctl hold), by scope"), labels: [("account", account.name), ("scope", scope)]
+                    descriptor: Self.name("holds", "", "Operator holds in force (refreshctl hold), by scope"),
+                    labels: [("account", account.name), ("scope", scope)]
                 ).set(Double(holds.filter { ($0.segmentID == nil) == (scope == "account") }.count))
             }
             registry.makeGauge(
@@ -126,16 +149,27 @@ public final class RefreshdMetrics: DispatchObserver, @unchecked Sendable {
                 defer { (lastRejected, lastTaken) = (intake.rejected, intake.taken) }
                 return (max(0, intake.rejected - lastRejected), max(0, intake.taken - lastTaken))
             }
-            registry.makeCounter(descriptor: Self.name("spool_rejected", "total", "Spool files rejected (moved to rejected/)")).increment(by: Int64(rejected))
-            registry.makeCounter(descriptor: Self.name("spool_taken", "total", "Spool files taken into the ledger")).increment(by: Int64(taken))
-            registry.makeGauge(descriptor: Self.name("spool_backlog", "", "Files waiting in incoming/")).set(Double(intake.backlog))
-            registry.makeGauge(descriptor: Self.name("spool_intake_blocked", "", "1 while spool intake is blocked (see refreshctl status)"))
-                .set(intake.blocked == nil ? 0.0 : 1.0)
-            registry.makeGauge(descriptor: Self.name("spool_rejected_files", "", "Files kept in rejected/ (with their .error files)"))
-                .set(Double(intake.rejectedFiles))
-            registry.makeGauge(descriptor: Self.name("spool_rejected", "bytes", "Bytes kept in rejected/")).set(Double(intake.rejectedBytes))
+            registry.makeCounter(
+                descriptor: Self.name("spool_rejected", "total", "Spool files rejected (moved to rejected/)")
+            ).increment(by: Int64(rejected))
+            registry.makeCounter(descriptor: Self.name("spool_taken", "total", "Spool files taken into the ledger"))
+                .increment(by: Int64(taken))
+            registry.makeGauge(descriptor: Self.name("spool_backlog", "", "Files waiting in incoming/")).set(
+                Double(intake.backlog))
+            registry.makeGauge(
+                descriptor: Self.name(
+                    "spool_intake_blocked", "", "1 while spool intake is blocked (see refreshctl status)")
+            )
+            .set(intake.blocked == nil ? 0.0 : 1.0)
+            registry.makeGauge(
+                descriptor: Self.name("spool_rejected_files", "", "Files kept in rejected/ (with their .error files)")
+            )
+            .set(Double(intake.rejectedFiles))
+            registry.makeGauge(descriptor: Self.name("spool_rejected", "bytes", "Bytes kept in rejected/")).set(
+                Double(intake.rejectedBytes))
         }
-        registry.makeGauge(descriptor: Self.name("uptime", "seconds", "Seconds since refreshd started")).set(t.timeIntervalSince(state.startedAt))
+        registry.makeGauge(descriptor: Self.name("uptime", "seconds", "Seconds since refreshd started")).set(
+            t.timeIntervalSince(state.startedAt))
         return registry.emitToString()
     }
 }

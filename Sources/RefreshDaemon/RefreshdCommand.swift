@@ -34,7 +34,10 @@ public struct RefreshdCommand: AsyncParsableCommand {
 
     /// Options shared by the subcommands.
     struct ConfigOptions: ParsableArguments {
-        @Option(name: .long, help: ArgumentHelp("The config file (default: $REFRESHD_CONFIG, else /etc/refreshd/refreshd.toml).", valueName: "file"))
+        @Option(
+            name: .long,
+            help: ArgumentHelp(
+                "The config file (default: $REFRESHD_CONFIG, else /etc/refreshd/refreshd.toml).", valueName: "file"))
         var config: String?
     }
 
@@ -63,7 +66,8 @@ public struct RefreshdCommand: AsyncParsableCommand {
             for warning in loader.warnings { logger.warning("\(warning)") }
             do {
                 try await DaemonApplication.run(
-                    configuration: configuration, logger: logger, environment: environment, configPath: options.config, levels: levels)
+                    configuration: configuration, logger: logger, environment: environment, configPath: options.config,
+                    levels: levels)
             } catch let error as DaemonApplication.StartupError {
                 logger.critical("refreshd cannot start: \(error.description)")
                 throw ExitCode(error.exitCode)
@@ -94,7 +98,8 @@ public struct RefreshdCommand: AsyncParsableCommand {
 
     /// `refreshd version`.
     struct Version: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print refreshd's version and the tz data version it reads.")
+        static let configuration = CommandConfiguration(
+            abstract: "Print refreshd's version and the tz data version it reads.")
 
         func run() throws {
             let path = ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment)
@@ -117,10 +122,13 @@ public struct ConfigurationReport {
     public var text: String {
         let c = configuration
         var lines: [String] = []
-        lines.append("# config file: \(c.configPath ?? "none found; built-in defaults (\(ConfigurationLoader.defaultPath) is absent)")")
+        lines.append(
+            "# config file: \(c.configPath ?? "none found; built-in defaults (\(ConfigurationLoader.defaultPath) is absent)")"
+        )
         func line<V>(_ key: String, _ setting: Setting<V>, _ render: (V) -> String) {
             let text = "\(key) = \(render(setting.value))"
-            lines.append(text.padding(toLength: max(text.count, 52), withPad: " ", startingAt: 0) + "  # \(setting.source)")
+            lines.append(
+                text.padding(toLength: max(text.count, 52), withPad: " ", startingAt: 0) + "  # \(setting.source)")
         }
         let quoted: (String) -> String = { "\"\($0)\"" }
         line("state_dir", c.stateDir, quoted)
@@ -157,7 +165,8 @@ public struct ConfigurationReport {
             if let env = account.apiKeyEnv { lines.append("api_key_env = \"\(env)\"") }
             if let behalf = account.onBehalfOf { lines.append("on_behalf_of = \"\(behalf)\"") }
             if let daily = account.accountDaily { lines.append("account_daily = \(daily)") }
-            lines.append("# api key: \(account.apiKey == nil ? "not set" : "set (redacted)"), from \(account.apiKeySource)")
+            lines.append(
+                "# api key: \(account.apiKey == nil ? "not set" : "set (redacted)"), from \(account.apiKeySource)")
             lines.append("# mode: \(c.isDryRun(account) ? "DRY-RUN (nothing is sent to SendGrid)" : "live")")
         }
         for hook in c.hooks {
@@ -181,8 +190,13 @@ extension RefreshdCommand {
         // `refreshd --config F` means `refreshd run --config F`: run is the default subcommand.
         // The parser's own requests (help, version, the manual generator's dump, shell completion)
         // are for refreshd itself, not for run.
-        let ownRequests = ["-h", "--help", "--version", "--help-hidden", "--experimental-dump-help", "--generate-completion-script", "---completion"]
-        if let first = arguments.first, first.hasPrefix("-"), !ownRequests.contains(where: { first == $0 || first.hasPrefix($0 + "=") }) {
+        let ownRequests = [
+            "-h", "--help", "--version", "--help-hidden", "--experimental-dump-help", "--generate-completion-script",
+            "---completion",
+        ]
+        if let first = arguments.first, first.hasPrefix("-"),
+            !ownRequests.contains(where: { first == $0 || first.hasPrefix($0 + "=") })
+        {
             arguments.insert("run", at: 0)
         }
         do {

@@ -29,9 +29,12 @@ public final class Reloader: @unchecked Sendable {
     private var zonesStamp: String
 
     public init(
-        explicitPath: String?, environment: [String: String], configuration: DaemonConfiguration, zones: ZoneInfoDirectory,
-        client: SendGridClient?, dispatcher: DispatcherService, intake: SpoolIntake, state: ControlState, ledger: any Ledger,
-        levels: LogLevelControl, notifier: SystemdNotifier, observer: (any DispatchObserver)?, now: @escaping @Sendable () -> Date,
+        explicitPath: String?, environment: [String: String], configuration: DaemonConfiguration,
+        zones: ZoneInfoDirectory,
+        client: SendGridClient?, dispatcher: DispatcherService, intake: SpoolIntake, state: ControlState,
+        ledger: any Ledger,
+        levels: LogLevelControl, notifier: SystemdNotifier, observer: (any DispatchObserver)?,
+        now: @escaping @Sendable () -> Date,
         logger: Logger
     ) {
         self.explicitPath = explicitPath
@@ -65,7 +68,8 @@ public final class Reloader: @unchecked Sendable {
         // READY=1 ends the reload with a fresh status line (or why the reload was refused).
         var refusal: String?
         defer {
-            let status = refusal.map { "reload refused: \($0.prefix(200))" } ?? DaemonApplication.statusLine(state: state)
+            let status =
+                refusal.map { "reload refused: \($0.prefix(200))" } ?? DaemonApplication.statusLine(state: state)
             notifier.send("READY=1\nSTATUS=" + status)
         }
         var loader = ConfigurationLoader(environment: environment, userID: getuid())
@@ -81,7 +85,9 @@ public final class Reloader: @unchecked Sendable {
         do {
             newZones = try ZoneInfoDirectory(path: ZoneInfoDirectory.defaultPath(environment: environment))
         } catch {
-            logger.error("reload refused: the tz database cannot be read; the running configuration stays", metadata: ["reason": "\(error.message)"])
+            logger.error(
+                "reload refused: the tz database cannot be read; the running configuration stays",
+                metadata: ["reason": "\(error.message)"])
             refusal = "the tz database cannot be read: \(error.message)"
             return false
         }
@@ -89,7 +95,10 @@ public final class Reloader: @unchecked Sendable {
         for warning in loader.warnings { logger.warning("\(warning)") }
         logger.notice(
             "configuration reloaded",
-            metadata: ["accounts": "\(next.accounts.map(\.name).joined(separator: ","))", "log_level": "\(next.logLevel.value)"])
+            metadata: [
+                "accounts": "\(next.accounts.map(\.name).joined(separator: ","))",
+                "log_level": "\(next.logLevel.value)",
+            ])
         return true
     }
 
@@ -100,12 +109,16 @@ public final class Reloader: @unchecked Sendable {
         let stamp = Self.stamp(path)
         guard stamp != lock.withLock({ zonesStamp }) else { return false }
         guard let fresh = try? ZoneInfoDirectory(path: path) else {
-            logger.error("the tz database changed but cannot be read; keeping the loaded one", metadata: ["tz_directory": "\(path)"])
+            logger.error(
+                "the tz database changed but cannot be read; keeping the loaded one",
+                metadata: ["tz_directory": "\(path)"])
             lock.withLock { zonesStamp = stamp }
             return false
         }
         let (old, configuration) = lock.withLock { (zones.version, self.configuration) }
-        logger.notice("tz data changed on disk; reloaded", metadata: ["old": "\(old ?? "unknown")", "new": "\(fresh.version ?? "unknown")"])
+        logger.notice(
+            "tz data changed on disk; reloaded",
+            metadata: ["old": "\(old ?? "unknown")", "new": "\(fresh.version ?? "unknown")"])
         apply(configuration, zones: fresh)
         return true
     }
@@ -113,7 +126,9 @@ public final class Reloader: @unchecked Sendable {
     private func apply(_ next: DaemonConfiguration, zones newZones: ZoneInfoDirectory) {
         let (previous, oldZones, oldClient) = lock.withLock { (self.configuration, self.zones, self.client) }
         if oldZones.version != newZones.version {
-            logger.notice("tz data version", metadata: ["old": "\(oldZones.version ?? "unknown")", "new": "\(newZones.version ?? "unknown")"])
+            logger.notice(
+                "tz data version",
+                metadata: ["old": "\(oldZones.version ?? "unknown")", "new": "\(newZones.version ?? "unknown")"])
         }
         // One shared client; a new one only when its settings changed.
         let anyLive = next.accounts.contains { !next.isDryRun($0) }
@@ -132,7 +147,8 @@ public final class Reloader: @unchecked Sendable {
         let lanes = dispatcher.lanes
         for account in next.accounts {
             let change = AccountLane.Reconfiguration(
-                account: account, client: next.isDryRun(account) ? nil : client, zones: newZones, limits: next.limits(for: account.name),
+                account: account, client: next.isDryRun(account) ? nil : client, zones: newZones,
+                limits: next.limits(for: account.name),
                 preflight: next.preflight.value, maxAttempts: next.maxAttempts.value)
             if let lane = lanes.first(where: { $0.name == account.name }) {
                 lane.reconfigure(change)
@@ -140,12 +156,15 @@ public final class Reloader: @unchecked Sendable {
                 logger.notice("account added by reload", metadata: ["account": "\(account.name)"])
                 dispatcher.add(
                     AccountLane(
-                        account: account, ledger: ledger, client: change.client, zones: newZones, limits: change.limits, preflight: change.preflight,
+                        account: account, ledger: ledger, client: change.client, zones: newZones, limits: change.limits,
+                        preflight: change.preflight,
                         maxAttempts: change.maxAttempts, now: now, logger: logger, observer: observer))
             }
         }
         for lane in lanes where !next.accounts.contains(where: { $0.name == lane.name }) {
-            logger.warning("account removed by reload; its queued jobs stay queued until it returns", metadata: ["account": "\(lane.name)"])
+            logger.warning(
+                "account removed by reload; its queued jobs stay queued until it returns",
+                metadata: ["account": "\(lane.name)"])
             dispatcher.remove(account: lane.name)
         }
         intake.update(
@@ -162,7 +181,9 @@ public final class Reloader: @unchecked Sendable {
             zonesStamp = Self.stamp(newZones.path)
         }
         for account in next.accounts where next.isDryRun(account) && !previous.isDryRun(account) {
-            logger.warning("dry-run after reload: refreshes for this account are planned and recorded but never sent", metadata: ["account": "\(account.name)"])
+            logger.warning(
+                "dry-run after reload: refreshes for this account are planned and recorded but never sent",
+                metadata: ["account": "\(account.name)"])
         }
     }
 }
@@ -177,7 +198,10 @@ extension Reloader {
         let named = held.prefix(100).map { "\($0.id) (\($0.job.timeZone))" }.joined(separator: ", ")
         logger.warning(
             "queued jobs name time zones the tz data cannot load; they are held, never sent with another zone",
-            metadata: ["count": "\(held.count)", "jobs": "\(named)\(held.count > 100 ? ", ..." : "")", "tzdata": "\(zones.version ?? "unknown")"])
+            metadata: [
+                "count": "\(held.count)", "jobs": "\(named)\(held.count > 100 ? ", ..." : "")",
+                "tzdata": "\(zones.version ?? "unknown")",
+            ])
     }
 }
 

@@ -59,16 +59,22 @@ public final class SendGridClient: Sendable {
     }
 
     /// `POST /v3/marketing/segments/2.0/refresh/{segment_id}` with `{"user_time_zone": zone}`.
-    public func refresh(segment: String, zone: String, key: APIKey, onBehalfOf: String?) async -> Result<SendGridAnswer, SendGridFailure> {
+    public func refresh(segment: String, zone: String, key: APIKey, onBehalfOf: String?) async -> Result<
+        SendGridAnswer, SendGridFailure
+    > {
         let body = #"{"user_time_zone":"# + JSONText.quote(zone) + "}"
         return await execute(
-            method: .POST, path: "/v3/marketing/segments/2.0/refresh/\(segment)", body: body, key: key, onBehalfOf: onBehalfOf)
+            method: .POST, path: "/v3/marketing/segments/2.0/refresh/\(segment)", body: body, key: key,
+            onBehalfOf: onBehalfOf)
     }
 
     /// `GET /v3/marketing/segments/2.0/{segment_id}?contacts_sample=false`.
-    public func readSegment(segment: String, key: APIKey, onBehalfOf: String?) async -> Result<SegmentReading, SendGridFailure> {
+    public func readSegment(segment: String, key: APIKey, onBehalfOf: String?) async -> Result<
+        SegmentReading, SendGridFailure
+    > {
         let result = await execute(
-            method: .GET, path: "/v3/marketing/segments/2.0/\(segment)?contacts_sample=false", body: nil, key: key, onBehalfOf: onBehalfOf)
+            method: .GET, path: "/v3/marketing/segments/2.0/\(segment)?contacts_sample=false", body: nil, key: key,
+            onBehalfOf: onBehalfOf)
         switch result {
         case .failure(let failure): return .failure(failure)
         case .success(let answer):
@@ -77,7 +83,10 @@ public final class SendGridClient: Sendable {
                 let used = (object["refreshes_used"] as? NSNumber)?.intValue
             else { return .failure(.noAnswer("pre-flight read: no refreshes_used in the answer")) }
             let last = (object["last_refreshed_at"] as? String).flatMap(Self.parseDate)
-            return .success(SegmentReading(refreshesUsed: used, maxRefreshes: (object["max_refreshes"] as? NSNumber)?.intValue, lastRefreshedAt: last))
+            return .success(
+                SegmentReading(
+                    refreshesUsed: used, maxRefreshes: (object["max_refreshes"] as? NSNumber)?.intValue,
+                    lastRefreshedAt: last))
         }
     }
 
@@ -88,7 +97,9 @@ public final class SendGridClient: Sendable {
         return formatter.date(from: text)
     }
 
-    private func execute(method: HTTPMethod, path: String, body: String?, key: APIKey, onBehalfOf: String?) async -> Result<SendGridAnswer, SendGridFailure> {
+    private func execute(method: HTTPMethod, path: String, body: String?, key: APIKey, onBehalfOf: String?) async
+        -> Result<SendGridAnswer, SendGridFailure>
+    {
         let request: HTTPClient.Request
         do {
             var headers = HTTPHeaders()
@@ -97,7 +108,8 @@ public final class SendGridClient: Sendable {
             headers.add(name: "Accept", value: "application/json")
             if body != nil { headers.add(name: "Content-Type", value: "application/json") }
             if let onBehalfOf { headers.add(name: "on-behalf-of", value: onBehalfOf) }
-            request = try HTTPClient.Request(url: baseURL + path, method: method, headers: headers, body: body.map { .string($0) })
+            request = try HTTPClient.Request(
+                url: baseURL + path, method: method, headers: headers, body: body.map { .string($0) })
         } catch {
             return .failure(.notSent("invalid request URL for \(baseURL)"))
         }
@@ -122,7 +134,9 @@ public final class SendGridClient: Sendable {
             default: return "\(error)"
             }
         }
-        if let error = error as? IOError { return "I/O error: \(error.errnoCode == ECONNREFUSED ? "connection refused" : "\(error)")" }
+        if let error = error as? IOError {
+            return "I/O error: \(error.errnoCode == ECONNREFUSED ? "connection refused" : "\(error)")"
+        }
         return "\(type(of: error)): \(error)"
     }
 }

@@ -41,7 +41,9 @@ public final class SpoolIntake: Sendable {
     }
 
     /// A reload: new accounts, tz data, queue bound, retention of rejected/; taken at the next scan.
-    public func update(accounts: Set<String>, zones: ZoneInfoDirectory, maxQueuedJobs: Int, rejectedRetentionDays: Int? = nil) {
+    public func update(
+        accounts: Set<String>, zones: ZoneInfoDirectory, maxQueuedJobs: Int, rejectedRetentionDays: Int? = nil
+    ) {
         settings.withLock {
             $0 = Settings(
                 accounts: accounts, zones: zones, maxQueuedJobs: maxQueuedJobs,
@@ -80,7 +82,8 @@ public final class SpoolIntake: Sendable {
 
     public init(
         spoolDirectory: String, ledger: any Ledger, accounts: Set<String>, zones: ZoneInfoDirectory, maxQueuedJobs: Int,
-        rejectedRetentionDays: Int = 30, now: @escaping @Sendable () -> Date, logger: Logger, onEnqueued: @escaping @Sendable () -> Void = {},
+        rejectedRetentionDays: Int = 30, now: @escaping @Sendable () -> Date, logger: Logger,
+        onEnqueued: @escaping @Sendable () -> Void = {},
         openFile: @escaping @Sendable (String) -> Int32 = { open($0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC) }
     ) {
         self.openFile = openFile
@@ -88,7 +91,9 @@ public final class SpoolIntake: Sendable {
         self.spoolDirectory = spoolDirectory
         self.ledger = ledger
         self.settings = Mutex(
-            Settings(accounts: accounts, zones: zones, maxQueuedJobs: maxQueuedJobs, rejectedRetentionDays: rejectedRetentionDays))
+            Settings(
+                accounts: accounts, zones: zones, maxQueuedJobs: maxQueuedJobs,
+                rejectedRetentionDays: rejectedRetentionDays))
         self.now = now
         self.logger = logger
     }
@@ -109,7 +114,9 @@ public final class SpoolIntake: Sendable {
         for (path, mode) in layout {
             var info = stat()
             if lstat(path, &info) == 0 {
-                guard info.st_mode & S_IFMT == S_IFDIR else { throw IntakeError("\(path) exists and is not a directory") }
+                guard info.st_mode & S_IFMT == S_IFDIR else {
+                    throw IntakeError("\(path) exists and is not a directory")
+                }
                 continue
             }
             guard mkdir(path, mode_t(mode & 0o777)) == 0 || errno == EEXIST else {
@@ -152,7 +159,8 @@ public final class SpoolIntake: Sendable {
                 let room = maxQueuedJobs - queued
                 guard room > 0 else {
                     queueFull = true
-                    blocked = "the queue holds \(queued) jobs (max_queued_jobs = \(maxQueuedJobs)); files wait in \(incoming)"
+                    blocked =
+                        "the queue holds \(queued) jobs (max_queued_jobs = \(maxQueuedJobs)); files wait in \(incoming)"
                     break
                 }
                 // Move up to a batch out of incoming/ when no leftovers remain.
@@ -188,7 +196,8 @@ public final class SpoolIntake: Sendable {
                         log(outcome, file: file.name)
                         if case .enqueued(.created) = outcome { queued += 1 }
                         if unlink(active + "/" + file.name) != 0 && errno != ENOENT {
-                            blocked = "a job is in the ledger but \(active)/\(file.name) cannot be removed: \(String(cString: strerror(errno)))"
+                            blocked =
+                                "a job is in the ledger but \(active)/\(file.name) cannot be removed: \(String(cString: strerror(errno)))"
                         }
                         taken += 1
                     case .failure(let error):
@@ -203,7 +212,9 @@ public final class SpoolIntake: Sendable {
         let skipped = stuck.withLock { Array($0).sorted() }
         return state.withLock { state in
             if let blocked, state.blocked != blocked {
-                logger.error("spool intake stopped; files stay in the spool", metadata: ["reason": "\(LogText.escaped(blocked))"])
+                logger.error(
+                    "spool intake stopped; files stay in the spool", metadata: ["reason": "\(LogText.escaped(blocked))"]
+                )
             } else if blocked == nil, let previous = state.blocked {
                 logger.notice("spool intake resumed", metadata: ["was": "\(LogText.escaped(previous))"])
             }
@@ -244,7 +255,10 @@ public final class SpoolIntake: Sendable {
                     // Under the unit, RestrictSUIDSGID= forbids setting the setgid bit.
                     logger.warning(
                         "incoming/ could not get its setgid bit back: submitted files may not keep the refreshd group",
-                        metadata: ["mode": "\(String(made.st_mode & 0o7777, radix: 8))", "fix": "systemd-tmpfiles --create refreshd.conf"])
+                        metadata: [
+                            "mode": "\(String(made.st_mode & 0o7777, radix: 8))",
+                            "fix": "systemd-tmpfiles --create refreshd.conf",
+                        ])
                 }
             } catch {
                 blocked = "cannot create the spool directories again: \(error)"
@@ -256,7 +270,9 @@ public final class SpoolIntake: Sendable {
         let identity = "\(info.st_dev):\(info.st_ino)"
         let previous = state.withLock { $0.incomingIdentity }
         if let previous, previous != identity, missing.isEmpty {
-            logger.warning("the spool's incoming/ directory was replaced while refreshd ran; watching the new one", metadata: ["directory": "\(incoming)"])
+            logger.warning(
+                "the spool's incoming/ directory was replaced while refreshd ran; watching the new one",
+                metadata: ["directory": "\(incoming)"])
         }
         return identity
     }
@@ -284,10 +300,13 @@ public final class SpoolIntake: Sendable {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in Array(raw.prefix { $0 != 0 }) }
             if name == [46] || name == [46, 46] { continue }
             var info = stat()
-            let mtime = lstat(path(directory, name), &info) == 0 ? Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9 : 0
+            let mtime =
+                lstat(path(directory, name), &info) == 0
+                ? Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9 : 0
             entries.append(Entry(name: name, mtime: mtime))
         }
-        return .success(entries.sorted { $0.mtime != $1.mtime ? $0.mtime < $1.mtime : $0.name.lexicographicallyPrecedes($1.name) })
+        return .success(
+            entries.sorted { $0.mtime != $1.mtime ? $0.mtime < $1.mtime : $0.name.lexicographicallyPrecedes($1.name) })
     }
 
     /// A NUL-terminated path from a directory and a raw name.
@@ -323,8 +342,11 @@ public final class SpoolIntake: Sendable {
                 metadata: ["file": "\(shown)", "reason": "\(reason)"])
             return nil
         }
-        if target != String(decoding: entry.name, as: UTF8.self) || !entry.name.allSatisfy({ $0 >= 0x20 && $0 != 0x7f }) {
-            logger.notice("spool file renamed: its name is not printable UTF-8", metadata: ["file": "\(shown)", "as": "\(target)"])
+        if target != String(decoding: entry.name, as: UTF8.self) || !entry.name.allSatisfy({ $0 >= 0x20 && $0 != 0x7f })
+        {
+            logger.notice(
+                "spool file renamed: its name is not printable UTF-8",
+                metadata: ["file": "\(shown)", "as": "\(target)"])
         }
         return target
     }
@@ -356,15 +378,25 @@ public final class SpoolIntake: Sendable {
             let code = errno
             switch code {
             case ENOENT: return .outcome(.gone)
-            case ELOOP: return .outcome(reject(name, "a symbolic link; job files must be regular files (symlinks are never followed)"))
+            case ELOOP:
+                return .outcome(
+                    reject(name, "a symbolic link; job files must be regular files (symlinks are never followed)"))
             case ENXIO: return .outcome(reject(name, "not a regular file (a socket or device)"))
-            case EACCES, EPERM: return .outcome(reject(name, "refreshd may not read it (\(String(cString: strerror(code)))); make it group-readable"))
-            default: return .outcome(.blocked("cannot open \(path) (left for the next scan): \(String(cString: strerror(code)))"))
+            case EACCES, EPERM:
+                return .outcome(
+                    reject(
+                        name, "refreshd may not read it (\(String(cString: strerror(code)))); make it group-readable"))
+            default:
+                return .outcome(
+                    .blocked("cannot open \(path) (left for the next scan): \(String(cString: strerror(code)))"))
             }
         }
         defer { close(fd) }
         var info = stat()
-        guard fstat(fd, &info) == 0 else { return .outcome(.blocked("cannot examine \(path) (left for the next scan): \(String(cString: strerror(errno)))")) }
+        guard fstat(fd, &info) == 0 else {
+            return .outcome(
+                .blocked("cannot examine \(path) (left for the next scan): \(String(cString: strerror(errno)))"))
+        }
         switch info.st_mode & S_IFMT {
         case S_IFREG: break
         case S_IFDIR: return .outcome(reject(name, "a directory; job files must be regular files"))
@@ -372,7 +404,8 @@ public final class SpoolIntake: Sendable {
         default: return .outcome(reject(name, "not a regular file (a socket or device)"))
         }
         guard info.st_size <= JobFile.maxBytes else {
-            return .outcome(reject(name, "the file is \(info.st_size) bytes; a job file is at most \(JobFile.maxBytes) bytes"))
+            return .outcome(
+                reject(name, "the file is \(info.st_size) bytes; a job file is at most \(JobFile.maxBytes) bytes"))
         }
         var bytes = [UInt8](repeating: 0, count: Int(info.st_size) + 1)
         var count = 0
@@ -380,7 +413,8 @@ public final class SpoolIntake: Sendable {
             let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + count, $0.count - count) }
             if n < 0 {
                 if errno == EINTR { continue }
-                return .outcome(.blocked("cannot read \(path) (left for the next scan): \(String(cString: strerror(errno)))"))
+                return .outcome(
+                    .blocked("cannot read \(path) (left for the next scan): \(String(cString: strerror(errno)))"))
             }
             if n == 0 { break }
             count += n
@@ -396,18 +430,25 @@ public final class SpoolIntake: Sendable {
         }
         let job = NewJob(
             source: "spool:\(name)", idempotencyKey: request.id, account: request.account, segmentID: request.segmentID,
-            timeZone: request.timeZone, priority: request.priority, notBefore: request.notBefore, expiresAt: request.expiresAt,
+            timeZone: request.timeZone, priority: request.priority, notBefore: request.notBefore,
+            expiresAt: request.expiresAt,
             note: request.note)
         return .job(
-            SpoolFileJob(identity: Self.identity(info, name: name), contentDigest: ContentDigest.fnv1a64(bytes), name: name, job: job))
+            SpoolFileJob(
+                identity: Self.identity(info, name: name), contentDigest: ContentDigest.fnv1a64(bytes), name: name,
+                job: job))
     }
 
     private func log(_ outcome: SpoolIngestResult, file: String) {
         switch outcome {
         case .enqueued(.created(let stored)):
-            logger.debug("job taken from the spool", metadata: ["job.id": "\(stored.id)", "segment.id": "\(stored.job.segmentID)", "file": "\(file)"])
+            logger.debug(
+                "job taken from the spool",
+                metadata: ["job.id": "\(stored.id)", "segment.id": "\(stored.job.segmentID)", "file": "\(file)"])
         case .enqueued(.duplicate(let stored)):
-            logger.info("job file repeats an existing job id; nothing new", metadata: ["job.id": "\(stored.id)", "file": "\(file)"])
+            logger.info(
+                "job file repeats an existing job id; nothing new",
+                metadata: ["job.id": "\(stored.id)", "file": "\(file)"])
         case .alreadyTaken:
             logger.info("job file was taken before a restart; removing it", metadata: ["file": "\(file)"])
         }
@@ -421,7 +462,9 @@ public final class SpoolIntake: Sendable {
     private func reject(_ name: String, _ reason: String) -> Outcome {
         var target = name
         var suffix = 1
-        while FileManager.default.fileExists(atPath: rejected + "/" + target) || FileManager.default.fileExists(atPath: rejected + "/" + target + ".error") {
+        while FileManager.default.fileExists(atPath: rejected + "/" + target)
+            || FileManager.default.fileExists(atPath: rejected + "/" + target + ".error")
+        {
             target = "\(name).\(suffix)"
             suffix += 1
         }
@@ -461,7 +504,9 @@ public final class SpoolIntake: Sendable {
             bytes += Int(info.st_size)
         }
         if removed > 0 {
-            logger.info("rejected spool files past their retention removed", metadata: ["removed": "\(removed)", "retention_days": "\(days)"])
+            logger.info(
+                "rejected spool files past their retention removed",
+                metadata: ["removed": "\(removed)", "retention_days": "\(days)"])
         }
         state.withLock {
             $0.rejectedFiles = files
@@ -478,5 +523,7 @@ public struct IntakeError: Error, CustomStringConvertible {
 }
 
 extension Array where Element == UInt8 {
-    func ends(with suffix: [UInt8]) -> Bool { count >= suffix.count && Array(self[(count - suffix.count)...]) == suffix }
+    func ends(with suffix: [UInt8]) -> Bool {
+        count >= suffix.count && Array(self[(count - suffix.count)...]) == suffix
+    }
 }

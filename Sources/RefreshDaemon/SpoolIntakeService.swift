@@ -55,7 +55,8 @@ struct SpoolIntakeService: Service {
                 if let previous = watched, previous != identity || watcher?.isLost == true {
                     watcher?.stop()
                     watcher = InotifyWatcher(directory: intake.incoming, logger: logger, onEvent: wake)
-                    logger.notice("watching the spool's incoming/ directory again", metadata: ["directory": "\(intake.incoming)"])
+                    logger.notice(
+                        "watching the spool's incoming/ directory again", metadata: ["directory": "\(intake.incoming)"])
                 }
                 watched = identity
             }
@@ -94,17 +95,24 @@ final class InotifyWatcher: @unchecked Sendable {
     init?(directory: String, logger: Logger, onEvent: @escaping @Sendable () -> Void) {
         let fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
         guard fd >= 0 else {
-            logger.warning("inotify unavailable; relying on the periodic rescan", metadata: ["error": "\(String(cString: strerror(errno)))"])
+            logger.warning(
+                "inotify unavailable; relying on the periodic rescan",
+                metadata: ["error": "\(String(cString: strerror(errno)))"])
             return nil
         }
         // IN_DELETE_SELF, IN_MOVE_SELF: the directory itself went away; the scan notices and re-arms.
-        guard inotify_add_watch(fd, directory, UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF)) >= 0 else {
-            logger.warning("cannot watch the spool with inotify; relying on the periodic rescan", metadata: ["directory": "\(directory)", "error": "\(String(cString: strerror(errno)))"])
+        guard
+            inotify_add_watch(fd, directory, UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF)) >= 0
+        else {
+            logger.warning(
+                "cannot watch the spool with inotify; relying on the periodic rescan",
+                metadata: ["directory": "\(directory)", "error": "\(String(cString: strerror(errno)))"])
             close(fd)
             return nil
         }
         descriptor = fd
-        source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: DispatchQueue(label: "refreshd.spool.inotify"))
+        source = DispatchSource.makeReadSource(
+            fileDescriptor: fd, queue: DispatchQueue(label: "refreshd.spool.inotify"))
         source.setEventHandler { [weak self] in
             // Drain every pending event (IN_Q_OVERFLOW included): any of them means "scan"; one
             // that says the directory itself went away also means "watch again".
@@ -116,9 +124,14 @@ final class InotifyWatcher: @unchecked Sendable {
                 let header = MemoryLayout<inotify_event>.size
                 while offset + header <= n {
                     let (mask, length) = buffer.withUnsafeBytes { raw in
-                        (raw.load(fromByteOffset: offset + 4, as: UInt32.self), raw.load(fromByteOffset: offset + 12, as: UInt32.self))
+                        (
+                            raw.load(fromByteOffset: offset + 4, as: UInt32.self),
+                            raw.load(fromByteOffset: offset + 12, as: UInt32.self)
+                        )
                     }
-                    if mask & UInt32(IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT) != 0 { self?.lost.withLock { $0 = true } }
+                    if mask & UInt32(IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT) != 0 {
+                        self?.lost.withLock { $0 = true }
+                    }
                     offset += header + Int(length)
                 }
             }

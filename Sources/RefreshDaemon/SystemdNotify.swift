@@ -69,7 +69,9 @@ public struct Liveness: Sendable {
     /// Alive when every loop beat within `tolerance` of `now` (no loops: alive). A loop that has
     /// not beaten yet counts as alive for `tolerance` after `start` (the service's start): a lane
     /// starting up is not a hang, one that never beats is.
-    public func alive(beats: [ContinuousClock.Instant?], now: ContinuousClock.Instant, start: ContinuousClock.Instant) -> Bool {
+    public func alive(beats: [ContinuousClock.Instant?], now: ContinuousClock.Instant, start: ContinuousClock.Instant)
+        -> Bool
+    {
         beats.allSatisfy { beat in now - (beat ?? start) <= tolerance }
     }
 }
@@ -88,7 +90,8 @@ public final class SystemdNotifyService: Service, Sendable {
     let start = ContinuousClock.now
 
     public init(
-        notifier: SystemdNotifier, watchdog: Duration?, liveness: Liveness, beats: @escaping @Sendable () -> [ContinuousClock.Instant?],
+        notifier: SystemdNotifier, watchdog: Duration?, liveness: Liveness,
+        beats: @escaping @Sendable () -> [ContinuousClock.Instant?],
         status: @escaping @Sendable () -> String, logger: Logger
     ) {
         self.notifier = notifier
@@ -108,7 +111,8 @@ public final class SystemdNotifyService: Service, Sendable {
             if alive {
                 message += "\nWATCHDOG=1"
             } else {
-                logger.error("a dispatch loop has not run for too long; no watchdog ping (systemd will restart refreshd)")
+                logger.error(
+                    "a dispatch loop has not run for too long; no watchdog ping (systemd will restart refreshd)")
             }
         }
         notifier.send(message)

@@ -61,11 +61,14 @@ extension Ledger {
     public func reserve(
         account: String, segmentID: String, timeZone: String, now: Date, check: (LedgerHistory) -> Decision
     ) throws -> ReservationResult {
-        try reserve(account: account, segmentID: segmentID, timeZone: timeZone, now: now, admit: { _ in true }, check: check)
+        try reserve(
+            account: account, segmentID: segmentID, timeZone: timeZone, now: now, admit: { _ in true }, check: check)
     }
 
     /// One spool file (see `ingestSpoolFiles`).
-    public func ingestSpoolFile(identity: String, contentDigest: String, name: String, job: NewJob, now: Date) throws -> SpoolIngestResult {
+    public func ingestSpoolFile(identity: String, contentDigest: String, name: String, job: NewJob, now: Date) throws
+        -> SpoolIngestResult
+    {
         let file = SpoolFileJob(identity: identity, contentDigest: contentDigest, name: name, job: job)
         return try ingestSpoolFiles([file], now: now)[0].get()
     }
@@ -153,11 +156,13 @@ public protocol Ledger: Sendable {
     /// of the segment, if `check` (the rules over the history read inside the transaction) allows.
     /// Only due jobs that `admit` accepts ride along (the lane leaves out jobs it holds).
     func reserve(
-        account: String, segmentID: String, timeZone: String, now: Date, admit: (StoredJob) -> Bool, check: (LedgerHistory) -> Decision
+        account: String, segmentID: String, timeZone: String, now: Date, admit: (StoredJob) -> Bool,
+        check: (LedgerHistory) -> Decision
     ) throws -> ReservationResult
     /// Records the answer to a reserved attempt and what becomes of its jobs.
     func complete(
-        attemptID: Int64, outcome: AttemptOutcome, httpStatus: Int?, sendGridJobID: String?, error: String?, finishedAt: Date,
+        attemptID: Int64, outcome: AttemptOutcome, httpStatus: Int?, sendGridJobID: String?, error: String?,
+        finishedAt: Date,
         jobs disposition: JobDisposition
     ) throws
 
@@ -183,7 +188,8 @@ public protocol Ledger: Sendable {
     /// record them); returns how many changed.
     func markUnrecorded(attemptIDs: [Int64]) throws -> Int
     /// SendGrid's last known `refreshes_used` for a segment.
-    func recordUsage(account: String, segmentID: String, refreshesUsed: Int, lastRefreshedAt: Date?, observedAt: Date) throws
+    func recordUsage(account: String, segmentID: String, refreshesUsed: Int, lastRefreshedAt: Date?, observedAt: Date)
+        throws
 
     /// Records jobs read from spool files, each with its file's identity (device, inode, size,
     /// mtime) and content digest, all in one transaction; the same file read again is recognised.
@@ -209,14 +215,18 @@ extension LedgerHistory {
 extension StoredAttempt {
     /// The attempt as the rule engine takes it (zone nil when `resolve` cannot load it).
     public func engineAttempt(resolve: (String) -> ZoneRules?) -> Attempt {
-        Attempt(account: account, segment: segmentID, zone: resolve(timeZone), outcome: outcome, startedAt: startedAt, finishedAt: finishedAt)
+        Attempt(
+            account: account, segment: segmentID, zone: resolve(timeZone), outcome: outcome, startedAt: startedAt,
+            finishedAt: finishedAt)
     }
 }
 
 extension StoredBlock {
     /// The block as the rule engine takes it.
     public var engineBlock: LearnedBlock {
-        LearnedBlock(scope: segmentID.map { .segment(account: account, segment: $0) } ?? .account(account), until: until, reason: reason)
+        LearnedBlock(
+            scope: segmentID.map { .segment(account: account, segment: $0) } ?? .account(account), until: until,
+            reason: reason)
     }
 }
 
@@ -232,7 +242,8 @@ public enum JobHold {
             _ = try zones.rules(for: timeZone)
             return nil
         } catch {
-            return "held: time zone \"\(timeZone)\" cannot be loaded from the host's tz data (\(zones.version ?? "unknown version")): "
+            return
+                "held: time zone \"\(timeZone)\" cannot be loaded from the host's tz data (\(zones.version ?? "unknown version")): "
                 + "\(error.message); refreshd never sends it with another zone. Reinstall the zone, or cancel the job and queue it "
                 + "again with a current IANA name"
         }

@@ -33,7 +33,8 @@ public struct NewJob: Sendable, Equatable {
     public var note: String?
 
     public init(
-        source: String, idempotencyKey: String? = nil, account: String, segmentID: String, timeZone: String, priority: Int = 0,
+        source: String, idempotencyKey: String? = nil, account: String, segmentID: String, timeZone: String,
+        priority: Int = 0,
         notBefore: Date? = nil, expiresAt: Date? = nil, note: String? = nil
     ) {
         self.source = source
@@ -78,7 +79,8 @@ public struct StoredJob: Sendable, Equatable {
     public var updatedAt: Date
 
     public init(
-        id: Int64, job: NewJob, state: JobState, attemptID: Int64? = nil, reason: String? = nil, tries: Int = 0, retryAt: Date? = nil,
+        id: Int64, job: NewJob, state: JobState, attemptID: Int64? = nil, reason: String? = nil, tries: Int = 0,
+        retryAt: Date? = nil,
         createdAt: Date, updatedAt: Date
     ) {
         self.id = id
@@ -241,7 +243,9 @@ public struct StoredHold: Sendable, Equatable {
     public var createdAt: Date
     public var releasedAt: Date?
 
-    public init(id: Int64, account: String, segmentID: String?, reason: String, who: String, createdAt: Date, releasedAt: Date?) {
+    public init(
+        id: Int64, account: String, segmentID: String?, reason: String, who: String, createdAt: Date, releasedAt: Date?
+    ) {
         self.id = id
         self.account = account
         self.segmentID = segmentID

@@ -84,7 +84,8 @@ public final class SQLiteLedger: Ledger {
         } catch let error as LedgerError {
             throw error
         } catch let error as DatabaseError {
-            throw LedgerError(.unusableDatabase, "cannot open the ledger \(path): \(error.message ?? "\(error.resultCode)")")
+            throw LedgerError(
+                .unusableDatabase, "cannot open the ledger \(path): \(error.message ?? "\(error.resultCode)")")
         } catch {
             throw LedgerError(.unusableDatabase, "cannot open the ledger \(path): \(error)")
         }
@@ -106,155 +107,160 @@ public final class SQLiteLedger: Ledger {
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in
-            try db.execute(sql: """
-                CREATE TABLE attempt (
-                    id INTEGER PRIMARY KEY AUTOINCREMENT,
-                    account TEXT NOT NULL,
-                    segment_id TEXT NOT NULL,
-                    time_zone TEXT NOT NULL,
-                    outcome TEXT NOT NULL CHECK (outcome IN ('reserved', 'accepted', 'rejected', 'rate_limited',
-                        'unauthorized', 'forbidden', 'uncertain', 'dry_run', 'not_sent', 'external')),
-                    http_status INTEGER,
-                    sendgrid_job_id TEXT,
-                    started_at REAL NOT NULL,
-                    finished_at REAL,
-                    error TEXT CHECK (error IS NULL OR length(error) <= 600)
-                );
-                CREATE INDEX attempt_by_segment ON attempt(account, segment_id, started_at);
-                CREATE INDEX attempt_by_account ON attempt(account, started_at);
-                CREATE INDEX attempt_by_time ON attempt(started_at);
-                CREATE INDEX attempt_reserved ON attempt(outcome) WHERE outcome = 'reserved';
+            try db.execute(
+                sql: """
+                    CREATE TABLE attempt (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        account TEXT NOT NULL,
+                        segment_id TEXT NOT NULL,
+                        time_zone TEXT NOT NULL,
+                        outcome TEXT NOT NULL CHECK (outcome IN ('reserved', 'accepted', 'rejected', 'rate_limited',
+                            'unauthorized', 'forbidden', 'uncertain', 'dry_run', 'not_sent', 'external')),
+                        http_status INTEGER,
+                        sendgrid_job_id TEXT,
+                        started_at REAL NOT NULL,
+                        finished_at REAL,
+                        error TEXT CHECK (error IS NULL OR length(error) <= 600)
+                    );
+                    CREATE INDEX attempt_by_segment ON attempt(account, segment_id, started_at);
+                    CREATE INDEX attempt_by_account ON attempt(account, started_at);
+                    CREATE INDEX attempt_by_time ON attempt(started_at);
+                    CREATE INDEX attempt_reserved ON attempt(outcome) WHERE outcome = 'reserved';
 
-                CREATE TABLE job (
-                    id INTEGER PRIMARY KEY AUTOINCREMENT,
-                    source TEXT NOT NULL,
-                    idempotency_key TEXT UNIQUE,
-                    content_digest TEXT NOT NULL,
-                    account TEXT NOT NULL,
-                    segment_id TEXT NOT NULL,
-                    time_zone TEXT NOT NULL,
-                    priority INTEGER NOT NULL DEFAULT 0 CHECK (priority BETWEEN -100 AND 100),
-                    not_before REAL,
-                    expires_at REAL,
-                    note TEXT,
-                    state TEXT NOT NULL CHECK (state IN ('queued', 'sending', 'sent', 'coalesced', 'failed',
-                        'cancelled', 'expired')),
-                    attempt_id INTEGER REFERENCES attempt(id),
-                    reason TEXT,
-                    created_at REAL NOT NULL,
-                    updated_at REAL NOT NULL
-                );
-                CREATE INDEX job_by_state ON job(state, id);
-                CREATE INDEX job_by_segment ON job(account, segment_id, state);
-                CREATE INDEX job_by_attempt ON job(attempt_id);
+                    CREATE TABLE job (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        source TEXT NOT NULL,
+                        idempotency_key TEXT UNIQUE,
+                        content_digest TEXT NOT NULL,
+                        account TEXT NOT NULL,
+                        segment_id TEXT NOT NULL,
+                        time_zone TEXT NOT NULL,
+                        priority INTEGER NOT NULL DEFAULT 0 CHECK (priority BETWEEN -100 AND 100),
+                        not_before REAL,
+                        expires_at REAL,
+                        note TEXT,
+                        state TEXT NOT NULL CHECK (state IN ('queued', 'sending', 'sent', 'coalesced', 'failed',
+                            'cancelled', 'expired')),
+                        attempt_id INTEGER REFERENCES attempt(id),
+                        reason TEXT,
+                        created_at REAL NOT NULL,
+                        updated_at REAL NOT NULL
+                    );
+                    CREATE INDEX job_by_state ON job(state, id);
+                    CREATE INDEX job_by_segment ON job(account, segment_id, state);
+                    CREATE INDEX job_by_attempt ON job(attempt_id);
 
-                CREATE TABLE learned_block (
-                    id INTEGER PRIMARY KEY AUTOINCREMENT,
-                    account TEXT NOT NULL,
-                    segment_id TEXT,
-                    until REAL NOT NULL,
-                    reason TEXT NOT NULL,
-                    created_at REAL NOT NULL
-                );
-                CREATE INDEX learned_block_by_account ON learned_block(account, until);
+                    CREATE TABLE learned_block (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        account TEXT NOT NULL,
+                        segment_id TEXT,
+                        until REAL NOT NULL,
+                        reason TEXT NOT NULL,
+                        created_at REAL NOT NULL
+                    );
+                    CREATE INDEX learned_block_by_account ON learned_block(account, until);
 
-                CREATE TABLE segment_usage (
-                    account TEXT NOT NULL,
-                    segment_id TEXT NOT NULL,
-                    refreshes_used INTEGER NOT NULL,
-                    last_refreshed_at REAL,
-                    observed_at REAL NOT NULL,
-                    PRIMARY KEY (account, segment_id)
-                );
-                """)
+                    CREATE TABLE segment_usage (
+                        account TEXT NOT NULL,
+                        segment_id TEXT NOT NULL,
+                        refreshes_used INTEGER NOT NULL,
+                        last_refreshed_at REAL,
+                        observed_at REAL NOT NULL,
+                        PRIMARY KEY (account, segment_id)
+                    );
+                    """)
         }
         migrator.registerMigration("v2") { db in
             // Spool intake: which file (device, inode, size, mtime) with which content became which
             // job, written in the job's transaction, so a file read again after a crash between
             // commit and unlink is recognised instead of becoming a second job.
-            try db.execute(sql: """
-                CREATE TABLE spool_file (
-                    identity TEXT NOT NULL,
-                    content_digest TEXT NOT NULL,
-                    job_id INTEGER REFERENCES job(id) ON DELETE SET NULL,
-                    name TEXT NOT NULL,
-                    taken_at REAL NOT NULL,
-                    PRIMARY KEY (identity, content_digest)
-                );
-                CREATE INDEX spool_file_by_time ON spool_file(taken_at);
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE spool_file (
+                        identity TEXT NOT NULL,
+                        content_digest TEXT NOT NULL,
+                        job_id INTEGER REFERENCES job(id) ON DELETE SET NULL,
+                        name TEXT NOT NULL,
+                        taken_at REAL NOT NULL,
+                        PRIMARY KEY (identity, content_digest)
+                    );
+                    CREATE INDEX spool_file_by_time ON spool_file(taken_at);
+                    """)
         }
         migrator.registerMigration("v3") { db in
             // The dispatcher: per-job tries and backoff (kept apart from the submitter's
             // not_before), and the outcome 'unrecorded' (an uncertain attempt a later pre-flight
             // showed SendGrid did not record). SQLite cannot change a CHECK, so attempt is rebuilt.
-            try db.execute(sql: """
-                ALTER TABLE job ADD COLUMN tries INTEGER NOT NULL DEFAULT 0;
-                ALTER TABLE job ADD COLUMN retry_at REAL;
-                CREATE TABLE attempt_v3 (
-                    id INTEGER PRIMARY KEY AUTOINCREMENT,
-                    account TEXT NOT NULL,
-                    segment_id TEXT NOT NULL,
-                    time_zone TEXT NOT NULL,
-                    outcome TEXT NOT NULL CHECK (outcome IN ('reserved', 'accepted', 'rejected', 'rate_limited',
-                        'unauthorized', 'forbidden', 'uncertain', 'dry_run', 'not_sent', 'external', 'unrecorded')),
-                    http_status INTEGER,
-                    sendgrid_job_id TEXT,
-                    started_at REAL NOT NULL,
-                    finished_at REAL,
-                    error TEXT CHECK (error IS NULL OR length(error) <= 600)
-                );
-                INSERT INTO attempt_v3 (id, account, segment_id, time_zone, outcome, http_status, sendgrid_job_id, started_at,
-                    finished_at, error)
-                    SELECT id, account, segment_id, time_zone, outcome, http_status, sendgrid_job_id, started_at, finished_at, error
-                    FROM attempt;
-                DROP TABLE attempt;
-                ALTER TABLE attempt_v3 RENAME TO attempt;
-                CREATE INDEX attempt_by_segment ON attempt(account, segment_id, started_at);
-                CREATE INDEX attempt_by_account ON attempt(account, started_at);
-                CREATE INDEX attempt_by_time ON attempt(started_at);
-                CREATE INDEX attempt_reserved ON attempt(outcome) WHERE outcome = 'reserved';
-                CREATE INDEX job_queued_by_segment ON job(account, segment_id, id) WHERE state = 'queued';
-                """)
+            try db.execute(
+                sql: """
+                    ALTER TABLE job ADD COLUMN tries INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE job ADD COLUMN retry_at REAL;
+                    CREATE TABLE attempt_v3 (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        account TEXT NOT NULL,
+                        segment_id TEXT NOT NULL,
+                        time_zone TEXT NOT NULL,
+                        outcome TEXT NOT NULL CHECK (outcome IN ('reserved', 'accepted', 'rejected', 'rate_limited',
+                            'unauthorized', 'forbidden', 'uncertain', 'dry_run', 'not_sent', 'external', 'unrecorded')),
+                        http_status INTEGER,
+                        sendgrid_job_id TEXT,
+                        started_at REAL NOT NULL,
+                        finished_at REAL,
+                        error TEXT CHECK (error IS NULL OR length(error) <= 600)
+                    );
+                    INSERT INTO attempt_v3 (id, account, segment_id, time_zone, outcome, http_status, sendgrid_job_id, started_at,
+                        finished_at, error)
+                        SELECT id, account, segment_id, time_zone, outcome, http_status, sendgrid_job_id, started_at, finished_at, error
+                        FROM attempt;
+                    DROP TABLE attempt;
+                    ALTER TABLE attempt_v3 RENAME TO attempt;
+                    CREATE INDEX attempt_by_segment ON attempt(account, segment_id, started_at);
+                    CREATE INDEX attempt_by_account ON attempt(account, started_at);
+                    CREATE INDEX attempt_by_time ON attempt(started_at);
+                    CREATE INDEX attempt_reserved ON attempt(outcome) WHERE outcome = 'reserved';
+                    CREATE INDEX job_queued_by_segment ON job(account, segment_id, id) WHERE state = 'queued';
+                    """)
         }
         migrator.registerMigration("v4") { db in
             // Event hooks: every job that reaches a final state gets a row, written by a trigger in
             // the transaction that changes the state (whichever code path does), so no event is
             // lost to a crash between the change and the hook (R9). The hook runner's position is
             // kept beside it.
-            try db.execute(sql: """
-                CREATE TABLE job_event (
-                    id INTEGER PRIMARY KEY AUTOINCREMENT,
-                    job_id INTEGER NOT NULL,
-                    state TEXT NOT NULL,
-                    at REAL NOT NULL
-                );
-                CREATE INDEX job_event_by_time ON job_event(at);
-                CREATE TRIGGER job_event_on_finish AFTER UPDATE OF state ON job
-                    WHEN NEW.state IN ('sent', 'coalesced', 'failed', 'expired', 'cancelled') AND OLD.state <> NEW.state
-                    BEGIN
-                        INSERT INTO job_event (job_id, state, at) VALUES (NEW.id, NEW.state, NEW.updated_at);
-                    END;
-                CREATE TABLE hook_cursor (
-                    name TEXT PRIMARY KEY,
-                    event_id INTEGER NOT NULL
-                );
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE job_event (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        job_id INTEGER NOT NULL,
+                        state TEXT NOT NULL,
+                        at REAL NOT NULL
+                    );
+                    CREATE INDEX job_event_by_time ON job_event(at);
+                    CREATE TRIGGER job_event_on_finish AFTER UPDATE OF state ON job
+                        WHEN NEW.state IN ('sent', 'coalesced', 'failed', 'expired', 'cancelled') AND OLD.state <> NEW.state
+                        BEGIN
+                            INSERT INTO job_event (job_id, state, at) VALUES (NEW.id, NEW.state, NEW.updated_at);
+                        END;
+                    CREATE TABLE hook_cursor (
+                        name TEXT PRIMARY KEY,
+                        event_id INTEGER NOT NULL
+                    );
+                    """)
         }
         migrator.registerMigration("v5") { db in
             // Operator holds on an account or a segment (R10): nothing is reserved under one.
-            try db.execute(sql: """
-                CREATE TABLE hold (
-                    id INTEGER PRIMARY KEY AUTOINCREMENT,
-                    account TEXT NOT NULL,
-                    segment_id TEXT,
-                    reason TEXT NOT NULL CHECK (length(reason) <= 1024),
-                    who TEXT NOT NULL CHECK (length(who) <= 256),
-                    created_at REAL NOT NULL,
-                    released_at REAL
-                );
-                CREATE INDEX hold_active ON hold(account) WHERE released_at IS NULL;
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE hold (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        account TEXT NOT NULL,
+                        segment_id TEXT,
+                        reason TEXT NOT NULL CHECK (length(reason) <= 1024),
+                        who TEXT NOT NULL CHECK (length(who) <= 256),
+                        created_at REAL NOT NULL,
+                        released_at REAL
+                    );
+                    CREATE INDEX hold_active ON hold(account) WHERE released_at IS NULL;
+                    """)
         }
         return migrator
     }
@@ -293,9 +299,13 @@ public final class SQLiteLedger: Ledger {
             defer { writes.add(1, ordering: .releasing) }
             return try writer.write(body)
         } catch let error as DatabaseError where [.SQLITE_BUSY, .SQLITE_LOCKED].contains(error.resultCode) {
-            throw LedgerError(.busy, "the ledger \(path) is locked by another process: \(error.message ?? "\(error.resultCode)")")
-        } catch let error as DatabaseError where [.SQLITE_FULL, .SQLITE_READONLY, .SQLITE_IOERR, .SQLITE_CANTOPEN].contains(error.resultCode) {
-            throw LedgerError(.notWritable, "cannot write the ledger \(path): \(error.message ?? "\(error.resultCode)")")
+            throw LedgerError(
+                .busy, "the ledger \(path) is locked by another process: \(error.message ?? "\(error.resultCode)")")
+        } catch let error as DatabaseError
+            where [.SQLITE_FULL, .SQLITE_READONLY, .SQLITE_IOERR, .SQLITE_CANTOPEN].contains(error.resultCode)
+        {
+            throw LedgerError(
+                .notWritable, "cannot write the ledger \(path): \(error.message ?? "\(error.resultCode)")")
         }
     }
 
@@ -307,12 +317,15 @@ public final class SQLiteLedger: Ledger {
 
     static func enqueue(_ db: Database, _ job: NewJob, now: Date) throws -> EnqueueResult {
         if let key = job.idempotencyKey,
-            let existing = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM job WHERE idempotency_key = ?"), arguments: [key]) {
+            let existing = try Row.fetchOne(
+                db.cachedStatement(sql: "SELECT * FROM job WHERE idempotency_key = ?"), arguments: [key])
+        {
             let stored = Self.job(existing)
             guard existing["content_digest"] as String == job.contentDigest else {
                 throw LedgerError(
                     .idempotencyConflict,
-                    "a job with id \"\(key)\" already exists (ledger job \(stored.id)) with different content; use a new id")
+                    "a job with id \"\(key)\" already exists (ledger job \(stored.id)) with different content; use a new id"
+                )
             }
             return .duplicate(stored)
         }
@@ -335,7 +348,9 @@ public final class SQLiteLedger: Ledger {
     }
 
     public func job(id: Int64) throws -> StoredJob? {
-        try writer.read { db in try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [id]).map(Self.job) }
+        try writer.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [id]).map(Self.job)
+        }
     }
 
     public func jobs(state: JobState?, segmentID: String?, after cursor: Int64?, limit: Int) throws -> [StoredJob] {
@@ -352,19 +367,23 @@ public final class SQLiteLedger: Ledger {
             }
             _ = arguments.append(contentsOf: [limit])
             return try Row.fetchAll(
-                db, sql: "SELECT * FROM job WHERE \(conditions.joined(separator: " AND ")) ORDER BY id LIMIT ?", arguments: arguments
+                db, sql: "SELECT * FROM job WHERE \(conditions.joined(separator: " AND ")) ORDER BY id LIMIT ?",
+                arguments: arguments
             ).map(Self.job)
         }
     }
 
     public func queuedJobs() throws -> [StoredJob] {
-        try writer.read { db in try Row.fetchAll(db, sql: "SELECT * FROM job WHERE state = 'queued' ORDER BY id").map(Self.job) }
+        try writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM job WHERE state = 'queued' ORDER BY id").map(Self.job)
+        }
     }
 
     public func queuedJobs(account: String, segmentID: String) throws -> [StoredJob] {
         try writer.read { db in
             try Row.fetchAll(
-                db.cachedStatement(sql: "SELECT * FROM job WHERE account = ? AND segment_id = ? AND state = 'queued' ORDER BY id"),
+                db.cachedStatement(
+                    sql: "SELECT * FROM job WHERE account = ? AND segment_id = ? AND state = 'queued' ORDER BY id"),
                 arguments: [account, segmentID]
             ).map(Self.job)
         }
@@ -418,7 +437,10 @@ public final class SQLiteLedger: Ledger {
     public func jobs(matching filter: JobFilter) throws -> [StoredJob] {
         guard !filter.states.isEmpty else { return [] }
         let (condition, arguments) = Self.condition(filter)
-        return try writer.read { db in try Row.fetchAll(db, sql: "SELECT * FROM job WHERE \(condition) ORDER BY id", arguments: arguments).map(Self.job) }
+        return try writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM job WHERE \(condition) ORDER BY id", arguments: arguments).map(
+                Self.job)
+        }
     }
 
     public func cancelJobs(matching filter: JobFilter, now: Date) throws -> [StoredJob] {
@@ -427,12 +449,16 @@ public final class SQLiteLedger: Ledger {
         guard !filter.states.isEmpty else { return [] }
         let (condition, arguments) = Self.condition(filter)
         return try write { db in
-            let ids = try Int64.fetchAll(db, sql: "SELECT id FROM job WHERE \(condition) ORDER BY id", arguments: arguments)
+            let ids = try Int64.fetchAll(
+                db, sql: "SELECT id FROM job WHERE \(condition) ORDER BY id", arguments: arguments)
             for id in ids {
                 try db.execute(
-                    sql: "UPDATE job SET state = 'cancelled', reason = 'cancelled', updated_at = ? WHERE id = ?", arguments: [now.timeIntervalSince1970, id])
+                    sql: "UPDATE job SET state = 'cancelled', reason = 'cancelled', updated_at = ? WHERE id = ?",
+                    arguments: [now.timeIntervalSince1970, id])
             }
-            return try ids.map { try Self.job(Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [$0])!) }
+            return try ids.map {
+                try Self.job(Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [$0])!)
+            }
         }
     }
 
@@ -443,7 +469,8 @@ public final class SQLiteLedger: Ledger {
             }
             let job = Self.job(row)
             guard job.state == .failed || job.state == .expired else {
-                throw LedgerError(.invalidState, "job \(jobID) is \(job.state.rawValue); only failed or expired jobs are retried")
+                throw LedgerError(
+                    .invalidState, "job \(jobID) is \(job.state.rawValue); only failed or expired jobs are retried")
             }
             try Self.requeue(db, jobID, now: now)
             return Self.job(try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [jobID])!)
@@ -456,9 +483,12 @@ public final class SQLiteLedger: Ledger {
         guard !filter.states.isEmpty else { return [] }
         let (condition, arguments) = Self.condition(filter)
         return try write { db in
-            let ids = try Int64.fetchAll(db, sql: "SELECT id FROM job WHERE \(condition) ORDER BY id", arguments: arguments)
+            let ids = try Int64.fetchAll(
+                db, sql: "SELECT id FROM job WHERE \(condition) ORDER BY id", arguments: arguments)
             for id in ids { try Self.requeue(db, id, now: now) }
-            return try ids.map { try Self.job(Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [$0])!) }
+            return try ids.map {
+                try Self.job(Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [$0])!)
+            }
         }
     }
 
@@ -483,18 +513,24 @@ public final class SQLiteLedger: Ledger {
             }
             let job = Self.job(row)
             guard job.state == .queued else {
-                throw LedgerError(.invalidState, "job \(jobID) is \(job.state.rawValue); only queued jobs can be changed")
+                throw LedgerError(
+                    .invalidState, "job \(jobID) is \(job.state.rawValue); only queued jobs can be changed")
             }
             let priority = change.priority ?? job.job.priority
             let notBefore = change.notBefore ?? job.job.notBefore
             let expiresAt = change.expiresAt ?? job.job.expiresAt
-            guard (-100...100).contains(priority) else { throw LedgerError(.invalidInput, "priority: \(priority) is outside -100...100") }
+            guard (-100...100).contains(priority) else {
+                throw LedgerError(.invalidInput, "priority: \(priority) is outside -100...100")
+            }
             if let notBefore, let expiresAt, expiresAt <= notBefore {
                 throw LedgerError(.invalidInput, "expires_at (\(expiresAt)) must be after not_before (\(notBefore))")
             }
             try db.execute(
                 sql: "UPDATE job SET priority = ?, not_before = ?, expires_at = ?, updated_at = ? WHERE id = ?",
-                arguments: [priority, notBefore?.timeIntervalSince1970, expiresAt?.timeIntervalSince1970, now.timeIntervalSince1970, jobID])
+                arguments: [
+                    priority, notBefore?.timeIntervalSince1970, expiresAt?.timeIntervalSince1970,
+                    now.timeIntervalSince1970, jobID,
+                ])
             return Self.job(try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [jobID])!)
         }
     }
@@ -503,9 +539,11 @@ public final class SQLiteLedger: Ledger {
         try write { db in
             let t = now.timeIntervalSince1970
             let rows = try Row.fetchAll(
-                db, sql: "SELECT * FROM job WHERE state = 'queued' AND expires_at IS NOT NULL AND expires_at <= ?", arguments: [t])
+                db, sql: "SELECT * FROM job WHERE state = 'queued' AND expires_at IS NOT NULL AND expires_at <= ?",
+                arguments: [t])
             try db.execute(
-                sql: "UPDATE job SET state = 'expired', reason = 'expires_at passed', updated_at = ? WHERE state = 'queued' AND expires_at IS NOT NULL AND expires_at <= ?",
+                sql:
+                    "UPDATE job SET state = 'expired', reason = 'expires_at passed', updated_at = ? WHERE state = 'queued' AND expires_at IS NOT NULL AND expires_at <= ?",
                 arguments: [t, t])
             return rows.map { row in
                 var job = Self.job(row)
@@ -518,13 +556,15 @@ public final class SQLiteLedger: Ledger {
 
     // MARK: Spool intake
 
-    public func ingestSpoolFiles(_ files: [SpoolFileJob], now: Date) throws -> [Result<SpoolIngestResult, LedgerError>] {
+    public func ingestSpoolFiles(_ files: [SpoolFileJob], now: Date) throws -> [Result<SpoolIngestResult, LedgerError>]
+    {
         try write { db in
             var results: [Result<SpoolIngestResult, LedgerError>] = []
             for file in files {
                 if let row = try Row.fetchOne(
                     db.cachedStatement(sql: "SELECT job_id FROM spool_file WHERE identity = ? AND content_digest = ?"),
-                    arguments: [file.identity, file.contentDigest]) {
+                    arguments: [file.identity, file.contentDigest])
+                {
                     results.append(.success(.alreadyTaken(jobID: row["job_id"])))
                     continue
                 }
@@ -540,8 +580,11 @@ public final class SQLiteLedger: Ledger {
                 switch result {
                 case .created(let stored), .duplicate(let stored): jobID = stored.id
                 }
-                try db.cachedStatement(sql: "INSERT INTO spool_file (identity, content_digest, job_id, name, taken_at) VALUES (?, ?, ?, ?, ?)")
-                    .execute(arguments: [file.identity, file.contentDigest, jobID, file.name, now.timeIntervalSince1970])
+                try db.cachedStatement(
+                    sql:
+                        "INSERT INTO spool_file (identity, content_digest, job_id, name, taken_at) VALUES (?, ?, ?, ?, ?)"
+                )
+                .execute(arguments: [file.identity, file.contentDigest, jobID, file.name, now.timeIntervalSince1970])
                 results.append(.success(.enqueued(result)))
             }
             return results
@@ -567,7 +610,10 @@ public final class SQLiteLedger: Ledger {
         let t = now.timeIntervalSince1970
         // Cached statements: this runs for every decision and every budget question.
         let segment = try Row.fetchAll(
-            db.cachedStatement(sql: "SELECT * FROM attempt WHERE account = ? AND segment_id = ? AND started_at >= ? ORDER BY started_at"),
+            db.cachedStatement(
+                sql:
+                    "SELECT * FROM attempt WHERE account = ? AND segment_id = ? AND started_at >= ? ORDER BY started_at"
+            ),
             arguments: [account, segmentID, t - segmentLookback]
         ).map(attempt)
         // From the start of the previous UTC day: a request counts until the end of the UTC day
@@ -578,7 +624,10 @@ public final class SQLiteLedger: Ledger {
             arguments: [account, accountSince]
         ).map(attempt)
         let blocks = try Row.fetchAll(
-            db.cachedStatement(sql: "SELECT * FROM learned_block WHERE account = ? AND (segment_id IS NULL OR segment_id = ?) AND until >= ?"),
+            db.cachedStatement(
+                sql:
+                    "SELECT * FROM learned_block WHERE account = ? AND (segment_id IS NULL OR segment_id = ?) AND until >= ?"
+            ),
             arguments: [account, segmentID, t - 86400]
         ).map(block)
         return LedgerHistory(segmentAttempts: segment, accountAttempts: accountRows, blocks: blocks)
@@ -598,7 +647,9 @@ public final class SQLiteLedger: Ledger {
             }
             _ = arguments.append(contentsOf: [limit])
             return try Row.fetchAll(
-                db, sql: "SELECT * FROM attempt WHERE \(conditions.joined(separator: " AND ")) ORDER BY started_at DESC, id DESC LIMIT ?",
+                db,
+                sql:
+                    "SELECT * FROM attempt WHERE \(conditions.joined(separator: " AND ")) ORDER BY started_at DESC, id DESC LIMIT ?",
                 arguments: arguments
             ).map(Self.attempt)
         }
@@ -607,7 +658,8 @@ public final class SQLiteLedger: Ledger {
     // MARK: Reservation protocol
 
     public func reserve(
-        account: String, segmentID: String, timeZone: String, now: Date, admit: (StoredJob) -> Bool, check: (LedgerHistory) -> Decision
+        account: String, segmentID: String, timeZone: String, now: Date, admit: (StoredJob) -> Bool,
+        check: (LedgerHistory) -> Decision
     ) throws -> ReservationResult {
         try write { db in
             let t = now.timeIntervalSince1970
@@ -623,7 +675,9 @@ public final class SQLiteLedger: Ledger {
             ).map(Self.job).filter(admit)
             guard !due.isEmpty else { return .nothingDue }
             if let row = try Row.fetchOne(
-                db, sql: "SELECT * FROM hold WHERE released_at IS NULL AND account = ? AND (segment_id IS NULL OR segment_id = ?) ORDER BY id LIMIT 1",
+                db,
+                sql:
+                    "SELECT * FROM hold WHERE released_at IS NULL AND account = ? AND (segment_id IS NULL OR segment_id = ?) ORDER BY id LIMIT 1",
                 arguments: [account, segmentID])
             {
                 return .held(Self.hold(row))
@@ -632,7 +686,8 @@ public final class SQLiteLedger: Ledger {
             let decision = check(history)
             guard decision.verdict == .allowed else { return .denied(decision) }
             try db.execute(
-                sql: "INSERT INTO attempt (account, segment_id, time_zone, outcome, started_at) VALUES (?, ?, ?, 'reserved', ?)",
+                sql:
+                    "INSERT INTO attempt (account, segment_id, time_zone, outcome, started_at) VALUES (?, ?, ?, 'reserved', ?)",
                 arguments: [account, segmentID, timeZone, t])
             let attemptID = db.lastInsertedRowID
             for job in due {
@@ -652,11 +707,14 @@ public final class SQLiteLedger: Ledger {
     }
 
     public func complete(
-        attemptID: Int64, outcome: AttemptOutcome, httpStatus: Int?, sendGridJobID: String?, error: String?, finishedAt: Date,
+        attemptID: Int64, outcome: AttemptOutcome, httpStatus: Int?, sendGridJobID: String?, error: String?,
+        finishedAt: Date,
         jobs disposition: JobDisposition
     ) throws {
         try write { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT outcome FROM attempt WHERE id = ?", arguments: [attemptID]) else {
+            guard
+                let row = try Row.fetchOne(db, sql: "SELECT outcome FROM attempt WHERE id = ?", arguments: [attemptID])
+            else {
                 throw LedgerError(.notFound, "no attempt \(attemptID)")
             }
             let current = row["outcome"] as String
@@ -668,13 +726,18 @@ public final class SQLiteLedger: Ledger {
                 throw LedgerError(.invalidState, "attempt \(attemptID) is already \(current)")
             }
             let t = finishedAt.timeIntervalSince1970
-            let text = late ? [error, "answered after refreshd had marked it \(current)"].compactMap { $0 }.joined(separator: "; ") : error
+            let text =
+                late
+                ? [error, "answered after refreshd had marked it \(current)"].compactMap { $0 }.joined(separator: "; ")
+                : error
             try db.execute(
-                sql: "UPDATE attempt SET outcome = ?, http_status = ?, sendgrid_job_id = ?, error = ?, finished_at = ? WHERE id = ?",
+                sql:
+                    "UPDATE attempt SET outcome = ?, http_status = ?, sendgrid_job_id = ?, error = ?, finished_at = ? WHERE id = ?",
                 arguments: [outcome.rawValue, httpStatus, sendGridJobID, boundedErrorText(text), t, attemptID])
             let states = late ? "('sending', 'queued')" : "('sending')"
             let jobIDs = try Int64.fetchAll(
-                db, sql: "SELECT id FROM job WHERE attempt_id = ? AND state IN \(states) ORDER BY priority DESC, id", arguments: [attemptID])
+                db, sql: "SELECT id FROM job WHERE attempt_id = ? AND state IN \(states) ORDER BY priority DESC, id",
+                arguments: [attemptID])
             switch disposition {
             case .sent:
                 for (index, id) in jobIDs.enumerated() {
@@ -685,7 +748,8 @@ public final class SQLiteLedger: Ledger {
             case .failed(let reason):
                 for id in jobIDs {
                     try db.execute(
-                        sql: "UPDATE job SET state = 'failed', reason = ?, updated_at = ?, tries = tries + ? WHERE id = ?",
+                        sql:
+                            "UPDATE job SET state = 'failed', reason = ?, updated_at = ?, tries = tries + ? WHERE id = ?",
                         arguments: [boundedErrorText(reason), t, outcome == .uncertain ? 1 : 0, id])
                 }
             case .requeue(let retryAt, let countsTry):
@@ -714,15 +778,20 @@ public final class SQLiteLedger: Ledger {
                     VALUES (?, ?, ?, 'external', ?, ?, 'refreshed outside refreshd (seen in refreshes_used)')
                     """,
                 arguments: [account, segmentID, timeZone, at.timeIntervalSince1970, at.timeIntervalSince1970])
-            return Self.attempt(try Row.fetchOne(db, sql: "SELECT * FROM attempt WHERE id = ?", arguments: [db.lastInsertedRowID])!)
+            return Self.attempt(
+                try Row.fetchOne(db, sql: "SELECT * FROM attempt WHERE id = ?", arguments: [db.lastInsertedRowID])!)
         }
     }
 
     public func addBlock(account: String, segmentID: String?, until: Date, reason: String, now: Date) throws {
         try write { db in
             try db.execute(
-                sql: "INSERT INTO learned_block (account, segment_id, until, reason, created_at) VALUES (?, ?, ?, ?, ?)",
-                arguments: [account, segmentID, until.timeIntervalSince1970, boundedErrorText(reason), now.timeIntervalSince1970])
+                sql:
+                    "INSERT INTO learned_block (account, segment_id, until, reason, created_at) VALUES (?, ?, ?, ?, ?)",
+                arguments: [
+                    account, segmentID, until.timeIntervalSince1970, boundedErrorText(reason),
+                    now.timeIntervalSince1970,
+                ])
         }
     }
 
@@ -746,14 +815,22 @@ public final class SQLiteLedger: Ledger {
 
     public func liftBlock(id: Int64, now: Date) throws -> StoredBlock? {
         try write { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM learned_block WHERE id = ? AND until > ?", arguments: [id, now.timeIntervalSince1970])
+            guard
+                let row = try Row.fetchOne(
+                    db, sql: "SELECT * FROM learned_block WHERE id = ? AND until > ?",
+                    arguments: [id, now.timeIntervalSince1970])
             else { return nil }
             let block = Self.block(row)
             // The note first: the bounded text may cut the end.
-            let reason = boundedErrorText(
-                "lifted by hand at " + Timestamp.rfc3339(now) + " (was until " + Timestamp.rfc3339(block.until) + "); " + block.reason) ?? ""
-            try db.execute(sql: "UPDATE learned_block SET until = ?, reason = ? WHERE id = ?", arguments: [now.timeIntervalSince1970, reason, id])
-            return StoredBlock(id: block.id, account: block.account, segmentID: block.segmentID, until: now, reason: reason)
+            let reason =
+                boundedErrorText(
+                    "lifted by hand at " + Timestamp.rfc3339(now) + " (was until " + Timestamp.rfc3339(block.until)
+                        + "); " + block.reason) ?? ""
+            try db.execute(
+                sql: "UPDATE learned_block SET until = ?, reason = ? WHERE id = ?",
+                arguments: [now.timeIntervalSince1970, reason, id])
+            return StoredBlock(
+                id: block.id, account: block.account, segmentID: block.segmentID, until: now, reason: reason)
         }
     }
 
@@ -770,7 +847,8 @@ public final class SQLiteLedger: Ledger {
                         """, arguments: [id])
                 guard db.changesCount > 0 else { continue }
                 let rows = try Row.fetchAll(
-                    db, sql: "SELECT * FROM job WHERE attempt_id = ? AND state = 'queued' ORDER BY priority DESC, id", arguments: [id])
+                    db, sql: "SELECT * FROM job WHERE attempt_id = ? AND state = 'queued' ORDER BY priority DESC, id",
+                    arguments: [id])
                 for (index, row) in rows.enumerated() {
                     var job = Self.job(row)
                     job.state = index == 0 ? .sent : .coalesced
@@ -803,7 +881,9 @@ public final class SQLiteLedger: Ledger {
         }
     }
 
-    public func recordUsage(account: String, segmentID: String, refreshesUsed: Int, lastRefreshedAt: Date?, observedAt: Date) throws {
+    public func recordUsage(
+        account: String, segmentID: String, refreshesUsed: Int, lastRefreshedAt: Date?, observedAt: Date
+    ) throws {
         try write { db in
             try db.execute(
                 sql: """
@@ -812,7 +892,10 @@ public final class SQLiteLedger: Ledger {
                     ON CONFLICT (account, segment_id) DO UPDATE SET refreshes_used = excluded.refreshes_used,
                         last_refreshed_at = excluded.last_refreshed_at, observed_at = excluded.observed_at
                     """,
-                arguments: [account, segmentID, refreshesUsed, lastRefreshedAt?.timeIntervalSince1970, observedAt.timeIntervalSince1970])
+                arguments: [
+                    account, segmentID, refreshesUsed, lastRefreshedAt?.timeIntervalSince1970,
+                    observedAt.timeIntervalSince1970,
+                ])
         }
     }
 
@@ -822,28 +905,37 @@ public final class SQLiteLedger: Ledger {
 
     static func hold(_ row: Row) -> StoredHold {
         StoredHold(
-            id: row["id"], account: row["account"], segmentID: row["segment_id"], reason: row["reason"], who: row["who"],
+            id: row["id"], account: row["account"], segmentID: row["segment_id"], reason: row["reason"],
+            who: row["who"],
             createdAt: Date(timeIntervalSince1970: row["created_at"]), releasedAt: date(row["released_at"]))
     }
 
     public func hold(account: String, segmentID: String?, reason: String, who: String, now: Date) throws -> StoredHold {
         try write { db in
             if let row = try Row.fetchOne(
-                db, sql: "SELECT * FROM hold WHERE released_at IS NULL AND account = ? AND segment_id IS ?", arguments: [account, segmentID])
+                db, sql: "SELECT * FROM hold WHERE released_at IS NULL AND account = ? AND segment_id IS ?",
+                arguments: [account, segmentID])
             {
                 return Self.hold(row)
             }
             try db.execute(
                 sql: "INSERT INTO hold (account, segment_id, reason, who, created_at) VALUES (?, ?, ?, ?, ?)",
-                arguments: [account, segmentID, String(reason.prefix(1024)), String(who.prefix(256)), now.timeIntervalSince1970])
-            return Self.hold(try Row.fetchOne(db, sql: "SELECT * FROM hold WHERE id = ?", arguments: [db.lastInsertedRowID])!)
+                arguments: [
+                    account, segmentID, String(reason.prefix(1024)), String(who.prefix(256)), now.timeIntervalSince1970,
+                ])
+            return Self.hold(
+                try Row.fetchOne(db, sql: "SELECT * FROM hold WHERE id = ?", arguments: [db.lastInsertedRowID])!)
         }
     }
 
     public func release(holdID: Int64, now: Date) throws -> StoredHold? {
         try write { db in
-            guard try Row.fetchOne(db, sql: "SELECT * FROM hold WHERE id = ? AND released_at IS NULL", arguments: [holdID]) != nil else { return nil }
-            try db.execute(sql: "UPDATE hold SET released_at = ? WHERE id = ?", arguments: [now.timeIntervalSince1970, holdID])
+            guard
+                try Row.fetchOne(
+                    db, sql: "SELECT * FROM hold WHERE id = ? AND released_at IS NULL", arguments: [holdID]) != nil
+            else { return nil }
+            try db.execute(
+                sql: "UPDATE hold SET released_at = ? WHERE id = ?", arguments: [now.timeIntervalSince1970, holdID])
             return Self.hold(try Row.fetchOne(db, sql: "SELECT * FROM hold WHERE id = ?", arguments: [holdID])!)
         }
     }
@@ -851,7 +943,8 @@ public final class SQLiteLedger: Ledger {
     public func activeHolds(account: String?) throws -> [StoredHold] {
         try writer.read { db in
             try Row.fetchAll(
-                db, sql: "SELECT * FROM hold WHERE released_at IS NULL AND (? IS NULL OR account = ?) ORDER BY id", arguments: [account, account]
+                db, sql: "SELECT * FROM hold WHERE released_at IS NULL AND (? IS NULL OR account = ?) ORDER BY id",
+                arguments: [account, account]
             ).map(Self.hold)
         }
     }
@@ -870,7 +963,8 @@ public final class SQLiteLedger: Ledger {
                     """, arguments: [id, limit]
             ).map { row in
                 JobEvent(
-                    id: row["event_id"], state: JobState(rawValue: row["event_state"]) ?? .failed, at: Date(timeIntervalSince1970: row["event_at"]),
+                    id: row["event_id"], state: JobState(rawValue: row["event_state"]) ?? .failed,
+                    at: Date(timeIntervalSince1970: row["event_at"]),
                     job: Self.job(row), httpStatus: row["attempt_status"])
             }
         }
@@ -887,7 +981,8 @@ public final class SQLiteLedger: Ledger {
     public func setHookCursor(_ id: Int64) throws {
         try write { db in
             try db.execute(
-                sql: "INSERT INTO hook_cursor (name, event_id) VALUES ('hooks', ?) ON CONFLICT(name) DO UPDATE SET event_id = excluded.event_id",
+                sql:
+                    "INSERT INTO hook_cursor (name, event_id) VALUES ('hooks', ?) ON CONFLICT(name) DO UPDATE SET event_id = excluded.event_id",
                 arguments: [id])
         }
     }
@@ -896,7 +991,8 @@ public final class SQLiteLedger: Ledger {
         let cutoff = now.timeIntervalSince1970 - Double(max(retentionDays, 3)) * 86400
         return try write { db in
             try db.execute(
-                sql: "DELETE FROM job WHERE state IN ('sent', 'coalesced', 'failed', 'cancelled', 'expired') AND updated_at < ?",
+                sql:
+                    "DELETE FROM job WHERE state IN ('sent', 'coalesced', 'failed', 'cancelled', 'expired') AND updated_at < ?",
                 arguments: [cutoff])
             var removed = db.changesCount
             try db.execute(
@@ -906,10 +1002,12 @@ public final class SQLiteLedger: Ledger {
                     """,
                 arguments: [cutoff])
             removed += db.changesCount
-            try db.execute(sql: "DELETE FROM learned_block WHERE until < ?", arguments: [now.timeIntervalSince1970 - 86400])
+            try db.execute(
+                sql: "DELETE FROM learned_block WHERE until < ?", arguments: [now.timeIntervalSince1970 - 86400])
             removed += db.changesCount
             // Job events are kept 7 days (hooks run within seconds; the rest is history).
-            try db.execute(sql: "DELETE FROM job_event WHERE at < ?", arguments: [now.timeIntervalSince1970 - 7 * 86400])
+            try db.execute(
+                sql: "DELETE FROM job_event WHERE at < ?", arguments: [now.timeIntervalSince1970 - 7 * 86400])
             removed += db.changesCount
             return removed
         }
@@ -921,11 +1019,14 @@ public final class SQLiteLedger: Ledger {
         StoredJob(
             id: row["id"],
             job: NewJob(
-                source: row["source"], idempotencyKey: row["idempotency_key"], account: row["account"], segmentID: row["segment_id"],
+                source: row["source"], idempotencyKey: row["idempotency_key"], account: row["account"],
+                segmentID: row["segment_id"],
                 timeZone: row["time_zone"], priority: row["priority"], notBefore: date(row["not_before"]),
                 expiresAt: date(row["expires_at"]), note: row["note"]),
             state: JobState(rawValue: row["state"]) ?? .failed, attemptID: row["attempt_id"], reason: row["reason"],
-            tries: row["tries"], retryAt: date(row["retry_at"]), createdAt: Date(timeIntervalSince1970: row["created_at"]), updatedAt: Date(timeIntervalSince1970: row["updated_at"]))
+            tries: row["tries"], retryAt: date(row["retry_at"]),
+            createdAt: Date(timeIntervalSince1970: row["created_at"]),
+            updatedAt: Date(timeIntervalSince1970: row["updated_at"]))
     }
 
     static func attempt(_ row: Row) -> StoredAttempt {
@@ -938,7 +1039,8 @@ public final class SQLiteLedger: Ledger {
 
     static func block(_ row: Row) -> StoredBlock {
         StoredBlock(
-            id: row["id"], account: row["account"], segmentID: row["segment_id"], until: Date(timeIntervalSince1970: row["until"]),
+            id: row["id"], account: row["account"], segmentID: row["segment_id"],
+            until: Date(timeIntervalSince1970: row["until"]),
             reason: row["reason"])
     }
 

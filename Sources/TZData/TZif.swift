@@ -136,7 +136,8 @@ private struct DataBlock {
     init(reader: inout ByteReader, header: Header, timeSize: Int) throws(TZifError) {
         times.reserveCapacity(header.timecnt)
         for _ in 0..<header.timecnt {
-            let time = timeSize == 8 ? Int64(bitPattern: try reader.uint64()) : Int64(Int32(bitPattern: try reader.uint32()))
+            let time =
+                timeSize == 8 ? Int64(bitPattern: try reader.uint64()) : Int64(Int32(bitPattern: try reader.uint32()))
             if let last = times.last, time <= last {
                 throw TZifError("transition times are not in ascending order")
             }
@@ -144,7 +145,9 @@ private struct DataBlock {
         }
         for _ in 0..<header.timecnt {
             let index = Int(try reader.byte())
-            guard index < header.typecnt else { throw TZifError("a transition names local time type \(index), which does not exist") }
+            guard index < header.typecnt else {
+                throw TZifError("a transition names local time type \(index), which does not exist")
+            }
             typeIndices.append(index)
         }
         var raw: [(Int32, Bool, Int)] = []

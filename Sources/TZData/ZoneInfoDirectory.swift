@@ -30,7 +30,8 @@ public final class ZoneInfoDirectory: Sendable {
         self.path = path
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw TZDataError("the tz database directory \(path) does not exist (install the tzdata package, or set TZDIR)")
+            throw TZDataError(
+                "the tz database directory \(path) does not exist (install the tzdata package, or set TZDIR)")
         }
         var names: [String] = []
         var version: String?

@@ -39,7 +39,9 @@ struct ZoneNameSuggester {
         // "posix/Europe/Paris", "zoneinfo/Europe/Paris": a valid name inside a path.
         for name in names where name.contains("/") && input.hasSuffix("/" + name) { add(name) }
         // Paths and other junk get no fuzzy guesses: nothing close to them is what was meant.
-        let plain = input.unicodeScalars.allSatisfy { $0.properties.isAlphabetic || "0123456789/_+- ".unicodeScalars.contains($0) }
+        let plain = input.unicodeScalars.allSatisfy {
+            $0.properties.isAlphabetic || "0123456789/_+- ".unicodeScalars.contains($0)
+        }
         guard result.count < 3, plain, !input.hasPrefix("/") else { return result }
         let lastComponent = underscored.split(separator: "/").last.map(String.init) ?? lower
         let threshold = max(2, lower.count / 3)

@@ -78,7 +78,9 @@ public struct ZoneRules: Sendable, Equatable {
             var i = firstIndex(atOrAfter: range.lowerBound)
             while i < times.count, times[i] <= range.upperBound {
                 let before = i == 0 ? initialOffset : offsets[i - 1]
-                if before != offsets[i] { changes.append(OffsetChange(at: times[i], before: before, after: offsets[i])) }
+                if before != offsets[i] {
+                    changes.append(OffsetChange(at: times[i], before: before, after: offsets[i]))
+                }
                 i += 1
             }
         }

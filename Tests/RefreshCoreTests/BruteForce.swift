@@ -58,7 +58,9 @@ struct BruteRules {
     }
 
     /// Whether a refresh of (account, segment) with `zones` (sent zone first) may go out at c.
-    func allowed(account: String, segment: String, zones: [ZoneRules], history: [Attempt], at c: Int64, now: Int64) -> Bool {
+    func allowed(account: String, segment: String, zones: [ZoneRules], history: [Attempt], at c: Int64, now: Int64)
+        -> Bool
+    {
         let m = Int64(limits.safetyMarginSeconds)
         let mine = history.filter { $0.account == account && $0.segment == segment }
         // Rule 1: a counting refresh r counts at c while, in some zone of Z(r) (the candidate's
@@ -82,7 +84,9 @@ struct BruteRules {
         var accountCount = 0
         for a in history where a.account == account && a.outcome != .notSent {
             let f = finish(a, now: now)
-            if Int64((Double(c - m) / 86400).rounded(.down)) <= Int64((Double(f) / 86400).rounded(.down)) { accountCount += 1 }
+            if Int64((Double(c - m) / 86400).rounded(.down)) <= Int64((Double(f) / 86400).rounded(.down)) {
+                accountCount += 1
+            }
         }
         if accountCount >= limits.accountDaily { return false }
         // Rule 5.
@@ -98,7 +102,9 @@ struct BruteRules {
     }
 
     /// The first whole minute at or after `now` at which the refresh is allowed, scanning to `last`.
-    func earliest(account: String, segment: String, zones: [ZoneRules], history: [Attempt], now: Int64, through last: Int64) -> Int64? {
+    func earliest(
+        account: String, segment: String, zones: [ZoneRules], history: [Attempt], now: Int64, through last: Int64
+    ) -> Int64? {
         var c = now
         while c <= last {
             if allowed(account: account, segment: segment, zones: zones, history: history, at: c, now: now) { return c }
@@ -109,7 +115,8 @@ struct BruteRules {
 
     /// The dispatcher by brute force: each minute, while some segment with due jobs is allowed,
     /// send the one whose best due job ranks first (priority, then sequence); serve all its due jobs.
-    func simulate(queue: [QueuedJob], history initial: [Attempt], now: Int64, through last: Int64) -> [String: JobFate] {
+    func simulate(queue: [QueuedJob], history initial: [Attempt], now: Int64, through last: Int64) -> [String: JobFate]
+    {
         var history = initial.map { a -> Attempt in
             var fixed = a
             fixed.finishedAt = Date(timeIntervalSince1970: Double(finish(a, now: now)))
@@ -128,8 +135,12 @@ struct BruteRules {
                 let ranked = due.sorted { ($0.priority, -$0.sequence) > ($1.priority, -$1.sequence) }
                 var chosen: QueuedJob?
                 for job in ranked {
-                    let zones = [job.zone] + pending.filter { $0.account == job.account && $0.segment == job.segment }.map(\.zone)
-                    if allowed(account: job.account, segment: job.segment, zones: zones, history: history, at: c, now: now) {
+                    let zones =
+                        [job.zone]
+                        + pending.filter { $0.account == job.account && $0.segment == job.segment }.map(\.zone)
+                    if allowed(
+                        account: job.account, segment: job.segment, zones: zones, history: history, at: c, now: now)
+                    {
                         chosen = job
                         break
                     }
@@ -140,7 +151,10 @@ struct BruteRules {
                     fates[job.id] = .send(at: at, leader: leader.id)
                 }
                 pending.removeAll { fates[$0.id] != nil }
-                history.append(Attempt(account: leader.account, segment: leader.segment, zone: leader.zone, outcome: .accepted, startedAt: at, finishedAt: at))
+                history.append(
+                    Attempt(
+                        account: leader.account, segment: leader.segment, zone: leader.zone, outcome: .accepted,
+                        startedAt: at, finishedAt: at))
             }
             c += 60
         }
@@ -189,36 +203,47 @@ struct Scenario: CustomStringConvertible {
                 segments.append((account, "seg-\(account)\(s)", pick(zones)))
             }
         }
-        let outcomes: [AttemptOutcome] = [.accepted, .accepted, .accepted, .rejected, .rateLimited, .uncertain, .dryRun, .notSent, .external, .unauthorized]
+        let outcomes: [AttemptOutcome] = [
+            .accepted, .accepted, .accepted, .rejected, .rateLimited, .uncertain, .dryRun, .notSent, .external,
+            .unauthorized,
+        ]
         for _ in 0..<Int.random(in: 0...7, using: &rng) {
             let target = pick(segments)
             let started = now - minutes(0...2880)
             let zone = rng.next() % 5 == 0 ? pick(zones) : target.zone
-            history.append(Attempt(
-                account: target.account, segment: target.segment, zone: zone, outcome: pick(outcomes),
-                startedAt: Date(timeIntervalSince1970: Double(started)),
-                finishedAt: Date(timeIntervalSince1970: Double(min(now, started + minutes(0...3))))))
+            history.append(
+                Attempt(
+                    account: target.account, segment: target.segment, zone: zone, outcome: pick(outcomes),
+                    startedAt: Date(timeIntervalSince1970: Double(started)),
+                    finishedAt: Date(timeIntervalSince1970: Double(min(now, started + minutes(0...3))))))
         }
         if rng.next() % 6 == 0, let target = segments.first {
             // One attempt still in flight.
-            history.append(Attempt(
-                account: target.account, segment: target.segment, zone: target.zone, outcome: .reserved,
-                startedAt: Date(timeIntervalSince1970: Double(now - minutes(0...2))), finishedAt: nil))
+            history.append(
+                Attempt(
+                    account: target.account, segment: target.segment, zone: target.zone, outcome: .reserved,
+                    startedAt: Date(timeIntervalSince1970: Double(now - minutes(0...2))), finishedAt: nil))
         }
         if rng.next() % 4 == 0 {
             let target = pick(segments)
-            let scope: LearnedBlock.Scope = rng.next() % 2 == 0 ? .account(target.account) : .segment(account: target.account, segment: target.segment)
-            blocks.append(LearnedBlock(scope: scope, until: Date(timeIntervalSince1970: Double(now + minutes(-60...1500))), reason: "429"))
+            let scope: LearnedBlock.Scope =
+                rng.next() % 2 == 0
+                ? .account(target.account) : .segment(account: target.account, segment: target.segment)
+            blocks.append(
+                LearnedBlock(
+                    scope: scope, until: Date(timeIntervalSince1970: Double(now + minutes(-60...1500))), reason: "429"))
         }
         for index in 0..<Int.random(in: 0...maxJobs, using: &rng) {
             let target = pick(segments)
             let notBefore = rng.next() % 2 == 0 ? now + minutes(-120...2880) : nil
             let expires = rng.next() % 5 == 0 ? (notBefore ?? now) + minutes(30...2880) : nil
-            queue.append(QueuedJob(
-                id: "job\(index)", account: target.account, segment: target.segment,
-                zone: rng.next() % 8 == 0 ? pick(zones) : target.zone, priority: pick([-1, 0, 0, 1]), sequence: Int64(index),
-                notBefore: notBefore.map { Date(timeIntervalSince1970: Double($0)) },
-                expiresAt: expires.map { Date(timeIntervalSince1970: Double($0)) }))
+            queue.append(
+                QueuedJob(
+                    id: "job\(index)", account: target.account, segment: target.segment,
+                    zone: rng.next() % 8 == 0 ? pick(zones) : target.zone, priority: pick([-1, 0, 0, 1]),
+                    sequence: Int64(index),
+                    notBefore: notBefore.map { Date(timeIntervalSince1970: Double($0)) },
+                    expiresAt: expires.map { Date(timeIntervalSince1970: Double($0)) }))
         }
         zonesUsed = zones
     }

@@ -4,7 +4,8 @@ import TZData
 import Testing
 
 func job(
-    _ id: String, segment: String = "s1", priority: Int = 0, sequence: Int64, zone: String = "UTC", notBefore: String? = nil,
+    _ id: String, segment: String = "s1", priority: Int = 0, sequence: Int64, zone: String = "UTC",
+    notBefore: String? = nil,
     expiresAt: String? = nil, account: String = "default"
 ) -> QueuedJob {
     QueuedJob(
@@ -18,7 +19,8 @@ struct PlannerTests {
 
     /// Jobs of one segment that are due together are served by one refresh (coalesced).
     @Test func coalescesDueJobs() {
-        let plan = Planner.plan(queue: [job("a", sequence: 1), job("b", sequence: 2)], history: [], blocks: [], limits: .sendGrid, now: now)
+        let plan = Planner.plan(
+            queue: [job("a", sequence: 1), job("b", sequence: 2)], history: [], blocks: [], limits: .sendGrid, now: now)
         #expect(plan.sends.count == 1)
         #expect(plan.sends[0].jobs == ["a", "b"])
         #expect(plan.fates["b"] == .send(at: now, leader: "a"))
@@ -27,7 +29,8 @@ struct PlannerTests {
     /// A job due after a refresh needs its own, an interval (plus margin) later.
     @Test func laterJobNeedsNewRefresh() {
         let plan = Planner.plan(
-            queue: [job("a", sequence: 1), job("b", sequence: 2, notBefore: "2026-11-25T12:10:00Z")], history: [], blocks: [],
+            queue: [job("a", sequence: 1), job("b", sequence: 2, notBefore: "2026-11-25T12:10:00Z")], history: [],
+            blocks: [],
             limits: .sendGrid, now: now)
         #expect(plan.fates["a"] == .send(at: now, leader: "a"))
         #expect(plan.fates["b"] == .send(at: at("2026-11-25T13:01:00Z"), leader: "b"))
@@ -51,16 +54,22 @@ struct PlannerTests {
 
     /// not_before holds a job back; the reason says so.
     @Test func notBeforeHoldsBack() {
-        let plan = Planner.plan(queue: [job("a", sequence: 1, notBefore: "2026-11-25T18:00:00Z")], history: [], blocks: [], limits: .sendGrid, now: now)
+        let plan = Planner.plan(
+            queue: [job("a", sequence: 1, notBefore: "2026-11-25T18:00:00Z")], history: [], blocks: [],
+            limits: .sendGrid, now: now)
         #expect(plan.fates["a"] == .send(at: at("2026-11-25T18:00:00Z"), leader: "a"))
         #expect(plan.sends[0].reasons == [.notBefore])
     }
 
     /// A job whose expiry comes before the rules allow a refresh expires unsent.
     @Test func expiresUnsent() {
-        let history = [attempt(.accepted, "2026-11-25T08:00:00Z", zone: "UTC"), attempt(.accepted, "2026-11-25T10:00:00Z", zone: "UTC")]
+        let history = [
+            attempt(.accepted, "2026-11-25T08:00:00Z", zone: "UTC"),
+            attempt(.accepted, "2026-11-25T10:00:00Z", zone: "UTC"),
+        ]
         let plan = Planner.plan(
-            queue: [job("a", sequence: 1, expiresAt: "2026-11-25T23:00:00Z")], history: history, blocks: [], limits: .sendGrid, now: now)
+            queue: [job("a", sequence: 1, expiresAt: "2026-11-25T23:00:00Z")], history: history, blocks: [],
+            limits: .sendGrid, now: now)
         #expect(plan.fates["a"] == .expire(at: at("2026-11-25T23:00:00Z")))
         #expect(plan.sends.isEmpty)
     }
@@ -68,7 +77,8 @@ struct PlannerTests {
     /// A limit of 0 plans no send: jobs are "never" (or expire).
     @Test func zeroLimitNeverSends() {
         let plan = Planner.plan(
-            queue: [job("a", sequence: 1), job("b", segment: "s2", sequence: 2, expiresAt: "2026-11-26T00:00:00Z")], history: [],
+            queue: [job("a", sequence: 1), job("b", segment: "s2", sequence: 2, expiresAt: "2026-11-26T00:00:00Z")],
+            history: [],
             blocks: [], limits: Limits(segmentDaily: 0), now: now)
         #expect(plan.fates["a"] == .never)
         #expect(plan.fates["b"] == .expire(at: at("2026-11-26T00:00:00Z")))

@@ -1,8 +1,8 @@
-import TestSupport
 import Foundation
 import PropertyBased
 import RefreshCore
 import TZData
+import TestSupport
 import Testing
 
 /// The engine and the planner against the brute-force checker, on random worlds around DST changes.
@@ -10,33 +10,40 @@ import Testing
 struct RuleEnginePropertyTests {
     /// I1-I5: the engine's earliest instant is exactly the first minute the brute force allows.
     @Test func decisionMatchesBruteForce() async {
-        await offPool { await propertyCheck(count: 150, input: Gen.int(in: 0...Int.max)) { seed in
-            let world = Scenario(seed: UInt64(seed))
-            let last = world.now + 4 * 86400
-            let brute = world.brute(through: last)
-            for target in world.segments {
-                let decision = RuleEngine.decide(
-                    account: target.account, segment: target.segment, zone: target.zone, history: world.history,
-                    blocks: world.blocks, limits: world.limits, now: Date(timeIntervalSince1970: Double(world.now)))
-                let expected = brute.earliest(
-                    account: target.account, segment: target.segment, zones: [target.zone], history: world.history,
-                    now: world.now, through: last)
-                let actual = decision.earliest(now: Date(timeIntervalSince1970: Double(world.now))).map { Int64($0.timeIntervalSince1970) }
-                #expect(actual == expected, "\(world) segment \(target.segment)")
-                if case .never = decision.verdict {
-                    #expect(world.limits.segmentDaily == 0 || world.limits.accountDaily == 0)
+        await offPool {
+            await propertyCheck(count: 150, input: Gen.int(in: 0...Int.max)) { seed in
+                let world = Scenario(seed: UInt64(seed))
+                let last = world.now + 4 * 86400
+                let brute = world.brute(through: last)
+                for target in world.segments {
+                    let decision = RuleEngine.decide(
+                        account: target.account, segment: target.segment, zone: target.zone, history: world.history,
+                        blocks: world.blocks, limits: world.limits, now: Date(timeIntervalSince1970: Double(world.now)))
+                    let expected = brute.earliest(
+                        account: target.account, segment: target.segment, zones: [target.zone], history: world.history,
+                        now: world.now, through: last)
+                    let actual = decision.earliest(now: Date(timeIntervalSince1970: Double(world.now))).map {
+                        Int64($0.timeIntervalSince1970)
+                    }
+                    #expect(actual == expected, "\(world) segment \(target.segment)")
+                    if case .never = decision.verdict {
+                        #expect(world.limits.segmentDaily == 0 || world.limits.accountDaily == 0)
+                    }
                 }
             }
-        }
         }
     }
 
     /// plan() sends every job exactly when the brute-force dispatcher does: no schedule breaks a
     /// rule, each refresh goes at the earliest allowed minute, coalescing and expiry agree.
     @Test func planMatchesBruteForce() async {
-        await offPool { await propertyCheck(count: Int(ProcessInfo.processInfo.environment["REFRESHD_PROPERTY_COUNT"] ?? "") ?? 150, input: Gen.int(in: 0...Int.max)) { seed in
-            Self.checkPlanMatches(seed: UInt64(seed))
-        }
+        await offPool {
+            await propertyCheck(
+                count: Int(ProcessInfo.processInfo.environment["REFRESHD_PROPERTY_COUNT"] ?? "") ?? 150,
+                input: Gen.int(in: 0...Int.max)
+            ) { seed in
+                Self.checkPlanMatches(seed: UInt64(seed))
+            }
         }
     }
 
@@ -46,7 +53,8 @@ struct RuleEnginePropertyTests {
         let plan = Planner.plan(
             queue: world.queue, history: world.history, blocks: world.blocks, limits: world.limits,
             now: Date(timeIntervalSince1970: Double(world.now)))
-        let expected = world.brute(through: last).simulate(queue: world.queue, history: world.history, now: world.now, through: last)
+        let expected = world.brute(through: last).simulate(
+            queue: world.queue, history: world.history, now: world.now, through: last)
         for job in world.queue {
             #expect(plan.fates[job.id] == expected[job.id], "\(world) \(job.id)")
         }
@@ -54,9 +62,10 @@ struct RuleEnginePropertyTests {
 
     /// Every planned send, replayed in order, is allowed by the brute-force rules at its instant.
     @Test func plannedSendsBreakNoRule() async {
-        await offPool { await propertyCheck(count: 80, input: Gen.int(in: 0...Int.max)) { seed in
-            Self.checkPlannedSends(seed: UInt64(seed))
-        }
+        await offPool {
+            await propertyCheck(count: 80, input: Gen.int(in: 0...Int.max)) { seed in
+                Self.checkPlannedSends(seed: UInt64(seed))
+            }
         }
     }
 
@@ -80,9 +89,13 @@ struct RuleEnginePropertyTests {
             let served = send.jobs.map { id in world.queue.first { $0.id == id }! }
             #expect(served[0].zone.name == send.zone)
             let zones = served.map(\.zone)
-            let allowed = brute.allowed(account: send.account, segment: send.segment, zones: zones, history: history, at: at, now: world.now)
+            let allowed = brute.allowed(
+                account: send.account, segment: send.segment, zones: zones, history: history, at: at, now: world.now)
             #expect(allowed, "\(world) send at \(send.at)")
-            history.append(Attempt(account: send.account, segment: send.segment, zone: zones[0], outcome: .accepted, startedAt: send.at, finishedAt: send.at))
+            history.append(
+                Attempt(
+                    account: send.account, segment: send.segment, zone: zones[0], outcome: .accepted,
+                    startedAt: send.at, finishedAt: send.at))
         }
     }
 }

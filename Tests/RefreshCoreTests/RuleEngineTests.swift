@@ -14,14 +14,19 @@ func attempt(
     _ outcome: AttemptOutcome = .accepted, _ finished: String, segment: String = "s1", account: String = "default",
     zone: String = "America/Chicago"
 ) -> Attempt {
-    Attempt(account: account, segment: segment, zone: rules(zone), outcome: outcome, startedAt: at(finished), finishedAt: at(finished))
+    Attempt(
+        account: account, segment: segment, zone: rules(zone), outcome: outcome, startedAt: at(finished),
+        finishedAt: at(finished))
 }
 
 func decide(
-    _ history: [Attempt], now: String, zone: String = "America/Chicago", segment: String = "s1", blocks: [LearnedBlock] = [],
+    _ history: [Attempt], now: String, zone: String = "America/Chicago", segment: String = "s1",
+    blocks: [LearnedBlock] = [],
     limits: Limits = .sendGrid
 ) -> Decision {
-    RuleEngine.decide(account: "default", segment: segment, zone: rules(zone), history: history, blocks: blocks, limits: limits, now: at(now))
+    RuleEngine.decide(
+        account: "default", segment: segment, zone: rules(zone), history: history, blocks: blocks, limits: limits,
+        now: at(now))
 }
 
 @Suite("Rule engine")
@@ -66,7 +71,9 @@ struct RuleEngineTests {
         #expect(decide([lost, second], now: "2026-11-26T00:30:00Z").verdict != .allowed)
         // Another zone known for the segment (Honolulu, day ends 10:00Z) makes it count longer.
         let honolulu = attempt(.rejected, "2026-11-25T12:00:00Z", zone: "Pacific/Honolulu")
-        #expect(decide([lost, second, honolulu], now: "2026-11-26T07:00:00Z").verdict == .notBefore(at("2026-11-26T10:01:00Z")))
+        #expect(
+            decide([lost, second, honolulu], now: "2026-11-26T07:00:00Z").verdict
+                == .notBefore(at("2026-11-26T10:01:00Z")))
     }
 
     /// I1: with two zones named for the segment, a refresh counts until midnight has passed in both.
@@ -120,13 +127,18 @@ struct RuleEngineTests {
 
     /// I2: an attempt still in flight holds the segment for an interval from now at least.
     @Test func inFlightHoldsFromNow() {
-        let inFlight = Attempt(account: "default", segment: "s1", zone: rules("UTC"), outcome: .reserved, startedAt: at("2026-11-25T11:00:00Z"), finishedAt: nil)
+        let inFlight = Attempt(
+            account: "default", segment: "s1", zone: rules("UTC"), outcome: .reserved,
+            startedAt: at("2026-11-25T11:00:00Z"), finishedAt: nil)
         #expect(decide([inFlight], now: "2026-11-25T11:05:00Z").verdict == .notBefore(at("2026-11-25T12:06:00Z")))
     }
 
     /// I3: every request that may have reached SendGrid counts toward the account's UTC day.
     @Test func accountDailyCountsEveryRequest() {
-        let outcomes: [AttemptOutcome] = [.accepted, .rejected, .rateLimited, .unauthorized, .uncertain, .dryRun, .external, .forbidden, .accepted, .rejected]
+        let outcomes: [AttemptOutcome] = [
+            .accepted, .rejected, .rateLimited, .unauthorized, .uncertain, .dryRun, .external, .forbidden, .accepted,
+            .rejected,
+        ]
         var history = outcomes.enumerated().map { index, outcome in
             attempt(outcome, "2026-11-25T0\(index % 10):00:00Z", segment: "other\(index)")
         }
@@ -148,7 +160,9 @@ struct RuleEngineTests {
     @Test func marginAfterReset() {
         let history = [attempt(.accepted, "2026-11-25T08:00:00Z"), attempt(.accepted, "2026-11-25T10:00:00Z")]
         let noMargin = Limits(safetyMarginSeconds: 0)
-        #expect(decide(history, now: "2026-11-25T12:00:00Z", limits: noMargin).verdict == .notBefore(at("2026-11-26T06:00:00Z")))
+        #expect(
+            decide(history, now: "2026-11-25T12:00:00Z", limits: noMargin).verdict
+                == .notBefore(at("2026-11-26T06:00:00Z")))
         #expect(decide(history, now: "2026-11-26T06:00:00Z", limits: noMargin).verdict == .allowed)
         #expect(decide(history, now: "2026-11-26T06:00:59Z").verdict == .notBefore(at("2026-11-26T06:01:00Z")))
         #expect(decide(history, now: "2026-11-26T06:01:00Z").verdict == .allowed)
@@ -156,13 +170,16 @@ struct RuleEngineTests {
 
     /// I5: a learned block for the segment or the account holds until it ends plus the margin.
     @Test func learnedBlocks() {
-        let segmentBlock = LearnedBlock(scope: .segment(account: "default", segment: "s1"), until: at("2026-11-25T15:00:00Z"), reason: "429")
+        let segmentBlock = LearnedBlock(
+            scope: .segment(account: "default", segment: "s1"), until: at("2026-11-25T15:00:00Z"), reason: "429")
         let decision = decide([], now: "2026-11-25T12:00:00Z", blocks: [segmentBlock])
         #expect(decision.verdict == .notBefore(at("2026-11-25T15:01:00Z")))
         #expect(decision.binding == [.learnedBlock])
         #expect(decide([], now: "2026-11-25T12:00:00Z", segment: "s2", blocks: [segmentBlock]).verdict == .allowed)
         let accountBlock = LearnedBlock(scope: .account("default"), until: at("2026-11-26T00:00:00Z"), reason: "429")
-        #expect(decide([], now: "2026-11-25T12:00:00Z", segment: "s2", blocks: [accountBlock]).verdict == .notBefore(at("2026-11-26T00:01:00Z")))
+        #expect(
+            decide([], now: "2026-11-25T12:00:00Z", segment: "s2", blocks: [accountBlock]).verdict
+                == .notBefore(at("2026-11-26T00:01:00Z")))
     }
 
     /// Binding rules: every rule that reaches the latest instant is named.

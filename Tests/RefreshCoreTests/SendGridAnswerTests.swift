@@ -83,14 +83,21 @@ struct ReconciliationTests {
             ],
             expected: .confirmed(attemptIDs: [2])),
         Case(
-            name: "SendGrid's count includes an unanswered request: it is confirmed (its jobs are not sent again)", zone: santiago,
+            name: "SendGrid's count includes an unanswered request: it is confirmed (its jobs are not sent again)",
+            zone: santiago,
             now: now, reading: SegmentReading(refreshesUsed: 2),
-            attempts: [known(4, .accepted, santiago, now - 9000, now - 8999), known(5, .uncertain, santiago, now - 5000, now - 4970)],
+            attempts: [
+                known(4, .accepted, santiago, now - 9000, now - 8999),
+                known(5, .uncertain, santiago, now - 5000, now - 4970),
+            ],
             expected: .confirmed(attemptIDs: [5])),
         Case(
             name: "an unanswered request with two zones used is never confirmed", zone: santiago, now: now,
             reading: SegmentReading(refreshesUsed: 1),
-            attempts: [known(5, .uncertain, santiago, now - 5000, now - 4970), known(6, .rateLimited, "UTC", now - 90000, now - 90000)],
+            attempts: [
+                known(5, .uncertain, santiago, now - 5000, now - 4970),
+                known(6, .rateLimited, "UTC", now - 90000, now - 90000),
+            ],
             expected: .agrees),
         Case(
             name: "25 h day: a refresh 24.5 h after midnight is still today", zone: "Atlantic/Azores",
@@ -280,7 +287,9 @@ struct ReconciliationPropertyTests {
                 }
             case .confirmed(let ids):
                 #expect(today.count == reading.refreshesUsed, "confirmed only when SendGrid's count includes them")
-                #expect(Set(ids) == Set(today.filter { $0.outcome == .uncertain }.map(\.id)), "every unanswered attempt of today")
+                #expect(
+                    Set(ids) == Set(today.filter { $0.outcome == .uncertain }.map(\.id)),
+                    "every unanswered attempt of today")
                 #expect(!ids.isEmpty && attempts.allSatisfy { $0.timeZone == zone.name })
             case .external(let count, let at):
                 #expect(today.count + count == reading.refreshesUsed)
@@ -390,7 +399,9 @@ struct QuotaReportTests {
 
     @Test func onlyHeadersThatDescribeTheDailyQuotaCount() {
         #expect(QuotaReport(headers: [:]) == nil)
-        #expect(QuotaReport(headers: ["x-ratelimit-limit": "600", "x-ratelimit-remaining": "599"]) == nil, "a per-minute API limit")
+        #expect(
+            QuotaReport(headers: ["x-ratelimit-limit": "600", "x-ratelimit-remaining": "599"]) == nil,
+            "a per-minute API limit")
         #expect(QuotaReport(headers: ["x-ratelimit-limit": "10", "x-ratelimit-remaining": "eleven"]) == nil)
         #expect(QuotaReport(headers: ["x-ratelimit-limit": "10", "x-ratelimit-remaining": "11"]) == nil)
         #expect(QuotaReport(headers: ["x-ratelimit-remaining": "3"]) == nil)
@@ -399,14 +410,24 @@ struct QuotaReportTests {
 
     @Test func usageElsewhereAndTheEndOfTheDay() throws {
         let some = try #require(QuotaReport(headers: ["x-ratelimit-limit": "10", "x-ratelimit-remaining": "4"]))
-        #expect(some.lesson(ledgerUsed: 2, at: t) == .init(requestsElsewhere: 4, accountBlockedUntil: nil, reason: "X-RateLimit-Limit 10, X-RateLimit-Remaining 4"))
-        #expect(some.lesson(ledgerUsed: 7, at: t).requestsElsewhere == 0, "the ledger counting more is the safe side: nothing to learn")
+        #expect(
+            some.lesson(ledgerUsed: 2, at: t)
+                == .init(
+                    requestsElsewhere: 4, accountBlockedUntil: nil,
+                    reason: "X-RateLimit-Limit 10, X-RateLimit-Remaining 4"))
+        #expect(
+            some.lesson(ledgerUsed: 7, at: t).requestsElsewhere == 0,
+            "the ledger counting more is the safe side: nothing to learn")
         let none = try #require(QuotaReport(headers: ["x-ratelimit-limit": "10", "x-ratelimit-remaining": "0"]))
         #expect(none.lesson(ledgerUsed: 10, at: t).accountBlockedUntil == midnightUTC)
         // A reset later than 00:00 UTC, in either reading, wins; an earlier one does not.
-        let seconds = QuotaReport(headers: ["x-ratelimit-limit": "10", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "90000"])!
+        let seconds = QuotaReport(headers: [
+            "x-ratelimit-limit": "10", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "90000",
+        ])!
         #expect(seconds.lesson(ledgerUsed: 10, at: t).accountBlockedUntil == t.addingTimeInterval(90000))
-        let epoch = QuotaReport(headers: ["x-ratelimit-limit": "10", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1795600000"])!
+        let epoch = QuotaReport(headers: [
+            "x-ratelimit-limit": "10", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1795600000",
+        ])!
         #expect(epoch.lesson(ledgerUsed: 10, at: t).accountBlockedUntil == midnightUTC)
     }
 }

@@ -12,7 +12,8 @@ let repositoryRoot: String = {
 /// The host's tz database, as refreshd reads it.
 let hostZones: ZoneInfoDirectory = {
     do {
-        return try ZoneInfoDirectory(path: ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment))
+        return try ZoneInfoDirectory(
+            path: ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment))
     } catch {
         fatalError("the tests need the host's tz database: \(error)")
     }

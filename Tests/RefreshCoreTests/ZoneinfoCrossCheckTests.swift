@@ -1,8 +1,8 @@
-import TestSupport
 import Foundation
 import Glibc
 import RefreshCore
 import TZData
+import TestSupport
 import Testing
 
 /// The day calendar against an independent implementation: Python's zoneinfo reading the same files.
@@ -26,7 +26,8 @@ struct ZoneinfoCrossCheckTests {
             let ours = dayStartEncoding(rules(name), from: date("2000-01-01"), through: date("2040-12-31"))
             if ours != line { mismatches.append("python: \(line.prefix(400))\nswift:  \(ours.prefix(400))") }
         }
-        #expect(mismatches.isEmpty, "\(mismatches.count) zones differ:\n\(mismatches.prefix(5).joined(separator: "\n"))")
+        #expect(
+            mismatches.isEmpty, "\(mismatches.count) zones differ:\n\(mismatches.prefix(5).joined(separator: "\n"))")
     }
 }
 
@@ -77,7 +78,8 @@ struct SlimZoneFileTests {
         var mismatches: [String] = []
         for line in lines {
             let name = String(line.prefix { $0 != "\t" })
-            let ours = dayStartEncoding(try SlimZoneFileTests.slim.rules(for: name), from: date("2000-01-01"), through: date("2040-12-31"))
+            let ours = dayStartEncoding(
+                try SlimZoneFileTests.slim.rules(for: name), from: date("2000-01-01"), through: date("2040-12-31"))
             if ours != line { mismatches.append(name) }
         }
         #expect(mismatches.isEmpty, "zones whose slim calendar differs from Python's: \(mismatches.prefix(20))")

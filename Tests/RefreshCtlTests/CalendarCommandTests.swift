@@ -39,14 +39,17 @@ func refreshctl(_ arguments: [String], environment extra: [String: String] = [:]
     let stderr = err.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     return ProcessResult(
-        stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self), status: process.terminationStatus)
+        stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self),
+        status: process.terminationStatus)
 }
 
 @Suite("refreshctl calendar")
 struct CalendarCommandTests {
     /// The JSON document has the documented shape and values (Santiago's late start).
     @Test func jsonOutput() throws {
-        let result = try refreshctl(["calendar", "--time-zone", "America/Santiago", "--from", "2024-09-07", "--to", "2024-09-09", "--json"])
+        let result = try refreshctl([
+            "calendar", "--time-zone", "America/Santiago", "--from", "2024-09-07", "--to", "2024-09-09", "--json",
+        ])
         #expect(result.status == 0)
         let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
         #expect(object["time_zone"] as? String == "America/Santiago")
@@ -66,8 +69,12 @@ struct CalendarCommandTests {
 
     /// A skipped date has start = end = the next date's start.
     @Test func skippedDate() throws {
-        let result = try refreshctl(["calendar", "--time-zone", "Pacific/Apia", "--from", "2011-12-30", "--to", "2011-12-31", "--json"])
-        let days = (try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any])["days"] as! [[String: Any]]
+        let result = try refreshctl([
+            "calendar", "--time-zone", "Pacific/Apia", "--from", "2011-12-30", "--to", "2011-12-31", "--json",
+        ])
+        let days =
+            (try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any])["days"]
+            as! [[String: Any]]
         #expect(days[0]["status"] as? String == "skipped")
         #expect(days[0]["start_unix"] as? Int == days[1]["start_unix"] as? Int)
         #expect(days[0]["end_unix"] as? Int == days[1]["start_unix"] as? Int)
@@ -75,16 +82,22 @@ struct CalendarCommandTests {
 
     /// The table shows UTC and local starts, lengths and statuses.
     @Test func table() throws {
-        let result = try refreshctl(["calendar", "--time-zone", "Atlantic/Azores", "--from", "2024-10-27", "--to", "2024-10-27"])
+        let result = try refreshctl([
+            "calendar", "--time-zone", "Atlantic/Azores", "--from", "2024-10-27", "--to", "2024-10-27",
+        ])
         #expect(result.status == 0)
         #expect(result.stdout.hasPrefix("Time zone Atlantic/Azores (tz data "))
-        #expect(result.stdout.contains("2024-10-27  2024-10-27T00:00:00Z  2024-10-28T01:00:00Z  25 h     2024-10-27T00:00:00+00:00  ok"))
+        #expect(
+            result.stdout.contains(
+                "2024-10-27  2024-10-27T00:00:00Z  2024-10-28T01:00:00Z  25 h     2024-10-27T00:00:00+00:00  ok"))
     }
 
     /// Default range: today in the zone and the next six days.
     @Test func defaultRange() throws {
         let result = try refreshctl(["calendar", "--time-zone", "UTC", "--json"])
-        let days = (try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any])["days"] as! [[String: Any]]
+        let days =
+            (try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any])["days"]
+            as! [[String: Any]]
         #expect(days.count == 7)
         let today = Int64(Date().timeIntervalSince1970) / 86400 * 86400
         #expect(days[0]["start_unix"] as? Int64 == today || days[0]["start_unix"] as? Int64 == today - 86400)
@@ -96,7 +109,10 @@ struct CalendarCommandTests {
         (["calendar", "--time-zone", "PST"], 2, "did you mean \"America/Los_Angeles\""),
         (["calendar", "--time-zone", "UTC", "--from", "2024-02-30"], 2, "--from: \"2024-02-30\" is not a date"),
         (["calendar", "--time-zone", "UTC", "--from", "2024-03-02", "--to", "2024-03-01"], 2, "is before --from"),
-        (["calendar", "--time-zone", "UTC", "--from", "1900-01-01", "--to", "2100-01-01"], 2, "longer than 36600 days"),
+        (
+            ["calendar", "--time-zone", "UTC", "--from", "1900-01-01", "--to", "2100-01-01"], 2,
+            "longer than 36600 days"
+        ),
         (["calendar"], 2, "Missing expected argument '--time-zone"),
         (["calendar", "--time-zone", "UTC", "--bogus"], 2, "Unknown option '--bogus'"),
     ])
@@ -118,35 +134,36 @@ struct CalendarCommandTests {
     @Test func help() throws {
         let result = try refreshctl(["calendar", "--help"])
         #expect(result.status == 0)
-        #expect(result.stdout == """
-            OVERVIEW: Show when each local day starts and ends in a time zone (when a segment's count resets).
+        #expect(
+            result.stdout == """
+                OVERVIEW: Show when each local day starts and ends in a time zone (when a segment's count resets).
 
-            SendGrid resets a segment's refresh count at midnight in the segment's time zone. This prints, for
-            each local date, the window [start, end) in UTC, read from the host's tz database ($TZDIR, else
-            /usr/share/zoneinfo), not from the Swift toolchain's own copy.
+                SendGrid resets a segment's refresh count at midnight in the segment's time zone. This prints, for
+                each local date, the window [start, end) in UTC, read from the host's tz database ($TZDIR, else
+                /usr/share/zoneinfo), not from the Swift toolchain's own copy.
 
-            A day whose midnight falls in a DST gap starts when the gap ends (status late_start); a date the
-            zone skipped entirely has an empty window (status skipped). Works without the daemon.
+                A day whose midnight falls in a DST gap starts when the gap ends (status late_start); a date the
+                zone skipped entirely has an empty window (status skipped). Works without the daemon.
 
-            Exit codes: 0 success, 1 the tz database cannot be read, 2 bad input (unknown zone, bad date).
+                Exit codes: 0 success, 1 the tz database cannot be read, 2 bad input (unknown zone, bad date).
 
-            Examples:
-              refreshctl calendar --time-zone America/Santiago
-              refreshctl calendar --time-zone Pacific/Apia --from 2011-12-29 --to 2011-12-31
-              refreshctl calendar --time-zone Europe/Paris --json
+                Examples:
+                  refreshctl calendar --time-zone America/Santiago
+                  refreshctl calendar --time-zone Pacific/Apia --from 2011-12-29 --to 2011-12-31
+                  refreshctl calendar --time-zone Europe/Paris --json
 
-            USAGE: refreshctl calendar --time-zone <time-zone> [--from <YYYY-MM-DD>] [--to <YYYY-MM-DD>] [--json]
+                USAGE: refreshctl calendar --time-zone <time-zone> [--from <YYYY-MM-DD>] [--to <YYYY-MM-DD>] [--json]
 
-            OPTIONS:
-              --time-zone <time-zone> An IANA zone name, exactly as in the tz database (e.g. America/Chicago).
-              --from <YYYY-MM-DD>     First local date, YYYY-MM-DD (default: today in the zone).
-              --to <YYYY-MM-DD>       Last local date, YYYY-MM-DD (default: 6 days after --from).
-              --json                  Print JSON instead of a table.
-              --version               Show the version.
-              -h, --help              Show help information.
+                OPTIONS:
+                  --time-zone <time-zone> An IANA zone name, exactly as in the tz database (e.g. America/Chicago).
+                  --from <YYYY-MM-DD>     First local date, YYYY-MM-DD (default: today in the zone).
+                  --to <YYYY-MM-DD>       Last local date, YYYY-MM-DD (default: 6 days after --from).
+                  --json                  Print JSON instead of a table.
+                  --version               Show the version.
+                  -h, --help              Show help information.
 
 
-            """)
+                """)
         let root = try refreshctl(["--help"])
         #expect(root.stdout.contains("  2  usage: bad flag or bad input (unknown time zone, invalid date or id)"))
         #expect(root.stdout.contains("calendar"))
@@ -155,7 +172,9 @@ struct CalendarCommandTests {
     /// In process, the same entry point returns the same codes (used by the executable).
     @Test func inProcessExitCodes() {
         #expect(Refreshctl.runCapturing(["calendar", "--time-zone", "Nowhere/Land"]).code == 2)
-        #expect(Refreshctl.runCapturing(["calendar", "--time-zone", "UTC", "--from", "2024-01-01", "--to", "2024-01-01"]).code == 0)
+        #expect(
+            Refreshctl.runCapturing(["calendar", "--time-zone", "UTC", "--from", "2024-01-01", "--to", "2024-01-01"])
+                .code == 0)
         #expect(Refreshctl.runCapturing(["--help"]).code == 0)
     }
 }

@@ -1,7 +1,7 @@
-import TestSupport
 import Foundation
 import Glibc
 import RefreshStore
+import TestSupport
 import Testing
 
 /// The built `refreshd`, next to refreshctl.
@@ -18,15 +18,18 @@ final class RunningDaemon: @unchecked Sendable {
     /// `extra` is appended to the config file; `environment` adds variables (an API key); `reusing`
     /// starts it again on an earlier daemon's directory (its ledger).
     init(extra: String = "", environment added: [String: String] = [:], reusing: String? = nil) throws {
-        directory = reusing ?? FileManager.default.temporaryDirectory.appendingPathComponent("refreshctl-daemon-\(UUID().uuidString)").path
+        directory =
+            reusing
+            ?? FileManager.default.temporaryDirectory.appendingPathComponent("refreshctl-daemon-\(UUID().uuidString)")
+            .path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         socket = directory + "/refreshd.sock"
         try """
-            state_dir = "\(directory)/state"
-            spool_dir = "\(directory)/spool"
-            socket = "\(socket)"
-            \(extra)
-            """.write(toFile: directory + "/refreshd.toml", atomically: true, encoding: .utf8)
+        state_dir = "\(directory)/state"
+        spool_dir = "\(directory)/spool"
+        socket = "\(socket)"
+        \(extra)
+        """.write(toFile: directory + "/refreshd.toml", atomically: true, encoding: .utf8)
         process.executableURL = URL(fileURLWithPath: refreshdBinary)
         process.arguments = ["run", "--config", directory + "/refreshd.toml"]
         var environment = ["HOME": directory, "PATH": "/usr/bin:/bin"]
@@ -71,18 +74,27 @@ struct DaemonCommandTests {
 
             let status = try daemon.ctl(["status"])
             #expect(status.status == 0, "\(status.stderr)")
-            #expect(status.stdout.contains("refreshd 0.1.0, running for") && status.stdout.contains("DRY-RUN") && status.stdout.contains("queue: 0 queued"))
+            #expect(
+                status.stdout.contains("refreshd 0.1.0, running for") && status.stdout.contains("DRY-RUN")
+                    && status.stdout.contains("queue: 0 queued"))
 
             // Two jobs for one segment in dry-run: the first goes at once, the next waits for the hour.
             let config = daemon.directory + "/refreshd.toml"
-            #expect(try refreshctl(["enqueue", "--segment", segmentOne, "--time-zone", "America/Chicago", "--config", config]).status == 0)
+            #expect(
+                try refreshctl([
+                    "enqueue", "--segment", segmentOne, "--time-zone", "America/Chicago", "--config", config,
+                ]).status == 0)
             var sent = false
             for _ in 0..<250 where !sent {
                 sent = (try daemon.ctl(["jobs", "--state", "sent", "--json"])).stdout.contains(segmentOne)
                 usleep(UInt32(0.02 * 1_000_000))
             }
             #expect(sent)
-            #expect(try refreshctl(["enqueue", "--segment", segmentOne, "--time-zone", "America/Chicago", "--note", "second", "--config", config]).status == 0)
+            #expect(
+                try refreshctl([
+                    "enqueue", "--segment", segmentOne, "--time-zone", "America/Chicago", "--note", "second",
+                    "--config", config,
+                ]).status == 0)
             var queuedID = ""
             for _ in 0..<250 where queuedID.isEmpty {
                 let jobs = try daemon.ctl(["jobs", "--state", "queued", "--json"])
@@ -92,19 +104,32 @@ struct DaemonCommandTests {
             }
             #expect(!queuedID.isEmpty)
             // TAB after `refreshctl show ` offers the queued jobs, asked from the daemon.
-            let completion = try refreshctl(["---completion", "show", "--", "positional@0", "2", "0", "refreshctl", "show", "", "--socket", daemon.socket])
-            #expect(completion.status == 0 && completion.stdout.split(separator: "\n").map(String.init) == [queuedID], "\(completion)")
+            let completion = try refreshctl([
+                "---completion", "show", "--", "positional@0", "2", "0", "refreshctl", "show", "", "--socket",
+                daemon.socket,
+            ])
+            #expect(
+                completion.status == 0 && completion.stdout.split(separator: "\n").map(String.init) == [queuedID],
+                "\(completion)")
 
             let budget = try daemon.ctl(["budget"])
             #expect(budget.status == 0)
-            #expect(budget.stdout.hasPrefix("ACCOUNT  LEFT TODAY") && budget.stdout.contains("default  9 of 10") && budget.stdout.contains("dry-run"))
+            #expect(
+                budget.stdout.hasPrefix("ACCOUNT  LEFT TODAY") && budget.stdout.contains("default  9 of 10")
+                    && budget.stdout.contains("dry-run"))
             let segment = try daemon.ctl(["budget", segmentOne])
-            #expect(segment.stdout.contains("zone America/Chicago") && segment.stdout.contains("held by segment_interval"), "\(segment.stdout)")
-            #expect(segment.stdout.contains("left today: 1 for the segment, 9 for the account") && segment.stdout.contains(", in 1 h"), "\(segment.stdout)")
+            #expect(
+                segment.stdout.contains("zone America/Chicago") && segment.stdout.contains("held by segment_interval"),
+                "\(segment.stdout)")
+            #expect(
+                segment.stdout.contains("left today: 1 for the segment, 9 for the account")
+                    && segment.stdout.contains(", in 1 h"), "\(segment.stdout)")
             // Every known segment in one table: segmentOne (refreshed, one queued), with the hour holding it.
             let all = try daemon.ctl(["budget", "--all"])
             #expect(all.status == 0, "\(all)")
-            #expect(all.stdout.hasPrefix("SEGMENT") && all.stdout.contains("\(segmentOne)  America/Chicago  default  1 "), "\(all.stdout)")
+            #expect(
+                all.stdout.hasPrefix("SEGMENT") && all.stdout.contains("\(segmentOne)  America/Chicago  default  1 "),
+                "\(all.stdout)")
             #expect(all.stdout.contains("segment_interval") && !all.stdout.contains(segmentTwo), "\(all.stdout)")
             #expect(try daemon.ctl(["budget", "--all", "--account", "nobody"]).status == 2)
             #expect(try daemon.ctl(["budget", "--all", segmentOne]).status == 2)
@@ -114,28 +139,45 @@ struct DaemonCommandTests {
             #expect(fresh.status == 0 && fresh.stdout.contains("\"allowed_now\":true"))
 
             let jobs = try daemon.ctl(["jobs"])
-            #expect(jobs.stdout.hasPrefix("ID  STATE") && jobs.stdout.contains("sent") && jobs.stdout.contains("second"))
+            #expect(
+                jobs.stdout.hasPrefix("ID  STATE") && jobs.stdout.contains("sent") && jobs.stdout.contains("second"))
             let show = try daemon.ctl(["show", queuedID])
-            #expect(show.stdout.contains("state           queued") && show.stdout.contains("expected        send at") && show.stdout.contains("America/Chicago, in 1 h"), "\(show.stdout)")
+            #expect(
+                show.stdout.contains("state           queued") && show.stdout.contains("expected        send at")
+                    && show.stdout.contains("America/Chicago, in 1 h"), "\(show.stdout)")
             let plan = try daemon.ctl(["plan"])
-            #expect(plan.stdout.hasPrefix("WHEN (UTC)") && plan.stdout.contains("segment_interval") && plan.stdout.contains(segmentOne))
+            #expect(
+                plan.stdout.hasPrefix("WHEN (UTC)") && plan.stdout.contains("segment_interval")
+                    && plan.stdout.contains(segmentOne))
             // What if: another job for the segment would ride along with the queued one, in about an hour; nothing is queued.
             let whatIf = try daemon.ctl(["plan", "--segment", segmentOne, "--time-zone", "America/Chicago"])
-            #expect(whatIf.status == 0 && whatIf.stdout.hasPrefix("this job would go out at ") && whatIf.stdout.contains("America/Chicago, in 1 h"), "\(whatIf)")
-            #expect(whatIf.stdout.contains("held by segment_interval") && whatIf.stdout.contains("\(queuedID),-1"), "\(whatIf.stdout)")
-            #expect(try daemon.ctl(["jobs", "--state", "queued", "--json"]).stdout.components(separatedBy: "\"id\"").count == 2)
+            #expect(
+                whatIf.status == 0 && whatIf.stdout.hasPrefix("this job would go out at ")
+                    && whatIf.stdout.contains("America/Chicago, in 1 h"), "\(whatIf)")
+            #expect(
+                whatIf.stdout.contains("held by segment_interval") && whatIf.stdout.contains("\(queuedID),-1"),
+                "\(whatIf.stdout)")
+            #expect(
+                try daemon.ctl(["jobs", "--state", "queued", "--json"]).stdout.components(separatedBy: "\"id\"").count
+                    == 2)
             #expect(try daemon.ctl(["plan", "--segment", segmentOne, "--time-zone", "America/Chicgo"]).status == 2)
             let history = try daemon.ctl(["history"])
             #expect(history.stdout.contains("dry_run") && history.stdout.contains("segment+account"))
 
             // edit: a queued job's priority and expiry; a bad value is a usage error.
             let edited = try daemon.ctl(["edit", queuedID, "--priority", "50", "--expires-at", "2099-01-01T00:00:00Z"])
-            #expect(edited.status == 0 && edited.stdout.contains("priority 50") && edited.stdout.contains("expires_at 2099-01-01T00:00:00Z"), "\(edited)")
+            #expect(
+                edited.status == 0 && edited.stdout.contains("priority 50")
+                    && edited.stdout.contains("expires_at 2099-01-01T00:00:00Z"), "\(edited)")
             #expect(try daemon.ctl(["edit", queuedID, "--not-before", "2099-06-01T00:00:00Z"]).status == 2)
-            #expect(try daemon.ctl(["edit", queuedID, "--expires-at", "none", "--json"]).stdout.contains("\"expires_at\":null"))
+            #expect(
+                try daemon.ctl(["edit", queuedID, "--expires-at", "none", "--json"]).stdout.contains(
+                    "\"expires_at\":null"))
             // Bulk cancel: a dry run first, then for real, with the count.
             let preview = try daemon.ctl(["cancel", "--segment", segmentOne, "--dry-run"])
-            #expect(preview.status == 0 && preview.stdout.hasPrefix("would cancel 1 job\n  \(queuedID)  queued"), "\(preview)")
+            #expect(
+                preview.status == 0 && preview.stdout.hasPrefix("would cancel 1 job\n  \(queuedID)  queued"),
+                "\(preview)")
             #expect(try daemon.ctl(["cancel"]).status == 2)
             let cancel = try daemon.ctl(["cancel", queuedID])
             #expect(cancel.status == 0 && cancel.stdout.contains("cancelled job \(queuedID)"))
@@ -146,7 +188,9 @@ struct DaemonCommandTests {
             let bad = try daemon.ctl(["jobs", "--state", "bogus"])
             #expect(bad.status == 2 && bad.stderr.contains("state"))
             let json = try daemon.ctl(["status", "--json"])
-            #expect((try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])?["version"] as? String == "0.1.0")
+            #expect(
+                (try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])?["version"]
+                    as? String == "0.1.0")
         }
     }
 
@@ -158,7 +202,10 @@ struct DaemonCommandTests {
             defer { daemon.stop() }
             let config = daemon.directory + "/refreshd.toml"
             let note = "\u{1b}[2J\rforged line"
-            #expect(try refreshctl(["enqueue", "--segment", segmentTwo, "--time-zone", "UTC", "--note", note, "--config", config]).status == 0)
+            #expect(
+                try refreshctl([
+                    "enqueue", "--segment", segmentTwo, "--time-zone", "UTC", "--note", note, "--config", config,
+                ]).status == 0)
             var shown = ""
             for _ in 0..<250 where !shown.contains("forged") {
                 shown = (try daemon.ctl(["jobs"])).stdout
@@ -167,7 +214,9 @@ struct DaemonCommandTests {
             #expect(shown.contains("\\x1b[2J\\rforged line"), "\(shown.debugDescription)")
             #expect(!shown.contains("\u{1b}") && !shown.contains("\r"))
             let show = try daemon.ctl(["show", "1"])
-            #expect(show.stdout.contains("\\x1b[2J\\rforged line") && !show.stdout.contains("\u{1b}"), "\(show.stdout.debugDescription)")
+            #expect(
+                show.stdout.contains("\\x1b[2J\\rforged line") && !show.stdout.contains("\u{1b}"),
+                "\(show.stdout.debugDescription)")
             // The daemon's own log lines stay escaped too.
             #expect(!daemon.output.contains("\u{1b}"))
         }
@@ -199,7 +248,9 @@ struct DaemonCommandTests {
     @Test(arguments: [["status"], ["budget"], ["jobs"], ["plan"], ["history"], ["show", "1"], ["cancel", "1"]])
     func daemonDown(_ arguments: [String]) async throws {
         try await offPool {
-            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("refreshctl-down-\(UUID().uuidString)").path
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+                "refreshctl-down-\(UUID().uuidString)"
+            ).path
             let result = try refreshctl(arguments + ["--socket", directory + "/refreshd.sock"])
             #expect(result.status == 3)
             #expect(result.stderr.contains("refreshd is not reachable on \(directory)/refreshd.sock (no such socket)"))
@@ -220,16 +271,21 @@ struct DaemonCommandTests {
             #expect(try daemon.ctl(["blocks"]).stdout.contains("no blocks in force"))
             let ledger = try SQLiteLedger(path: daemon.directory + "/state/ledger.sqlite", now: Date())
             try ledger.addBlock(
-                account: "default", segmentID: segmentOne, until: Date().addingTimeInterval(5400), reason: "429: X-RateLimit-Reset 5400", now: Date())
+                account: "default", segmentID: segmentOne, until: Date().addingTimeInterval(5400),
+                reason: "429: X-RateLimit-Reset 5400", now: Date())
             let id = try #require(try ledger.activeBlocks(account: nil, now: Date()).first?.id)
             let table = try daemon.ctl(["blocks"])
             #expect(table.status == 0)
-            #expect(table.stdout.contains("ID") && table.stdout.contains(segmentOne) && table.stdout.contains("in 1 h ") && table.stdout.contains("X-RateLimit-Reset"), "\(table.stdout)")
+            #expect(
+                table.stdout.contains("ID") && table.stdout.contains(segmentOne) && table.stdout.contains("in 1 h ")
+                    && table.stdout.contains("X-RateLimit-Reset"), "\(table.stdout)")
             let json = try daemon.ctl(["blocks", "--json", "--account", "default"])
             let object = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
             #expect((object?["blocks"] as? [[String: Any]])?.count == 1)
             let lifted = try daemon.ctl(["unblock", "\(id)"])
-            #expect(lifted.status == 0 && lifted.stdout.contains("lifted block \(id) on segment \(segmentOne)"), "\(lifted.stdout) \(lifted.stderr)")
+            #expect(
+                lifted.status == 0 && lifted.stdout.contains("lifted block \(id) on segment \(segmentOne)"),
+                "\(lifted.stdout) \(lifted.stderr)")
             let again = try daemon.ctl(["unblock", "\(id)"])
             #expect(again.status == 4 && again.stderr.contains("no block \(id) is in force"), "\(again.stderr)")
             #expect(try daemon.ctl(["unblock", "seven"]).status == 2)
@@ -243,13 +299,16 @@ struct DaemonCommandTests {
             let budget = try refreshctl(["budget", "--help"])
             #expect(budget.status == 0)
             #expect(budget.stdout.contains("OVERVIEW: How many refreshes are left: per account, or for one segment."))
-            #expect(budget.stdout.contains("refreshctl budget 0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a01 --time-zone America/Chicago"))
+            #expect(
+                budget.stdout.contains(
+                    "refreshctl budget 0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a01 --time-zone America/Chicago"))
             #expect(budget.stdout.contains("--socket <path>") && budget.stdout.contains("--json"))
             for (command, sentence) in [
                 ("jobs", "States: queued, sending, sent, coalesced, failed, cancelled, expired."),
                 ("plan", "WHY names what holds it until then"), ("history", "Outcomes: accepted, rejected (400/404)"),
                 ("cancel", "Exit codes: 0 cancelled (or nothing matched), 4 no such job, 5 the job was"),
-                ("wait", "9  --timeout ran out while a job was still queued (it stays queued)"), ("retry", "refreshctl retry 42 43"),
+                ("wait", "9  --timeout ran out while a job was still queued (it stays queued)"),
+                ("retry", "refreshctl retry 42 43"),
                 ("edit", "refreshctl edit 42 --priority 50"),
                 ("status", "Exit code 3 when the daemon is not reachable."), ("show", "refreshctl show 42"),
                 ("blocks", "refreshctl unblock ID"), ("unblock", "Exit codes: 0 lifted, 4 no such block in force."),
@@ -258,7 +317,10 @@ struct DaemonCommandTests {
                 #expect(help.status == 0 && help.stdout.contains(sentence), "\(command)")
             }
             let root = try refreshctl(["--help"])
-            for line in ["  3  the daemon is not reachable", "  4  no such job", "status ", "budget ", "plan ", "history ", "blocks ", "unblock "] {
+            for line in [
+                "  3  the daemon is not reachable", "  4  no such job", "status ", "budget ", "plan ", "history ",
+                "blocks ", "unblock ",
+            ] {
                 #expect(root.stdout.contains(line), "\(line)")
             }
         }

@@ -43,7 +43,8 @@ final class APIHarness: @unchecked Sendable {
     }
 
     init(
-        now: @escaping @Sendable () -> Date = { Date() }, accounts: [String] = ["default"], listen: String? = nil, token: String? = nil,
+        now: @escaping @Sendable () -> Date = { Date() }, accounts: [String] = ["default"], listen: String? = nil,
+        token: String? = nil,
         ledger existing: SQLiteLedger? = nil, reread: @escaping @Sendable () -> Void = {},
         limits: ControlAPIListeners.Limits = ControlAPIListeners.Limits()
     ) async throws {
@@ -53,13 +54,16 @@ final class APIHarness: @unchecked Sendable {
         configuration.accounts = accounts.map { AccountConfiguration(name: $0, apiKeySource: "none") }
         let lanes = lanesBox
         state = ControlState(
-            ledger: ledger, zones: hostZones, configuration: configuration, version: "test", startedAt: now(), now: now, metrics: RefreshdMetrics(),
+            ledger: ledger, zones: hostZones, configuration: configuration, version: "test", startedAt: now(), now: now,
+            metrics: RefreshdMetrics(),
             lanes: { lanes.lanes }, intake: { nil }, wake: {}, reread: reread)
         try ControlAPIListeners.prepareSocket(socket)
         let services = try ControlAPIListeners.make(
             state: state, socketPath: socket, listen: listen, apiToken: token, limits: limits,
             logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
-        let group = ServiceGroup(services: services, gracefulShutdownSignals: [], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let group = ServiceGroup(
+            services: services, gracefulShutdownSignals: [],
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         self.group = group
         task = Task { try await group.run() }
         if let listen { tcpBase = "http://\(listen)" }
@@ -78,14 +82,18 @@ final class APIHarness: @unchecked Sendable {
         try? await client.shutdown()
     }
 
-    func request(_ method: HTTPMethod, _ uri: String, body: String? = nil, tcp: Bool = false, headers: [String: String] = [:]) async throws -> APIAnswer {
+    func request(
+        _ method: HTTPMethod, _ uri: String, body: String? = nil, tcp: Bool = false, headers: [String: String] = [:]
+    ) async throws -> APIAnswer {
         let url = tcp ? tcpBase! + uri : URL(httpURLWithSocketPath: socket, uri: uri)!.absoluteString
         var request = try HTTPClient.Request(url: url, method: method, body: body.map { .string($0) })
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         if body != nil { request.headers.add(name: "Content-Type", value: "application/json") }
         let response = try await client.execute(request: request).get()
         var buffer = response.body ?? ByteBuffer()
-        return APIAnswer(status: Int(response.status.code), body: buffer.readString(length: buffer.readableBytes) ?? "", headers: response.headers)
+        return APIAnswer(
+            status: Int(response.status.code), body: buffer.readString(length: buffer.readableBytes) ?? "",
+            headers: response.headers)
     }
 
     func get(_ uri: String) async throws -> APIAnswer { try await request(.GET, uri) }
@@ -93,7 +101,8 @@ final class APIHarness: @unchecked Sendable {
 
 /// One GET to a running refreshd's control API over its unix socket.
 func socketGet(_ socket: String, _ uri: String) async throws -> APIAnswer {
-    let request = try HTTPClient.Request(url: URL(httpURLWithSocketPath: socket, uri: uri)!.absoluteString, method: .GET)
+    let request = try HTTPClient.Request(
+        url: URL(httpURLWithSocketPath: socket, uri: uri)!.absoluteString, method: .GET)
     let response = try await HTTPClient.shared.execute(request: request).get()
     var buffer = response.body ?? ByteBuffer()
     return APIAnswer(status: Int(response.status.code), body: buffer.readString(length: buffer.readableBytes) ?? "")
@@ -111,7 +120,9 @@ enum ControlAPIListenersProbe {
             for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
         }
         return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         } == 0
     }
 
@@ -124,7 +135,9 @@ enum ControlAPIListenersProbe {
         address.sin_port = in_port_t(UInt16(port).bigEndian)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         } == 0
     }
 }
@@ -137,9 +150,13 @@ func freePort() -> Int {
     address.sin_family = sa_family_t(AF_INET)
     address.sin_port = 0
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    _ = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
     var bound = sockaddr_in()
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &bound) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    _ = withUnsafeMutablePointer(to: &bound) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
     return Int(UInt16(bigEndian: bound.sin_port))
 }

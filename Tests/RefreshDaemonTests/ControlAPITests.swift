@@ -1,4 +1,3 @@
-import TestSupport
 import FakeSendGrid
 import Foundation
 import Glibc
@@ -8,6 +7,7 @@ import RefreshCore
 import RefreshDaemon
 import RefreshStore
 import TZData
+import TestSupport
 import Testing
 
 /// The control API's own OpenAPI document, from docs/.
@@ -27,18 +27,25 @@ struct ControlAPITests {
         let schema = try controlAPISchema()
         let h = try await APIHarness()
         defer { Task { await h.stop() } }
-        let posted = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentA)","user_time_zone":"America/Chicago","id":"k1","priority":5}"#)
+        let posted = try await h.request(
+            .POST, "/v1/jobs",
+            body: #"{"segment_id":"\#(segmentA)","user_time_zone":"America/Chicago","id":"k1","priority":5}"#)
         #expect(posted.status == 201 && posted.object["created"] as? Bool == true)
-        _ = try h.ledger.recordExternal(account: "default", segmentID: segmentB, timeZone: "Europe/Paris", at: Date().addingTimeInterval(-600))
+        _ = try h.ledger.recordExternal(
+            account: "default", segmentID: segmentB, timeZone: "Europe/Paris", at: Date().addingTimeInterval(-600))
         let checks: [(String, String)] = [
             ("/v1/status", "Status"), ("/v1/budget", "Budget"), ("/v1/segments/\(segmentA)/budget", "SegmentBudget"),
-            ("/v1/segments/\(segmentB)/budget?time_zone=Asia/Tokyo", "SegmentBudget"), ("/v1/jobs", "JobPage"), ("/v1/jobs?state=queued&limit=1", "JobPage"),
-            ("/v1/jobs/1", "JobEnvelope"), ("/v1/plan", "Plan"), ("/v1/refreshes", "Refreshes"), ("/v1/blocks", "Blocks"),
+            ("/v1/segments/\(segmentB)/budget?time_zone=Asia/Tokyo", "SegmentBudget"), ("/v1/jobs", "JobPage"),
+            ("/v1/jobs?state=queued&limit=1", "JobPage"),
+            ("/v1/jobs/1", "JobEnvelope"), ("/v1/plan", "Plan"), ("/v1/refreshes", "Refreshes"),
+            ("/v1/blocks", "Blocks"),
         ]
         for (uri, component) in checks {
             let answer = try await h.get(uri)
             #expect(answer.status == 200, "\(uri): \(answer.body)")
-            #expect(schema.problems(answer.json as Any, schema.component(component)).isEmpty, "\(uri): \(schema.problems(answer.json as Any, schema.component(component)))")
+            #expect(
+                schema.problems(answer.json as Any, schema.component(component)).isEmpty,
+                "\(uri): \(schema.problems(answer.json as Any, schema.component(component)))")
         }
         #expect(schema.problems(posted.json as Any, schema.component("JobEnvelope")).isEmpty)
         let health = try await h.get("/healthz")
@@ -46,11 +53,13 @@ struct ControlAPITests {
         let openapi = try await h.get("/v1/openapi.json")
         var root = URL(fileURLWithPath: #filePath)
         for _ in 0..<3 { root.deleteLastPathComponent() }
-        #expect(openapi.body == (try String(contentsOf: root.appendingPathComponent("docs/openapi.json"), encoding: .utf8)))
+        #expect(
+            openapi.body == (try String(contentsOf: root.appendingPathComponent("docs/openapi.json"), encoding: .utf8)))
         // The document lists exactly the router's routes.
-        let documented = Set(((openapi.object["paths"] as? [String: Any]) ?? [:]).flatMap { path, operations in
-            ((operations as? [String: Any]) ?? [:]).keys.map { "\($0.uppercased()) \(path)" }
-        })
+        let documented = Set(
+            ((openapi.object["paths"] as? [String: Any]) ?? [:]).flatMap { path, operations in
+                ((operations as? [String: Any]) ?? [:]).keys.map { "\($0.uppercased()) \(path)" }
+            })
         #expect(documented == Set(ControlAPI.routes.map { "\($0.method) \($0.path)" }))
         // An error body matches the Error schema too.
         let missing = try await h.get("/v1/jobs/999")
@@ -65,24 +74,35 @@ struct ControlAPITests {
         let first = try await h.request(.POST, "/v1/jobs", body: body)
         let again = try await h.request(.POST, "/v1/jobs", body: body)
         #expect(first.status == 201 && again.status == 200 && again.object["created"] as? Bool == false)
-        let conflict = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentB)","user_time_zone":"UTC","id":"same"}"#)
+        let conflict = try await h.request(
+            .POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentB)","user_time_zone":"UTC","id":"same"}"#)
         #expect(conflict.status == 409 && conflict.errorCode == "idempotency_conflict")
-        let badZone = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentA)","user_time_zone":"America/Chicgo"}"#)
-        #expect(badZone.status == 400 && badZone.errorMessage?.contains("time_zone") == true && badZone.errorMessage?.contains("America/Chicago") == true)
+        let badZone = try await h.request(
+            .POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentA)","user_time_zone":"America/Chicgo"}"#)
+        #expect(
+            badZone.status == 400 && badZone.errorMessage?.contains("time_zone") == true
+                && badZone.errorMessage?.contains("America/Chicago") == true)
         let badJSON = try await h.request(.POST, "/v1/jobs", body: "{nope")
         #expect(badJSON.status == 400 && badJSON.errorCode != nil)
-        let unknownAccount = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentA)","user_time_zone":"UTC","account":"other"}"#)
+        let unknownAccount = try await h.request(
+            .POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentA)","user_time_zone":"UTC","account":"other"}"#)
         #expect(unknownAccount.status == 400 && unknownAccount.errorMessage?.contains("account") == true)
-        for index in 0..<4 { _ = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentB)","user_time_zone":"UTC","id":"p\#(index)"}"#) }
+        for index in 0..<4 {
+            _ = try await h.request(
+                .POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentB)","user_time_zone":"UTC","id":"p\#(index)"}"#)
+        }
         let page1 = try await h.get("/v1/jobs?limit=2")
         let cursor = try #require(page1.object["next_cursor"] as? String)
         let page2 = try await h.get("/v1/jobs?limit=2&cursor=\(cursor)")
         let page3 = try await h.get("/v1/jobs?limit=2&cursor=\(page2.object["next_cursor"] as? String ?? "")")
-        let ids = [page1, page2, page3].flatMap { (($0.object["jobs"] as? [[String: Any]]) ?? []).compactMap { ($0["id"] as? NSNumber)?.intValue } }
+        let ids = [page1, page2, page3].flatMap {
+            (($0.object["jobs"] as? [[String: Any]]) ?? []).compactMap { ($0["id"] as? NSNumber)?.intValue }
+        }
         #expect(ids == [1, 2, 3, 4, 5])
         #expect(page3.object["next_cursor"] is NSNull)
         let cancelled = try await h.request(.DELETE, "/v1/jobs/1")
-        #expect(cancelled.status == 200 && (cancelled.object["job"] as? [String: Any])?["state"] as? String == "cancelled")
+        #expect(
+            cancelled.status == 200 && (cancelled.object["job"] as? [String: Any])?["state"] as? String == "cancelled")
         let twice = try await h.request(.DELETE, "/v1/jobs/1")
         #expect(twice.status == 409 && twice.errorCode == "not_cancellable")
         #expect(try await h.request(.DELETE, "/v1/jobs/77").status == 404)
@@ -141,11 +161,17 @@ struct ControlAPITests {
         defer { Task { await h.stop() } }
         let schema = try controlAPISchema()
         for (index, segment) in [segmentA, segmentA, segmentB].enumerated() {
-            _ = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segment)","user_time_zone":"UTC","id":"v\#(index)","expires_at":"2099-01-01T00:00:00Z"}"#)
+            _ = try await h.request(
+                .POST, "/v1/jobs",
+                body:
+                    #"{"segment_id":"\#(segment)","user_time_zone":"UTC","id":"v\#(index)","expires_at":"2099-01-01T00:00:00Z"}"#
+            )
         }
-        let edited = try await h.request(.PATCH, "/v1/jobs/1", body: #"{"priority":40,"not_before":"2098-01-01T00:00:00Z","expires_at":null}"#)
+        let edited = try await h.request(
+            .PATCH, "/v1/jobs/1", body: #"{"priority":40,"not_before":"2098-01-01T00:00:00Z","expires_at":null}"#)
         let job = edited.object["job"] as? [String: Any] ?? [:]
-        #expect(edited.status == 200 && job["priority"] as? NSNumber == 40 && job["expires_at"] is NSNull, "\(edited.body)")
+        #expect(
+            edited.status == 200 && job["priority"] as? NSNumber == 40 && job["expires_at"] is NSNull, "\(edited.body)")
         #expect(job["not_before"] as? String == "2098-01-01T00:00:00Z")
         #expect(schema.problems(edited.json as Any, schema.component("JobEnvelope")).isEmpty)
         let backwards = try await h.request(.PATCH, "/v1/jobs/2", body: #"{"not_before":"2099-06-01T00:00:00Z"}"#)
@@ -156,7 +182,10 @@ struct ControlAPITests {
         #expect(try await h.request(.PATCH, "/v1/jobs/2", body: "{}").status == 400)
         #expect(try await h.request(.PATCH, "/v1/jobs/99", body: #"{"priority":1}"#).status == 404)
         // The submitter sending the same job again is still a no-op (the digest is the submitted one).
-        let resent = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentA)","user_time_zone":"UTC","id":"v0","expires_at":"2099-01-01T00:00:00Z"}"#)
+        let resent = try await h.request(
+            .POST, "/v1/jobs",
+            body: #"{"segment_id":"\#(segmentA)","user_time_zone":"UTC","id":"v0","expires_at":"2099-01-01T00:00:00Z"}"#
+        )
         #expect(resent.status == 200 && resent.object["created"] as? Bool == false)
 
         #expect(try await h.request(.POST, "/v1/jobs/cancel", body: #"{"dry_run":true}"#).status == 400)
@@ -164,21 +193,27 @@ struct ControlAPITests {
         #expect(preview.object["count"] as? NSNumber == 2 && preview.object["dry_run"] as? Bool == true)
         #expect(try h.ledger.jobCounts()[.queued] == 3)
         let cancelled = try await h.request(.POST, "/v1/jobs/cancel", body: #"{"segment":"\#(segmentA)"}"#)
-        #expect(cancelled.object["count"] as? NSNumber == 2 && schema.problems(cancelled.json as Any, schema.component("BulkResult")).isEmpty)
+        #expect(
+            cancelled.object["count"] as? NSNumber == 2
+                && schema.problems(cancelled.json as Any, schema.component("BulkResult")).isEmpty)
         #expect(try h.ledger.jobCounts()[.queued] == 1)
         #expect(try await h.request(.PATCH, "/v1/jobs/1", body: #"{"priority":1}"#).status == 409)
 
         // Retry: only failed or expired jobs; an expired one loses its passed expires_at.
         #expect(try await h.request(.POST, "/v1/jobs/1/retry").status == 409)
-        let expiring = try h.ledger.enqueue(NewJob(source: "test", account: "default", segmentID: segmentB, timeZone: "UTC",
-            expiresAt: Date().addingTimeInterval(-1)), now: Date().addingTimeInterval(-10))
+        let expiring = try h.ledger.enqueue(
+            NewJob(
+                source: "test", account: "default", segmentID: segmentB, timeZone: "UTC",
+                expiresAt: Date().addingTimeInterval(-1)), now: Date().addingTimeInterval(-10))
         guard case .created(let stored) = expiring else { Issue.record("not created"); return }
         #expect(try h.ledger.expireJobs(now: Date()).map(\.id) == [stored.id])
         let listed = try await h.request(.POST, "/v1/jobs/retry", body: #"{"state":"expired","dry_run":true}"#)
         #expect(listed.object["count"] as? NSNumber == 1)
         let retried = try await h.request(.POST, "/v1/jobs/\(stored.id)/retry")
         let again = retried.object["job"] as? [String: Any] ?? [:]
-        #expect(retried.status == 200 && again["state"] as? String == "queued" && again["expires_at"] is NSNull, "\(retried.body)")
+        #expect(
+            retried.status == 200 && again["state"] as? String == "queued" && again["expires_at"] is NSNull,
+            "\(retried.body)")
         #expect(try await h.request(.POST, "/v1/jobs/retry", body: #"{"state":"queued"}"#).status == 400)
         let none = try await h.request(.POST, "/v1/jobs/retry", body: "{}")
         #expect(none.status == 200 && none.object["count"] as? NSNumber == 0)
@@ -192,9 +227,11 @@ struct ControlAPITests {
         let h = try await APIHarness(listen: "127.0.0.1:\(port)", token: "secret-token")
         defer { Task { await h.stop() } }
         let now = Date()
-        _ = try h.ledger.recordExternal(account: "default", segmentID: segmentA, timeZone: "UTC", at: now.addingTimeInterval(-600))
+        _ = try h.ledger.recordExternal(
+            account: "default", segmentID: segmentA, timeZone: "UTC", at: now.addingTimeInterval(-600))
         _ = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentA)","user_time_zone":"UTC"}"#)
-        let body = #"{"jobs":[{"segment_id":"\#(segmentA)","user_time_zone":"UTC"},{"segment_id":"\#(segmentB)","user_time_zone":"UTC"}]}"#
+        let body =
+            #"{"jobs":[{"segment_id":"\#(segmentA)","user_time_zone":"UTC"},{"segment_id":"\#(segmentB)","user_time_zone":"UTC"}]}"#
         let answer = try await h.request(.POST, "/v1/plan", body: body, tcp: true)
         #expect(answer.status == 200, "\(answer.body)")
         let jobs = answer.object["jobs"] as? [[String: Any]] ?? []
@@ -207,7 +244,8 @@ struct ControlAPITests {
         #expect(firstAt.timeIntervalSince(now) > 2900)
         #expect(try h.ledger.jobCounts()[.queued] == 1, "nothing was queued")
         #expect(try controlAPISchema().problems(answer.json as Any, try controlAPISchema().component("Plan")).isEmpty)
-        let bad = try await h.request(.POST, "/v1/plan", body: #"{"jobs":[{"segment_id":"\#(segmentA)","user_time_zone":"Mars/Base"}]}"#)
+        let bad = try await h.request(
+            .POST, "/v1/plan", body: #"{"jobs":[{"segment_id":"\#(segmentA)","user_time_zone":"Mars/Base"}]}"#)
         #expect(bad.status == 400 && bad.errorMessage?.contains("jobs[0]") == true, "\(bad.body)")
         #expect(try await h.request(.POST, "/v1/plan", body: #"{"jobs":[]}"#).status == 400)
     }
@@ -222,16 +260,28 @@ struct ControlAPITests {
         _ = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentA)","user_time_zone":"UTC"}"#)
         _ = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentB)","user_time_zone":"UTC"}"#)
         #expect(try await h.request(.POST, "/v1/holds", body: #"{"account":"default"}"#).status == 400)
-        let created = try await h.request(.POST, "/v1/holds", body: #"{"account":"default","segment":"\#(segmentA)","reason":"rebuild","who":"alice"}"#)
-        #expect(created.status == 201 && schema.problems(created.json as Any, schema.component("HoldEnvelope")).isEmpty, "\(created.body)")
-        let again = try await h.request(.POST, "/v1/holds", body: #"{"account":"default","segment":"\#(segmentA)","reason":"other"}"#)
+        let created = try await h.request(
+            .POST, "/v1/holds",
+            body: #"{"account":"default","segment":"\#(segmentA)","reason":"rebuild","who":"alice"}"#)
+        #expect(
+            created.status == 201 && schema.problems(created.json as Any, schema.component("HoldEnvelope")).isEmpty,
+            "\(created.body)")
+        let again = try await h.request(
+            .POST, "/v1/holds", body: #"{"account":"default","segment":"\#(segmentA)","reason":"other"}"#)
         #expect(again.status == 200 && (again.object["hold"] as? [String: Any])?["reason"] as? String == "rebuild")
         let plan = try await h.get("/v1/plan")
-        let fates = (plan.object["jobs"] as? [[String: Any]] ?? []).reduce(into: [Int: String]()) { $0[($1["id"] as? NSNumber)?.intValue ?? 0] = $1["fate"] as? String }
+        let fates = (plan.object["jobs"] as? [[String: Any]] ?? []).reduce(into: [Int: String]()) {
+            $0[($1["id"] as? NSNumber)?.intValue ?? 0] = $1["fate"] as? String
+        }
         #expect(fates == [1: "held", 2: "send"], "\(plan.body)")
-        #expect((plan.object["jobs"] as? [[String: Any]] ?? []).contains { ($0["reason"] as? String)?.hasPrefix("held by alice since ") == true })
+        #expect(
+            (plan.object["jobs"] as? [[String: Any]] ?? []).contains {
+                ($0["reason"] as? String)?.hasPrefix("held by alice since ") == true
+            })
         let status = try await h.get("/v1/status")
-        #expect((status.object["holds"] as? [[String: Any]])?.count == 1 && schema.problems(status.json as Any, schema.component("Status")).isEmpty)
+        #expect(
+            (status.object["holds"] as? [[String: Any]])?.count == 1
+                && schema.problems(status.json as Any, schema.component("Status")).isEmpty)
         let budget = try await h.get("/v1/segments/\(segmentA)/budget")
         #expect((budget.object["paused_reason"] as? String)?.contains("rebuild") == true)
         let released = try await h.request(.DELETE, "/v1/holds/1")
@@ -249,11 +299,17 @@ struct ControlAPITests {
         let h = try await APIHarness(accounts: ["default", "eu"], reread: { rereads.add() })
         defer { Task { await h.stop() } }
         let t = Date()
-        try h.ledger.addBlock(account: "default", segmentID: segmentA, until: t.addingTimeInterval(3600), reason: "429: X-RateLimit-Reset 3600", now: t)
-        try h.ledger.addBlock(account: "eu", segmentID: nil, until: t.addingTimeInterval(7200), reason: "429: the account's day seems exhausted", now: t)
-        try h.ledger.addBlock(account: "default", segmentID: segmentB, until: t.addingTimeInterval(-10), reason: "over", now: t)
+        try h.ledger.addBlock(
+            account: "default", segmentID: segmentA, until: t.addingTimeInterval(3600),
+            reason: "429: X-RateLimit-Reset 3600", now: t)
+        try h.ledger.addBlock(
+            account: "eu", segmentID: nil, until: t.addingTimeInterval(7200),
+            reason: "429: the account's day seems exhausted", now: t)
+        try h.ledger.addBlock(
+            account: "default", segmentID: segmentB, until: t.addingTimeInterval(-10), reason: "over", now: t)
         let all = try await h.get("/v1/blocks")
-        #expect(all.status == 200 && schema.problems(all.json as Any, schema.component("Blocks")).isEmpty, "\(all.body)")
+        #expect(
+            all.status == 200 && schema.problems(all.json as Any, schema.component("Blocks")).isEmpty, "\(all.body)")
         let listed = all.object["blocks"] as? [[String: Any]] ?? []
         #expect(listed.map { $0["scope"] as? String } == ["segment", "account"], "a block that ended is not listed")
         #expect(listed.last?["segment_id"] is NSNull)
@@ -262,19 +318,28 @@ struct ControlAPITests {
         let id = try #require((listed.first?["id"] as? NSNumber)?.int64Value)
 
         let lifted = try await h.request(.DELETE, "/v1/blocks/\(id)")
-        #expect(lifted.status == 200 && schema.problems(lifted.json as Any, schema.component("BlockEnvelope")).isEmpty, "\(lifted.body)")
+        #expect(
+            lifted.status == 200 && schema.problems(lifted.json as Any, schema.component("BlockEnvelope")).isEmpty,
+            "\(lifted.body)")
         let block = lifted.object["block"] as? [String: Any] ?? [:]
-        #expect((block["reason"] as? String)?.hasPrefix("lifted by hand at ") == true && (block["reason"] as? String)?.contains("X-RateLimit-Reset") == true)
+        #expect(
+            (block["reason"] as? String)?.hasPrefix("lifted by hand at ") == true
+                && (block["reason"] as? String)?.contains("X-RateLimit-Reset") == true)
         let until = try #require(Timestamp.parseRFC3339(block["until"] as? String ?? ""))
         #expect(abs(until.timeIntervalSince(Date())) < 5)
         #expect(rereads.value == 1, "the dispatcher reads the ledger again")
         let after = try await h.get("/v1/blocks?account=default")
         #expect((after.object["blocks"] as? [[String: Any]])?.isEmpty == true)
         // The record stays, with the note, for the rules' margin and for the history.
-        #expect(try h.ledger.blocks(account: "default", now: Date()).contains { $0.id == id && $0.reason.hasPrefix("lifted by hand") })
+        #expect(
+            try h.ledger.blocks(account: "default", now: Date()).contains {
+                $0.id == id && $0.reason.hasPrefix("lifted by hand")
+            })
 
         let again = try await h.request(.DELETE, "/v1/blocks/\(id)")
-        #expect(again.status == 404 && again.errorCode == "block_not_found" && schema.problems(again.json as Any, schema.component("Error")).isEmpty)
+        #expect(
+            again.status == 404 && again.errorCode == "block_not_found"
+                && schema.problems(again.json as Any, schema.component("Error")).isEmpty)
         let bad = try await h.request(.DELETE, "/v1/blocks/x1")
         #expect(bad.status == 400 && bad.errorMessage?.contains("id") == true)
         #expect(rereads.value == 1)
@@ -282,11 +347,16 @@ struct ControlAPITests {
 
     /// Bad input: 400 naming the field; unknown routes: 404; every error in the JSON shape.
     @Test(arguments: [
-        ("/v1/jobs?state=bogus", 400, "state"), ("/v1/jobs?limit=0", 400, "limit"), ("/v1/jobs?cursor=x", 400, "cursor"),
-        ("/v1/jobs?segment=nope", 400, "segment"), ("/v1/jobs/abc", 400, "id"), ("/v1/segments/nope/budget?time_zone=UTC", 400, "segment_id"),
-        ("/v1/segments/\(segmentA)/budget", 400, "time_zone"), ("/v1/segments/\(segmentA)/budget?time_zone=Mars/Base", 400, "time_zone"),
-        ("/v1/segments/\(segmentA)/budget?time_zone=UTC&account=nobody", 400, "account"), ("/v1/refreshes?since=yesterday", 400, "since"),
-        ("/v1/nothing", 404, "no such route"), ("/v2/budget", 404, "no such route"), ("/v1/blocks?account=nobody", 400, "account"),
+        ("/v1/jobs?state=bogus", 400, "state"), ("/v1/jobs?limit=0", 400, "limit"),
+        ("/v1/jobs?cursor=x", 400, "cursor"),
+        ("/v1/jobs?segment=nope", 400, "segment"), ("/v1/jobs/abc", 400, "id"),
+        ("/v1/segments/nope/budget?time_zone=UTC", 400, "segment_id"),
+        ("/v1/segments/\(segmentA)/budget", 400, "time_zone"),
+        ("/v1/segments/\(segmentA)/budget?time_zone=Mars/Base", 400, "time_zone"),
+        ("/v1/segments/\(segmentA)/budget?time_zone=UTC&account=nobody", 400, "account"),
+        ("/v1/refreshes?since=yesterday", 400, "since"),
+        ("/v1/nothing", 404, "no such route"), ("/v2/budget", 404, "no such route"),
+        ("/v1/blocks?account=nobody", 400, "account"),
         ("/v1/segments?account=nobody", 400, "account"), ("/v1/jobs/1?wait=-1", 400, "wait"),
     ])
     func errors(uri: String, status: Int, names: String) async throws {
@@ -302,21 +372,30 @@ struct ControlAPITests {
         let h = try await APIHarness()
         defer { Task { await h.stop() } }
         let answer = try await h.request(.POST, "/v1/budget", body: "{}")
-        #expect(answer.status == 405 && answer.errorCode == "method_not_allowed" && answer.errorMessage?.contains("allowed: GET") == true)
+        #expect(
+            answer.status == 405 && answer.errorCode == "method_not_allowed"
+                && answer.errorMessage?.contains("allowed: GET") == true)
         #expect(try await h.request(.PUT, "/v1/jobs/3").status == 405)
     }
 
     /// The segment budget agrees with RefreshCore for random ledgers and zones (and the account
     /// budget with the engine's account rule).
     @Test func budgetsAgreeWithTheEngine() async throws {
-        let zones = ["America/Santiago", "Pacific/Apia", "Asia/Kathmandu", "Australia/Lord_Howe", "Europe/London", "America/Havana", "UTC"]
+        let zones = [
+            "America/Santiago", "Pacific/Apia", "Asia/Kathmandu", "Australia/Lord_Howe", "Europe/London",
+            "America/Havana", "UTC",
+        ]
         var rng = SplitMix(seed: 99)
         for round in 0..<6 {
             let h = try await APIHarness()
             let now = Date()
             var segments: [(String, String)] = []
             for index in 0..<5 {
-                segments.append((String(format: "5e9a1c3e-0000-4000-8000-%012d", round * 10 + index), zones[Int(rng.next() % UInt64(zones.count))]))
+                segments.append(
+                    (
+                        String(format: "5e9a1c3e-0000-4000-8000-%012d", round * 10 + index),
+                        zones[Int(rng.next() % UInt64(zones.count))]
+                    ))
             }
             for _ in 0..<Int(rng.next() % 12) {
                 let (segment, zone) = segments[Int(rng.next() % 5)]
@@ -329,26 +408,36 @@ struct ControlAPITests {
                 let inputs = history.engineInputs(resolve: { try? hostZones.rules(for: $0) })
                 let answeredNow = try #require(Timestamp.parseRFC3339(answer.object["now"] as? String ?? ""))
                 let decision = RuleEngine.decide(
-                    account: "default", segment: segment, zone: try hostZones.rules(for: zone), history: inputs.attempts, blocks: inputs.blocks,
+                    account: "default", segment: segment, zone: try hostZones.rules(for: zone),
+                    history: inputs.attempts, blocks: inputs.blocks,
                     limits: .sendGrid, now: answeredNow)
                 #expect(answer.object["allowed_now"] as? Bool == (decision.verdict == .allowed))
-                #expect(answer.object["earliest"] as? String == decision.earliest(now: answeredNow).map(Timestamp.rfc3339))
+                #expect(
+                    answer.object["earliest"] as? String == decision.earliest(now: answeredNow).map(Timestamp.rfc3339))
                 #expect(answer.object["binding"] as? [String] == decision.binding.map(\.rawValue))
-                #expect((answer.object["segment_remaining_today"] as? NSNumber)?.intValue == decision.budget(.segmentDaily)?.remaining)
-                #expect((answer.object["account_remaining"] as? NSNumber)?.intValue == decision.budget(.accountDaily)?.remaining)
+                #expect(
+                    (answer.object["segment_remaining_today"] as? NSNumber)?.intValue
+                        == decision.budget(.segmentDaily)?.remaining)
+                #expect(
+                    (answer.object["account_remaining"] as? NSNumber)?.intValue
+                        == decision.budget(.accountDaily)?.remaining)
             }
             // GET /v1/segments lists each refreshed segment once, in its latest refresh's zone, with the
             // same budget as the segment's own route.
             let all = try await h.get("/v1/segments")
             let rows = all.object["segments"] as? [[String: Any]] ?? []
-            let refreshed = Set(try h.ledger.attempts(since: now.addingTimeInterval(-4 * 86400), account: nil, segmentID: nil, limit: 1000).map(\.segmentID))
+            let refreshed = Set(
+                try h.ledger.attempts(
+                    since: now.addingTimeInterval(-4 * 86400), account: nil, segmentID: nil, limit: 1000
+                ).map(\.segmentID))
             #expect(rows.map { $0["segment_id"] as? String ?? "" } == refreshed.sorted())
             for row in rows {
                 let segment = row["segment_id"] as? String ?? ""
                 let zone = segments.first { $0.0 == segment }!.1
                 #expect(row["time_zone"] as? String == zone)
                 let one = try await h.get("/v1/segments/\(segment)/budget?time_zone=\(zone)")
-                #expect(row["segment_remaining_today"] as? NSNumber == one.object["segment_remaining_today"] as? NSNumber)
+                #expect(
+                    row["segment_remaining_today"] as? NSNumber == one.object["segment_remaining_today"] as? NSNumber)
                 #expect(row["binding"] as? [String] == one.object["binding"] as? [String])
             }
             let budget = try await h.get("/v1/budget")
@@ -356,7 +445,10 @@ struct ControlAPITests {
             let requests = try h.ledger.attempts(since: .distantPast, account: "default", segmentID: nil, limit: 1000)
             // By definition: a request counts until the end of its UTC day + the 60 s margin.
             let answeredAt = try #require(Timestamp.parseRFC3339(budget.object["now"] as? String ?? ""))
-            let today = requests.filter { (($0.finishedAt!.timeIntervalSince1970 / 86400).rounded(.down) + 1) * 86400 + 60 > answeredAt.timeIntervalSince1970 }
+            let today = requests.filter {
+                (($0.finishedAt!.timeIntervalSince1970 / 86400).rounded(.down) + 1) * 86400 + 60
+                    > answeredAt.timeIntervalSince1970
+            }
             #expect((account["used"] as? NSNumber)?.intValue == today.count)
             await h.stop()
         }
@@ -371,13 +463,20 @@ struct ControlAPITests {
         #expect(try await h.request(.GET, "/v1/budget", tcp: true).status == 200)
         let refused = try await h.request(.POST, "/v1/jobs", body: body, tcp: true)
         #expect(refused.status == 403 && refused.errorCode == "forbidden")
-        #expect(try await h.request(.POST, "/v1/jobs", body: body, tcp: true, headers: ["Authorization": "Bearer wrong"]).status == 403)
-        #expect(try await h.request(.POST, "/v1/jobs", body: body, tcp: true, headers: ["Authorization": "Bearer s3cret-token"]).status == 201)
+        #expect(
+            try await h.request(.POST, "/v1/jobs", body: body, tcp: true, headers: ["Authorization": "Bearer wrong"])
+                .status == 403)
+        #expect(
+            try await h.request(
+                .POST, "/v1/jobs", body: body, tcp: true, headers: ["Authorization": "Bearer s3cret-token"]
+            ).status == 201)
         #expect(try await h.request(.DELETE, "/v1/jobs/1", tcp: true).status == 403)
         // Every route that changes state needs it: edit, retry, bulk verbs, holds.
         for (method, uri, change) in [
-            (HTTPMethod.PATCH, "/v1/jobs/1", #"{"priority":1}"#), (.POST, "/v1/jobs/1/retry", ""), (.POST, "/v1/jobs/retry", "{}"),
-            (.POST, "/v1/jobs/cancel", #"{"account":"default"}"#), (.POST, "/v1/holds", #"{"account":"default","reason":"x"}"#),
+            (HTTPMethod.PATCH, "/v1/jobs/1", #"{"priority":1}"#), (.POST, "/v1/jobs/1/retry", ""),
+            (.POST, "/v1/jobs/retry", "{}"),
+            (.POST, "/v1/jobs/cancel", #"{"account":"default"}"#),
+            (.POST, "/v1/holds", #"{"account":"default","reason":"x"}"#),
             (.DELETE, "/v1/holds/1", ""),
         ] {
             #expect(try await h.request(method, uri, body: change, tcp: true).status == 403, "\(method) \(uri)")
@@ -394,7 +493,9 @@ struct ControlAPITests {
         let port = freePort()
         let h = try await APIHarness(listen: "127.0.0.1:\(port)")
         defer { Task { await h.stop() } }
-        let answer = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentA)","user_time_zone":"UTC"}"#, tcp: true, headers: ["Authorization": "Bearer x"])
+        let answer = try await h.request(
+            .POST, "/v1/jobs", body: #"{"segment_id":"\#(segmentA)","user_time_zone":"UTC"}"#, tcp: true,
+            headers: ["Authorization": "Bearer x"])
         #expect(answer.status == 403 && answer.errorMessage?.contains("api_token_file") == true)
     }
 
@@ -403,10 +504,11 @@ struct ControlAPITests {
         let h = try await APIHarness()
         // The mode is set once the server runs (right after bind; until then the umask's mode,
         // which is stricter for others, applies).
-        #expect(await eventually(timeout: 5) {
-            var info = stat()
-            return stat(h.socket, &info) == 0 && info.st_mode & 0o777 == 0o660
-        })
+        #expect(
+            await eventually(timeout: 5) {
+                var info = stat()
+                return stat(h.socket, &info) == 0 && info.st_mode & 0o777 == 0o660
+            })
         #expect(throws: ControlAPIListeners.SetupError.self) { try ControlAPIListeners.prepareSocket(h.socket) }
         await h.stop()
         // The server is gone; leave a stale socket file behind and start again on it.
@@ -414,7 +516,11 @@ struct ControlAPITests {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &address.sun_path) { raw in for (i, b) in h.socket.utf8.enumerated() { raw[i] = b } }
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        _ = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
         close(fd)
         #expect(FileManager.default.fileExists(atPath: h.socket))
         try ControlAPIListeners.prepareSocket(h.socket)
@@ -429,8 +535,11 @@ struct ControlAPITests {
         h.state.metrics.attemptFinished(account: "default", outcome: .accepted, latency: .milliseconds(120))
         let answer = try await h.get("/metrics")
         #expect(answer.status == 200)
-        for family in ["refreshd_jobs{state=\"queued\"}", "refreshd_attempts_total{", "refreshd_account_budget_remaining{account=\"default\"} 9",
-                       "refreshd_next_send_seconds", "refreshd_sendgrid_request_seconds_bucket"] {
+        for family in [
+            "refreshd_jobs{state=\"queued\"}", "refreshd_attempts_total{",
+            "refreshd_account_budget_remaining{account=\"default\"} 9",
+            "refreshd_next_send_seconds", "refreshd_sendgrid_request_seconds_bucket",
+        ] {
             #expect(answer.body.contains(family), "\(family) missing")
         }
         #expect(!answer.body.contains(segmentA) && !answer.body.contains(fakeKey))
@@ -447,10 +556,15 @@ struct ControlAPILoadTests {
         let h = try await APIHarness()
         let client = SendGridClient(baseURL: url, requestTimeoutSeconds: 5, connectTimeoutSeconds: 1, version: "test")
         let lane = AccountLane(
-            account: AccountConfiguration(name: "default", apiKey: APIKey(fakeKey), apiKeySource: "test"), ledger: h.ledger, client: client,
-            zones: hostZones, limits: Limits(segmentDaily: 2, segmentIntervalSeconds: 3600, accountDaily: 10, safetyMarginSeconds: 0),
-            preflight: true, maxAttempts: 5, now: { Date() }, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
-        let loop = Task(executorPreference: DedicatedExecutor("lane")) { await lane.run(clock: ContinuousClock(), maxSleep: .milliseconds(50)) }
+            account: AccountConfiguration(name: "default", apiKey: APIKey(fakeKey), apiKeySource: "test"),
+            ledger: h.ledger, client: client,
+            zones: hostZones,
+            limits: Limits(segmentDaily: 2, segmentIntervalSeconds: 3600, accountDaily: 10, safetyMarginSeconds: 0),
+            preflight: true, maxAttempts: 5, now: { Date() },
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let loop = Task(executorPreference: DedicatedExecutor("lane")) {
+            await lane.run(clock: ContinuousClock(), maxSleep: .milliseconds(50))
+        }
         let failures = await withTaskGroup(of: [String].self) { group in
             for client in 0..<64 {
                 group.addTask {
@@ -462,7 +576,8 @@ struct ControlAPILoadTests {
                             if answer.status != 200 { failed.append("\(uri): \(answer.status) \(answer.body)") }
                             if client % 8 == 0 {
                                 let segment = String(format: "5e9a1c3e-0000-4000-8000-%012d", client * 100 + round)
-                                let posted = try await h.request(.POST, "/v1/jobs", body: #"{"segment_id":"\#(segment)","user_time_zone":"UTC"}"#)
+                                let posted = try await h.request(
+                                    .POST, "/v1/jobs", body: #"{"segment_id":"\#(segment)","user_time_zone":"UTC"}"#)
                                 if posted.status != 201 { failed.append("POST: \(posted.status) \(posted.body)") }
                                 lane.wake()
                             }
@@ -497,7 +612,8 @@ final class Counter: @unchecked Sendable {
     /// A POST body over 64 KiB answers 413 with the JSON error (it was a 500).
     @Test func oversizedBodyIs413() async throws {
         let h = try await APIHarness()
-        let answer = try await h.request(.POST, "/v1/jobs", body: #"{"note": ""# + String(repeating: "x", count: 70_000) + #""}"#)
+        let answer = try await h.request(
+            .POST, "/v1/jobs", body: #"{"note": ""# + String(repeating: "x", count: 70_000) + #""}"#)
         #expect(answer.status == 413 && answer.errorCode == "too_large", "\(answer.status) \(answer.body.prefix(200))")
         await h.stop()
     }
@@ -509,7 +625,10 @@ final class Counter: @unchecked Sendable {
         let files = (0..<20_000).map { index in
             SpoolFileJob(
                 identity: "test:\(index)", contentDigest: "\(index)", name: "j\(index)",
-                job: NewJob(source: "test", account: "default", segmentID: String(format: "0f8c5e8e-1111-4f4a-9a53-%012d", index % 500), timeZone: "America/Chicago"))
+                job: NewJob(
+                    source: "test", account: "default",
+                    segmentID: String(format: "0f8c5e8e-1111-4f4a-9a53-%012d", index % 500), timeZone: "America/Chicago"
+                ))
         }
         _ = try h.ledger.ingestSpoolFiles(files, now: Date())
         let bodies = try await withThrowingTaskGroup(of: String.self) { group in
@@ -519,7 +638,10 @@ final class Counter: @unchecked Sendable {
         #expect(Set(bodies).count == 1)
         #expect(h.state.planComputations == 1)
         #expect((APIAnswer(status: 200, body: bodies[0]).object["jobs"] as? [Any])?.count == 20_000)
-        _ = try h.ledger.enqueue(NewJob(source: "test", account: "default", segmentID: String(format: "0f8c5e8e-1111-4f4a-9a53-%012d", 999), timeZone: "UTC"), now: Date())
+        _ = try h.ledger.enqueue(
+            NewJob(
+                source: "test", account: "default", segmentID: String(format: "0f8c5e8e-1111-4f4a-9a53-%012d", 999),
+                timeZone: "UTC"), now: Date())
         let fresh = try await h.get("/v1/plan")
         #expect(h.state.planComputations == 2)
         #expect((fresh.object["jobs"] as? [Any])?.count == 20_001)
@@ -529,7 +651,8 @@ final class Counter: @unchecked Sendable {
     /// A client that starts a request and never finishes it (a slow head) is disconnected after
     /// api_request_timeout_seconds; so is one that connects and says nothing.
     @Test func incompleteRequestIsCutOff() async throws {
-        let h = try await APIHarness(limits: ControlAPIListeners.Limits(maxConnections: 16, requestTimeout: .seconds(1)))
+        let h = try await APIHarness(
+            limits: ControlAPIListeners.Limits(maxConnections: 16, requestTimeout: .seconds(1)))
         let flood = IdleFlood(socket: h.socket)
         await offPool { flood.open(2) }
         #expect(flood.opened == 2)
@@ -543,7 +666,8 @@ final class Counter: @unchecked Sendable {
     /// At most api_max_connections per listener: 40 idle connections against a cap of 16 leave 16
     /// open, and a real request still gets in (it closes the longest-idle one).
     @Test func connectionCapEvictsTheLongestIdle() async throws {
-        let h = try await APIHarness(limits: ControlAPIListeners.Limits(maxConnections: 16, requestTimeout: .seconds(60)))
+        let h = try await APIHarness(
+            limits: ControlAPIListeners.Limits(maxConnections: 16, requestTimeout: .seconds(60)))
         let flood = IdleFlood(socket: h.socket)
         await offPool { flood.open(40) }
         #expect(await eventually(timeout: 10) { flood.closedByServer() == 24 }, "closed: \(flood.closedByServer())")

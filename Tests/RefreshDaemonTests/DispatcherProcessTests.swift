@@ -31,7 +31,10 @@ struct DispatcherProcessTests {
         daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: environment)
         #expect(await daemon.eventuallyOutputs("refreshd started"), "\(daemon.output)")
         try dropJob(incoming, 7)
-        #expect(await eventually(timeout: 10) { (try? FileManager.default.contentsOfDirectory(atPath: incoming))?.isEmpty == true })
+        #expect(
+            await eventually(timeout: 10) {
+                (try? FileManager.default.contentsOfDirectory(atPath: incoming))?.isEmpty == true
+            })
         // Give the dispatcher every chance to send (it would within milliseconds).
         try await Task.sleep(for: .seconds(3))
         #expect(fake.refreshes.count == 1)
@@ -51,7 +54,8 @@ struct DispatcherProcessTests {
         let chicago = try hostZones.rules(for: "America/Chicago")
         let inputs = history.engineInputs(resolve: { try? hostZones.rules(for: $0) })
         let decision = RuleEngine.decide(
-            account: "default", segment: jobs[0].job.segmentID, zone: chicago, history: inputs.attempts, blocks: inputs.blocks,
+            account: "default", segment: jobs[0].job.segmentID, zone: chicago, history: inputs.attempts,
+            blocks: inputs.blocks,
             limits: .sendGrid, now: Date())
         guard case .notBefore(let instant) = decision.verdict else {
             Issue.record("expected not before, got \(decision.verdict)")
@@ -80,7 +84,8 @@ struct DispatcherProcessTests {
         let daemon = try DaemonProcess(
             arguments: ["run", "--config", config],
             environment: daemonEnvironment(
-                directory, extra: ["SENDGRID_API_KEY": fakeKey, "NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "1000000"]),
+                directory,
+                extra: ["SENDGRID_API_KEY": fakeKey, "NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "1000000"]),
             wrapper: FullDiskProbe.wrapper(mountingTmpfsAt: state))
         #expect(await daemon.eventuallyOutputs("refreshd started"), "\(daemon.output)")
         let incoming = directory + "/spool/incoming"
@@ -97,22 +102,36 @@ struct DispatcherProcessTests {
         #expect(fake.refreshes.count == 1, "nothing more goes out while the answer is not recorded")
         #expect(
             FileManager.default.fileExists(atPath: incoming + "/job-22.json")
-                || FileManager.default.fileExists(atPath: directory + "/spool/active/job-22.json"), "the new job stays in the spool")
+                || FileManager.default.fileExists(atPath: directory + "/spool/active/job-22.json"),
+            "the new job stays in the spool")
         #expect(daemon.process.isRunning)
         let full = listener.messages.count
-        #expect(await eventually(timeout: 5) {
-            listener.messages.dropFirst(full).contains { $0.contains("LEDGER NOT WRITABLE") && $0.contains("SPOOL INTAKE BLOCKED") && $0.contains("WATCHDOG=1") }
-        }, "the status line names the problem and the watchdog is still fed: \(listener.messages.suffix(3))")
+        #expect(
+            await eventually(timeout: 5) {
+                listener.messages.dropFirst(full).contains {
+                    $0.contains("LEDGER NOT WRITABLE") && $0.contains("SPOOL INTAKE BLOCKED")
+                        && $0.contains("WATCHDOG=1")
+                }
+            }, "the status line names the problem and the watchdog is still fed: \(listener.messages.suffix(3))")
 
         unlink(filler)
         #expect(await daemon.eventuallyOutputs("recorded in the ledger after all", timeout: 30), "\(daemon.output)")
-        #expect(await eventually(timeout: 20) { fake.refreshes.count == 2 }, "the job dropped meanwhile goes out: \(daemon.output)")
+        #expect(
+            await eventually(timeout: 20) { fake.refreshes.count == 2 },
+            "the job dropped meanwhile goes out: \(daemon.output)")
         #expect(!FileManager.default.fileExists(atPath: incoming + "/job-22.json"))
         let freed = listener.messages.count
-        #expect(await eventually(timeout: 5) { listener.messages.dropFirst(freed).contains { $0.contains("STATUS=0 queued") && !$0.contains("NOT WRITABLE") && !$0.contains("BLOCKED") } })
+        #expect(
+            await eventually(timeout: 5) {
+                listener.messages.dropFirst(freed).contains {
+                    $0.contains("STATUS=0 queued") && !$0.contains("NOT WRITABLE") && !$0.contains("BLOCKED")
+                }
+            })
         // The ledger (inside the daemon's mount namespace), as the control API reads it.
         let socket = directory + "/refreshd.sock"
-        let refreshes = try await socketGet(socket, "/v1/refreshes?since=2000-01-01T00:00:00Z").object["refreshes"] as? [[String: Any]] ?? []
+        let refreshes =
+            try await socketGet(socket, "/v1/refreshes?since=2000-01-01T00:00:00Z").object["refreshes"]
+            as? [[String: Any]] ?? []
         #expect(refreshes.compactMap { $0["outcome"] as? String } == ["accepted", "accepted"], "\(refreshes)")
         let sent = try await socketGet(socket, "/v1/jobs?state=sent").object["jobs"] as? [[String: Any]] ?? []
         #expect(sent.count == 2)
@@ -130,7 +149,8 @@ struct DispatcherProcessTests {
         let directory = temporaryDirectory()
         let config = try writeConfig(directory, "[sendgrid]\nbase_url = \"\(url)\"\n")
         let daemon = try DaemonProcess(
-            arguments: ["run", "--config", config], environment: daemonEnvironment(directory, extra: ["SENDGRID_API_KEY": fakeKey]))
+            arguments: ["run", "--config", config],
+            environment: daemonEnvironment(directory, extra: ["SENDGRID_API_KEY": fakeKey]))
         #expect(await daemon.eventuallyOutputs("refreshd started"))
         try dropJob(directory + "/spool/incoming", 8)
         #expect(await eventually(timeout: 10) { fake.refreshes.count == 1 })
@@ -147,7 +167,9 @@ struct DispatcherProcessTests {
 enum FullDiskProbe {
     static let reason: String? = {
         guard getuid() == 0 else { return "the full-disk test needs root (a tmpfs in a private mount namespace)" }
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare") else { return "unshare is missing (util-linux)" }
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare") else {
+            return "unshare is missing (util-linux)"
+        }
         let probe = Process()
         probe.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
         probe.arguments = Array(wrapper(mountingTmpfsAt: "/tmp").dropFirst()) + ["/bin/true"]
@@ -160,7 +182,10 @@ enum FullDiskProbe {
 
     /// unshare, mount a 2 MiB tmpfs at `path` (seen by the wrapped process only), then exec the rest.
     static func wrapper(mountingTmpfsAt path: String) -> [String] {
-        ["/usr/bin/unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", "mount -t tmpfs -o size=2m refreshd-test \"$0\" && exec \"$@\"", path]
+        [
+            "/usr/bin/unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
+            "mount -t tmpfs -o size=2m refreshd-test \"$0\" && exec \"$@\"", path,
+        ]
     }
 
     /// Writes zeros to `path` until the file system is full; returns the bytes written.

@@ -28,8 +28,10 @@ final class DispatchHarness: @unchecked Sendable {
     let baseURL: String
 
     init(
-        start: Date, limits: Limits = .sendGrid, preflight: Bool = true, maxAttempts: Int = 5, requestTimeout: Double = 2,
-        dryRun: Bool = false, baseURL overrideURL: String? = nil, onBehalfOf: String? = nil, zones: ZoneInfoDirectory = hostZones
+        start: Date, limits: Limits = .sendGrid, preflight: Bool = true, maxAttempts: Int = 5,
+        requestTimeout: Double = 2,
+        dryRun: Bool = false, baseURL overrideURL: String? = nil, onBehalfOf: String? = nil,
+        zones: ZoneInfoDirectory = hostZones
     ) async throws {
         time = SimulatedTime(start)
         let time = self.time
@@ -37,14 +39,17 @@ final class DispatchHarness: @unchecked Sendable {
         let started = try await fake.start()
         baseURL = overrideURL ?? started
         ledger = try SQLiteLedger(path: temporaryDirectory() + "/ledger.sqlite", now: start)
-        client = SendGridClient(baseURL: baseURL, requestTimeoutSeconds: requestTimeout, connectTimeoutSeconds: 1, version: "test")
+        client = SendGridClient(
+            baseURL: baseURL, requestTimeoutSeconds: requestTimeout, connectTimeoutSeconds: 1, version: "test")
         let sink = logs
         let logger = Logger(label: "refreshd") { label in
             JournalLogHandler(label: label, level: .debug, journald: false, sink: sink, clock: { time.now })
         }
-        let account = AccountConfiguration(name: "default", onBehalfOf: onBehalfOf, apiKey: APIKey(fakeKey), apiKeySource: "test")
+        let account = AccountConfiguration(
+            name: "default", onBehalfOf: onBehalfOf, apiKey: APIKey(fakeKey), apiKeySource: "test")
         lane = AccountLane(
-            account: account, ledger: ledger, client: dryRun ? nil : client, zones: zones, limits: limits, preflight: preflight,
+            account: account, ledger: ledger, client: dryRun ? nil : client, zones: zones, limits: limits,
+            preflight: preflight,
             maxAttempts: maxAttempts, now: { time.now }, logger: logger)
     }
 
@@ -54,9 +59,12 @@ final class DispatchHarness: @unchecked Sendable {
     }
 
     @discardableResult
-    func enqueue(_ segment: String, zone: String = "UTC", priority: Int = 0, notBefore: Date? = nil, expiresAt: Date? = nil) throws -> Int64 {
+    func enqueue(
+        _ segment: String, zone: String = "UTC", priority: Int = 0, notBefore: Date? = nil, expiresAt: Date? = nil
+    ) throws -> Int64 {
         let job = NewJob(
-            source: "test", account: "default", segmentID: segment, timeZone: zone, priority: priority, notBefore: notBefore, expiresAt: expiresAt)
+            source: "test", account: "default", segmentID: segment, timeZone: zone, priority: priority,
+            notBefore: notBefore, expiresAt: expiresAt)
         switch try ledger.enqueue(job, now: time.now) {
         case .created(let stored), .duplicate(let stored): return stored.id
         }
@@ -81,7 +89,9 @@ final class DispatchHarness: @unchecked Sendable {
     }
 
     func job(_ id: Int64) throws -> StoredJob { try ledger.job(id: id)! }
-    func attempts() throws -> [StoredAttempt] { try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 100_000).reversed() }
+    func attempts() throws -> [StoredAttempt] {
+        try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 100_000).reversed()
+    }
 }
 
 /// A segment id for an index.
@@ -91,7 +101,10 @@ func segmentID(_ index: Int) -> String { String(format: "5e9a1c3e-0000-4000-8000
 /// given earlier sends, by the fake SendGrid's own day arithmetic plus refreshd's margin: the
 /// yardstick the simulation holds the dispatcher to. `segmentSends` are this segment's refreshes,
 /// `accountSends` every request of the account.
-func earliestLegal(from: Date, zone: ZoneRules, segmentSends: [Date], accountSends: [Date], margin: Double = 60, dayEnds: inout [Date: Date]) -> Date {
+func earliestLegal(
+    from: Date, zone: ZoneRules, segmentSends: [Date], accountSends: [Date], margin: Double = 60,
+    dayEnds: inout [Date: Date]
+) -> Date {
     var c = from
     for _ in 0..<100 {
         var required = c
@@ -103,8 +116,10 @@ func earliestLegal(from: Date, zone: ZoneRules, segmentSends: [Date], accountSen
             return end.addingTimeInterval(margin)
         }.filter { $0 > c }.sorted()
         if segmentExpiries.count >= 2 { required = max(required, segmentExpiries[segmentExpiries.count - 2]) }
-        let accountExpiries = accountSends.map { Date(timeIntervalSince1970: (($0.timeIntervalSince1970 / 86400).rounded(.down) + 1) * 86400 + margin) }
-            .filter { $0 > c }.sorted()
+        let accountExpiries = accountSends.map {
+            Date(timeIntervalSince1970: (($0.timeIntervalSince1970 / 86400).rounded(.down) + 1) * 86400 + margin)
+        }
+        .filter { $0 > c }.sorted()
         if accountExpiries.count >= 10 { required = max(required, accountExpiries[accountExpiries.count - 10]) }
         if required <= c { return c }
         c = required

@@ -1,10 +1,10 @@
-import TestSupport
 import FakeSendGrid
 import Foundation
 import RefreshCore
 import RefreshDaemon
 import RefreshStore
 import TZData
+import TestSupport
 import Testing
 
 /// 2026-11-25T06:00:00Z.
@@ -17,7 +17,8 @@ struct DispatcherSimulationTests {
     /// goes out within 1 s (simulated) of the earliest instant the rules plus the margin allow.
     @Test func threeWeeksFiftySegmentsTwelveZones() async throws {
         let zoneNames = [
-            "America/Santiago", "America/Havana", "Atlantic/Azores", "Australia/Lord_Howe", "Asia/Kathmandu", "Pacific/Apia",
+            "America/Santiago", "America/Havana", "Atlantic/Azores", "Australia/Lord_Howe", "Asia/Kathmandu",
+            "Pacific/Apia",
             "Africa/Casablanca", "UTC", "America/New_York", "Pacific/Chatham", "Europe/London", "America/St_Johns",
         ]
         var rng = SplitMix(seed: 20261126)
@@ -57,18 +58,22 @@ struct DispatcherSimulationTests {
                 let lastSend = segmentSends.max() ?? .distantPast
                 guard let demand = times.first(where: { $0 > lastSend }) else { continue }
                 let legal = earliestLegal(
-                    from: max(demand, previous), zone: zoneOf[segment]!, segmentSends: segmentSends, accountSends: before.map(\.at),
+                    from: max(demand, previous), zone: zoneOf[segment]!, segmentSends: segmentSends,
+                    accountSends: before.map(\.at),
                     dayEnds: &dayEnds)
                 earliest = min(earliest, legal)
             }
             if index < sends.count {
                 if sends[index].at.timeIntervalSince(earliest) > 1 {
-                    late.append("send \(index) of \(sends[index].segment) at \(sends[index].at), a slot was free at \(earliest)")
+                    late.append(
+                        "send \(index) of \(sends[index].segment) at \(sends[index].at), a slot was free at \(earliest)"
+                    )
                 }
                 // And the send itself was legal with the margin.
                 let segment = sends[index].segment
                 let own = earliestLegal(
-                    from: sends[index].at, zone: zoneOf[segment]!, segmentSends: before.filter { $0.segment == segment }.map(\.at),
+                    from: sends[index].at, zone: zoneOf[segment]!,
+                    segmentSends: before.filter { $0.segment == segment }.map(\.at),
                     accountSends: before.map(\.at), dayEnds: &dayEnds)
                 #expect(own == sends[index].at, "send \(index) went out before its legal instant \(own)")
             } else if earliest < end.addingTimeInterval(-1) {
@@ -95,11 +100,19 @@ struct DispatcherSimulationTests {
             .delay(seconds: 1.5, recorded: false), .drop(recorded: true), .drop(recorded: false),
         ]
         for _ in 0..<200 {
-            if rng.next() % 10 < 3 { harness.fake.inject(faults[Int(rng.next() % UInt64(faults.count))]) } else { harness.fake.inject(.status(202)) }
+            if rng.next() % 10 < 3 {
+                harness.fake.inject(faults[Int(rng.next() % UInt64(faults.count))])
+            } else {
+                harness.fake.inject(.status(202))
+            }
         }
         var arrivals: [(at: Date, segment: String, zone: String, priority: Int)] = []
         for _ in 0..<80 {
-            arrivals.append((simStart.addingTimeInterval(Double(rng.next() % (7 * 86400))), segmentID(Int(rng.next() % 20)), "Europe/Berlin", 0))
+            arrivals.append(
+                (
+                    simStart.addingTimeInterval(Double(rng.next() % (7 * 86400))), segmentID(Int(rng.next() % 20)),
+                    "Europe/Berlin", 0
+                ))
         }
         try await harness.run(until: simStart.addingTimeInterval(8 * 86400), arrivals: arrivals)
         await harness.shutdown()
@@ -241,7 +254,9 @@ struct DispatcherAnswerTests {
         for minute in 1...3 { h.fake.otherClientRequest(at: simStart.addingTimeInterval(-Double(minute) * 60)) }
         try h.enqueue(segment)
         _ = await h.lane.step()
-        let elsewhere = try h.ledger.attempts(since: simStart.addingTimeInterval(-86400), account: "default", segmentID: "00000000-0000-0000-0000-000000000000", limit: 100)
+        let elsewhere = try h.ledger.attempts(
+            since: simStart.addingTimeInterval(-86400), account: "default",
+            segmentID: "00000000-0000-0000-0000-000000000000", limit: 100)
         #expect(elsewhere.count == 3 && elsewhere.allSatisfy { $0.outcome == .external }, "\(elsewhere)")
         // Five more elsewhere: our next refresh is the account's tenth; the headers say nothing is left.
         for second in 1...5 { h.fake.otherClientRequest(at: simStart.addingTimeInterval(Double(second))) }
@@ -263,7 +278,8 @@ struct DispatcherAnswerTests {
         for minute in 1...3 { plain.fake.otherClientRequest(at: simStart.addingTimeInterval(-Double(minute) * 60)) }
         try plain.enqueue(segment)
         _ = await plain.lane.step()
-        #expect(try plain.ledger.attempts(since: .distantPast, account: "default", segmentID: nil, limit: 100).count == 1)
+        #expect(
+            try plain.ledger.attempts(since: .distantPast, account: "default", segmentID: nil, limit: 100).count == 1)
         await plain.shutdown()
     }
 
@@ -277,7 +293,8 @@ struct DispatcherAnswerTests {
         #expect(h.fake.refreshes.map(\.segment) == [segment])
         // A new job, and a hold on its segment the lane is not told of: the reservation refuses it.
         let other = segmentID(2)
-        let hold = try h.ledger.hold(account: "default", segmentID: other, reason: "rebuilding", who: "test", now: simStart)
+        let hold = try h.ledger.hold(
+            account: "default", segmentID: other, reason: "rebuilding", who: "test", now: simStart)
         try h.enqueue(other)
         h.lane.wake()
         h.time.advance(5)
@@ -306,7 +323,8 @@ struct DispatcherAnswerTests {
         #expect(try h.ledger.liftBlock(id: block.id, now: h.time.now) != nil)
         #expect(await h.lane.step() == simStart.addingTimeInterval(7200 + 60), "the lane keeps its copy until told")
         h.lane.reread()
-        #expect(await h.lane.step() == simStart.addingTimeInterval(600 + 60), "the lifted block still holds for the margin")
+        #expect(
+            await h.lane.step() == simStart.addingTimeInterval(600 + 60), "the lifted block still holds for the margin")
         h.time.set(simStart.addingTimeInterval(660))
         _ = await h.lane.step()
         #expect(h.fake.refreshes.map(\.status) == [429, 202])
@@ -321,9 +339,11 @@ struct DispatcherAnswerTests {
         let directory = temporaryDirectory() + "/zoneinfo"
         try FileManager.default.createDirectory(atPath: directory + "/America", withIntermediateDirectories: true)
         for name in ["UTC", "America/Chicago"] {
-            try FileManager.default.copyItem(atPath: ZoneInfoDirectoryPath.host + "/" + name, toPath: directory + "/" + name)
+            try FileManager.default.copyItem(
+                atPath: ZoneInfoDirectoryPath.host + "/" + name, toPath: directory + "/" + name)
         }
-        try "# version test\nZ UTC\nZ America/Chicago\n".write(toFile: directory + "/tzdata.zi", atomically: true, encoding: .utf8)
+        try "# version test\nZ UTC\nZ America/Chicago\n".write(
+            toFile: directory + "/tzdata.zi", atomically: true, encoding: .utf8)
         let h = try await DispatchHarness(start: simStart, zones: try ZoneInfoDirectory(path: directory))
         let held = try h.enqueue(segment, zone: "US/Pacific", expiresAt: simStart.addingTimeInterval(6 * 3600))
         let chicago = try h.enqueue(segment, zone: "America/Chicago")
@@ -367,11 +387,15 @@ struct DispatcherAnswerTests {
         let id = try h.enqueue(segment)
         try await h.run(until: simStart.addingTimeInterval(2 * 86400))
         let job = try h.job(id)
-        #expect(job.state == .failed && job.tries == 3 && job.reason?.contains("after 3 tries") == true, "\(job) \(h.fake.refreshes)")
+        #expect(
+            job.state == .failed && job.tries == 3 && job.reason?.contains("after 3 tries") == true,
+            "\(job) \(h.fake.refreshes)")
         let attempts = try h.attempts()
         #expect(attempts.count == 3 && attempts.allSatisfy { $0.outcome == .uncertain })
         // Each counted for the segment: at least an hour (+ margin) apart.
-        for (a, b) in zip(attempts, attempts.dropFirst()) { #expect(b.startedAt.timeIntervalSince(a.finishedAt!) >= 3660) }
+        for (a, b) in zip(attempts, attempts.dropFirst()) {
+            #expect(b.startedAt.timeIntervalSince(a.finishedAt!) >= 3660)
+        }
         #expect(h.fake.violations.isEmpty)
         await h.shutdown()
     }
@@ -487,15 +511,21 @@ struct DispatcherLoopTests {
         let ledger = try SQLiteLedger(path: temporaryDirectory() + "/ledger.sqlite", now: Date())
         let client = SendGridClient(baseURL: url, requestTimeoutSeconds: 2, connectTimeoutSeconds: 1, version: "test")
         let lane = AccountLane(
-            account: AccountConfiguration(name: "default", apiKey: APIKey(fakeKey), apiKeySource: "test"), ledger: ledger, client: client,
-            zones: hostZones, limits: .sendGrid, preflight: true, maxAttempts: 5, now: { Date() }, logger: .init(label: "test"))
+            account: AccountConfiguration(name: "default", apiKey: APIKey(fakeKey), apiKeySource: "test"),
+            ledger: ledger, client: client,
+            zones: hostZones, limits: .sendGrid, preflight: true, maxAttempts: 5, now: { Date() },
+            logger: .init(label: "test"))
         let service = DispatcherService(lanes: [lane], client: client, maxSleep: .seconds(60))
         // The loop on its own thread: other tests' synchronous work cannot starve it.
-        let loop = Task(executorPreference: DedicatedExecutor("lane")) { await lane.run(clock: ContinuousClock(), maxSleep: .seconds(60)) }
+        let loop = Task(executorPreference: DedicatedExecutor("lane")) {
+            await lane.run(clock: ContinuousClock(), maxSleep: .seconds(60))
+        }
 
         // not_before 0.8 s ahead: out at that instant, not before, not a minute later.
         let notBefore = Date().addingTimeInterval(0.8)
-        _ = try ledger.enqueue(NewJob(source: "test", account: "default", segmentID: segmentID(1), timeZone: "UTC", notBefore: notBefore), now: Date())
+        _ = try ledger.enqueue(
+            NewJob(source: "test", account: "default", segmentID: segmentID(1), timeZone: "UTC", notBefore: notBefore),
+            now: Date())
         service.wakeUp()
         #expect(await eventually(timeout: 5) { fake.refreshes.count == 1 })
         let first = try #require(try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 1).first)
@@ -504,7 +534,8 @@ struct DispatcherLoopTests {
 
         // Idle now (the only job is sent): a new job plus a wake-up goes out within moments.
         let queuedAt = Date()
-        _ = try ledger.enqueue(NewJob(source: "test", account: "default", segmentID: segmentID(2), timeZone: "UTC"), now: Date())
+        _ = try ledger.enqueue(
+            NewJob(source: "test", account: "default", segmentID: segmentID(2), timeZone: "UTC"), now: Date())
         service.wakeUp()
         #expect(await eventually(timeout: 5) { fake.refreshes.count == 2 })
         #expect(Date().timeIntervalSince(queuedAt) < 10)
@@ -526,17 +557,23 @@ struct DispatcherLoopTests {
         let client = SendGridClient(baseURL: url, requestTimeoutSeconds: 10, connectTimeoutSeconds: 1, version: "test")
         let lanes = ["slow", "quick"].map { name in
             AccountLane(
-                account: AccountConfiguration(name: name, apiKey: APIKey(fakeKey), apiKeySource: "test"), ledger: ledger, client: client,
-                zones: hostZones, limits: .sendGrid, preflight: false, maxAttempts: 5, now: { Date() }, logger: .init(label: "test"))
+                account: AccountConfiguration(name: name, apiKey: APIKey(fakeKey), apiKeySource: "test"),
+                ledger: ledger, client: client,
+                zones: hostZones, limits: .sendGrid, preflight: false, maxAttempts: 5, now: { Date() },
+                logger: .init(label: "test"))
         }
         let service = DispatcherService(lanes: lanes, client: client, maxSleep: .seconds(60))
-        _ = try ledger.enqueue(NewJob(source: "test", account: "slow", segmentID: segmentID(1), timeZone: "UTC"), now: Date())
+        _ = try ledger.enqueue(
+            NewJob(source: "test", account: "slow", segmentID: segmentID(1), timeZone: "UTC"), now: Date())
         let loops = lanes.map { lane in
-            Task(executorPreference: DedicatedExecutor("lane-\(lane.name)")) { await lane.run(clock: ContinuousClock(), maxSleep: .seconds(60)) }
+            Task(executorPreference: DedicatedExecutor("lane-\(lane.name)")) {
+                await lane.run(clock: ContinuousClock(), maxSleep: .seconds(60))
+            }
         }
         #expect(await eventually(timeout: 5) { fake.refreshes.count == 1 })
         let start = Date()
-        _ = try ledger.enqueue(NewJob(source: "test", account: "quick", segmentID: segmentID(2), timeZone: "UTC"), now: Date())
+        _ = try ledger.enqueue(
+            NewJob(source: "test", account: "quick", segmentID: segmentID(2), timeZone: "UTC"), now: Date())
         service.wakeUp()
         #expect(await eventually(timeout: 6) { fake.refreshes.count == 2 })
         #expect(Date().timeIntervalSince(start) < 6, "the quick account waited for the slow one (8 s)")

@@ -340,7 +340,8 @@ enum FloodProbe {
         var limit = rlimit()
         getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
         return limit.rlim_max >= 4096
-            ? nil : "the hard descriptor limit (\(limit.rlim_max)) is below the 4,096 this test needs to hold 2,000 connections"
+            ? nil
+            : "the hard descriptor limit (\(limit.rlim_max)) is below the 4,096 this test needs to hold 2,000 connections"
     }()
 }
 

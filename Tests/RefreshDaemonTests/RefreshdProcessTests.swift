@@ -1,7 +1,7 @@
-import TestSupport
-import Glibc
 import Foundation
+import Glibc
 import RefreshStore
+import TestSupport
 import Testing
 
 /// The built `refreshd`, next to the test bundle; `$REFRESHD_BINARY` runs the process tests
@@ -102,11 +102,11 @@ func daemonEnvironment(_ directory: String, extra: [String: String] = [:]) -> [S
 func writeConfig(_ directory: String, _ extra: String = "") throws -> String {
     let path = directory + "/refreshd.toml"
     try """
-        state_dir = "\(directory)/state"
-        spool_dir = "\(directory)/spool"
-        socket = "\(directory)/refreshd.sock"
-        \(extra)
-        """.write(toFile: path, atomically: true, encoding: .utf8)
+    state_dir = "\(directory)/state"
+    spool_dir = "\(directory)/spool"
+    socket = "\(directory)/refreshd.sock"
+    \(extra)
+    """.write(toFile: path, atomically: true, encoding: .utf8)
     return path
 }
 
@@ -117,7 +117,8 @@ struct RefreshdProcessTests {
         try await offPool {
             let directory = temporaryDirectory()
             let config = try writeConfig(directory)
-            let daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
+            let daemon = try DaemonProcess(
+                arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
             #expect(daemon.waitFor("refreshd started"), "\(daemon.output)")
             #expect(daemon.output.contains("dry-run"))
             let start = Date()
@@ -138,7 +139,8 @@ struct RefreshdProcessTests {
             let directory = temporaryDirectory()
             let config = try writeConfig(directory)
             let daemon = try DaemonProcess(
-                arguments: ["--config", config], environment: daemonEnvironment(directory, extra: ["JOURNAL_STREAM": "8:12345"]))
+                arguments: ["--config", config],
+                environment: daemonEnvironment(directory, extra: ["JOURNAL_STREAM": "8:12345"]))
             #expect(daemon.waitFor("refreshd started"))
             // Steady state is quiet at info: after start-up (the dry-run warning and "started"), nothing.
             usleep(UInt32(1.5 * 1_000_000))
@@ -161,7 +163,8 @@ struct RefreshdProcessTests {
             try FileManager.default.createDirectory(atPath: directory + "/state", withIntermediateDirectories: true)
             let garbage = Data(repeating: 0x5A, count: 4096)
             try garbage.write(to: URL(fileURLWithPath: directory + "/state/ledger.sqlite"))
-            let daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
+            let daemon = try DaemonProcess(
+                arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
             #expect(daemon.waitForExit(timeout: 10) == 74)
             #expect(daemon.output.contains(directory + "/state/ledger.sqlite"), "\(daemon.output)")
             #expect(try Data(contentsOf: URL(fileURLWithPath: directory + "/state/ledger.sqlite")) == garbage)
@@ -174,15 +177,19 @@ struct RefreshdProcessTests {
             let directory = temporaryDirectory()
             let good = try writeConfig(directory)
             let valid = try DaemonProcess(
-                arguments: ["check-config", "--config", good], environment: daemonEnvironment(directory, extra: ["SENDGRID_API_KEY": fakeKey]))
+                arguments: ["check-config", "--config", good],
+                environment: daemonEnvironment(directory, extra: ["SENDGRID_API_KEY": fakeKey]))
             #expect(valid.waitForExit(timeout: 10) == 0)
             #expect(valid.output.contains("state_dir = \"\(directory)/state\""))
             #expect(valid.output.contains("# configuration is valid"))
             #expect(!valid.output.contains(fakeKey))
             let bad = try writeConfig(directory, "[limits]\nsegment_daily = 5\nbogus = 1\n")
-            let invalid = try DaemonProcess(arguments: ["check-config", "--config", bad], environment: daemonEnvironment(directory))
+            let invalid = try DaemonProcess(
+                arguments: ["check-config", "--config", bad], environment: daemonEnvironment(directory))
             #expect(invalid.waitForExit(timeout: 10) == 78)
-            #expect(invalid.output.contains("limits.segment_daily (\(bad):5): 5 is above SendGrid's documented limit of 2"), "\(invalid.output)")
+            #expect(
+                invalid.output.contains("limits.segment_daily (\(bad):5): 5 is above SendGrid's documented limit of 2"),
+                "\(invalid.output)")
             #expect(invalid.output.contains("limits.bogus (\(bad):6): unknown key"))
             let run = try DaemonProcess(arguments: ["run", "--config", bad], environment: daemonEnvironment(directory))
             #expect(run.waitForExit(timeout: 10) == 78)

@@ -11,7 +11,8 @@ struct SchemaValidator {
     init(path: String = "Fixtures/sendgrid-segments-2.0.openapi.json") throws {
         var root = URL(fileURLWithPath: #filePath)
         root.deleteLastPathComponent()
-        let data = try Data(contentsOf: path.hasPrefix("/") ? URL(fileURLWithPath: path) : root.appendingPathComponent(path))
+        let data = try Data(
+            contentsOf: path.hasPrefix("/") ? URL(fileURLWithPath: path) : root.appendingPathComponent(path))
         document = try JSONSerialization.jsonObject(with: data) as! [String: Any]
     }
 
@@ -30,9 +31,12 @@ struct SchemaValidator {
         let schema = resolve(schema)
         var found: [String] = []
         if let branches = schema["oneOf"] as? [[String: Any]] {
-            return branches.contains { problems(value, $0, at: path).isEmpty } ? [] : ["\(path): matches no branch of oneOf"]
+            return branches.contains { problems(value, $0, at: path).isEmpty }
+                ? [] : ["\(path): matches no branch of oneOf"]
         }
-        if let options = schema["enum"] as? [Any], let text = value as? String, !options.contains(where: { ($0 as? String) == text }) {
+        if let options = schema["enum"] as? [Any], let text = value as? String,
+            !options.contains(where: { ($0 as? String) == text })
+        {
             return ["\(path): \"\(text)\" is not one of \(options)"]
         }
         switch schema["type"] as? String {
@@ -40,7 +44,9 @@ struct SchemaValidator {
             guard value is NSNull else { return ["\(path): expected null"] }
         case "object":
             guard let object = value as? [String: Any] else { return ["\(path): expected an object"] }
-            for key in schema["required"] as? [String] ?? [] where object[key] == nil { found.append("\(path).\(key): required") }
+            for key in schema["required"] as? [String] ?? [] where object[key] == nil {
+                found.append("\(path).\(key): required")
+            }
             let properties = schema["properties"] as? [String: Any] ?? [:]
             for (key, child) in object {
                 if let childSchema = properties[key] as? [String: Any] {
@@ -58,13 +64,21 @@ struct SchemaValidator {
             }
         case "string":
             guard let string = value as? String else { return ["\(path): expected a string"] }
-            if let min = schema["minLength"] as? Int, string.count < min { found.append("\(path): shorter than \(min)") }
+            if let min = schema["minLength"] as? Int, string.count < min {
+                found.append("\(path): shorter than \(min)")
+            }
             if let max = schema["maxLength"] as? Int, string.count > max { found.append("\(path): longer than \(max)") }
-            if schema["format"] as? String == "uuid", UUID(uuidString: string) == nil { found.append("\(path): not a uuid") }
+            if schema["format"] as? String == "uuid", UUID(uuidString: string) == nil {
+                found.append("\(path): not a uuid")
+            }
         case "integer":
-            guard let number = value as? NSNumber, number.doubleValue == number.doubleValue.rounded() else { return ["\(path): expected an integer"] }
+            guard let number = value as? NSNumber, number.doubleValue == number.doubleValue.rounded() else {
+                return ["\(path): expected an integer"]
+            }
         case "boolean":
-            guard value is Bool || (value as? String).map({ ["true", "false"].contains($0) }) == true else { return ["\(path): expected a boolean"] }
+            guard value is Bool || (value as? String).map({ ["true", "false"].contains($0) }) == true else {
+                return ["\(path): expected a boolean"]
+            }
         default: break
         }
         return found
@@ -92,18 +106,26 @@ struct SendGridContractTests {
         let pathParameter = (refresh["parameters"] as! [[String: Any]]).first { $0["name"] as? String == "segment_id" }!
         let id = String(post.uri.split(separator: "/").last!)
         #expect(schema.problems(id, pathParameter["schema"] as! [String: Any]).isEmpty)
-        let bodySchema = ((schema.resolve(refresh["requestBody"] as! [String: Any])["content"] as! [String: Any])["application/json"] as! [String: Any])["schema"] as! [String: Any]
+        let bodySchema =
+            ((schema.resolve(refresh["requestBody"] as! [String: Any])["content"] as! [String: Any])["application/json"]
+            as! [String: Any])["schema"] as! [String: Any]
         let body = try JSONSerialization.jsonObject(with: Data(post.body.utf8))
         #expect(schema.problems(body, bodySchema).isEmpty)
-        #expect(schema.problems([String: Any](), bodySchema) == ["$.user_time_zone: required"], "the validator itself must catch a missing field")
+        #expect(
+            schema.problems([String: Any](), bodySchema) == ["$.user_time_zone: required"],
+            "the validator itself must catch a missing field")
 
         let read = schema.operation("/v3/marketing/segments/2.0/{segment_id}", "get")
         let get = try #require(h.fake.requests.first { $0.method == "GET" })
         let query = (read["parameters"] as! [[String: Any]]).first { $0["name"] as? String == "contacts_sample" }!
-        #expect(get.uri.hasSuffix("?contacts_sample=false") && schema.problems("false", query["schema"] as! [String: Any]).isEmpty)
+        #expect(
+            get.uri.hasSuffix("?contacts_sample=false")
+                && schema.problems("false", query["schema"] as! [String: Any]).isEmpty)
 
         // The fake's answers: 202, the segment read, 404.
-        let accepted = (((refresh["responses"] as! [String: Any])["202"] as! [String: Any])["content"] as! [String: Any])["application/json"] as! [String: Any]
+        let accepted =
+            (((refresh["responses"] as! [String: Any])["202"] as! [String: Any])["content"] as! [String: Any])[
+                "application/json"] as! [String: Any]
         let attempt = try #require(try h.attempts().first)
         #expect(schema.problems(["job_id": attempt.sendGridJobID!], accepted["schema"] as! [String: Any]).isEmpty)
         let fake = FakeSendGrid(apiKey: fakeKey, zones: hostZones)
@@ -112,12 +134,19 @@ struct SendGridContractTests {
         let reading = try await client.readSegment(segment: segment, key: APIKey(fakeKey), onBehalfOf: nil).get()
         #expect(reading.refreshesUsed == 0 && reading.maxRefreshes == 2)
         let segmentRead = fake.answer(method: "GET", uri: "/v3/marketing/segments/2.0/\(segment)?contacts_sample=false")
-        let readSchema = (((read["responses"] as! [String: Any])["200"] as! [String: Any])["content"] as! [String: Any])["application/json"] as! [String: Any]
+        let readSchema =
+            (((read["responses"] as! [String: Any])["200"] as! [String: Any])["content"] as! [String: Any])[
+                "application/json"] as! [String: Any]
         let readBody = try JSONSerialization.jsonObject(with: Data(segmentRead.body.utf8))
-        #expect(segmentRead.status == 200 && schema.problems(readBody, readSchema["schema"] as! [String: Any]).isEmpty, "\(schema.problems(readBody, readSchema["schema"] as! [String: Any]))")
+        #expect(
+            segmentRead.status == 200 && schema.problems(readBody, readSchema["schema"] as! [String: Any]).isEmpty,
+            "\(schema.problems(readBody, readSchema["schema"] as! [String: Any]))")
         fake.forget(segment: segment)
-        let missing = fake.answer(method: "POST", uri: "/v3/marketing/segments/2.0/refresh/\(segment)", body: #"{"user_time_zone":"UTC"}"#)
-        let notFound = (((refresh["responses"] as! [String: Any])["404"] as! [String: Any])["content"] as! [String: Any])["application/json"] as! [String: Any]
+        let missing = fake.answer(
+            method: "POST", uri: "/v3/marketing/segments/2.0/refresh/\(segment)", body: #"{"user_time_zone":"UTC"}"#)
+        let notFound =
+            (((refresh["responses"] as! [String: Any])["404"] as! [String: Any])["content"] as! [String: Any])[
+                "application/json"] as! [String: Any]
         let missingBody = try JSONSerialization.jsonObject(with: Data(missing.body.utf8))
         #expect(missing.status == 404 && schema.problems(missingBody, notFound["schema"] as! [String: Any]).isEmpty)
         await client.shutdown()

@@ -3,13 +3,14 @@ import Glibc
 import Logging
 import RefreshCore
 import Synchronization
-@testable import RefreshStore
 import TZData
 import Testing
 
 @testable import RefreshDaemon
+@testable import RefreshStore
 
-let hostZones: ZoneInfoDirectory = try! ZoneInfoDirectory(path: ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment))
+let hostZones: ZoneInfoDirectory = try! ZoneInfoDirectory(
+    path: ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment))
 let testsFolder: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path
 
 struct IntakeFixture {
@@ -24,10 +25,14 @@ struct IntakeFixture {
     ) throws {
         ledger = try SQLiteLedger(path: directory + "/ledger.sqlite", now: Date())
         let sink = logs
-        let logger = Logger(label: "test") { _ in JournalLogHandler(label: "test", level: .debug, journald: false, sink: sink, clock: { Date() }) }
+        let logger = Logger(label: "test") { _ in
+            JournalLogHandler(label: "test", level: .debug, journald: false, sink: sink, clock: { Date() })
+        }
         intake = SpoolIntake(
-            spoolDirectory: directory + "/spool", ledger: ledger, accounts: ["default", "eu"], zones: hostZones, maxQueuedJobs: maxQueuedJobs,
-            now: now, logger: logger, openFile: openFile ?? { open($0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC) })
+            spoolDirectory: directory + "/spool", ledger: ledger, accounts: ["default", "eu"], zones: hostZones,
+            maxQueuedJobs: maxQueuedJobs,
+            now: now, logger: logger, openFile: openFile ?? { open($0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC) }
+        )
         try intake.prepareDirectories()
     }
 
@@ -43,7 +48,9 @@ struct IntakeFixture {
         return Array(JobFile.render(JobRequest(segmentID: segment, timeZone: "Europe/Paris", id: id)).utf8)
     }
 
-    func contents(_ folder: String) -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).sorted() }
+    func contents(_ folder: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).sorted()
+    }
 }
 
 @Suite("Spool intake")
@@ -69,7 +76,8 @@ struct SpoolIntakeTests {
         #expect(expected.count >= 100)
         var valid = 0
         for (index, (name, _)) in expected.enumerated() {
-            try fixture.drop(name, [UInt8](try Data(contentsOf: URL(fileURLWithPath: testsFolder + "/SpoolCorpus/" + name))))
+            try fixture.drop(
+                name, [UInt8](try Data(contentsOf: URL(fileURLWithPath: testsFolder + "/SpoolCorpus/" + name))))
             if index % 3 == 0 {
                 try fixture.drop("valid-\(index).json", fixture.validJob(index))
                 valid += 1
@@ -81,7 +89,8 @@ struct SpoolIntakeTests {
         try "secret".write(toFile: fixture.directory + "/secret", atomically: true, encoding: .utf8)
         #expect(symlink(fixture.directory + "/secret", incoming + "/symlink.json") == 0)
         #expect(mkfifo(incoming + "/fifo.json", 0o600) == 0)
-        try FileManager.default.createDirectory(atPath: incoming + "/directory.json", withIntermediateDirectories: false)
+        try FileManager.default.createDirectory(
+            atPath: incoming + "/directory.json", withIntermediateDirectories: false)
         let special = [
             ("ten-mib.json", "at most 65536 bytes"), ("symlink.json", "a symbolic link"), ("fifo.json", "a FIFO"),
             ("directory.json", "a directory"),
@@ -99,7 +108,9 @@ struct SpoolIntakeTests {
         for (name, reason) in expected + special {
             let error = try String(contentsOfFile: fixture.intake.rejected + "/" + name + ".error", encoding: .utf8)
             #expect(!error.isEmpty && error.contains(reason), "\(name): \(error)")
-            #expect(FileManager.default.fileExists(atPath: fixture.intake.rejected + "/" + name) || name == "symlink.json" || name == "fifo.json")
+            #expect(
+                FileManager.default.fileExists(atPath: fixture.intake.rejected + "/" + name) || name == "symlink.json"
+                    || name == "fifo.json")
         }
         // The secret behind the symlink was never read into the reason or the log.
         #expect(!fixture.logs.text.contains("secret\n"))
@@ -132,7 +143,9 @@ struct SpoolIntakeTests {
         let identity = SpoolIntake.identity(info, name: "job.json")
         _ = try fixture.ledger.ingestSpoolFile(
             identity: identity, contentDigest: ContentDigest.fnv1a64(bytes), name: "job.json",
-            job: NewJob(source: "spool:job.json", account: "default", segmentID: String(format: "0f8c5e8e-1111-4f4a-9a53-%012d", 7), timeZone: "Europe/Paris"),
+            job: NewJob(
+                source: "spool:job.json", account: "default",
+                segmentID: String(format: "0f8c5e8e-1111-4f4a-9a53-%012d", 7), timeZone: "Europe/Paris"),
             now: Date())
         let state = fixture.intake.scan()
         #expect(state.taken == 1)
@@ -204,10 +217,14 @@ struct SpoolIntakeTests {
         replacement.withLock { $0 = fixture.validJob(2) }
         try fixture.drop("job.json", fixture.validJob(1))
         #expect(fixture.intake.scan().taken == 1)
-        #expect(fixture.contents(fixture.intake.incoming) == ["job.json"], "the file renamed in meanwhile is still there")
+        #expect(
+            fixture.contents(fixture.intake.incoming) == ["job.json"], "the file renamed in meanwhile is still there")
         #expect(fixture.intake.scan().taken == 2, "counts since start: the second file is taken too")
         let segments = try fixture.ledger.queuedJobs().map(\.job.segmentID)
-        #expect(segments == [String(format: "0f8c5e8e-1111-4f4a-9a53-%012d", 1), String(format: "0f8c5e8e-1111-4f4a-9a53-%012d", 2)])
+        #expect(
+            segments == [
+                String(format: "0f8c5e8e-1111-4f4a-9a53-%012d", 1), String(format: "0f8c5e8e-1111-4f4a-9a53-%012d", 2),
+            ])
     }
 
     /// A transient open() error (no descriptor left) never rejects a valid file: it waits in the
@@ -239,7 +256,9 @@ struct SpoolIntakeTests {
     @Test func nonUTF8NameIsTaken() throws {
         let fixture = try IntakeFixture()
         let name: [UInt8] = Array("caf".utf8) + [0xe9] + Array(".json".utf8)
-        let path = (Array(fixture.intake.incoming.utf8) + [UInt8(ascii: "/")] + name + [0]).map { CChar(bitPattern: $0) }
+        let path = (Array(fixture.intake.incoming.utf8) + [UInt8(ascii: "/")] + name + [0]).map {
+            CChar(bitPattern: $0)
+        }
         let bytes = fixture.validJob(4)
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o640)
         #expect(fd >= 0)

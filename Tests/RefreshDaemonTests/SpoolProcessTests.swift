@@ -1,8 +1,8 @@
-import TestSupport
 import Foundation
 import Glibc
 import RefreshCore
 import RefreshStore
+import TestSupport
 import Testing
 
 func dropJob(_ incoming: String, _ index: Int) throws {
@@ -45,15 +45,20 @@ struct SpoolProcessTests {
         try await offPool {
             let directory = temporaryDirectory()
             let config = try writeConfig(directory)
-            let daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
+            let daemon = try DaemonProcess(
+                arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
             #expect(daemon.waitFor("refreshd started"))
             let incoming = directory + "/spool/incoming"
             try dropJob(incoming, 1)
-            #expect(waitUntil(timeout: 10) { (try? FileManager.default.contentsOfDirectory(atPath: incoming))?.isEmpty == true })
+            #expect(
+                waitUntil(timeout: 10) {
+                    (try? FileManager.default.contentsOfDirectory(atPath: incoming))?.isEmpty == true
+                })
             kill(daemon.process.processIdentifier, SIGTERM)
             #expect(daemon.waitForExit(timeout: 5) == 0)
             // The job is in the ledger (and, with no API key, already dispatched in dry-run).
-            let jobs = try SQLiteLedger(path: directory + "/state/ledger.sqlite", now: Date()).jobs(state: nil, segmentID: nil, after: nil, limit: 10)
+            let jobs = try SQLiteLedger(path: directory + "/state/ledger.sqlite", now: Date()).jobs(
+                state: nil, segmentID: nil, after: nil, limit: 10)
             #expect(jobs.count == 1 && [.queued, .sending, .sent].contains(jobs.first?.state))
         }
     }
@@ -64,7 +69,8 @@ struct SpoolProcessTests {
         try await offPool {
             let directory = temporaryDirectory()
             let config = try writeConfig(directory)
-            var daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
+            var daemon = try DaemonProcess(
+                arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
             #expect(daemon.waitFor("refreshd started"))
             let incoming = directory + "/spool/incoming"
             let total = 1000
@@ -81,19 +87,26 @@ struct SpoolProcessTests {
                 kill(daemon.process.processIdentifier, SIGKILL)
                 _ = daemon.waitForExit(timeout: 5)
                 kills += 1
-                daemon = try DaemonProcess(arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
+                daemon = try DaemonProcess(
+                    arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
                 #expect(daemon.waitFor("refreshd started"), "\(daemon.output)")
             }
             #expect(waitUntil(timeout: 60) { dropper.isFinished })
-            #expect(waitUntil(timeout: 60) { (try? FileManager.default.contentsOfDirectory(atPath: incoming))?.filter { !$0.hasPrefix(".") }.isEmpty == true })
+            #expect(
+                waitUntil(timeout: 60) {
+                    (try? FileManager.default.contentsOfDirectory(atPath: incoming))?.filter { !$0.hasPrefix(".") }
+                        .isEmpty == true
+                })
             kill(daemon.process.processIdentifier, SIGTERM)
             #expect(daemon.waitForExit(timeout: 5) == 0)
             // Every job, whatever the dry-run dispatcher did with it meanwhile.
-            let jobs = try SQLiteLedger(path: directory + "/state/ledger.sqlite", now: Date()).jobs(state: nil, segmentID: nil, after: nil, limit: 10_000)
+            let jobs = try SQLiteLedger(path: directory + "/state/ledger.sqlite", now: Date()).jobs(
+                state: nil, segmentID: nil, after: nil, limit: 10_000)
             #expect(kills == 4)
             #expect(jobs.count == total)
             #expect(Set(jobs.map(\.job.segmentID)).count == total)
-            #expect((try? FileManager.default.contentsOfDirectory(atPath: directory + "/spool/rejected"))?.isEmpty == true)
+            #expect(
+                (try? FileManager.default.contentsOfDirectory(atPath: directory + "/spool/rejected"))?.isEmpty == true)
         }
     }
 }

@@ -1,4 +1,3 @@
-import TestSupport
 import FakeSendGrid
 import Foundation
 import Glibc
@@ -6,6 +5,7 @@ import Logging
 import RefreshCore
 import RefreshDaemon
 import RefreshStore
+import TestSupport
 import Testing
 
 /// A datagram socket standing in for systemd's $NOTIFY_SOCKET: collects what refreshd sends.
@@ -23,7 +23,11 @@ final class NotifyListener: @unchecked Sendable {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &address.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        _ = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
         var timeout = timeval(tv_sec: 0, tv_usec: 100_000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let thread = Thread { [self] in
@@ -68,20 +72,24 @@ struct SystemdTests {
             let config = try writeConfig(directory)
             let daemon = try DaemonProcess(
                 arguments: ["run", "--config", config],
-                environment: daemonEnvironment(directory, extra: ["NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "1000000"]))
+                environment: daemonEnvironment(
+                    directory, extra: ["NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "1000000"]))
             let ready = try #require(listener.wait(for: "READY=1"), "\(daemon.output)")
             #expect(daemon.waitFor("refreshd started"))
             #expect(listener.wait(for: "WATCHDOG=1", after: ready, timeout: 5) != nil)
             // READY=1 carries the status line itself: systemd keeps the last STATUS= it got, and
             // a watchdog tick may already have sent one before the spool scan.
-            #expect(listener.messages[ready].contains("STATUS=0 queued, 10/10 left today"), "\(listener.messages[ready])")
+            #expect(
+                listener.messages[ready].contains("STATUS=0 queued, 10/10 left today"), "\(listener.messages[ready])")
             let status = try #require(listener.messages.last { $0.contains("STATUS=0 queued") })
             #expect(status.contains("10/10 left today"), "\(status)")
             kill(daemon.process.processIdentifier, SIGHUP)
             let reloading = try #require(listener.wait(for: "RELOADING=1", after: ready))
             #expect(listener.messages[reloading].contains("MONOTONIC_USEC="))
             let reloaded = try #require(listener.wait(for: "READY=1", after: reloading))
-            #expect(listener.messages[reloaded].contains("STATUS=0 queued, 10/10 left today"), "\(listener.messages[reloaded])")
+            #expect(
+                listener.messages[reloaded].contains("STATUS=0 queued, 10/10 left today"),
+                "\(listener.messages[reloaded])")
             #expect(daemon.waitFor("configuration reloaded"))
             kill(daemon.process.processIdentifier, SIGTERM)
             #expect(daemon.waitForExit(timeout: 10) == 0)
@@ -98,7 +106,8 @@ struct SystemdTests {
         let sendgrid = "[sendgrid]\nbase_url = \"\(url)\"\n"
         let config = try writeConfig(directory, "\(sendgrid)[limits]\naccount_daily = 2\n")
         let daemon = try DaemonProcess(
-            arguments: ["run", "--config", config], environment: daemonEnvironment(directory, extra: ["SENDGRID_API_KEY": fakeKey]))
+            arguments: ["run", "--config", config],
+            environment: daemonEnvironment(directory, extra: ["SENDGRID_API_KEY": fakeKey]))
         #expect(await daemon.eventuallyOutputs("refreshd started"))
         let incoming = directory + "/spool/incoming"
         let total = 300
@@ -125,13 +134,17 @@ struct SystemdTests {
         #expect(await daemon.eventuallyOutputs("configuration reloaded"))
         #expect(await eventually(timeout: 10) { fake.refreshes.count == 5 })
         #expect(await eventually(timeout: 30) { dropper.isFinished })
-        #expect(await eventually(timeout: 30) { (try? FileManager.default.contentsOfDirectory(atPath: incoming))?.isEmpty == true })
+        #expect(
+            await eventually(timeout: 30) {
+                (try? FileManager.default.contentsOfDirectory(atPath: incoming))?.isEmpty == true
+            })
         try await Task.sleep(for: .milliseconds(300))
         #expect(fake.refreshes.count == 5 && fake.violations.isEmpty)
         kill(daemon.process.processIdentifier, SIGTERM)
         #expect(daemon.waitForExit(timeout: 10) == 0)
         #expect(daemon.output.contains("debug:"), "the new log level applies")
-        let jobs = try SQLiteLedger(path: directory + "/state/ledger.sqlite", now: Date()).jobs(state: nil, segmentID: nil, after: nil, limit: 10_000)
+        let jobs = try SQLiteLedger(path: directory + "/state/ledger.sqlite", now: Date()).jobs(
+            state: nil, segmentID: nil, after: nil, limit: 10_000)
         #expect(jobs.count == total)
         #expect(jobs.filter { $0.state == .sent }.count == 5)
         await fake.stop()
@@ -160,7 +173,9 @@ struct SystemdTests {
             text = text.replacingOccurrences(of: String(old), with: "# version 2099z")
             try text.write(toFile: zi, atomically: true, encoding: .utf8)
             #expect(daemon.waitFor("tz data changed on disk"), "\(daemon.output)")
-            #expect(daemon.output.contains("new=2099z") && daemon.output.contains("old=\(old.dropFirst("# version ".count))"))
+            #expect(
+                daemon.output.contains("new=2099z")
+                    && daemon.output.contains("old=\(old.dropFirst("# version ".count))"))
             kill(daemon.process.processIdentifier, SIGTERM)
             #expect(daemon.waitForExit(timeout: 10) == 0)
         }
@@ -178,8 +193,10 @@ struct WatchdogTests {
         let ledger = try SQLiteLedger(path: temporaryDirectory() + "/ledger.sqlite", now: Date())
         let client = SendGridClient(baseURL: url, requestTimeoutSeconds: 10, connectTimeoutSeconds: 1, version: "test")
         let lane = AccountLane(
-            account: AccountConfiguration(name: "default", apiKey: APIKey(fakeKey), apiKeySource: "test"), ledger: ledger, client: client,
-            zones: hostZones, limits: .sendGrid, preflight: false, maxAttempts: 5, now: { Date() }, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+            account: AccountConfiguration(name: "default", apiKey: APIKey(fakeKey), apiKeySource: "test"),
+            ledger: ledger, client: client,
+            zones: hostZones, limits: .sendGrid, preflight: false, maxAttempts: 5, now: { Date() },
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         let directory = temporaryDirectory()
         let listener = NotifyListener(directory: directory)
         defer { listener.close() }
@@ -190,11 +207,14 @@ struct WatchdogTests {
         // Before the loop runs at all: alive while it may still be starting (the tolerance), then not.
         #expect(service.tick() == true)
         #expect(await eventually(timeout: 3) { !service.tick() })
-        let loop = Task(executorPreference: DedicatedExecutor("lane")) { await lane.run(clock: ContinuousClock(), maxSleep: .milliseconds(200)) }
+        let loop = Task(executorPreference: DedicatedExecutor("lane")) {
+            await lane.run(clock: ContinuousClock(), maxSleep: .milliseconds(200))
+        }
         #expect(await eventually(timeout: 10) { service.tick() })
         #expect(await eventually(timeout: 2) { listener.messages.contains { $0.contains("WATCHDOG=1") } })
         // A job whose request hangs for 4 s: the loop stops beating.
-        _ = try ledger.enqueue(NewJob(source: "test", account: "default", segmentID: segmentID(9), timeZone: "UTC"), now: Date())
+        _ = try ledger.enqueue(
+            NewJob(source: "test", account: "default", segmentID: segmentID(9), timeZone: "UTC"), now: Date())
         lane.wake()
         #expect(await eventually(timeout: 3) { fake.refreshes.count == 1 })
         // While the request hangs (4 s), the loop does not beat: within its 0.5 s tolerance the pings stop.

@@ -15,8 +15,13 @@ let t0 = Date(timeIntervalSince1970: 1_764_072_000)  // 2025-11-25T12:00:00Z
 let segmentA = "0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a01"
 let segmentB = "0f8c5e8e-2222-4f4a-9a53-3c3f0d7e1a02"
 
-func newJob(_ segment: String = segmentA, key: String? = nil, priority: Int = 0, notBefore: Date? = nil, expiresAt: Date? = nil, account: String = "default") -> NewJob {
-    NewJob(source: "test", idempotencyKey: key, account: account, segmentID: segment, timeZone: "America/Chicago", priority: priority, notBefore: notBefore, expiresAt: expiresAt)
+func newJob(
+    _ segment: String = segmentA, key: String? = nil, priority: Int = 0, notBefore: Date? = nil, expiresAt: Date? = nil,
+    account: String = "default"
+) -> NewJob {
+    NewJob(
+        source: "test", idempotencyKey: key, account: account, segmentID: segment, timeZone: "America/Chicago",
+        priority: priority, notBefore: notBefore, expiresAt: expiresAt)
 }
 
 /// Allows everything (the rules are tested elsewhere; here the protocol is).
@@ -30,7 +35,9 @@ struct SQLiteLedgerTests {
         let ledger = try SQLiteLedger(path: directory + "/ledger.sqlite", now: t0)
         #expect(try ledger.appliedMigrations() == ["v1", "v2", "v3", "v4", "v5"])
         let pragmas = try ledger.writer.read { db -> [String] in
-            try ["journal_mode", "synchronous", "foreign_keys", "busy_timeout"].map { try String.fetchOne(db, sql: "PRAGMA \($0)") ?? "" }
+            try ["journal_mode", "synchronous", "foreign_keys", "busy_timeout"].map {
+                try String.fetchOne(db, sql: "PRAGMA \($0)") ?? ""
+            }
         }
         #expect(pragmas == ["wal", "2", "1", "10000"])  // synchronous 2 = FULL
     }
@@ -43,17 +50,23 @@ struct SQLiteLedgerTests {
         let ledger = try SQLiteLedger(path: tempDirectory() + "/ledger.sqlite", now: t0)
         var ids: [Int64] = []
         for index in 0..<4 {
-            guard case .created(let job) = try ledger.enqueue(
-                NewJob(source: "test", idempotencyKey: "e\(index)", account: "default", segmentID: segmentA, timeZone: "UTC",
-                    expiresAt: index == 1 ? t0.addingTimeInterval(60) : nil), now: t0)
+            guard
+                case .created(let job) = try ledger.enqueue(
+                    NewJob(
+                        source: "test", idempotencyKey: "e\(index)", account: "default", segmentID: segmentA,
+                        timeZone: "UTC",
+                        expiresAt: index == 1 ? t0.addingTimeInterval(60) : nil), now: t0)
             else { Issue.record("not created"); return }
             ids.append(job.id)
         }
-        #expect(try ledger.jobEvents(after: 0, limit: 10).isEmpty && ledger.latestJobEventID() == 0 && ledger.hookCursor() == nil)
+        #expect(
+            try ledger.jobEvents(after: 0, limit: 10).isEmpty && ledger.latestJobEventID() == 0
+                && ledger.hookCursor() == nil)
         _ = try ledger.cancel(jobID: ids[0], now: t0.addingTimeInterval(1))
         _ = try ledger.expireJobs(now: t0.addingTimeInterval(120))
         _ = try ledger.retry(jobID: ids[1], now: t0.addingTimeInterval(130))
-        _ = try ledger.cancelJobs(matching: JobFilter(states: [.queued], segmentID: segmentA), now: t0.addingTimeInterval(140))
+        _ = try ledger.cancelJobs(
+            matching: JobFilter(states: [.queued], segmentID: segmentA), now: t0.addingTimeInterval(140))
         let events = try ledger.jobEvents(after: 0, limit: 10)
         #expect(events.map(\.state) == [.cancelled, .expired, .cancelled, .cancelled, .cancelled])
         #expect(events.map(\.job.id) == [ids[0], ids[1], ids[1], ids[2], ids[3]])
@@ -78,7 +91,9 @@ struct SQLiteLedgerTests {
     /// Same idempotency key and content: a no-op; different content: refused, naming the key.
     @Test func idempotency() throws {
         let ledger = try SQLiteLedger(inMemoryAt: t0)
-        guard case .created(let first) = try ledger.enqueue(newJob(key: "crm-1"), now: t0) else { Issue.record("not created"); return }
+        guard case .created(let first) = try ledger.enqueue(newJob(key: "crm-1"), now: t0) else {
+            Issue.record("not created"); return
+        }
         #expect(try ledger.enqueue(newJob(key: "crm-1"), now: t0) == .duplicate(first))
         #expect {
             try ledger.enqueue(newJob(key: "crm-1", priority: 5), now: t0)
@@ -94,22 +109,29 @@ struct SQLiteLedgerTests {
         _ = try ledger.enqueue(newJob(notBefore: t0.addingTimeInterval(3600)), now: t0)  // not due yet
         _ = try ledger.enqueue(newJob(segmentB), now: t0)
         let denied = Decision(verdict: .notBefore(t0.addingTimeInterval(60)), binding: [.segmentInterval], budgets: [])
-        let refused = try ledger.reserve(account: "default", segmentID: segmentA, timeZone: "America/Chicago", now: t0) { _ in denied }
+        let refused = try ledger.reserve(account: "default", segmentID: segmentA, timeZone: "America/Chicago", now: t0)
+        { _ in denied }
         #expect(refused == .denied(denied))
         #expect(try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 10).isEmpty)
-        guard case .reserved(let attemptID, let jobs) = try ledger.reserve(
-            account: "default", segmentID: segmentA, timeZone: "America/Chicago", now: t0, check: allow)
+        guard
+            case .reserved(let attemptID, let jobs) = try ledger.reserve(
+                account: "default", segmentID: segmentA, timeZone: "America/Chicago", now: t0, check: allow)
         else { Issue.record("not reserved"); return }
         #expect(jobs.map(\.job.priority) == [5, 0])
         #expect(jobs.allSatisfy { $0.state == .sending && $0.attemptID == attemptID })
-        #expect(try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 10).first?.outcome == .reserved)
+        #expect(
+            try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 10).first?.outcome
+                == .reserved)
         try ledger.complete(
-            attemptID: attemptID, outcome: .accepted, httpStatus: 202, sendGridJobID: "sg-1", error: nil, finishedAt: t0.addingTimeInterval(1),
+            attemptID: attemptID, outcome: .accepted, httpStatus: 202, sendGridJobID: "sg-1", error: nil,
+            finishedAt: t0.addingTimeInterval(1),
             jobs: .sent)
         let states = try ledger.jobs(state: nil, segmentID: segmentA, after: nil, limit: 10).map(\.state)
         #expect(states == [.coalesced, .sent, .queued])
         #expect {
-            try ledger.complete(attemptID: attemptID, outcome: .accepted, httpStatus: 202, sendGridJobID: nil, error: nil, finishedAt: t0, jobs: .sent)
+            try ledger.complete(
+                attemptID: attemptID, outcome: .accepted, httpStatus: 202, sendGridJobID: nil, error: nil,
+                finishedAt: t0, jobs: .sent)
         } throws: { ($0 as? LedgerError)?.code == .invalidState }
     }
 
@@ -120,21 +142,30 @@ struct SQLiteLedgerTests {
         let path = tempDirectory() + "/ledger.sqlite"
         let ledger = try SQLiteLedger(path: path, now: t0)
         _ = try ledger.enqueue(newJob(), now: t0)
-        guard case .reserved(let id, _) = try ledger.reserve(account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow) else {
+        guard
+            case .reserved(let id, _) = try ledger.reserve(
+                account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow)
+        else {
             Issue.record("no reservation")
             return
         }
         _ = try SQLiteLedger(path: path, now: t0.addingTimeInterval(1))
-        #expect(try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 5).first?.outcome == .uncertain)
+        #expect(
+            try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 5).first?.outcome
+                == .uncertain)
         #expect(try ledger.queuedJobs().first?.attemptID == id, "requeued, still linked (R2)")
         try ledger.complete(
-            attemptID: id, outcome: .accepted, httpStatus: 202, sendGridJobID: "sg-1", error: nil, finishedAt: t0.addingTimeInterval(2), jobs: .sent)
-        let attempt = try #require(try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 5).first)
+            attemptID: id, outcome: .accepted, httpStatus: 202, sendGridJobID: "sg-1", error: nil,
+            finishedAt: t0.addingTimeInterval(2), jobs: .sent)
+        let attempt = try #require(
+            try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 5).first)
         #expect(attempt.outcome == .accepted && attempt.sendGridJobID == "sg-1")
         #expect(attempt.error?.contains("answered after refreshd had marked it uncertain") == true)
         #expect(try ledger.queuedJobs().isEmpty && ledger.jobCounts()[.sent] == 1)
         #expect {
-            try ledger.complete(attemptID: id, outcome: .accepted, httpStatus: 202, sendGridJobID: nil, error: nil, finishedAt: t0, jobs: .sent)
+            try ledger.complete(
+                attemptID: id, outcome: .accepted, httpStatus: 202, sendGridJobID: nil, error: nil, finishedAt: t0,
+                jobs: .sent)
         } throws: { ($0 as? LedgerError)?.code == .invalidState }
     }
 
@@ -144,7 +175,10 @@ struct SQLiteLedgerTests {
         let ledger = try SQLiteLedger(inMemoryAt: t0)
         _ = try ledger.enqueue(newJob(), now: t0)
         _ = try ledger.enqueue(newJob(priority: 5), now: t0)
-        guard case .reserved(let id, _) = try ledger.reserve(account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow) else {
+        guard
+            case .reserved(let id, _) = try ledger.reserve(
+                account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow)
+        else {
             Issue.record("no reservation")
             return
         }
@@ -155,7 +189,9 @@ struct SQLiteLedgerTests {
         #expect(jobs.map(\.state) == [.sent, .coalesced])
         #expect(jobs.first?.job.priority == 5, "the leader is the best job")
         #expect(try ledger.queuedJobs().isEmpty)
-        #expect(try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 5).first?.outcome == .accepted)
+        #expect(
+            try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 5).first?.outcome == .accepted
+        )
         #expect(try ledger.confirmRecorded(attemptIDs: [id], now: t0).isEmpty, "only uncertain attempts are confirmed")
     }
 
@@ -164,19 +200,35 @@ struct SQLiteLedgerTests {
     @Test func requeueAndFail() throws {
         let ledger = try SQLiteLedger(inMemoryAt: t0)
         _ = try ledger.enqueue(newJob(), now: t0)
-        guard case .reserved(let first, _) = try ledger.reserve(account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow) else { return }
-        try ledger.complete(attemptID: first, outcome: .uncertain, httpStatus: 503, sendGridJobID: nil, error: "503", finishedAt: t0, jobs: .requeue(retryAt: t0.addingTimeInterval(600), countsTry: true))
+        guard
+            case .reserved(let first, _) = try ledger.reserve(
+                account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow)
+        else { return }
+        try ledger.complete(
+            attemptID: first, outcome: .uncertain, httpStatus: 503, sendGridJobID: nil, error: "503", finishedAt: t0,
+            jobs: .requeue(retryAt: t0.addingTimeInterval(600), countsTry: true))
         let requeued = try ledger.queuedJobs()
-        #expect(requeued.count == 1 && requeued[0].retryAt == t0.addingTimeInterval(600) && requeued[0].attemptID == first)
-        #expect(requeued[0].job.notBefore == nil && requeued[0].tries == 1 && requeued[0].dueAt == t0.addingTimeInterval(600))
+        #expect(
+            requeued.count == 1 && requeued[0].retryAt == t0.addingTimeInterval(600) && requeued[0].attemptID == first)
+        #expect(
+            requeued[0].job.notBefore == nil && requeued[0].tries == 1
+                && requeued[0].dueAt == t0.addingTimeInterval(600))
         let early = try ledger.reserve(account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow)
         #expect(early == .nothingDue)
         let later = t0.addingTimeInterval(700)
-        guard case .reserved(let second, _) = try ledger.reserve(account: "default", segmentID: segmentA, timeZone: "UTC", now: later, check: allow) else { return }
-        try ledger.complete(attemptID: second, outcome: .rejected, httpStatus: 404, sendGridJobID: nil, error: String(repeating: "x", count: 5000), finishedAt: later, jobs: .failed(reason: "404 Segment does not exist."))
+        guard
+            case .reserved(let second, _) = try ledger.reserve(
+                account: "default", segmentID: segmentA, timeZone: "UTC", now: later, check: allow)
+        else { return }
+        try ledger.complete(
+            attemptID: second, outcome: .rejected, httpStatus: 404, sendGridJobID: nil,
+            error: String(repeating: "x", count: 5000), finishedAt: later,
+            jobs: .failed(reason: "404 Segment does not exist."))
         let failed = try ledger.jobs(state: .failed, segmentID: nil, after: nil, limit: 10)
         #expect(failed.first?.reason == "404 Segment does not exist.")
-        #expect((try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 1).first?.error?.count ?? 0) <= 503)
+        #expect(
+            (try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 1).first?.error?.count ?? 0)
+                <= 503)
     }
 
     /// After a crash, `reserved` attempts become `uncertain` (they count) and their jobs are queued again.
@@ -185,14 +237,18 @@ struct SQLiteLedgerTests {
         do {
             let ledger = try SQLiteLedger(path: path, now: t0)
             _ = try ledger.enqueue(newJob(), now: t0)
-            guard case .reserved = try ledger.reserve(account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow) else {
+            guard
+                case .reserved = try ledger.reserve(
+                    account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow)
+            else {
                 Issue.record("not reserved")
                 return
             }
             // The process dies here: no complete().
         }
         let reopened = try SQLiteLedger(path: path, now: t0.addingTimeInterval(86400), maxRequestSeconds: 90)
-        let attempt = try #require(try reopened.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 1).first)
+        let attempt = try #require(
+            try reopened.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 1).first)
         #expect(attempt.outcome == .uncertain)
         #expect(attempt.finishedAt == t0.addingTimeInterval(90))
         #expect(attempt.outcome.countsAsRefresh && attempt.outcome.countsTowardAccount)
@@ -205,11 +261,16 @@ struct SQLiteLedgerTests {
     @Test func markUnrecorded() throws {
         let ledger = try SQLiteLedger(inMemoryAt: t0)
         _ = try ledger.enqueue(newJob(), now: t0)
-        guard case .reserved(let id, _) = try ledger.reserve(account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow) else {
+        guard
+            case .reserved(let id, _) = try ledger.reserve(
+                account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow)
+        else {
             Issue.record("not reserved")
             return
         }
-        try ledger.complete(attemptID: id, outcome: .uncertain, httpStatus: 502, sendGridJobID: nil, error: "502", finishedAt: t0, jobs: .requeue(retryAt: nil, countsTry: true))
+        try ledger.complete(
+            attemptID: id, outcome: .uncertain, httpStatus: 502, sendGridJobID: nil, error: "502", finishedAt: t0,
+            jobs: .requeue(retryAt: nil, countsTry: true))
         let external = try ledger.recordExternal(account: "default", segmentID: segmentA, timeZone: "UTC", at: t0)
         #expect(try ledger.markUnrecorded(attemptIDs: [id, external.id]) == 1)
         let outcomes = try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 10).map(\.outcome)
@@ -221,7 +282,8 @@ struct SQLiteLedgerTests {
     @Test func cancelAndExpire() throws {
         let ledger = try SQLiteLedger(inMemoryAt: t0)
         guard case .created(let job) = try ledger.enqueue(newJob(), now: t0),
-            case .created(let expiring) = try ledger.enqueue(newJob(segmentB, expiresAt: t0.addingTimeInterval(60)), now: t0)
+            case .created(let expiring) = try ledger.enqueue(
+                newJob(segmentB, expiresAt: t0.addingTimeInterval(60)), now: t0)
         else { return }
         #expect(try ledger.cancel(jobID: job.id, now: t0).state == .cancelled)
         #expect { try ledger.cancel(jobID: job.id, now: t0) } throws: { ($0 as? LedgerError)?.code == .invalidState }
@@ -237,13 +299,22 @@ struct SQLiteLedgerTests {
         let old = t0.addingTimeInterval(-100 * 86400)
         _ = try ledger.enqueue(newJob(key: "old-queued"), now: old)
         _ = try ledger.enqueue(newJob(segmentB, key: "old-sent"), now: old)
-        guard case .reserved(let attemptID, _) = try ledger.reserve(account: "default", segmentID: segmentB, timeZone: "UTC", now: old, check: allow) else { return }
-        try ledger.complete(attemptID: attemptID, outcome: .accepted, httpStatus: 202, sendGridJobID: nil, error: nil, finishedAt: old, jobs: .sent)
-        _ = try ledger.recordExternal(account: "default", segmentID: segmentA, timeZone: "UTC", at: t0.addingTimeInterval(-3600))
+        guard
+            case .reserved(let attemptID, _) = try ledger.reserve(
+                account: "default", segmentID: segmentB, timeZone: "UTC", now: old, check: allow)
+        else { return }
+        try ledger.complete(
+            attemptID: attemptID, outcome: .accepted, httpStatus: 202, sendGridJobID: nil, error: nil, finishedAt: old,
+            jobs: .sent)
+        _ = try ledger.recordExternal(
+            account: "default", segmentID: segmentA, timeZone: "UTC", at: t0.addingTimeInterval(-3600))
         let removed = try ledger.prune(retentionDays: 90, now: t0)
         #expect(removed == 2)  // the old sent job and its attempt
         #expect(try ledger.queuedJobs().count == 1)
-        #expect(try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 10).map(\.outcome) == [.external])
+        #expect(
+            try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 10).map(\.outcome) == [
+                .external
+            ])
         // retention_days = 1 still keeps three days.
         #expect(try ledger.prune(retentionDays: 1, now: t0.addingTimeInterval(2 * 86400)) == 0)
     }
@@ -251,18 +322,29 @@ struct SQLiteLedgerTests {
     /// A spool file's job and its identity are recorded together; the same file again is recognised.
     @Test func spoolIngest() throws {
         let ledger = try SQLiteLedger(inMemoryAt: t0)
-        let first = try ledger.ingestSpoolFile(identity: "2049:77:120:1", contentDigest: "abc", name: "a.json", job: newJob(), now: t0)
+        let first = try ledger.ingestSpoolFile(
+            identity: "2049:77:120:1", contentDigest: "abc", name: "a.json", job: newJob(), now: t0)
         guard case .enqueued(.created(let job)) = first else { Issue.record("\(first)"); return }
-        #expect(try ledger.ingestSpoolFile(identity: "2049:77:120:1", contentDigest: "abc", name: "a.json", job: newJob(), now: t0) == .alreadyTaken(jobID: job.id))
+        #expect(
+            try ledger.ingestSpoolFile(
+                identity: "2049:77:120:1", contentDigest: "abc", name: "a.json", job: newJob(), now: t0)
+                == .alreadyTaken(jobID: job.id))
         // Another file (other inode) with the same content and no id is another job.
-        guard case .enqueued(.created) = try ledger.ingestSpoolFile(identity: "2049:78:120:1", contentDigest: "abc", name: "b.json", job: newJob(), now: t0) else {
+        guard
+            case .enqueued(.created) = try ledger.ingestSpoolFile(
+                identity: "2049:78:120:1", contentDigest: "abc", name: "b.json", job: newJob(), now: t0)
+        else {
             Issue.record("not created")
             return
         }
         #expect(try ledger.queuedJobs().count == 2)
         // An idempotency conflict writes nothing, not even the file's identity.
         _ = try ledger.enqueue(newJob(key: "k1"), now: t0)
-        #expect { try ledger.ingestSpoolFile(identity: "2049:79:1:1", contentDigest: "d", name: "c.json", job: newJob(key: "k1", priority: 3), now: t0) } throws: {
+        #expect {
+            try ledger.ingestSpoolFile(
+                identity: "2049:79:1:1", contentDigest: "d", name: "c.json", job: newJob(key: "k1", priority: 3),
+                now: t0)
+        } throws: {
             ($0 as? LedgerError)?.code == .idempotencyConflict
         }
         let count = try ledger.writer.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM spool_file") }
@@ -274,12 +356,16 @@ struct SQLiteLedgerTests {
         let ledger = try SQLiteLedger(inMemoryAt: t0)
         try ledger.writer.read { db in
             func plan(_ sql: String, _ arguments: StatementArguments) throws -> String {
-                try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql, arguments: arguments).map { $0["detail"] as String }.joined(separator: "; ")
+                try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql, arguments: arguments).map {
+                    $0["detail"] as String
+                }.joined(separator: "; ")
             }
             let segment = try plan(
-                "SELECT * FROM attempt WHERE account = ? AND segment_id = ? AND started_at >= ? ORDER BY started_at", ["a", "s", 0])
+                "SELECT * FROM attempt WHERE account = ? AND segment_id = ? AND started_at >= ? ORDER BY started_at",
+                ["a", "s", 0])
             #expect(segment.contains("USING INDEX attempt_by_segment"), "\(segment)")
-            let account = try plan("SELECT * FROM attempt WHERE account = ? AND started_at >= ? ORDER BY started_at", ["a", 0])
+            let account = try plan(
+                "SELECT * FROM attempt WHERE account = ? AND started_at >= ? ORDER BY started_at", ["a", 0])
             #expect(account.contains("USING INDEX attempt_by_account"), "\(account)")
             let due = try plan(
                 "SELECT * FROM job WHERE account = ? AND segment_id = ? AND state = 'queued' AND (not_before IS NULL OR not_before <= ?) AND (expires_at IS NULL OR expires_at > ?) ORDER BY priority DESC, id",
@@ -343,7 +429,8 @@ struct LedgerMigrationTests {
                 try SQLiteLedger.migrator.migrate(pool, upTo: identifier)
                 try pool.write { db in
                     try db.execute(
-                        sql: "INSERT INTO attempt (account, segment_id, time_zone, outcome, started_at, finished_at) VALUES ('default', ?, 'UTC', 'accepted', ?, ?)",
+                        sql:
+                            "INSERT INTO attempt (account, segment_id, time_zone, outcome, started_at, finished_at) VALUES ('default', ?, 'UTC', 'accepted', ?, ?)",
                         arguments: [segmentA, t0.timeIntervalSince1970, t0.timeIntervalSince1970])
                     try db.execute(
                         sql: """

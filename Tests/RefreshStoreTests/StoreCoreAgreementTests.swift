@@ -1,51 +1,65 @@
-import TestSupport
 import Foundation
 import GRDB
 import PropertyBased
 import RefreshCore
 import TZData
+import TestSupport
 import Testing
 
 @testable import RefreshStore
 
-let zones: ZoneInfoDirectory = try! ZoneInfoDirectory(path: ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment))
+let zones: ZoneInfoDirectory = try! ZoneInfoDirectory(
+    path: ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment))
 
 /// The store loads only a window of history; the decision it yields must equal the one from the
 /// whole history.
 @Suite("Store and core agree")
 struct StoreCoreAgreementTests {
     @Test func decisionsFromStoreHistoryEqualDecisionsFromAllHistory() async throws {
-        await offPool { await propertyCheck(count: 60, input: Gen.int(in: 0...Int.max)) { seed in
-            var rng = SystemRandomNumberGeneratorSeeded(seed: UInt64(seed))
-            let ledger = try! SQLiteLedger(inMemoryAt: t0)
-            let zoneNames = ["America/Chicago", "Asia/Tokyo", "Pacific/Apia", "America/Santiago", "UTC", "Australia/Lord_Howe"]
-            let segments = [segmentA, segmentB]
-            let outcomes = AttemptOutcome.allCases.filter { $0 != .reserved }
-            var all: [Attempt] = []
-            let now = t0.addingTimeInterval(Double(Int.random(in: 0...(30 * 86400), using: &rng)))
-            try! ledger.writer.write { db in
-                for _ in 0..<Int.random(in: 0...40, using: &rng) {
-                    let started = now.addingTimeInterval(-Double(Int.random(in: 0...(8 * 86400), using: &rng)))
-                    let finished = started.addingTimeInterval(Double(Int.random(in: 0...120, using: &rng)))
-                    let attempt = Attempt(
-                        account: ["default", "other"][Int.random(in: 0...1, using: &rng)], segment: segments[Int.random(in: 0...1, using: &rng)],
-                        zone: try! zones.rules(for: zoneNames[Int.random(in: 0..<zoneNames.count, using: &rng)]),
-                        outcome: outcomes[Int.random(in: 0..<outcomes.count, using: &rng)], startedAt: started, finishedAt: finished)
-                    all.append(attempt)
-                    try db.execute(
-                        sql: "INSERT INTO attempt (account, segment_id, time_zone, outcome, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?)",
-                        arguments: [attempt.account, attempt.segment, attempt.zone!.name, attempt.outcome.rawValue, started.timeIntervalSince1970, finished.timeIntervalSince1970])
+        await offPool {
+            await propertyCheck(count: 60, input: Gen.int(in: 0...Int.max)) { seed in
+                var rng = SystemRandomNumberGeneratorSeeded(seed: UInt64(seed))
+                let ledger = try! SQLiteLedger(inMemoryAt: t0)
+                let zoneNames = [
+                    "America/Chicago", "Asia/Tokyo", "Pacific/Apia", "America/Santiago", "UTC", "Australia/Lord_Howe",
+                ]
+                let segments = [segmentA, segmentB]
+                let outcomes = AttemptOutcome.allCases.filter { $0 != .reserved }
+                var all: [Attempt] = []
+                let now = t0.addingTimeInterval(Double(Int.random(in: 0...(30 * 86400), using: &rng)))
+                try! ledger.writer.write { db in
+                    for _ in 0..<Int.random(in: 0...40, using: &rng) {
+                        let started = now.addingTimeInterval(-Double(Int.random(in: 0...(8 * 86400), using: &rng)))
+                        let finished = started.addingTimeInterval(Double(Int.random(in: 0...120, using: &rng)))
+                        let attempt = Attempt(
+                            account: ["default", "other"][Int.random(in: 0...1, using: &rng)],
+                            segment: segments[Int.random(in: 0...1, using: &rng)],
+                            zone: try! zones.rules(for: zoneNames[Int.random(in: 0..<zoneNames.count, using: &rng)]),
+                            outcome: outcomes[Int.random(in: 0..<outcomes.count, using: &rng)], startedAt: started,
+                            finishedAt: finished)
+                        all.append(attempt)
+                        try db.execute(
+                            sql:
+                                "INSERT INTO attempt (account, segment_id, time_zone, outcome, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?)",
+                            arguments: [
+                                attempt.account, attempt.segment, attempt.zone!.name, attempt.outcome.rawValue,
+                                started.timeIntervalSince1970, finished.timeIntervalSince1970,
+                            ])
+                    }
+                }
+                for segment in segments {
+                    let zone = try! zones.rules(for: zoneNames[Int.random(in: 0..<zoneNames.count, using: &rng)])
+                    let history = try! ledger.history(account: "default", segmentID: segment, now: now)
+                    let inputs = history.engineInputs(resolve: { try? zones.rules(for: $0) })
+                    let fromStore = RuleEngine.decide(
+                        account: "default", segment: segment, zone: zone, history: inputs.attempts,
+                        blocks: inputs.blocks, limits: .sendGrid, now: now)
+                    let fromAll = RuleEngine.decide(
+                        account: "default", segment: segment, zone: zone, history: all, blocks: [], limits: .sendGrid,
+                        now: now)
+                    #expect(fromStore == fromAll, "seed \(seed) segment \(segment)")
                 }
             }
-            for segment in segments {
-                let zone = try! zones.rules(for: zoneNames[Int.random(in: 0..<zoneNames.count, using: &rng)])
-                let history = try! ledger.history(account: "default", segmentID: segment, now: now)
-                let inputs = history.engineInputs(resolve: { try? zones.rules(for: $0) })
-                let fromStore = RuleEngine.decide(account: "default", segment: segment, zone: zone, history: inputs.attempts, blocks: inputs.blocks, limits: .sendGrid, now: now)
-                let fromAll = RuleEngine.decide(account: "default", segment: segment, zone: zone, history: all, blocks: [], limits: .sendGrid, now: now)
-                #expect(fromStore == fromAll, "seed \(seed) segment \(segment)")
-            }
-        }
         }
     }
 }

@@ -22,7 +22,10 @@ struct POSIXTimeZoneTests {
     }
 
     /// Malformed strings are refused with a reason.
-    @Test(arguments: ["", "U", "UTC", "<+05", "CET-1CEST,M13.1.0,M10.5.0", "CET-1CEST,M3.5.7,M10.5.0", "CET-1CEST,J0,J365", "X-25", "CET-1CEST,M3.5.0", "CET-1 junk"])
+    @Test(arguments: [
+        "", "U", "UTC", "<+05", "CET-1CEST,M13.1.0,M10.5.0", "CET-1CEST,M3.5.7,M10.5.0", "CET-1CEST,J0,J365", "X-25",
+        "CET-1CEST,M3.5.0", "CET-1 junk",
+    ])
     func refuses(_ text: String) {
         #expect(throws: TZifError.self) { try POSIXTimeZone(text) }
     }

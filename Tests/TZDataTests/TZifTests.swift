@@ -31,10 +31,15 @@ struct TZifBuilder {
             for (time, _) in times { out += be(UInt64(bitPattern: time), timeSize) }
             for (_, index) in times { out.append(index) }
             for (i, type) in typeList.enumerated() {
-                out += be(UInt64(UInt32(bitPattern: type.0)), 4) + [type.1 ? 1 : 0, UInt8(empty ? 0 : designationIndex[i])]
+                out +=
+                    be(UInt64(UInt32(bitPattern: type.0)), 4) + [
+                        type.1 ? 1 : 0, UInt8(empty ? 0 : designationIndex[i]),
+                    ]
             }
             out += charList
-            for (time, correction) in leaps { out += be(UInt64(bitPattern: time), timeSize) + be(UInt64(UInt32(bitPattern: correction)), 4) }
+            for (time, correction) in leaps {
+                out += be(UInt64(bitPattern: time), timeSize) + be(UInt64(UInt32(bitPattern: correction)), 4)
+            }
             out += Array(repeating: 0, count: typeList.count * 2)
             return out
         }
@@ -113,10 +118,11 @@ struct TZifTests {
         #expect(rules.utcOffset(at: 1_667_116_800) == -21600)
         #expect(rules.utcOffset(at: 1_667_116_801) == -18000)
         let changes = rules.offsetChanges(in: 1_667_000_000...1_667_800_000)
-        #expect(changes == [
-            ZoneRules.OffsetChange(at: 1_667_116_801, before: -21600, after: -18000),
-            ZoneRules.OffsetChange(at: 1_667_718_000, before: -18000, after: -21600),
-        ])
+        #expect(
+            changes == [
+                ZoneRules.OffsetChange(at: 1_667_116_801, before: -21600, after: -18000),
+                ZoneRules.OffsetChange(at: 1_667_718_000, before: -18000, after: -21600),
+            ])
     }
 
     /// Damaged files are refused with a reason, never half-read.
@@ -157,7 +163,8 @@ struct TZifTests {
 
     /// Every file of the host database parses.
     @Test func parsesEveryHostZone() throws {
-        let directory = try ZoneInfoDirectory(path: ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment))
+        let directory = try ZoneInfoDirectory(
+            path: ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment))
         for name in directory.zoneNames {
             _ = try directory.rules(for: name)
         }

@@ -7,7 +7,8 @@ struct ZoneInfoDirectoryTests {
     let directory: ZoneInfoDirectory
 
     init() throws {
-        directory = try ZoneInfoDirectory(path: ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment))
+        directory = try ZoneInfoDirectory(
+            path: ZoneInfoDirectory.defaultPath(environment: ProcessInfo.processInfo.environment))
     }
 
     /// Exactly the database's zone and link names are accepted, case-sensitively.
@@ -19,7 +20,10 @@ struct ZoneInfoDirectoryTests {
 
     /// Abbreviations, wrong case, paths, the posix/ copies, empty and overlong strings are refused,
     /// never replaced by UTC; the error names the input.
-    @Test(arguments: ["PST", "BST", "GMT+5", "america/chicago", "../../etc/passwd", "posix/Europe/Paris", "", String(repeating: "A", count: 200), "right/UTC", "zone.tab", "tzdata.zi", "America/", "/usr/share/zoneinfo/UTC"])
+    @Test(arguments: [
+        "PST", "BST", "GMT+5", "america/chicago", "../../etc/passwd", "posix/Europe/Paris", "",
+        String(repeating: "A", count: 200), "right/UTC", "zone.tab", "tzdata.zi", "America/", "/usr/share/zoneinfo/UTC",
+    ])
     func refuses(_ name: String) {
         #expect(!directory.contains(name))
         #expect {
@@ -62,7 +66,8 @@ struct ZoneInfoDirectoryTests {
         defer { try? FileManager.default.removeItem(atPath: root) }
         for name in ["Europe/Paris", "posix/Europe/Paris", "UTC"] {
             let target = root + "/" + name
-            try FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             let source = directory.path + "/" + (name.hasPrefix("posix/") ? "Europe/Paris" : name)
             try Data(contentsOf: URL(fileURLWithPath: source)).write(to: URL(fileURLWithPath: target))
         }

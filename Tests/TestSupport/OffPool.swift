@@ -17,6 +17,8 @@ public final class DedicatedExecutor: TaskExecutor, @unchecked Sendable {
 }
 
 /// `body` with its work on a dedicated thread (see `DedicatedExecutor`).
-public func offPool<T: Sendable>(_ label: String = #function, _ body: @Sendable () async throws -> T) async rethrows -> T {
+public func offPool<T: Sendable>(_ label: String = #function, _ body: @Sendable () async throws -> T) async rethrows
+    -> T
+{
     try await withTaskExecutorPreference(DedicatedExecutor(label)) { try await body() }
 }
