@@ -1005,10 +1005,9 @@ public final class SQLiteLedger: Ledger {
             try db.execute(
                 sql: "DELETE FROM learned_block WHERE until < ?", arguments: [now.timeIntervalSince1970 - 86400])
             removed += db.changesCount
-            // Job events are kept 7 days (hooks run within seconds; the rest is history).
+            // Job events are kept 7 days (hooks run within seconds); bookkeeping, not counted.
             try db.execute(
                 sql: "DELETE FROM job_event WHERE at < ?", arguments: [now.timeIntervalSince1970 - 7 * 86400])
-            removed += db.changesCount
             return removed
         }
     }

@@ -85,7 +85,7 @@ struct SQLiteLedgerTests {
         }
         let again = try SQLiteLedger(path: path, now: t0)
         #expect(try again.queuedJobs().count == 1)
-        #expect(try again.appliedMigrations() == ["v1", "v2", "v3"])
+        #expect(try again.appliedMigrations() == ["v1", "v2", "v3", "v4", "v5"])
     }
 
     /// Same idempotency key and content: a no-op; different content: refused, naming the key.
