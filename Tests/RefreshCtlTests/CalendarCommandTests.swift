@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 @testable import RefreshCtlKit
@@ -21,26 +22,14 @@ struct ProcessResult {
     let status: Int32
 }
 
-/// Runs the real executable with a fixed terminal width and an optional TZDIR.
+/// Runs the real executable with a fixed terminal width and an optional TZDIR (posix_spawn:
+/// see `spawnAndWait`).
 func refreshctl(_ arguments: [String], environment extra: [String: String] = [:]) throws -> ProcessResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: refreshctlPath)
-    process.arguments = arguments
     var environment = ProcessInfo.processInfo.environment
     environment["COLUMNS"] = "100"
     for (key, value) in extra { environment[key] = value }
-    process.environment = environment
-    let out = Pipe()
-    let err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    let stdout = out.fileHandleForReading.readDataToEndOfFile()
-    let stderr = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return ProcessResult(
-        stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self),
-        status: process.terminationStatus)
+    let result = try spawnAndWait(refreshctlPath, arguments, environment: environment)
+    return ProcessResult(stdout: result.stdout, stderr: result.stderr, status: result.status)
 }
 
 @Suite("refreshctl calendar")

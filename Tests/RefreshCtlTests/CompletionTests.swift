@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// Shell completion: the scripts the binaries write, and the candidates refreshctl gives back when
@@ -70,14 +71,7 @@ struct CompletionTests {
     /// The manual generator asks the binary for its help as JSON: refreshd answers for itself, not
     /// for its default subcommand (a page named "refreshd run" would be wrong).
     @Test func refreshdDumpsItsOwnHelp() throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: refreshdBinary)
-        process.arguments = ["--experimental-dump-help"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
+        let data = Data(try spawnAndWait(refreshdBinary, ["--experimental-dump-help"]).stdout.utf8)
         let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
         let command = object?["command"] as? [String: Any]
         #expect(command?["commandName"] as? String == "refreshd")

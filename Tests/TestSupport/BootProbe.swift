@@ -48,16 +48,9 @@ public enum HostState {
     }
 }
 
-/// Runs a program to its end; its status and its standard output and error, interleaved.
+/// Runs a program to its end; its status and its standard output and error, interleaved
+/// (posix_spawn: see `spawnAndWait`).
 public func runToEnd(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    let result = try spawnAndWait(executable, arguments, mergeOutput: true)
+    return (result.status, result.stdout)
 }
