@@ -245,12 +245,20 @@ public enum ControlAPI {
     ]
 
     /// The methods a path allows (empty: no such path).
+    /// A path that matches a route with fixed segments belongs to that route alone (as in the
+    /// router): /v1/jobs/cancel is not /v1/jobs/{id}.
     public static func allowedMethods(for path: String) -> [String] {
         let parts = path.split(separator: "/", omittingEmptySubsequences: false)
-        return routes.filter { route in
+        let matching = routes.filter { route in
             let pattern = route.path.split(separator: "/", omittingEmptySubsequences: false)
             return pattern.count == parts.count && zip(pattern, parts).allSatisfy { $0.hasPrefix("{") || $0 == $1 }
-        }.map(\.method)
+        }
+        func parameters(_ route: (method: String, path: String)) -> Int {
+            route.path.split(separator: "/").filter { $0.hasPrefix("{") }.count
+        }
+        guard let fewest = matching.map(parameters).min() else { return [] }
+        let best = matching.first { parameters($0) == fewest }!.path
+        return matching.filter { $0.path == best }.map(\.method)
     }
 
     /// The router; `writeToken` given (even nil) means a TCP listener: writes need the token.
@@ -829,7 +837,7 @@ struct Handlers: Sendable {
 
     private func string(_ object: [String: JSONValue], _ key: String) throws -> String? {
         switch object[key] {
-        case nil, .null?: return nil
+        case nil: return nil
         case .string(let text)?: return text
         case let other?: throw APIError.badRequest(key, "must be a string, not \(other.kind)")
         }
@@ -897,7 +905,10 @@ struct Handlers: Sendable {
             }
             filter.segmentID = segment
         }
-        if let since = try time(object, "since") { filter.since = since }
+        if let since = try time(object, "since") {
+            guard let since else { throw APIError.badRequest("since", "must be an RFC 3339 time, not null") }
+            filter.since = since
+        }
         return filter
     }
 

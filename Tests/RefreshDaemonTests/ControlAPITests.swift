@@ -376,6 +376,13 @@ struct ControlAPITests {
             answer.status == 405 && answer.errorCode == "method_not_allowed"
                 && answer.errorMessage?.contains("allowed: GET") == true)
         #expect(try await h.request(.PUT, "/v1/jobs/3").status == 405)
+        // A fixed path beside a parameter (/v1/jobs/cancel beside /v1/jobs/{id}) allows only its own methods.
+        let options = try await h.request(.OPTIONS, "/v1/jobs/cancel")
+        #expect(options.status == 405 && options.headers.first(name: "Allow") == "POST", "\(options.headers)")
+        #expect(ControlAPI.allowedMethods(for: "/v1/jobs/7") == ["GET", "DELETE", "PATCH"])
+        // null is not a string: refused where the document says string.
+        #expect(try await h.request(.POST, "/v1/jobs/retry", body: #"{"account":null}"#).status == 400)
+        #expect(try await h.request(.POST, "/v1/jobs/retry", body: #"{"since":null}"#).status == 400)
     }
 
     /// The segment budget agrees with RefreshCore for random ledgers and zones (and the account
