@@ -937,9 +937,14 @@ struct Handlers: Sendable {
         let jobs = try await state.work.write { [ledger] in
             dry ? try ledger.jobs(matching: filter) : try ledger.retryJobs(matching: filter, now: now)
         }
-        if !dry, !jobs.isEmpty { state.rereadLedger() }
+        return bulkAnswer(jobs, dryRun: dry)
+    }
+
+    /// A bulk verb's answer; the lanes read the ledger again when something changed.
+    private func bulkAnswer(_ jobs: [StoredJob], dryRun: Bool) -> Response {
+        if !dryRun, !jobs.isEmpty { state.rereadLedger() }
         return ControlAPI.json([
-            "count": jobs.count, "dry_run": dry, "jobs": jobs.map { Self.jobJSON($0, zones: state.zones) },
+            "count": jobs.count, "dry_run": dryRun, "jobs": jobs.map { Self.jobJSON($0, zones: state.zones) },
         ])
     }
 
@@ -960,10 +965,7 @@ struct Handlers: Sendable {
         let jobs = try await state.work.write { [ledger] in
             dry ? try ledger.jobs(matching: filter) : try ledger.cancelJobs(matching: filter, now: now)
         }
-        if !dry, !jobs.isEmpty { state.rereadLedger() }
-        return ControlAPI.json([
-            "count": jobs.count, "dry_run": dry, "jobs": jobs.map { Self.jobJSON($0, zones: state.zones) },
-        ])
+        return bulkAnswer(jobs, dryRun: dry)
     }
 
     func cancel(id: String) throws -> Response {
