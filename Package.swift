@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "TZData", targets: ["TZData"]),
         .library(name: "RefreshCore", targets: ["RefreshCore"]),
         .library(name: "RefreshStore", targets: ["RefreshStore"]),
+        .library(name: "RefreshViews", targets: ["RefreshViews"]),
         .library(name: "RefreshDaemon", targets: ["RefreshDaemon"]),
     ],
     dependencies: [
@@ -42,11 +43,14 @@ let package = Package(
             dependencies: ["RefreshCore", "TZData", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict
         ),
+        // What people look at: the budget timeline (text for a terminal, SVG) and the status page,
+        // drawn from the control API's JSON bodies. Pure values; shared by refreshctl and the daemon.
+        .target(name: "RefreshViews", dependencies: ["RefreshCore", "TZData"], swiftSettings: strict),
         // The daemon: configuration, logging, adapters as Services, and the one composition root.
         .target(
             name: "RefreshDaemon",
             dependencies: [
-                "RefreshCore", "RefreshStore", "TZData",
+                "RefreshCore", "RefreshStore", "TZData", "RefreshViews",
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -81,7 +85,7 @@ let package = Package(
         .target(
             name: "RefreshCtlKit",
             dependencies: [
-                "TZData", "RefreshCore", "RefreshDaemon",
+                "TZData", "RefreshCore", "RefreshDaemon", "RefreshViews",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -100,6 +104,12 @@ let package = Package(
                 "TestSupport", "RefreshCore", "TZData",
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RefreshViewsTests",
+            dependencies: ["TestSupport", "RefreshViews", "RefreshCore", "TZData"],
+            exclude: ["Golden"],
             swiftSettings: strict
         ),
         .testTarget(

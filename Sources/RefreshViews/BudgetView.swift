@@ -1,0 +1,278 @@
+import Foundation
+import RefreshCore
+
+// What the timeline and the status page are drawn from: the bodies of GET /v1/plan, /v1/refreshes,
+// /v1/blocks, /v1/holds and /v1/budget, decoded from the same JSON a client receives, so the
+// terminal (refreshctl, a client) and the page (the daemon) draw exactly what the API says.
+
+/// The control API's bodies that the budget views are drawn from, decoded.
+public struct BudgetView: Sendable, Equatable {
+    /// GET /v1/refreshes: one attempt.
+    public struct Refresh: Sendable, Equatable, Decodable {
+        public var id: Int64
+        public var account: String
+        /// nil: a refresh learned from SendGrid's counts that names no segment.
+        public var segmentID: String?
+        public var timeZone: String?
+        public var outcome: String
+        public var httpStatus: Int?
+        public var startedAt: Date
+        public var finishedAt: Date?
+        public var countsForSegment: Bool
+        public var countsForAccount: Bool
+        /// When the refresh took place for the rules (its finish, else its start).
+        public var at: Date { finishedAt ?? startedAt }
+
+        enum CodingKeys: String, CodingKey {
+            case id, account, outcome
+            case segmentID = "segment_id", timeZone = "time_zone", httpStatus = "http_status"
+            case startedAt = "started_at", finishedAt = "finished_at", countsForSegment = "counts_for_segment"
+            case countsForAccount = "counts_for_account"
+        }
+
+        public init(
+            id: Int64, account: String, segmentID: String?, timeZone: String?, outcome: String, httpStatus: Int? = nil,
+            startedAt: Date, finishedAt: Date?, countsForSegment: Bool, countsForAccount: Bool
+        ) {
+            (self.id, self.account, self.segmentID, self.timeZone, self.outcome, self.httpStatus) = (
+                id, account, segmentID, timeZone, outcome, httpStatus
+            )
+            (self.startedAt, self.finishedAt, self.countsForSegment, self.countsForAccount) = (
+                startedAt, finishedAt, countsForSegment, countsForAccount
+            )
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            self.init(
+                id: try c.decode(Int64.self, forKey: .id), account: try c.decode(String.self, forKey: .account),
+                segmentID: try c.decodeIfPresent(String.self, forKey: .segmentID),
+                timeZone: try c.decodeIfPresent(String.self, forKey: .timeZone),
+                outcome: try c.decode(String.self, forKey: .outcome),
+                httpStatus: try c.decodeIfPresent(Int.self, forKey: .httpStatus),
+                startedAt: try c.instant(.startedAt), finishedAt: try c.instantIfPresent(.finishedAt),
+                countsForSegment: try c.decode(Bool.self, forKey: .countsForSegment),
+                countsForAccount: try c.decode(Bool.self, forKey: .countsForAccount))
+        }
+    }
+
+    /// GET /v1/plan: one planned refresh.
+    public struct Send: Sendable, Equatable, Decodable {
+        public var at: Date
+        public var account: String
+        public var segmentID: String
+        public var timeZone: String
+        public var jobs: [Int64]
+        public var reasons: [String]
+
+        enum CodingKeys: String, CodingKey {
+            case at, account, jobs, reasons
+            case segmentID = "segment_id", timeZone = "time_zone"
+        }
+
+        public init(at: Date, account: String, segmentID: String, timeZone: String, jobs: [Int64], reasons: [String]) {
+            (self.at, self.account, self.segmentID, self.timeZone, self.jobs, self.reasons) = (
+                at, account, segmentID, timeZone, jobs, reasons
+            )
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            self.init(
+                at: try c.instant(.at), account: try c.decode(String.self, forKey: .account),
+                segmentID: try c.decode(String.self, forKey: .segmentID),
+                timeZone: try c.decode(String.self, forKey: .timeZone), jobs: try c.decode([Int64].self, forKey: .jobs),
+                reasons: try c.decode([String].self, forKey: .reasons))
+        }
+    }
+
+    /// GET /v1/plan: one queued job's fate.
+    public struct JobFate: Sendable, Equatable, Decodable {
+        public var id: Int64
+        public var account: String
+        public var segmentID: String
+        public var fate: String
+        public var at: Date?
+        public var reason: String?
+
+        enum CodingKeys: String, CodingKey {
+            case id, account, fate, at, reason
+            case segmentID = "segment_id"
+        }
+
+        public init(id: Int64, account: String, segmentID: String, fate: String, at: Date?, reason: String? = nil) {
+            (self.id, self.account, self.segmentID, self.fate, self.at, self.reason) = (
+                id, account, segmentID, fate, at, reason
+            )
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            self.init(
+                id: try c.decode(Int64.self, forKey: .id), account: try c.decode(String.self, forKey: .account),
+                segmentID: try c.decode(String.self, forKey: .segmentID),
+                fate: try c.decode(String.self, forKey: .fate), at: try c.instantIfPresent(.at),
+                reason: try c.decodeIfPresent(String.self, forKey: .reason))
+        }
+    }
+
+    /// GET /v1/blocks: a block learned from SendGrid's 429s.
+    public struct Block: Sendable, Equatable, Decodable {
+        public var id: Int64
+        public var account: String
+        /// nil: the whole account.
+        public var segmentID: String?
+        public var until: Date
+        public var reason: String
+
+        enum CodingKeys: String, CodingKey {
+            case id, account, until, reason
+            case segmentID = "segment_id"
+        }
+
+        public init(id: Int64, account: String, segmentID: String?, until: Date, reason: String) {
+            (self.id, self.account, self.segmentID, self.until, self.reason) = (id, account, segmentID, until, reason)
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            self.init(
+                id: try c.decode(Int64.self, forKey: .id), account: try c.decode(String.self, forKey: .account),
+                segmentID: try c.decodeIfPresent(String.self, forKey: .segmentID), until: try c.instant(.until),
+                reason: try c.decode(String.self, forKey: .reason))
+        }
+    }
+
+    /// GET /v1/holds: an operator's hold.
+    public struct Hold: Sendable, Equatable, Decodable {
+        public var id: Int64
+        public var account: String
+        /// nil: the whole account.
+        public var segmentID: String?
+        public var reason: String
+        public var since: Date
+
+        enum CodingKeys: String, CodingKey {
+            case id, account, reason, since
+            case segmentID = "segment_id"
+        }
+
+        public init(id: Int64, account: String, segmentID: String?, reason: String, since: Date) {
+            (self.id, self.account, self.segmentID, self.reason, self.since) = (id, account, segmentID, reason, since)
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            self.init(
+                id: try c.decode(Int64.self, forKey: .id), account: try c.decode(String.self, forKey: .account),
+                segmentID: try c.decodeIfPresent(String.self, forKey: .segmentID),
+                reason: try c.decode(String.self, forKey: .reason), since: try c.instant(.since))
+        }
+    }
+
+    /// GET /v1/budget: one account's day (UTC).
+    public struct Account: Sendable, Equatable, Decodable {
+        public var account: String
+        public var used: Int
+        public var limit: Int
+        public var remaining: Int
+        public var resetsAt: Date?
+        public var paused: Bool
+        public var pausedReason: String?
+        public var dryRun: Bool
+        public var queued: Int
+        public var nextSendAt: Date?
+
+        enum CodingKeys: String, CodingKey {
+            case account, used, limit, remaining, paused, queued
+            case resetsAt = "resets_at", pausedReason = "paused_reason", dryRun = "dry_run"
+            case nextSendAt = "next_send_at"
+        }
+
+        public init(
+            account: String, used: Int, limit: Int, remaining: Int, resetsAt: Date? = nil, paused: Bool = false,
+            pausedReason: String? = nil, dryRun: Bool = false, queued: Int = 0, nextSendAt: Date? = nil
+        ) {
+            (self.account, self.used, self.limit, self.remaining, self.resetsAt) = (
+                account, used, limit, remaining, resetsAt
+            )
+            (self.paused, self.pausedReason, self.dryRun, self.queued, self.nextSendAt) = (
+                paused, pausedReason, dryRun, queued, nextSendAt
+            )
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            self.init(
+                account: try c.decode(String.self, forKey: .account), used: try c.decode(Int.self, forKey: .used),
+                limit: try c.decode(Int.self, forKey: .limit), remaining: try c.decode(Int.self, forKey: .remaining),
+                resetsAt: try c.instantIfPresent(.resetsAt), paused: try c.decode(Bool.self, forKey: .paused),
+                pausedReason: try c.decodeIfPresent(String.self, forKey: .pausedReason),
+                dryRun: try c.decode(Bool.self, forKey: .dryRun), queued: try c.decode(Int.self, forKey: .queued),
+                nextSendAt: try c.instantIfPresent(.nextSendAt))
+        }
+    }
+
+    /// The instant the bodies describe (the plan's `now`).
+    public var now: Date
+    public var accounts: [Account]
+    public var sends: [Send]
+    public var jobs: [JobFate]
+    public var refreshes: [Refresh]
+    public var blocks: [Block]
+    public var holds: [Hold]
+
+    public init(
+        now: Date, accounts: [Account], sends: [Send] = [], jobs: [JobFate] = [], refreshes: [Refresh] = [],
+        blocks: [Block] = [], holds: [Hold] = []
+    ) {
+        (self.now, self.accounts, self.sends, self.jobs, self.refreshes, self.blocks, self.holds) = (
+            now, accounts, sends, jobs, refreshes, blocks, holds
+        )
+    }
+
+    /// Decodes the five bodies (GET /v1/plan, /v1/budget, /v1/refreshes, /v1/blocks, /v1/holds).
+    public init(plan: Data, budget: Data, refreshes: Data, blocks: Data, holds: Data) throws {
+        struct PlanBody: Decodable {
+            var now: String
+            var sends: [Send]
+            var jobs: [JobFate]
+        }
+        struct BudgetBody: Decodable { var accounts: [Account] }
+        struct RefreshesBody: Decodable { var refreshes: [Refresh] }
+        struct BlocksBody: Decodable { var blocks: [Block] }
+        struct HoldsBody: Decodable { var holds: [Hold] }
+        let decoder = JSONDecoder()
+        let planBody = try decoder.decode(PlanBody.self, from: plan)
+        guard let now = Timestamp.parseRFC3339(planBody.now) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: [], debugDescription: "now is not an RFC 3339 instant"))
+        }
+        self.init(
+            now: now, accounts: try decoder.decode(BudgetBody.self, from: budget).accounts, sends: planBody.sends,
+            jobs: planBody.jobs, refreshes: try decoder.decode(RefreshesBody.self, from: refreshes).refreshes,
+            blocks: try decoder.decode(BlocksBody.self, from: blocks).blocks,
+            holds: try decoder.decode(HoldsBody.self, from: holds).holds)
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// An RFC 3339 instant.
+    func instant(_ key: Key) throws -> Date {
+        let text = try decode(String.self, forKey: key)
+        guard let date = Timestamp.parseRFC3339(text) else {
+            throw DecodingError.dataCorruptedError(
+                forKey: key, in: self, debugDescription: "\"\(text)\" is not an RFC 3339 instant")
+        }
+        return date
+    }
+
+    /// An RFC 3339 instant, or nil when absent or null.
+    func instantIfPresent(_ key: Key) throws -> Date? {
+        guard let text = try decodeIfPresent(String.self, forKey: key) else { return nil }
+        guard let date = Timestamp.parseRFC3339(text) else {
+            throw DecodingError.dataCorruptedError(
+                forKey: key, in: self, debugDescription: "\"\(text)\" is not an RFC 3339 instant")
+        }
+        return date
+    }
+}
