@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import RefreshCore
+import RefreshViews
 import TZData
 
 /// Options every command that talks to the daemon takes.
@@ -369,10 +370,30 @@ struct PlanCommand: ParsableCommand, SinkRunnable {
             What if: --with-job FILE (or - for standard input), or the job flags (--segment, --time-zone, ...), shows \
             the forecast as if that job were queued now, without queueing it (its id shows as -1).
 
+            Timeline: --timeline draws the next --hours (48) across the terminal, a quarter of that behind now: one \
+            row per account (its UTC day) and per segment (its local midnights in every zone it is sent with), \
+            the refreshes made, the planned sends with their job counts, and what holds them (the interval rule, \
+            a used day, a learned block, a hold); below, each UTC day's ten slots, used and planned. --account and \
+            --segment (repeatable) choose the rows. Colour on a terminal unless NO_COLOR is set; --ascii for \
+            plain ASCII.
+
             Examples:
               refreshctl plan --limit 20
               refreshctl plan --segment 0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a01 --time-zone America/Chicago
+              refreshctl plan --timeline --hours 24 --account default
             """)
+
+    @Flag(help: "Draw the plan and the refreshes made as a timeline.")
+    var timeline = false
+
+    @Option(help: "With --timeline: how many hours ahead to draw, 1-336 (default 48).")
+    var hours: Int = 48
+
+    @Flag(help: "With --timeline: plain ASCII, no colour.")
+    var ascii = false
+
+    @Option(help: "With --timeline: the width in columns (default: the terminal's, else $COLUMNS, else 100).")
+    var width: Int?
 
     @Option(help: "Show at most this many refreshes (default 50).")
     var limit: Int = 50
@@ -386,8 +407,27 @@ struct PlanCommand: ParsableCommand, SinkRunnable {
 
     @OptionGroup var options: DaemonOptions
 
+    func validate() throws {
+        guard (1...336).contains(hours) else { throw ValidationError("--hours is 1 to 336 (two weeks)") }
+        if let width, width < 40 { throw ValidationError("--width is at least 40 columns") }
+        if timeline {
+            guard withJob == nil, job.timeZone == nil, job.id == nil, job.priority == nil, job.notBefore == nil,
+                job.expiresAt == nil, job.note == nil
+            else {
+                throw ValidationError(
+                    "--timeline draws the queue as it is: give only --account, --segment, --hours, --ascii, --width")
+            }
+            guard !options.json else {
+                throw ValidationError("--timeline draws; for the data give --json without it (or GET /v1/plan)")
+            }
+        } else if ascii || width != nil || hours != 48 {
+            throw ValidationError("--ascii, --width and --hours go with --timeline")
+        }
+    }
+
     mutating func run(output: OutputSink) throws {
         let client = try options.client()
+        if timeline { return try drawTimeline(client: client, output: output) }
         var candidate = false
         let answer: ControlAnswer
         if withJob != nil || !job.isEmpty {
@@ -450,6 +490,61 @@ struct PlanCommand: ParsableCommand, SinkRunnable {
                         + ((job["reason"] as? String).map { " (" + Human.text($0) + ")" } ?? ""))
             }
         }
+    }
+}
+
+extension PlanCommand {
+    /// --timeline: the five bodies the drawing needs, decoded as the page decodes them.
+    func drawTimeline(client: ControlClient, output: OutputSink) throws {
+        let segments = try job.segment.map { text -> String in
+            guard let id = JobFile.normalizedUUID(text) else {
+                throw CommandFailure("--segment: \"\(text)\" is not a segment id (a UUID)", exit: .usage)
+            }
+            return id
+        }
+        let since = Timestamp.rfc3339(Date().addingTimeInterval(-Double(hours) * 900 - 2 * 86400))
+        let plan = try client.call(.GET, "/v1/plan")
+        let view: BudgetView
+        do {
+            view = try BudgetView(
+                plan: Data(plan.body.utf8), budget: Data(try client.call(.GET, "/v1/budget").body.utf8),
+                refreshes: Data(try client.call(.GET, "/v1/refreshes?since=\(since)&limit=1000").body.utf8),
+                blocks: Data(try client.call(.GET, "/v1/blocks").body.utf8),
+                holds: Data(try client.call(.GET, "/v1/holds").body.utf8))
+        } catch let failure as CommandFailure {
+            throw failure
+        } catch {
+            throw CommandFailure("refreshd's answer could not be read: \(error)", exit: .error)
+        }
+        if let account = job.account, !view.accounts.contains(where: { $0.account == account }) {
+            throw CommandFailure(
+                "no account \"\(account)\" (configured: \(view.accounts.map(\.account).joined(separator: ", ")))",
+                exit: .notFound)
+        }
+        let drawing = Timeline(
+            view, hours: hours, accounts: Set(job.account.map { [$0] } ?? []), segments: Set(segments),
+            zone: { try? sharedZones?.rules(for: $0) })
+        let terminal = isatty(STDOUT_FILENO) == 1
+        let environment = ProcessInfo.processInfo.environment
+        let colour =
+            terminal && !ascii && (environment["NO_COLOR"] ?? "").isEmpty && environment["TERM"] != "dumb"
+        let text = TimelineText(width: width ?? Terminal.columns(), ascii: ascii, color: colour)
+        for line in text.render(drawing) { output.drawing(line) }
+    }
+}
+
+/// The terminal refreshctl writes to.
+enum Terminal {
+    /// Its width: the terminal's (TIOCGWINSZ), else $COLUMNS, else 100.
+    static func columns() -> Int {
+        var size = winsize()
+        if isatty(STDOUT_FILENO) == 1, ioctl(STDOUT_FILENO, UInt(TIOCGWINSZ), &size) == 0, size.ws_col >= 40 {
+            return Int(size.ws_col)
+        }
+        if let text = ProcessInfo.processInfo.environment["COLUMNS"], let value = Int(text), value >= 40 {
+            return value
+        }
+        return 100
     }
 }
 

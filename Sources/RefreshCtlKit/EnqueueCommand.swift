@@ -177,8 +177,10 @@ enum SpoolWriter {
 
 /// A job given with flags (enqueue, plan --with-job), or as a file.
 struct JobFlags: ParsableArguments {
-    @Option(help: ArgumentHelp("The segment's UUID.", valueName: "uuid"))
-    var segment: String?
+    @Option(
+        help: ArgumentHelp(
+            "The segment's UUID (plan --timeline: the segments to draw; repeat it for several).", valueName: "uuid"))
+    var segment: [String] = []
 
     @Option(
         name: .customLong("time-zone"), help: "The segment's IANA time zone (sent as user_time_zone).",
@@ -208,7 +210,7 @@ struct JobFlags: ParsableArguments {
     var note: String?
 
     var isEmpty: Bool {
-        segment == nil && timeZone == nil && account == nil && id == nil && priority == nil && notBefore == nil
+        segment.isEmpty && timeZone == nil && account == nil && id == nil && priority == nil && notBefore == nil
             && expiresAt == nil && note == nil
     }
 
@@ -228,7 +230,10 @@ struct JobFlags: ParsableArguments {
             guard let data else { throw CommandFailure("cannot read the job file \(file)", exit: .error) }
             return [UInt8](data)
         }
-        guard let segment else { throw CommandFailure("--segment is required (or give a job file)", exit: .usage) }
+        guard let segment = segment.first else {
+            throw CommandFailure("--segment is required (or give a job file)", exit: .usage)
+        }
+        guard self.segment.count == 1 else { throw CommandFailure("a job has one --segment", exit: .usage) }
         guard let timeZone else { throw CommandFailure("--time-zone is required (or give a job file)", exit: .usage) }
         var members: [(String, String)] = [
             ("segment_id", jsonString(segment)), ("user_time_zone", jsonString(timeZone)),

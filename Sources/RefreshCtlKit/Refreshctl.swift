@@ -139,6 +139,16 @@ public final class OutputSink {
         emit(Self.escaped(string) + "\n")
     }
 
+    /// A line of a drawing that may hold colour (ANSI SGR) sequences: written as it is. Only for
+    /// text whose other control characters the drawing already replaced (`TimelineText`).
+    public func drawing(_ string: String) {
+        if statusShown {
+            emit("\n")
+            statusShown = false
+        }
+        emit(string + "\n")
+    }
+
     /// A line that says where something stands: on a terminal each status replaces the previous
     /// one in place (and the next `line` starts below it); elsewhere it is an ordinary line.
     public func status(_ string: String) {

@@ -91,10 +91,16 @@ public struct TimelineText: Sendable {
             after = c + text.count
         }
         let firstDay = Timeline.floorDay(timeline.start)
+        let labelLength = Self.dayLabel(CivilDate(dayNumber: firstDay)).count
         for day in firstDay...(Timeline.floorDay(timeline.end)) {
             let date = CivilDate(dayNumber: day)
             let at = Date(timeIntervalSince1970: Double(day * 86400))
-            let c = at < timeline.start ? 0 : column(at)
+            var c = column(at)
+            // The day the window starts in is named at its left edge when the next one leaves room.
+            if at < timeline.start {
+                let next = column(Date(timeIntervalSince1970: Double((day + 1) * 86400))) ?? grid
+                c = next > labelLength ? 0 : nil
+            }
             if let c { place(Self.dayLabel(date), at: c, in: &dates, after: &lastEnd) }
         }
         lines.append(fit("UTC", labelWidth) + " " + String(dates).trailingTrimmed)
