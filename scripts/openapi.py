@@ -90,8 +90,8 @@ schemas = {
         "at": TS, "account": {"type": "string"}, "segment_id": {"type": "string"}, "time_zone": {"type": "string"},
         "jobs": {"type": "array", "items": {"type": "integer"}},
         "reasons": {"type": "array", "items": {"type": "string", "enum": ["segment_daily", "segment_interval", "account_daily", "learned_block", "not_before", "queue"]}}}},
-    "PlannedJob": {"type": "object", "required": ["id", "account", "segment_id", "fate", "at"], "properties": {
-        "id": {"type": "integer"}, "account": {"type": "string"}, "segment_id": {"type": "string"},
+    "PlannedJob": {"type": "object", "required": ["id", "account", "segment_id", "time_zone", "fate", "at"], "properties": {
+        "id": {"type": "integer"}, "account": {"type": "string"}, "segment_id": {"type": "string"}, "time_zone": {"type": "string"},
         "fate": {"type": "string", "enum": ["send", "coalesce", "expire", "never", "paused", "unknown_account", "held"]}, "at": nullable(TS),
         "leader": {"type": "integer"}, "reason": {"type": "string", "description": "With fate held: why"}}},
     "Plan": {"type": "object", "required": ["now", "sends", "jobs"], "properties": {"now": TS, "sends": {"type": "array", "items": ref("PlannedSend")},
@@ -134,6 +134,8 @@ schemas["NewHold"] = {"type": "object", "required": ["account", "reason"], "addi
     "account": {"type": "string"}, "segment": UUID, "reason": {"type": "string", "minLength": 1, "maxLength": 1024},
     "who": {"type": "string", "maxLength": 256, "description": "Who asks (refreshctl sends the user's name); default api"}}}
 schemas["Status"]["required"].append("holds")
+schemas["Status"]["required"].append("listen")
+schemas["Status"]["properties"]["listen"] = nullable({"type": "string", "description": "The loopback TCP listener (host:port), if any; the status page is at http://<listen>/ui"})
 schemas["Status"]["properties"]["holds"] = {"type": "array", "items": ref("Hold")}
 schemas["BlockEnvelope"] = {"type": "object", "required": ["block"], "properties": {"block": ref("Block")}}
 BLOCK_ID = {"type": "integer", "format": "int64", "minimum": 1, "maximum": 9223372036854775807}
@@ -144,6 +146,8 @@ paths = {
         "responses": {**ok({"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "const": "ok"}}}), **error_responses(503)}}},
     "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus text format", "responses": {"200": {"description": "Metrics",
         "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+    "/ui": {"get": {"operationId": "statusPage", "summary": "The status page: budget gauges, the timeline (SVG), the queue, the last refreshes, blocks and holds; self-contained HTML, no script",
+        "responses": {"200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}}, **error_responses(503)}}},
     "/v1/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "responses": ok({"type": "object"})}},
     "/v1/status": {"get": {"operationId": "status", "summary": "Version, tz data, dry-run, uptime, queue, spool, paused accounts, last error",
         "responses": {**ok(ref("Status")), **error_responses(503)}}},

@@ -72,7 +72,7 @@ public struct Refreshctl: ParsableCommand {
             StatusCommand.self, BudgetCommand.self, JobsCommand.self, ShowCommand.self, WaitCommand.self,
             CancelCommand.self, RetryCommand.self,
             EditCommand.self, HoldCommand.self, ReleaseCommand.self, PlanCommand.self, HistoryCommand.self,
-            BlocksCommand.self, UnblockCommand.self, EnqueueCommand.self, CalendarCommand.self,
+            BlocksCommand.self, UnblockCommand.self, EnqueueCommand.self, CalendarCommand.self, UICommand.self,
         ]
     )
 

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import RefreshCore
 import RefreshStore
+import RefreshViews
 import TZData
 
 /// What the control API reads and steers: the ledger, the configuration, the dispatcher's lanes,
@@ -241,7 +242,7 @@ public enum ControlAPI {
         ("POST", "/v1/jobs/retry"),
         ("POST", "/v1/jobs/cancel"), ("GET", "/v1/plan"), ("POST", "/v1/plan"), ("GET", "/v1/holds"),
         ("POST", "/v1/holds"), ("DELETE", "/v1/holds/{id}"), ("GET", "/v1/refreshes"), ("GET", "/v1/blocks"),
-        ("DELETE", "/v1/blocks/{id}"),
+        ("DELETE", "/v1/blocks/{id}"), ("GET", "/ui"),
     ]
 
     /// The methods a path allows (empty: no such path).
@@ -281,6 +282,7 @@ public enum ControlAPI {
                 body: .init(byteBuffer: ByteBuffer(string: openAPIDocument)))
         }
         router.get("/v1/status") { _, _ in try handlers.status() }
+        router.get("/ui") { _, _ in try await handlers.page() }
         router.get("/v1/budget") { _, _ in try handlers.budget() }
         router.get("/v1/segments/{id}/budget") { request, context in
             try handlers.segmentBudget(id: context.parameters.get("id") ?? "", query: request.uri.queryParameters)
@@ -413,7 +415,7 @@ struct Handlers: Sendable {
         let lastError = lanes.compactMap(\.lastError).first
         let body: [String: Any] = [
             "version": state.version, "tzdata_version": state.zones.version ?? NSNull(),
-            "tz_directory": state.zones.path,
+            "tz_directory": state.zones.path, "listen": configuration.listen.value ?? NSNull(),
             "dry_run": configuration.accounts.allSatisfy { configuration.isDryRun($0) },
             "started_at": Timestamp.rfc3339(state.startedAt),
             "uptime_seconds": Int(t.timeIntervalSince(state.startedAt)), "now": Timestamp.rfc3339(t), "jobs": jobs,
@@ -437,7 +439,10 @@ struct Handlers: Sendable {
         ]
     }
 
-    func budget() throws -> Response {
+    func budget() throws -> Response { ControlAPI.json(try budgetBody()) }
+
+    /// GET /v1/budget's body.
+    func budgetBody() throws -> [String: Any] {
         let t = state.now()
         let configuration = state.configuration
         let lanes = state.laneStatuses
@@ -463,7 +468,7 @@ struct Handlers: Sendable {
                 "next_send_at": lane?.nextSendAt.map(Timestamp.rfc3339) ?? NSNull(),
             ])
         }
-        return ControlAPI.json(["now": Timestamp.rfc3339(t), "accounts": accounts])
+        return ["now": Timestamp.rfc3339(t), "accounts": accounts]
     }
 
     func segmentBudget(id: String, query: Parameters) throws -> Response {
@@ -981,6 +986,43 @@ struct Handlers: Sendable {
         }
     }
 
+    // MARK: The status page
+
+    /// GET /ui: the status page, drawn from the same bodies as GET /v1/plan, /v1/budget,
+    /// /v1/refreshes (the last 2.5 days), /v1/blocks and /v1/holds. The ledger is read on the API's
+    /// read threads, never on the server's.
+    func page() async throws -> Response {
+        let plan = try await planSnapshot().body
+        let bodies = try await state.work.read { [self] () -> [Data] in
+            let t = state.now()
+            let refreshes = try ledger.attempts(
+                since: t.addingTimeInterval(-Double(Self.pageHours) * 900 - 2 * 86400), account: nil, segmentID: nil,
+                limit: 1000)
+            return [
+                try budgetBody(), ["refreshes": refreshes.map(Self.attemptJSON)],
+                ["blocks": try ledger.activeBlocks(account: nil, now: t).map(Self.blockJSON)],
+                ["holds": try ledger.activeHolds(account: nil).map(Self.holdJSON)],
+            ].map { Data(buffer: ControlAPI.jsonBuffer($0)) }
+        }
+        let view = try BudgetView(
+            plan: Data(buffer: plan), budget: bodies[0], refreshes: bodies[1], blocks: bodies[2], holds: bodies[3])
+        let zones = state.zones
+        let timeline = Timeline(view, hours: Self.pageHours, zone: { try? zones.rules(for: $0) })
+        let html = StatusPage(version: state.version, tzdata: zones.version).render(view, timeline: timeline)
+        return Response(
+            status: .ok,
+            headers: [
+                .contentType: "text/html; charset=utf-8",
+                // Self-contained: nothing may be loaded from anywhere, no script runs.
+                .contentSecurityPolicy: "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+                .cacheControl: "no-store",
+            ],
+            body: .init(byteBuffer: ByteBuffer(string: html)))
+    }
+
+    /// How far ahead the page's timeline reaches.
+    static let pageHours = 48
+
     // MARK: Plan and history
 
     /// The forecast, computed at most once per ledger change (and every `PlanCache.maxAge` seconds
@@ -1069,9 +1111,8 @@ struct Handlers: Sendable {
             guard let hold = holds.first(where: { $0.covers(account: job.job.account, segmentID: job.job.segmentID) })
             else { return false }
             jobsOut.append([
-                "id": shown(job.id), "account": job.job.account, "segment_id": job.job.segmentID, "fate": "held",
-                "at": NSNull(),
-                "reason": Self.holdText(hold),
+                "id": shown(job.id), "account": job.job.account, "segment_id": job.job.segmentID,
+                "time_zone": job.job.timeZone, "fate": "held", "at": NSNull(), "reason": Self.holdText(hold),
             ])
             forecasts[job.id] = JobForecast(fate: "held")
             return true
@@ -1082,8 +1123,8 @@ struct Handlers: Sendable {
                 let why = paused.contains(account) ? "paused" : "unknown_account"
                 jobsOut += jobs.map {
                     [
-                        "id": shown($0.id), "account": account, "segment_id": $0.job.segmentID, "fate": why,
-                        "at": NSNull(),
+                        "id": shown($0.id), "account": account, "segment_id": $0.job.segmentID,
+                        "time_zone": $0.job.timeZone, "fate": why, "at": NSNull(),
                     ]
                 }
                 for job in jobs { forecasts[job.id] = JobForecast(fate: why) }
@@ -1094,8 +1135,8 @@ struct Handlers: Sendable {
             for job in jobs {
                 guard let zone = rules(job.job.timeZone) else {
                     jobsOut.append([
-                        "id": shown(job.id), "account": account, "segment_id": job.job.segmentID, "fate": "held",
-                        "at": NSNull(),
+                        "id": shown(job.id), "account": account, "segment_id": job.job.segmentID,
+                        "time_zone": job.job.timeZone, "fate": "held", "at": NSNull(),
                         "reason": JobHold.reason(timeZone: job.job.timeZone, zones: zones) ?? NSNull(),
                     ])
                     forecasts[job.id] = JobForecast(fate: "held")
@@ -1119,7 +1160,9 @@ struct Handlers: Sendable {
             }
             for job in queue {
                 let id = job.sequence
-                var entry: [String: Any] = ["id": shown(id), "account": account, "segment_id": job.segment]
+                var entry: [String: Any] = [
+                    "id": shown(id), "account": account, "segment_id": job.segment, "time_zone": job.zone.name,
+                ]
                 let forecast: JobForecast
                 switch plan.fates[job.id] {
                 case .send(let at, let leader)?:

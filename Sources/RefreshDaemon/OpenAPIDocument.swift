@@ -833,12 +833,16 @@ extension ControlAPI {
           },
           "segment_id": {
             "type": "string"
+          },
+          "time_zone": {
+            "type": "string"
           }
         },
         "required": [
           "id",
           "account",
           "segment_id",
+          "time_zone",
           "fate",
           "at"
         ],
@@ -1213,6 +1217,17 @@ extension ControlAPI {
               }
             ]
           },
+          "listen": {
+            "oneOf": [
+              {
+                "description": "The loopback TCP listener (host:port), if any; the status page is at http://<listen>/ui",
+                "type": "string"
+              },
+              {
+                "type": "null"
+              }
+            ]
+          },
           "now": {
             "description": "RFC 3339, UTC",
             "format": "date-time",
@@ -1311,7 +1326,8 @@ extension ControlAPI {
           "paused_accounts",
           "last_error",
           "held_jobs",
-          "holds"
+          "holds",
+          "listen"
         ],
         "type": "object"
       }
@@ -1385,6 +1401,42 @@ extension ControlAPI {
           }
         },
         "summary": "Prometheus text format"
+      }
+    },
+    "/ui": {
+      "get": {
+        "operationId": "statusPage",
+        "responses": {
+          "200": {
+            "content": {
+              "text/html": {
+                "schema": {
+                  "type": "string"
+                }
+              }
+            },
+            "description": "The page"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "The ledger is not usable (ledger_unusableDatabase), cannot be written (ledger_notWritable), is locked by another process (ledger_busy: nothing was written; try again after Retry-After), or the queue is full (queue_full)",
+            "headers": {
+              "Retry-After": {
+                "description": "Seconds to wait before trying again (busy or not writable)",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
+          }
+        },
+        "summary": "The status page: budget gauges, the timeline (SVG), the queue, the last refreshes, blocks and holds; self-contained HTML, no script"
       }
     },
     "/v1/blocks": {

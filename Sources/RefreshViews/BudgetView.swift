@@ -91,18 +91,22 @@ public struct BudgetView: Sendable, Equatable {
         public var id: Int64
         public var account: String
         public var segmentID: String
+        public var timeZone: String?
         public var fate: String
         public var at: Date?
         public var reason: String?
 
         enum CodingKeys: String, CodingKey {
             case id, account, fate, at, reason
-            case segmentID = "segment_id"
+            case segmentID = "segment_id", timeZone = "time_zone"
         }
 
-        public init(id: Int64, account: String, segmentID: String, fate: String, at: Date?, reason: String? = nil) {
-            (self.id, self.account, self.segmentID, self.fate, self.at, self.reason) = (
-                id, account, segmentID, fate, at, reason
+        public init(
+            id: Int64, account: String, segmentID: String, timeZone: String? = nil, fate: String, at: Date?,
+            reason: String? = nil
+        ) {
+            (self.id, self.account, self.segmentID, self.timeZone, self.fate, self.at, self.reason) = (
+                id, account, segmentID, timeZone, fate, at, reason
             )
         }
 
@@ -111,6 +115,7 @@ public struct BudgetView: Sendable, Equatable {
             self.init(
                 id: try c.decode(Int64.self, forKey: .id), account: try c.decode(String.self, forKey: .account),
                 segmentID: try c.decode(String.self, forKey: .segmentID),
+                timeZone: try c.decodeIfPresent(String.self, forKey: .timeZone),
                 fate: try c.decode(String.self, forKey: .fate), at: try c.instantIfPresent(.at),
                 reason: try c.decodeIfPresent(String.self, forKey: .reason))
         }

@@ -125,7 +125,9 @@ public struct Timeline: Sendable, Equatable {
             var day = CivilDate(dayNumber: Self.floorDay(start))
             while Double(day.dayNumber * 86400) < end.timeIntervalSince1970 {
                 let dayStart = Double(day.dayNumber * 86400)
-                let inDay = { (t: Date) in t.timeIntervalSince1970 >= dayStart && t.timeIntervalSince1970 < dayStart + 86400 }
+                let inDay = { (t: Date) in
+                    t.timeIntervalSince1970 >= dayStart && t.timeIntervalSince1970 < dayStart + 86400
+                }
                 // Today's count is the ledger's (GET /v1/budget); other days are counted here.
                 let counted = refreshes.filter { $0.countsForAccount && inDay($0.at) }.count
                 let used = inDay(now) ? max(account.used, counted) : counted
@@ -135,10 +137,11 @@ public struct Timeline: Sendable, Equatable {
                         planned: sends.filter { inDay($0.at) }.count))
                 day = day.next
             }
-            // The segments' rows: those with a refresh in the window, a planned send, a block or a hold.
+            // The segments' rows: those with a refresh in the window, a queued job, a block or a hold.
             var order: [String] = []
             let named =
-                sends.map(\.segmentID) + refreshes.filter({ inWindow($0.at) }).compactMap(\.segmentID)
+                sends.map(\.segmentID) + view.jobs.filter({ $0.account == name }).map(\.segmentID)
+                + refreshes.filter({ inWindow($0.at) }).compactMap(\.segmentID)
                 + view.blocks.filter({ $0.account == name }).compactMap(\.segmentID)
                 + view.holds.filter({ $0.account == name }).compactMap(\.segmentID)
             for id in named where !order.contains(id) && (segments.isEmpty || segments.contains(id)) {
@@ -151,7 +154,9 @@ public struct Timeline: Sendable, Equatable {
                 // Every zone the segment is sent with near the window governs its days (I1's Z(r)).
                 var zones: [String] = []
                 let recent = mine.filter({ $0.at >= start.addingTimeInterval(-2 * 86400) }).compactMap(\.timeZone)
-                for name in planned.map(\.timeZone) + recent where !zones.contains(name) {
+                // Queued jobs not planned (held, paused) still name the zones the segment will be sent with.
+                let waiting = view.jobs.filter({ $0.account == name && $0.segmentID == id }).compactMap(\.timeZone)
+                for name in planned.map(\.timeZone) + waiting + recent where !zones.contains(name) {
                     zones.append(name)
                 }
                 var marks = mine.filter { inWindow($0.at) && ($0.countsForSegment || $0.outcome == "rate_limited") }

@@ -124,7 +124,8 @@ public struct TimelineText: Sendable {
             if nowColumn + 2 + text.count <= grid {
                 line += (ascii ? "v" : "▼") + " " + text
             } else {
-                line = pad + String(repeating: " ", count: max(0, nowColumn - text.count - 1)) + text + " "
+                line =
+                    pad + String(repeating: " ", count: max(0, nowColumn - text.count - 1)) + text + " "
                     + (ascii ? "v" : "▼")
             }
             lines.append(paint(line, sgr: "1;35"))
@@ -186,7 +187,9 @@ public struct TimelineText: Sendable {
         for day in timeline.days {
             let slots =
                 paint(String(repeating: g.used, count: min(day.used, day.limit)), sgr: "32")
-                + paint(String(repeating: ascii ? "+" : "◆", count: min(day.planned, max(0, day.limit - day.used))), sgr: "1;36")
+                + paint(
+                    String(repeating: ascii ? "+" : "◆", count: min(day.planned, max(0, day.limit - day.used))),
+                    sgr: "1;36")
                 + paint(String(repeating: g.free, count: day.free), sgr: "2")
             let over = day.used + day.planned > day.limit ? " (over the limit!)" : ""
             lines.append(
@@ -246,7 +249,8 @@ public struct TimelineText: Sendable {
     /// "Tue 12-01".
     static func dayLabel(_ date: CivilDate) -> String {
         let names = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-        return "\(names[date.weekday]) \(date.month < 10 ? "0" : "")\(date.month)-\(date.day < 10 ? "0" : "")\(date.day)"
+        return
+            "\(names[date.weekday]) \(date.month < 10 ? "0" : "")\(date.month)-\(date.day < 10 ? "0" : "")\(date.day)"
     }
 }
 

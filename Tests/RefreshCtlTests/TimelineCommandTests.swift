@@ -3,37 +3,39 @@ import Glibc
 import TestSupport
 import Testing
 
+/// A dry-run daemon with two segments refreshed once each and a second job of each waiting for
+/// the interval rule.
+func populatedDaemon(extra: String = "") throws -> RunningDaemon {
+    let daemon = try RunningDaemon(extra: extra)
+    let config = daemon.directory + "/refreshd.toml"
+    for (segment, zone) in [
+        (TimelineCommandTests.santiago, "America/Santiago"), (TimelineCommandTests.lordHowe, "Australia/Lord_Howe"),
+    ] {
+        for note in ["first", "second"] {
+            let result = try refreshctl([
+                "enqueue", "--segment", segment, "--time-zone", zone, "--note", note, "--config", config,
+            ])
+            #expect(result.status == 0, "\(result.stderr)")
+            if note == "first" {
+                // The first is sent (dry-run) before the second arrives, so the second waits an hour.
+                var sent = false
+                for _ in 0..<250 where !sent {
+                    sent = try daemon.ctl(["jobs", "--state", "sent", "--json"]).stdout.contains(segment)
+                    usleep(20_000)
+                }
+                #expect(sent)
+            }
+        }
+    }
+    return daemon
+}
+
 /// `refreshctl plan --timeline` against a running refreshd, through a pipe and through a real
 /// pseudo-terminal (tmux) at two widths.
 @Suite("refreshctl plan --timeline", .serialized)
 struct TimelineCommandTests {
     static let santiago = "5a1e0000-aaaa-4a4a-9a9a-000000000001"
     static let lordHowe = "1d0e0000-bbbb-4b4b-9b9b-000000000002"
-
-    /// A dry-run daemon with two segments refreshed once each and a second job of each waiting for
-    /// the interval rule.
-    func populatedDaemon() throws -> RunningDaemon {
-        let daemon = try RunningDaemon()
-        let config = daemon.directory + "/refreshd.toml"
-        for (segment, zone) in [(Self.santiago, "America/Santiago"), (Self.lordHowe, "Australia/Lord_Howe")] {
-            for note in ["first", "second"] {
-                let result = try refreshctl([
-                    "enqueue", "--segment", segment, "--time-zone", zone, "--note", note, "--config", config,
-                ])
-                #expect(result.status == 0, "\(result.stderr)")
-                if note == "first" {
-                    // The first is sent (dry-run) before the second arrives, so the second waits an hour.
-                    var sent = false
-                    for _ in 0..<250 where !sent {
-                        sent = try daemon.ctl(["jobs", "--state", "sent", "--json"]).stdout.contains(segment)
-                        usleep(20_000)
-                    }
-                    #expect(sent)
-                }
-            }
-        }
-        return daemon
-    }
 
     /// Through a pipe: no colour, 100 columns ($COLUMNS), one row per segment with its zone, the
     /// dry-run refreshes and the planned sends, the slots and the legend.
@@ -71,7 +73,8 @@ struct TimelineCommandTests {
             ])
             #expect(ascii.status == 0, "\(ascii.stderr)")
             #expect(ascii.stdout.unicodeScalars.allSatisfy { $0.isASCII }, "\(ascii.stdout)")
-            #expect(!ascii.stdout.contains("5a1e0000") && ascii.stdout.contains("1d0e0000 Lord_Howe"), "\(ascii.stdout)")
+            #expect(
+                !ascii.stdout.contains("5a1e0000") && ascii.stdout.contains("1d0e0000 Lord_Howe"), "\(ascii.stdout)")
 
             // Mistakes are named.
             let both = try daemon.ctl(["plan", "--timeline", "--time-zone", "UTC"])
@@ -94,7 +97,8 @@ struct TimelineCommandTests {
             func screen(width: Int, noColor: Bool) throws -> String {
                 let session = "w\(width)\(noColor ? "n" : "c")"
                 let command =
-                    (noColor ? "NO_COLOR=1 " : "") + "\(refreshctlPath) plan --timeline --socket \(daemon.socket); sleep 120"
+                    (noColor ? "NO_COLOR=1 " : "")
+                    + "\(refreshctlPath) plan --timeline --socket \(daemon.socket); sleep 120"
                 let started = try spawnAndWait(
                     "/usr/bin/tmux",
                     ["-S", tmuxSocket, "new-session", "-d", "-s", session, "-x", "\(width)", "-y", "40", command],
@@ -112,8 +116,11 @@ struct TimelineCommandTests {
             for width in [120, 64] {
                 let coloured = try screen(width: width, noColor: false)
                 #expect(coloured.contains("\u{1B}["), "colour on a terminal:\n\(coloured)")
-                let plain = coloured.replacingOccurrences(of: #"\u001B\[[0-9;]*m"#, with: "", options: .regularExpression)
-                let rows = plain.split(separator: "\n").filter { $0.hasPrefix("  5a1e0000") || $0.hasPrefix("  1d0e0000") }
+                let plain = coloured.replacingOccurrences(
+                    of: #"\u001B\[[0-9;]*m"#, with: "", options: .regularExpression)
+                let rows = plain.split(separator: "\n").filter {
+                    $0.hasPrefix("  5a1e0000") || $0.hasPrefix("  1d0e0000")
+                }
                 #expect(rows.count == 2, "\(plain)")
                 #expect(rows.allSatisfy { $0.count == width }, "rows fill the terminal's \(width) columns:\n\(plain)")
                 #expect(plain.split(separator: "\n").allSatisfy { $0.count <= width })

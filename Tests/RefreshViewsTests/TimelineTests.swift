@@ -34,7 +34,9 @@ func expectGolden(_ name: String, _ text: String, sourceLocation: SourceLocation
     if golden != text {
         let ours = text.split(separator: "\n", omittingEmptySubsequences: false)
         let theirs = golden.split(separator: "\n", omittingEmptySubsequences: false)
-        let first = zip(ours, theirs).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(ours.count, theirs.count)
+        let first =
+            zip(ours, theirs).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+            ?? min(ours.count, theirs.count)
         Issue.record(
             "\(name) differs from the golden file at line \(first + 1):\n got: \(first < ours.count ? String(ours[first]) : "<end>")\nwant: \(first < theirs.count ? String(theirs[first]) : "<end>")\n\(text)",
             sourceLocation: sourceLocation)
@@ -50,7 +52,8 @@ let segC = "c3d4e5f6-3333-4a7b-9c8d-0e1f2a3b4c03"
 /// and the segment's day, an account block and a hold.
 func santiagoWorld() -> BudgetView {
     let now = at("2024-09-07T22:30:00Z")
-    func refresh(_ id: Int64, _ segment: String?, _ zone: String?, _ outcome: String, _ t: String) -> BudgetView.Refresh {
+    func refresh(_ id: Int64, _ segment: String?, _ zone: String?, _ outcome: String, _ t: String) -> BudgetView.Refresh
+    {
         let counts = ["accepted", "uncertain", "external", "dry_run"].contains(outcome)
         return BudgetView.Refresh(
             id: id, account: "default", segmentID: segment, timeZone: zone, outcome: outcome, startedAt: at(t),
