@@ -267,6 +267,8 @@ public enum ControlAPI {
         BasicRequestContext
     > {
         let router = Router()
+        // Requests, durations and errors per route (swift-metrics; the registry /metrics shows).
+        router.middlewares.add(MetricsMiddleware())
         router.middlewares.add(JSONErrorMiddleware(logger: logger))
         if tcp { router.middlewares.add(WriteTokenMiddleware(token: writeToken)) }
         let handlers = Handlers(state: state)

@@ -59,6 +59,7 @@ public enum DaemonApplication {
             throw StartupError(description: "\(error)", exitCode: 74)
         }
         let metrics = RefreshdMetrics()
+        metrics.bootstrapMetricsSystem()
         // Hooks hear of jobs from the ledger's events and of account events from the lanes; they
         // are read at start (a reload keeps them).
         let hooks = HookService(

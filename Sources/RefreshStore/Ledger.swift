@@ -114,6 +114,8 @@ public protocol Ledger: Sendable {
     func queuedJobs(account: String, segmentID: String) throws -> [StoredJob]
     /// How many jobs are in each state.
     func jobCounts() throws -> [JobState: Int]
+    /// When the oldest job still queued was submitted (nil: none queued).
+    func oldestQueuedAt() throws -> Date?
     /// Cancels a job that has not been sent.
     func cancel(jobID: Int64, now: Date) throws -> StoredJob
     /// Cancels every queued job the filter takes, in one transaction; returns them.

@@ -399,6 +399,13 @@ public final class SQLiteLedger: Ledger {
         }
     }
 
+    public func oldestQueuedAt() throws -> Date? {
+        try writer.read { db in
+            try Double.fetchOne(db, sql: "SELECT min(created_at) FROM job WHERE state = 'queued'")
+                .map(Date.init(timeIntervalSince1970:))
+        }
+    }
+
     public func cancel(jobID: Int64, now: Date) throws -> StoredJob {
         try write { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [jobID]) else {
