@@ -236,6 +236,9 @@ enum HookProcess {
         posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 2)
+        // Nothing else of refreshd's (the ledger, sockets, anything opened without close-on-exec)
+        // reaches a hook.
+        _ = addCloseFrom?(&actions, 3)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -255,7 +258,13 @@ enum HookProcess {
             for pointer in envp { free(pointer) }
         }
         var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
+        var spawned = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
+        // ETXTBSY: the file is open for writing somewhere (being replaced, or a descriptor a
+        // forked process still holds); that passes, so try again for a second before giving up.
+        for _ in 0..<20 where spawned == ETXTBSY {
+            usleep(50_000)
+            spawned = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
+        }
         close(stdinPipe[0])
         close(outPipe[1])
         guard spawned == 0 else {
@@ -319,3 +328,12 @@ enum HookProcess {
         return .exited(exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), text)
     }
 }
+
+/// glibc's posix_spawn_file_actions_addclosefrom_np (2.34+), which Swift's Glibc module does not
+/// export: looked up once; nil where the C library lacks it.
+private let addCloseFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np")
+    else { return nil }
+    return unsafeBitCast(
+        symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+}()

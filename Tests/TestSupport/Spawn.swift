@@ -23,6 +23,10 @@ public func spawnAndWait(
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
     posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
     posix_spawn_file_actions_adddup2(&actions, mergeOutput ? outPipe[1] : errPipe[1], 2)
+    // The child gets no other descriptor of the test process: one opened without close-on-exec by
+    // another test (a script being written) would otherwise stay open in a long-lived child
+    // (tmux's server, Chromium) and make exec of that script fail with ETXTBSY.
+    _ = addCloseFrom?(&actions, 3)
     let variables = environment ?? ProcessInfo.processInfo.environment
     let argv = ([executable] + arguments).map { strdup($0) } + [nil]
     let envp = variables.map { strdup("\($0.key)=\($0.value)") } + [nil]
@@ -67,3 +71,12 @@ public func spawnAndWait(
         String(decoding: collected[errPipe[0]]!, as: UTF8.self)
     )
 }
+
+/// glibc's posix_spawn_file_actions_addclosefrom_np (2.34+), which Swift's Glibc module does not
+/// export: looked up once; nil where the C library lacks it.
+private let addCloseFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np")
+    else { return nil }
+    return unsafeBitCast(
+        symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+}()
