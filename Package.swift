@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "TZData", targets: ["TZData"]),
         .library(name: "RefreshCore", targets: ["RefreshCore"]),
         .library(name: "RefreshStore", targets: ["RefreshStore"]),
+        .library(name: "RefreshWire", targets: ["RefreshWire"]),
         .library(name: "RefreshViews", targets: ["RefreshViews"]),
         .library(name: "RefreshDaemon", targets: ["RefreshDaemon"]),
     ],
@@ -44,6 +45,15 @@ let package = Package(
             dependencies: ["RefreshCore", "TZData", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict
         ),
+        // What the daemon and its clients share, and nothing of the daemon's stack: the
+        // configuration (file, environment, socket and spool resolution), the control API's
+        // bodies and routes, the spool layout, the version. refreshctl links this, never
+        // RefreshDaemon (no GRDB, Hummingbird or Prometheus in the client).
+        .target(
+            name: "RefreshWire",
+            dependencies: ["RefreshCore", .product(name: "TOMLKit", package: "TOMLKit")],
+            swiftSettings: strict
+        ),
         // What people look at: the budget timeline (text for a terminal, SVG) and the status page,
         // drawn from the control API's JSON bodies. Pure values; shared by refreshctl and the daemon.
         .target(name: "RefreshViews", dependencies: ["RefreshCore", "TZData"], swiftSettings: strict),
@@ -51,8 +61,7 @@ let package = Package(
         .target(
             name: "RefreshDaemon",
             dependencies: [
-                "RefreshCore", "RefreshStore", "TZData", "RefreshViews",
-                .product(name: "TOMLKit", package: "TOMLKit"),
+                "RefreshCore", "RefreshStore", "TZData", "RefreshViews", "RefreshWire",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -87,7 +96,7 @@ let package = Package(
         .target(
             name: "RefreshCtlKit",
             dependencies: [
-                "TZData", "RefreshCore", "RefreshDaemon", "RefreshViews",
+                "TZData", "RefreshCore", "RefreshWire", "RefreshViews",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -126,7 +135,8 @@ let package = Package(
         .testTarget(
             name: "RefreshDaemonTests",
             dependencies: [
-                "TestSupport", "RefreshDaemon", "refreshd", "RefreshStore", "RefreshCore", "TZData", "FakeSendGrid",
+                "TestSupport", "RefreshDaemon", "RefreshWire", "refreshd", "RefreshStore", "RefreshCore", "TZData",
+                "FakeSendGrid",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -139,7 +149,8 @@ let package = Package(
         .testTarget(
             name: "RefreshCtlTests",
             dependencies: [
-                "TestSupport", "RefreshCtlKit", "refreshctl", "refreshd", "TZData", "RefreshCore", "RefreshStore",
+                "TestSupport", "RefreshCtlKit", "RefreshWire", "refreshctl", "refreshd", "TZData", "RefreshCore",
+                "RefreshStore",
                 "FakeSendGrid",
             ],
             swiftSettings: strict

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import Glibc
-import RefreshDaemon
+import RefreshWire
 import TZData
 
 /// Shell completion candidates that a fixed list cannot give. The shells' completion scripts

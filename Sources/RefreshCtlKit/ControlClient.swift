@@ -4,7 +4,7 @@ import Glibc
 import NIOCore
 import NIOHTTP1
 import RefreshCore
-import RefreshDaemon
+import RefreshWire
 import TZData
 
 /// A JSON answer from refreshd's control API.
@@ -67,7 +67,7 @@ struct ControlClient {
             throw CommandFailure("invalid request: \(error)", exit: .usage)
         }
         if body != nil { request.headers.add(name: "Content-Type", value: "application/json") }
-        request.headers.add(name: "User-Agent", value: "refreshctl/\(DaemonApplication.version)")
+        request.headers.add(name: "User-Agent", value: "refreshctl/\(RefreshdVersion.current)")
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         let response: HTTPClient.Response
         do {

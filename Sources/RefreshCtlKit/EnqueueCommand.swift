@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import Glibc
 import RefreshCore
-import RefreshDaemon
+import RefreshWire
 import TZData
 
 /// `refreshctl enqueue`: validates a job exactly as the daemon does and writes it atomically into

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import Glibc
-import RefreshDaemon
+import RefreshWire
 
 /// refreshctl's documented exit codes.
 public enum RefreshctlExit: Int32, Sendable {
@@ -67,7 +67,7 @@ public struct Refreshctl: ParsableCommand {
               8  wait: the job was cancelled
               9  wait: still queued when --timeout ran out
             """,
-        version: DaemonApplication.version,
+        version: RefreshdVersion.current,
         subcommands: [
             StatusCommand.self, BudgetCommand.self, JobsCommand.self, ShowCommand.self, WaitCommand.self,
             CancelCommand.self, RetryCommand.self,

@@ -6,6 +6,7 @@ import NIOCore
 import RefreshCore
 import RefreshStore
 import RefreshViews
+import RefreshWire
 import TZData
 
 /// What the control API reads and steers: the ledger, the configuration, the dispatcher's lanes,

@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import RefreshWire
 import ServiceLifecycle
 
 /// The control API's listeners, as services: the unix socket (always) and a loopback TCP port

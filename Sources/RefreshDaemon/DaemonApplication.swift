@@ -2,15 +2,15 @@ import Foundation
 import Logging
 import RefreshCore
 import RefreshStore
+import RefreshWire
 import ServiceLifecycle
 import TZData
 import UnixSignals
 
 /// The composition root: the one place where refreshd's pieces are wired together.
 public enum DaemonApplication {
-    /// refreshd's version: the `VERSION` file at the repository's root says it first; a test
-    /// holds this constant equal to it.
-    public static let version = "0.1.0"
+    /// refreshd's version (the `VERSION` file's, through the wire module both tools share).
+    public static let version = RefreshdVersion.current
 
     /// Why the daemon could not start; `exitCode` follows sysexits (78 configuration, 74 ledger).
     public struct StartupError: Error, CustomStringConvertible {

@@ -3,6 +3,7 @@ import Glibc
 import Logging
 import RefreshCore
 import RefreshStore
+import RefreshWire
 import ServiceLifecycle
 
 /// Something a hook is told about: a job that reached a final state (from the ledger's events,

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import RefreshCore
+import RefreshWire
 import Synchronization
 
 /// The log level, changeable at run time (SIGHUP reload) for every logger sharing it.

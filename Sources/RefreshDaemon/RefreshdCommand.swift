@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import RefreshWire
 import TZData
 
 /// `refreshd`: the daemon's command line.

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import RefreshCore
 import RefreshStore
+import RefreshWire
 import ServiceLifecycle
 import TZData
 import UnixSignals

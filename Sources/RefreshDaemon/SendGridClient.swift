@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import RefreshCore
+import RefreshWire
 
 /// An answer from SendGrid (any status).
 public struct SendGridAnswer: Sendable, Equatable {

@@ -3,6 +3,7 @@ import Glibc
 import Logging
 import RefreshCore
 import RefreshStore
+import RefreshWire
 import Synchronization
 import TZData
 

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import RefreshWire
 import Testing
 
 @testable import RefreshDaemon
@@ -310,7 +311,7 @@ struct ConfigurationTests {
             paged.subtracting(documented).isEmpty,
             "not in config/refreshd.toml: \(paged.subtracting(documented).sorted())")
         let loader = try String(
-            contentsOfFile: root.path + "/Sources/RefreshDaemon/ConfigurationLoader.swift", encoding: .utf8)
+            contentsOfFile: root.path + "/Sources/RefreshWire/ConfigurationLoader.swift", encoding: .utf8)
         let variables = Set(loader.matches(of: /"(REFRESHD_[A-Z_]+)"/).map { String($0.1) })
         #expect(variables.count >= 7)
         for variable in variables { #expect(page.contains(variable), "\(variable) is not in refreshd.toml(5)") }

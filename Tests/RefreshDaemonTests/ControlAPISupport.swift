@@ -6,6 +6,7 @@ import NIOHTTP1
 import RefreshCore
 import RefreshDaemon
 import RefreshStore
+import RefreshWire
 import ServiceLifecycle
 import TZData
 

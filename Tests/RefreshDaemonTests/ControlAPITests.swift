@@ -6,6 +6,7 @@ import NIOHTTP1
 import RefreshCore
 import RefreshDaemon
 import RefreshStore
+import RefreshWire
 import TZData
 import TestSupport
 import Testing

@@ -4,6 +4,7 @@ import Logging
 import RefreshCore
 import RefreshDaemon
 import RefreshStore
+import RefreshWire
 import TZData
 
 /// Simulated wall-clock time shared by the dispatcher and the fake SendGrid.

@@ -3,6 +3,7 @@ import Foundation
 import RefreshCore
 import RefreshDaemon
 import RefreshStore
+import RefreshWire
 import TZData
 import TestSupport
 import Testing

@@ -1,6 +1,7 @@
 import FakeSendGrid
 import Foundation
 import RefreshDaemon
+import RefreshWire
 import Testing
 
 /// A small subset of JSON Schema (type, required, properties, items, $ref, minLength, maxLength,

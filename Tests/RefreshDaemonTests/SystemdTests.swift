@@ -5,6 +5,7 @@ import Logging
 import RefreshCore
 import RefreshDaemon
 import RefreshStore
+import RefreshWire
 import TestSupport
 import Testing
 
