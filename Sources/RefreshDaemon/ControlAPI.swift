@@ -488,11 +488,10 @@ struct Handlers: Sendable {
         }
         let t = state.now()
         let history = try ledger.history(account: account, segmentID: segment, now: t)
+        let queued = try ledger.queuedJobs(account: account, segmentID: segment)
         var zoneName = query.get("time_zone")
         if zoneName == nil {
-            zoneName =
-                try ledger.queuedJobs(account: account, segmentID: segment).last?.job.timeZone
-                ?? history.segmentAttempts.last?.timeZone
+            zoneName = queued.last?.job.timeZone ?? history.segmentAttempts.last?.timeZone
         }
         guard let zoneName else {
             throw APIError.badRequest(
@@ -506,17 +505,26 @@ struct Handlers: Sendable {
                     + (suggestions.isEmpty ? "" : "; did you mean \(suggestions.joined(separator: ", "))?"))
         }
         return ControlAPI.json(
-            segmentBudgetJSON(account: account, segment: segment, zone: zone, history: history, now: t))
+            segmentBudgetJSON(
+                account: account, segment: segment, zone: zone, alsoZones: queued.map(\.job.timeZone), history: history,
+                now: t))
     }
 
     /// A segment's budget as GET /v1/segments/{id}/budget (and each row of GET /v1/segments) has it.
-    func segmentBudgetJSON(account: String, segment: String, zone: ZoneRules, history: LedgerHistory, now t: Date)
-        -> [String: Any]
-    {
+    /// `alsoZones` are the zones of the segment's queued jobs: the lane sends them together, so
+    /// they join Z(s) here as they do in the lane's decision (I1); a zone that does not load adds
+    /// nothing (such a job is held, never sent).
+    func segmentBudgetJSON(
+        account: String, segment: String, zone: ZoneRules, alsoZones: [String], history: LedgerHistory, now t: Date
+    ) -> [String: Any] {
         let inputs = history.engineInputs(resolve: rules)
+        var others: [ZoneRules] = []
+        for name in alsoZones where name != zone.name && !others.contains(where: { $0.name == name }) {
+            if let rules = rules(name) { others.append(rules) }
+        }
         let decision = RuleEngine.decide(
-            account: account, segment: segment, zone: zone, history: inputs.attempts, blocks: inputs.blocks,
-            limits: state.configuration.limits(for: account), now: t)
+            account: account, segment: segment, zone: zone, alsoZones: others, history: inputs.attempts,
+            blocks: inputs.blocks, limits: state.configuration.limits(for: account), now: t)
         let hold = (try? ledger.activeHolds(account: account))?.first {
             $0.covers(account: account, segmentID: segment)
         }
@@ -547,6 +555,7 @@ struct Handlers: Sendable {
         let t = state.now()
         let rows = try await state.work.read { [self, accounts] () -> [SegmentRow] in
             var zones: [String: [String: String]] = [:]
+            var queuedZones: [String: [String: [String]]] = [:]
             for attempt in try ledger.attempts(
                 since: t.addingTimeInterval(-4 * 86400), account: nil, segmentID: nil, limit: Int.max
             ).reversed()
@@ -555,6 +564,7 @@ struct Handlers: Sendable {
             }
             for job in try ledger.queuedJobs() where accounts.contains(job.job.account) {
                 zones[job.job.account, default: [:]][job.job.segmentID] = job.job.timeZone
+                queuedZones[job.job.account, default: [:]][job.job.segmentID, default: []].append(job.job.timeZone)
             }
             var rows: [SegmentRow] = []
             for account in accounts {
@@ -568,7 +578,8 @@ struct Handlers: Sendable {
                         SegmentRow(
                             json: JSONBox(
                                 segmentBudgetJSON(
-                                    account: account, segment: segment, zone: zone, history: history, now: t)),
+                                    account: account, segment: segment, zone: zone,
+                                    alsoZones: queuedZones[account]?[segment] ?? [], history: history, now: t)),
                             account: account, segment: segment, zone: zoneName))
                 }
             }

@@ -462,6 +462,51 @@ struct ControlAPITests {
         }
     }
 
+    /// A segment's budget counts the zones of all its queued jobs, as the lane's decision does (I1):
+    /// two refreshes made late on Kiritimati's day (UTC+14) are still on Los Angeles' day, and a
+    /// queued Los Angeles job rides with the Kiritimati one, so neither the API nor the lane may
+    /// call the segment free before Los Angeles' midnight. (Before: the API passed only the newest
+    /// job's zone and answered "allowed now" while the lane held the segment.)
+    @Test func segmentBudgetCountsEveryQueuedZone() async throws {
+        let now = try #require(Timestamp.parseRFC3339("2026-06-15T12:00:00Z"))
+        let h = try await APIHarness(now: { now })
+        let segment = segmentA
+        for at in ["2026-06-15T08:00:00Z", "2026-06-15T09:30:00Z"] {
+            _ = try h.ledger.recordExternal(
+                account: "default", segmentID: segment, timeZone: "Pacific/Kiritimati",
+                at: try #require(Timestamp.parseRFC3339(at)))
+        }
+        for (zone, offset) in [("America/Los_Angeles", -20.0), ("Pacific/Kiritimati", -10.0)] {
+            _ = try h.ledger.enqueue(
+                NewJob(source: "test", account: "default", segmentID: segment, timeZone: zone),
+                now: now.addingTimeInterval(offset))
+        }
+        // What the lane decides for this segment: the send's zone and every queued job's zone.
+        let history = try h.ledger.history(account: "default", segmentID: segment, now: now)
+        let inputs = history.engineInputs(resolve: { try? hostZones.rules(for: $0) })
+        let lane = RuleEngine.decide(
+            account: "default", segment: segment, zone: try hostZones.rules(for: "Pacific/Kiritimati"),
+            alsoZones: [try hostZones.rules(for: "America/Los_Angeles")], history: inputs.attempts,
+            blocks: inputs.blocks, limits: .sendGrid, now: now)
+        #expect(lane.verdict != .allowed)
+        // Los Angeles' midnight (07:00Z) plus the 60 s margin.
+        #expect(lane.earliest(now: now).map(Timestamp.rfc3339) == "2026-06-16T07:01:00Z")
+
+        for uri in ["/v1/segments/\(segment)/budget", "/v1/segments/\(segment)/budget?time_zone=Pacific/Kiritimati"] {
+            let answer = try await h.get(uri)
+            #expect(answer.status == 200, "\(answer.body)")
+            #expect(answer.object["time_zone"] as? String == "Pacific/Kiritimati")
+            #expect(answer.object["allowed_now"] as? Bool == false, "\(uri): \(answer.body)")
+            #expect(answer.object["earliest"] as? String == "2026-06-16T07:01:00Z", "\(uri): \(answer.body)")
+            #expect((answer.object["segment_remaining_today"] as? NSNumber)?.intValue == 0)
+        }
+        let listed = try await h.get("/v1/segments")
+        let row = try #require((listed.object["segments"] as? [[String: Any]])?.first)
+        #expect(row["allowed_now"] as? Bool == false, "\(listed.body)")
+        #expect(row["earliest"] as? String == "2026-06-16T07:01:00Z")
+        await h.stop()
+    }
+
     /// On the TCP listener, reads are open; POST and DELETE need the token.
     @Test func tcpListenerNeedsTheTokenForChanges() async throws {
         let port = freePort()
