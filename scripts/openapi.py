@@ -106,7 +106,7 @@ schemas = {
         "version": {"type": "string"}, "tzdata_version": nullable({"type": "string"}), "tz_directory": {"type": "string"}, "dry_run": {"type": "boolean"},
         "started_at": TS, "uptime_seconds": {"type": "integer"}, "now": TS,
         "jobs": {"type": "object", "additionalProperties": {"type": "integer"}}, "queue_size": {"type": "integer"},
-        "spool": {"type": "object", "required": ["backlog", "taken", "rejected", "blocked", "skipped"], "properties": {"backlog": {"type": "integer"},
+        "spool": {"type": "object", "required": ["backlog", "taken", "rejected", "blocked", "skipped", "rejected_files", "rejected_bytes"], "properties": {"backlog": {"type": "integer"},
             "taken": {"type": "integer"}, "rejected": {"type": "integer"}, "blocked": nullable({"type": "string"}),
             "skipped": {"type": "array", "items": {"type": "string"}, "description": "Entries of incoming/ that cannot be moved out, skipped (remove them by hand)"},
             "rejected_files": {"type": "integer"}, "rejected_bytes": {"type": "integer"}}},

@@ -4,7 +4,8 @@ import Foundation
 public enum AnswerClass: String, Sendable, Equatable, CaseIterable {
     /// 2xx: the refresh was accepted.
     case accepted
-    /// 400, 404, 405, 413, 415, 422: the request itself is wrong; resending cannot help.
+    /// `rejectedStatuses` (400, 404, 405, 413, 415, 422): the request itself is wrong; resending
+    /// cannot help.
     case rejected
     /// 401: the key was refused; the account pauses until a reload.
     case unauthorized
@@ -15,10 +16,14 @@ public enum AnswerClass: String, Sendable, Equatable, CaseIterable {
     /// Anything else (5xx, unexpected statuses): SendGrid may have recorded it.
     case unclear
 
+    /// The statuses that mean the request itself is wrong (the one list: help texts and documents
+    /// name these).
+    public static let rejectedStatuses = [400, 404, 405, 413, 415, 422]
+
     public init(status: Int) {
         switch status {
         case 200..<300: self = .accepted
-        case 400, 404, 405, 413, 415, 422: self = .rejected
+        case _ where Self.rejectedStatuses.contains(status): self = .rejected
         case 401: self = .unauthorized
         case 403: self = .forbidden
         case 429: self = .rateLimited

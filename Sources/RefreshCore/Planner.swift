@@ -33,7 +33,7 @@ public struct QueuedJob: Sendable, Equatable {
 }
 
 /// Why a planned send happens when it does rather than earlier.
-public enum PlanReason: String, Sendable, Equatable, Hashable, Codable {
+public enum PlanReason: String, Sendable, Equatable, Hashable, Codable, CaseIterable {
     case segmentDaily = "segment_daily"
     case segmentInterval = "segment_interval"
     case accountDaily = "account_daily"
@@ -42,6 +42,18 @@ public enum PlanReason: String, Sendable, Equatable, Hashable, Codable {
     case notBefore = "not_before"
     /// Other jobs of the account take the slots first (priority, then FIFO).
     case queue
+
+    /// One line for help texts and documents.
+    public var meaning: String {
+        switch self {
+        case .segmentDaily: return "the segment's 2 per local day"
+        case .segmentInterval: return "1 per hour per segment"
+        case .accountDaily: return "the account's 10 per UTC day"
+        case .learnedBlock: return "a block SendGrid told us"
+        case .notBefore: return "the job's not_before"
+        case .queue: return "other jobs of the account go first"
+        }
+    }
 
     init(_ rule: Rule) {
         switch rule {

@@ -70,7 +70,7 @@ public enum AttemptOutcome: String, Sendable, Equatable, CaseIterable, Codable {
     case reserved
     /// 202: SendGrid accepted the refresh.
     case accepted
-    /// 400 or 404: SendGrid refused the request itself.
+    /// One of `AnswerClass.rejectedStatuses`: SendGrid refused the request itself.
     case rejected
     /// 429.
     case rateLimited = "rate_limited"
@@ -89,6 +89,23 @@ public enum AttemptOutcome: String, Sendable, Equatable, CaseIterable, Codable {
     /// Was `uncertain` until a later pre-flight read showed SendGrid did not record it as a
     /// refresh: it still counts toward the account's day, no longer toward the segment's rules.
     case unrecorded
+
+    /// One line for help texts and documents (the statuses come from `AnswerClass`).
+    public var meaning: String {
+        switch self {
+        case .reserved: return "in flight"
+        case .accepted: return "202"
+        case .rejected: return AnswerClass.rejectedStatuses.map(String.init).joined(separator: "/")
+        case .rateLimited: return "429"
+        case .unauthorized: return "401"
+        case .forbidden: return "403"
+        case .uncertain: return "no clear answer: counted"
+        case .dryRun: return "no request: dry-run"
+        case .notSent: return "failed before a byte was sent"
+        case .external: return "made elsewhere, seen by a pre-flight read"
+        case .unrecorded: return "uncertain, later shown not recorded"
+        }
+    }
 
     /// Counts toward the segment's rules (I1, I2): SendGrid accepted or may have accepted it.
     public var countsAsRefresh: Bool {

@@ -29,7 +29,7 @@ enum Completions {
         guard
             let client = try? ControlClient.resolve(
                 socket: value(of: "--socket", in: words), config: value(of: "--config", in: words)),
-            let answer = try? client.call(.GET, "/v1/jobs?state=queued&limit=1000")
+            let answer = try? client.call(.jobs, query: [("state", "queued"), ("limit", "1000")])
         else { return [] }
         let jobs = answer.object["jobs"] as? [[String: Any]] ?? []
         return jobs.compactMap { ($0["id"] as? NSNumber)?.stringValue }.filter { $0.hasPrefix(prefix) }
@@ -43,7 +43,7 @@ enum Completions {
         if let configuration = try? loader.load(explicitPath: value(of: "--config", in: words), resolvingKeys: false) {
             names = configuration.accounts.map(\.name)
         } else if let client = try? ControlClient.resolve(socket: value(of: "--socket", in: words), config: nil),
-            let answer = try? client.call(.GET, "/v1/budget")
+            let answer = try? client.call(.budget)
         {
             names = (answer.object["accounts"] as? [[String: Any]] ?? []).compactMap { $0["account"] as? String }
         }

@@ -47,6 +47,17 @@ struct ControlClient {
             """, exit: .unreachable)
     }
 
+    /// One request to a route (`id` fills its `{id}`; the query is percent-encoded; nil values are
+    /// left out); API errors become CommandFailures with the documented exit codes.
+    func call(
+        _ route: Route, id: String? = nil, query: [(String, String?)] = [], body: String? = nil,
+        headers: [(String, String)] = [], readTimeout: TimeAmount = .seconds(60)
+    ) throws -> ControlAnswer {
+        try call(
+            HTTPMethod(rawValue: route.method), route.uri(id: id, query: query), body: body, headers: headers,
+            readTimeout: readTimeout)
+    }
+
     /// One request; API errors become CommandFailures with the documented exit codes.
     func call(
         _ method: HTTPMethod, _ uri: String, body: String? = nil, headers: [(String, String)] = [],

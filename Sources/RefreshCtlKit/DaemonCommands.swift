@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import RefreshCore
 import RefreshViews
+import RefreshWire
 import TZData
 
 /// Options every command that talks to the daemon takes.
@@ -82,10 +83,7 @@ struct BudgetCommand: ParsableCommand, SinkRunnable {
     mutating func run(output: OutputSink) throws {
         let client = try options.client()
         if all {
-            let query =
-                account.map { "?account=" + ($0.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? $0) }
-                ?? ""
-            let answer = try client.call(.GET, "/v1/segments" + query)
+            let answer = try client.call(.segments, query: [("account", account)])
             present(answer, json: options.json, output: output) { body in
                 let now = Human.date(body["now"]) ?? Date()
                 let rows = (body["segments"] as? [[String: Any]] ?? []).map { row -> [String] in
@@ -112,7 +110,7 @@ struct BudgetCommand: ParsableCommand, SinkRunnable {
             return
         }
         guard let segment else {
-            let answer = try client.call(.GET, "/v1/budget")
+            let answer = try client.call(.budget)
             present(answer, json: options.json, output: output) { body in
                 let now = Human.date(body["now"]) ?? Date()
                 let rows = (body["accounts"] as? [[String: Any]] ?? []).map { account -> [String] in
@@ -133,18 +131,8 @@ struct BudgetCommand: ParsableCommand, SinkRunnable {
             }
             return
         }
-        var query: [String] = []
-        if let timeZone {
-            query.append(
-                "time_zone=" + (timeZone.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? timeZone))
-        }
-        if let account {
-            query.append(
-                "account=" + (account.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? account))
-        }
-        let path = segment.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? segment
         let answer = try client.call(
-            .GET, "/v1/segments/\(path)/budget" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")))
+            .segmentBudget, id: segment, query: [("time_zone", timeZone), ("account", account)])
         present(answer, json: options.json, output: output) { body in
             let now = Human.date(body["now"]) ?? Date()
             let zone = Human.text(body["time_zone"])
@@ -186,7 +174,7 @@ struct JobsCommand: ParsableCommand, SinkRunnable {
         commandName: "jobs",
         abstract: "List jobs (oldest first), optionally by state or segment.",
         discussion: """
-            States: queued, sending, sent, coalesced, failed, cancelled, expired. A page holds --limit jobs; \
+            States: \(JobState.allCases.map(\.rawValue).joined(separator: ", ")). A page holds --limit jobs; \
             the last line says how to get the next one.
 
             Examples:
@@ -209,11 +197,8 @@ struct JobsCommand: ParsableCommand, SinkRunnable {
     @OptionGroup var options: DaemonOptions
 
     mutating func run(output: OutputSink) throws {
-        var query = ["limit=\(limit)"]
-        if let state { query.append("state=\(state)") }
-        if let segment { query.append("segment=\(segment)") }
-        if let cursor { query.append("cursor=\(cursor)") }
-        let answer = try options.client().call(.GET, "/v1/jobs?" + query.joined(separator: "&"))
+        let answer = try options.client().call(
+            .jobs, query: [("limit", "\(limit)"), ("state", state), ("segment", segment), ("cursor", cursor)])
         present(answer, json: options.json, output: output) { body in
             let jobs = body["jobs"] as? [[String: Any]] ?? []
             let rows = jobs.map { job in
@@ -245,8 +230,7 @@ struct ShowCommand: ParsableCommand, SinkRunnable {
 
     mutating func run(output: OutputSink) throws {
         let client = try options.client()
-        let answer = try client.call(
-            .GET, "/v1/jobs/\(job.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? job)")
+        let answer = try client.call(.job, id: job)
         try present(answer, json: options.json, output: output) { body in
             let job = body["job"] as? [String: Any] ?? [:]
             for key in [
@@ -260,7 +244,7 @@ struct ShowCommand: ParsableCommand, SinkRunnable {
                 output.line("HELD".padding(toLength: 16, withPad: " ", startingAt: 0) + Human.text(held))
             }
             if job["state"] as? String == "queued" {
-                let plan = try client.call(.GET, "/v1/plan").object
+                let plan = try client.call(.plan).object
                 let now = Human.date(plan["now"]) ?? Date()
                 let fate = (plan["jobs"] as? [[String: Any]] ?? []).first {
                     ($0["id"] as? NSNumber)?.int64Value == (job["id"] as? NSNumber)?.int64Value
@@ -331,14 +315,13 @@ struct CancelCommand: ParsableCommand, SinkRunnable {
             var members = ["\"dry_run\":\(dryRun)"]
             if let segment { members.append("\"segment\":\(jsonString(segment))") }
             if let account { members.append("\"account\":\(jsonString(account))") }
-            let answer = try client.call(.POST, "/v1/jobs/cancel", body: "{" + members.joined(separator: ",") + "}")
+            let answer = try client.call(.cancelJobs, body: "{" + members.joined(separator: ",") + "}")
             present(answer, json: options.json, output: output) { body in
                 bulkSummary(body, verb: dryRun ? "would cancel" : "cancelled", into: output)
             }
             return
         }
-        let answer = try client.call(
-            .DELETE, "/v1/jobs/\(job.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? job)")
+        let answer = try client.call(.cancelJob, id: job)
         present(answer, json: options.json, output: output) { body in
             let job = body["job"] as? [String: Any] ?? [:]
             output.line("cancelled job \(Human.text(job["id"])) (segment \(Human.text(job["segment_id"])))")
@@ -363,9 +346,9 @@ struct PlanCommand: ParsableCommand, SinkRunnable {
         commandName: "plan", abstract: "The forecast: when each queued job is expected to go out, and why then.",
         discussion: """
             Each line is one refresh; the jobs it serves are listed (the first leads, the others are coalesced). \
-            WHY names what holds it until then: segment_daily, segment_interval, account_daily, learned_block \
-            (a block SendGrid told us), not_before, or queue (other jobs of the account go first). The forecast \
-            assumes every send is accepted.
+            WHY names what holds it until then: \
+            \(PlanReason.allCases.map { "\($0.rawValue) (\($0.meaning))" }.joined(separator: ", ")). \
+            The forecast assumes every send is accepted.
 
             What if: --with-job FILE (or - for standard input), or the job flags (--segment, --time-zone, ...), shows \
             the forecast as if that job were queued now, without queueing it (its id shows as -1).
@@ -432,11 +415,10 @@ struct PlanCommand: ParsableCommand, SinkRunnable {
         let answer: ControlAnswer
         if withJob != nil || !job.isEmpty {
             let bytes = try job.bytes(file: withJob)
-            answer = try client.call(
-                .POST, "/v1/plan", body: "{\"jobs\":[" + String(decoding: bytes, as: UTF8.self) + "]}")
+            answer = try client.call(.whatIf, body: "{\"jobs\":[" + String(decoding: bytes, as: UTF8.self) + "]}")
             candidate = true
         } else {
-            answer = try client.call(.GET, "/v1/plan")
+            answer = try client.call(.plan)
         }
         let limit = self.limit
         present(answer, json: options.json, output: output) { body in
@@ -451,8 +433,8 @@ struct PlanCommand: ParsableCommand, SinkRunnable {
                     ($0["jobs"] as? [NSNumber] ?? []).contains(-1)
                 }
                 let zone = Human.text(send?["time_zone"])
-                switch fate["fate"] as? String {
-                case "send", "coalesce":
+                switch (fate["fate"] as? String).flatMap(PlanFate.init(rawValue:)) {
+                case .send?, .coalesce?:
                     output.line(
                         "this job would go out at \(at.map(Timestamp.rfc3339) ?? "-") (\(at.map { Human.local($0, zone: zone, zones: sharedZones) } ?? "-") \(zone), "
                             + "\(at.map { Human.relative($0, now: now) } ?? "-"))"
@@ -482,7 +464,7 @@ struct PlanCommand: ParsableCommand, SinkRunnable {
             Human.table(["WHEN (UTC)", "LOCAL", "IN", "SEGMENT", "JOBS", "WHY"], rows, into: output)
             if sends.count > limit { output.line("... and \(sends.count - limit) more (--limit, or --json for all)") }
             let stuck = (body["jobs"] as? [[String: Any]] ?? []).filter {
-                ["never", "paused", "unknown_account", "expire", "held"].contains($0["fate"] as? String)
+                (($0["fate"] as? String).flatMap(PlanFate.init(rawValue:)))?.isStuck ?? true
             }
             for job in stuck {
                 output.line(
@@ -503,14 +485,14 @@ extension PlanCommand {
             return id
         }
         let since = Timestamp.rfc3339(Date().addingTimeInterval(-Double(hours) * 900 - 2 * 86400))
-        let plan = try client.call(.GET, "/v1/plan")
+        let plan = try client.call(.plan)
         let view: BudgetView
         do {
             view = try BudgetView(
-                plan: Data(plan.body.utf8), budget: Data(try client.call(.GET, "/v1/budget").body.utf8),
-                refreshes: Data(try client.call(.GET, "/v1/refreshes?since=\(since)&limit=1000").body.utf8),
-                blocks: Data(try client.call(.GET, "/v1/blocks").body.utf8),
-                holds: Data(try client.call(.GET, "/v1/holds").body.utf8))
+                plan: Data(plan.body.utf8), budget: Data(try client.call(.budget).body.utf8),
+                refreshes: Data(
+                    try client.call(.refreshes, query: [("since", "\(since)"), ("limit", "1000")]).body.utf8),
+                blocks: Data(try client.call(.blocks).body.utf8), holds: Data(try client.call(.holds).body.utf8))
         } catch let failure as CommandFailure {
             throw failure
         } catch {
@@ -554,9 +536,7 @@ struct HistoryCommand: ParsableCommand, SinkRunnable {
         commandName: "history",
         abstract: "Refreshes refreshd sent (or learned of), newest first, with what SendGrid answered.",
         discussion: """
-            Outcomes: accepted, rejected (400/404), rate_limited (429), unauthorized (401), forbidden (403), \
-            uncertain (no clear answer: counted), unrecorded (uncertain, later shown not recorded), not_sent, \
-            dry_run, external (made elsewhere, seen by a pre-flight read), reserved (in flight).
+            Outcomes: \(AttemptOutcome.allCases.map { "\($0.rawValue) (\($0.meaning))" }.joined(separator: ", ")).
 
             Example:
               refreshctl history --since 2026-11-25T00:00:00Z --segment 0f8c5e8e-1111-4f4a-9a53-3c3f0d7e1a01
@@ -579,15 +559,8 @@ struct HistoryCommand: ParsableCommand, SinkRunnable {
     @OptionGroup var options: DaemonOptions
 
     mutating func run(output: OutputSink) throws {
-        var query = ["limit=\(limit)"]
-        if let since {
-            query.append("since=" + (since.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? since))
-        }
-        if let segment { query.append("segment=\(segment)") }
-        if let account {
-            query.append("account=" + (account.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? account))
-        }
-        let answer = try options.client().call(.GET, "/v1/refreshes?" + query.joined(separator: "&"))
+        let answer = try options.client().call(
+            .refreshes, query: [("limit", "\(limit)"), ("since", since), ("segment", segment), ("account", account)])
         present(answer, json: options.json, output: output) { body in
             let rows = (body["refreshes"] as? [[String: Any]] ?? []).map { attempt in
                 [
@@ -624,9 +597,7 @@ struct BlocksCommand: ParsableCommand, SinkRunnable {
     @OptionGroup var options: DaemonOptions
 
     mutating func run(output: OutputSink) throws {
-        let query =
-            account.map { "?account=" + ($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? $0) } ?? ""
-        let answer = try options.client().call(.GET, "/v1/blocks" + query)
+        let answer = try options.client().call(.blocks, query: [("account", account)])
         present(answer, json: options.json, output: output) { body in
             let now = Human.date(body["now"]) ?? Date()
             let blocks = body["blocks"] as? [[String: Any]] ?? []
@@ -670,8 +641,7 @@ struct UnblockCommand: ParsableCommand, SinkRunnable {
     @OptionGroup var options: DaemonOptions
 
     mutating func run(output: OutputSink) throws {
-        let answer = try options.client().call(
-            .DELETE, "/v1/blocks/\(block.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? block)")
+        let answer = try options.client().call(.liftBlock, id: block)
         present(answer, json: options.json, output: output) { body in
             let block = body["block"] as? [String: Any] ?? [:]
             let what =
@@ -695,7 +665,7 @@ struct StatusCommand: ParsableCommand, SinkRunnable {
     @OptionGroup var options: DaemonOptions
 
     mutating func run(output: OutputSink) throws {
-        let answer = try options.client().call(.GET, "/v1/status")
+        let answer = try options.client().call(.status)
         present(answer, json: options.json, output: output) { body in
             let now = Human.date(body["now"]) ?? Date()
             let uptime = (body["uptime_seconds"] as? NSNumber)?.doubleValue ?? 0

@@ -110,7 +110,7 @@ struct EnqueueCommand: ParsableCommand, SinkRunnable {
     /// id, then is followed until it is sent. The daemon must be running.
     func enqueueAndWait(_ body: String, output: OutputSink) throws {
         let client = try ControlClient.resolve(socket: socket, config: config)
-        let answer = try client.call(.POST, "/v1/jobs", body: body)
+        let answer = try client.call(.enqueue, body: body)
         guard let job = answer.object["job"] as? [String: Any], let id = (job["id"] as? NSNumber)?.int64Value else {
             throw CommandFailure("refreshd answered without a job id: \(answer.body)", exit: .error)
         }

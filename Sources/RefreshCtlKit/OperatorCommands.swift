@@ -67,7 +67,7 @@ struct RetryCommand: ParsableCommand, SinkRunnable {
             if let segment { members.append("\"segment\":\(jsonString(segment))") }
             if let account { members.append("\"account\":\(jsonString(account))") }
             if let since { members.append("\"since\":\(jsonString(since))") }
-            let answer = try client.call(.POST, "/v1/jobs/retry", body: "{" + members.joined(separator: ",") + "}")
+            let answer = try client.call(.retryJobs, body: "{" + members.joined(separator: ",") + "}")
             if options.json {
                 output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
             } else {
@@ -79,7 +79,7 @@ struct RetryCommand: ParsableCommand, SinkRunnable {
             guard let id = Int64(job), id > 0 else {
                 throw CommandFailure("\"\(job)\" is not a job id (a positive integer)", exit: .usage)
             }
-            let answer = try client.call(.POST, "/v1/jobs/\(id)/retry")
+            let answer = try client.call(.retryJob, id: "\(id)")
             if options.json {
                 output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
             } else {
@@ -150,7 +150,7 @@ struct EditCommand: ParsableCommand, SinkRunnable {
         if let notBefore { members.append("\"not_before\":" + (notBefore == "none" ? "null" : jsonString(notBefore))) }
         if let expiresAt { members.append("\"expires_at\":" + (expiresAt == "none" ? "null" : jsonString(expiresAt))) }
         let answer = try options.client().call(
-            .PATCH, "/v1/jobs/\(id)", body: "{" + members.joined(separator: ",") + "}")
+            .editJob, id: "\(id)", body: "{" + members.joined(separator: ",") + "}")
         if options.json {
             output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
             return
@@ -204,7 +204,7 @@ struct HoldCommand: ParsableCommand, SinkRunnable {
             "\"who\":\(jsonString(invokingUser()))",
         ]
         if let segment { members.append("\"segment\":\(jsonString(segment))") }
-        let answer = try options.client().call(.POST, "/v1/holds", body: "{" + members.joined(separator: ",") + "}")
+        let answer = try options.client().call(.addHold, body: "{" + members.joined(separator: ",") + "}")
         if options.json {
             output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
             return
@@ -255,10 +255,7 @@ struct ReleaseCommand: ParsableCommand, SinkRunnable {
         let client = try options.client()
         var id = hold ?? ""
         if let account {
-            let holds = try client.call(
-                .GET,
-                "/v1/holds?account="
-                    + (account.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? account))
+            let holds = try client.call(.holds, query: [("account", account)])
             let wanted = segment?.lowercased()
             guard
                 let match = (holds.object["holds"] as? [[String: Any]] ?? []).first(where: {
@@ -271,8 +268,7 @@ struct ReleaseCommand: ParsableCommand, SinkRunnable {
             }
             id = Human.text(match["id"])
         }
-        let answer = try client.call(
-            .DELETE, "/v1/holds/\(id.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? id)")
+        let answer = try client.call(.releaseHold, id: id)
         if options.json {
             output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
             return

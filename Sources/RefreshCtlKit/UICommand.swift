@@ -31,7 +31,7 @@ struct UICommand: ParsableCommand, SinkRunnable {
     mutating func run(output: OutputSink) throws {
         let client = try options.client()
         guard let port else {
-            let status = try client.call(.GET, "/v1/status").object
+            let status = try client.call(.status).object
             guard let listen = status["listen"] as? String, !listen.isEmpty else {
                 throw CommandFailure(
                     "refreshd has no loopback listener (set listen = \"127.0.0.1:8425\" in refreshd.toml), "
@@ -125,7 +125,7 @@ struct PageServer {
             (status, type, body) = ("404 Not Found", "text/plain", "only /ui is served here\n")
         } else {
             do {
-                (status, type, body) = ("200 OK", "text/html; charset=utf-8", try client.call(.GET, "/ui").body)
+                (status, type, body) = ("200 OK", "text/html; charset=utf-8", try client.call(.page).body)
             } catch let failure as CommandFailure {
                 (status, type, body) = ("502 Bad Gateway", "text/plain", failure.message + "\n")
             } catch {

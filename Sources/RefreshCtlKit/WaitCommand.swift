@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import RefreshCore
+import RefreshWire
 import TZData
 
 /// `refreshctl wait`: follows jobs until they are sent (or fail, expire, are cancelled), with the
@@ -120,12 +121,13 @@ struct JobWaiter {
             if let deadline { seconds = max(0, min(seconds, Int(deadline.timeIntervalSinceNow.rounded(.up)))) }
             let headers = tag.map { [("If-None-Match", $0)] } ?? []
             let answer = try client.call(
-                .GET, "/v1/jobs/\(id)?wait=\(seconds)", headers: headers, readTimeout: .seconds(Int64(seconds) + 30))
+                .job, id: "\(id)", query: [("wait", "\(seconds)")], headers: headers,
+                readTimeout: .seconds(Int64(seconds) + 30))
             let previous = tag
             tag = answer.headers.first(name: "ETag")
             let body = answer.object
             let job = body["job"] as? [String: Any] ?? [:]
-            let state = job["state"] as? String ?? "?"
+            let state = (job["state"] as? String).flatMap(JobState.init(rawValue:))
             // A new line when the job or its forecast changed; on a terminal the status line is
             // also redrawn after each quiet poll (its "in 3 h 12 min" moves on).
             if tag != previous || (output.isTerminal && !json) {
@@ -133,14 +135,14 @@ struct JobWaiter {
                     output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
                 } else {
                     let line = Self.describe(job: job, forecast: body["forecast"] as? [String: Any], now: Date())
-                    state == "queued" || state == "sending" ? output.status(line) : output.line(line)
+                    state == .queued || state == .sending ? output.status(line) : output.line(line)
                 }
             }
             switch state {
-            case "sent", "coalesced": return .ok
-            case "failed": return .failed
-            case "expired": return .expired
-            case "cancelled": return .cancelled
+            case .sent?, .coalesced?: return .ok
+            case .failed?: return .failed
+            case .expired?: return .expired
+            case .cancelled?: return .cancelled
             default:
                 if let deadline, Date() >= deadline { return .timedOut }
             }
@@ -156,28 +158,28 @@ struct JobWaiter {
             return
                 "\(Timestamp.rfc3339(at)) (\(Human.local(at, zone: zone, zones: sharedZones)) \(zone), \(Human.relative(at, now: now)))"
         }
-        switch job["state"] as? String ?? "" {
-        case "queued":
+        switch (job["state"] as? String).flatMap(JobState.init(rawValue:)) {
+        case .queued?:
             if let held = job["held_reason"] as? String { return "queued as \(id), held: \(Human.text(held))" }
-            switch forecast?["fate"] as? String {
-            case "send": return "queued as \(id), expected at \(when(forecast?["at"]))"
-            case "coalesce":
+            switch (forecast?["fate"] as? String).flatMap(PlanFate.init(rawValue:)) {
+            case .send?: return "queued as \(id), expected at \(when(forecast?["at"]))"
+            case .coalesce?:
                 return
                     "queued as \(id), expected at \(when(forecast?["at"])) with job \(Human.text(forecast?["leader"]))"
-            case "expire":
+            case .expire?:
                 return "queued as \(id), will expire at \(when(forecast?["at"])): no legal slot before its expires_at"
-            case "paused": return "queued as \(id), waiting: the account is paused (see refreshctl status)"
-            case "held": return "queued as \(id), held: its time zone is not in the tz data"
-            case "unknown_account": return "queued as \(id), waiting: its account is not configured"
+            case .paused?: return "queued as \(id), waiting: the account is paused (see refreshctl status)"
+            case .held?: return "queued as \(id), held: its time zone is not in the tz data"
+            case .unknownAccount?: return "queued as \(id), waiting: its account is not configured"
             default: return "queued as \(id), no send planned yet"
             }
-        case "sending": return "job \(id) is being sent now"
-        case "sent": return "job \(id) sent at \(when(job["updated_at"]))"
-        case "coalesced":
+        case .sending?: return "job \(id) is being sent now"
+        case .sent?: return "job \(id) sent at \(when(job["updated_at"]))"
+        case .coalesced?:
             return "job \(id) coalesced: sent with another job's refresh of the segment at \(when(job["updated_at"]))"
-        case "failed": return "job \(id) failed: \(Human.text(job["reason"]))"
-        case "expired": return "job \(id) expired at \(when(job["updated_at"]))"
-        case "cancelled": return "job \(id) was cancelled"
+        case .failed?: return "job \(id) failed: \(Human.text(job["reason"]))"
+        case .expired?: return "job \(id) expired at \(when(job["updated_at"]))"
+        case .cancelled?: return "job \(id) was cancelled"
         default: return "job \(id): \(Human.text(job["state"]))"
         }
     }

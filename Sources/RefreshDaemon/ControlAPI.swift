@@ -156,9 +156,9 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let error as APIError {
             return ControlAPI.json(["error": ["code": error.code, "message": error.message]], status: error.status)
         } catch let error as HTTPError
-            where error.status == .notFound && !ControlAPI.allowedMethods(for: request.uri.path).isEmpty
+            where error.status == .notFound && !Route.allowedMethods(for: request.uri.path).isEmpty
         {
-            let allowed = ControlAPI.allowedMethods(for: request.uri.path)
+            let allowed = Route.allowedMethods(for: request.uri.path)
             var response = ControlAPI.json(
                 [
                     "error": [
@@ -203,7 +203,7 @@ struct WriteTokenMiddleware<Context: RequestContext>: RouterMiddleware {
         -> Response
     {
         // POST /v1/plan only asks "what if": it changes nothing and needs no token.
-        let readOnly = request.method == .post && request.uri.path == "/v1/plan"
+        let readOnly = request.method == .post && request.uri.path == Route.whatIf.path
         if !readOnly,
             request.method == .post || request.method == .delete || request.method == .put || request.method == .patch
         {
@@ -231,38 +231,9 @@ struct WriteTokenMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-/// The control API's routes (documented in `ControlAPI.openAPIDocument`, served at /v1/openapi.json).
+/// The control API (its routes are `Route`'s; documented in `ControlAPI.openAPIDocument`, served
+/// at /v1/openapi.json).
 public enum ControlAPI {
-    /// Every route: method and path as the OpenAPI document writes them. Tests hold the two equal.
-    public static let routes: [(method: String, path: String)] = [
-        ("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/v1/openapi.json"), ("GET", "/v1/status"),
-        ("GET", "/v1/budget"),
-        ("GET", "/v1/segments"), ("GET", "/v1/segments/{id}/budget"), ("GET", "/v1/jobs"), ("POST", "/v1/jobs"),
-        ("GET", "/v1/jobs/{id}"),
-        ("DELETE", "/v1/jobs/{id}"), ("PATCH", "/v1/jobs/{id}"), ("POST", "/v1/jobs/{id}/retry"),
-        ("POST", "/v1/jobs/retry"),
-        ("POST", "/v1/jobs/cancel"), ("GET", "/v1/plan"), ("POST", "/v1/plan"), ("GET", "/v1/holds"),
-        ("POST", "/v1/holds"), ("DELETE", "/v1/holds/{id}"), ("GET", "/v1/refreshes"), ("GET", "/v1/blocks"),
-        ("DELETE", "/v1/blocks/{id}"), ("GET", "/ui"),
-    ]
-
-    /// The methods a path allows (empty: no such path).
-    /// A path that matches a route with fixed segments belongs to that route alone (as in the
-    /// router): /v1/jobs/cancel is not /v1/jobs/{id}.
-    public static func allowedMethods(for path: String) -> [String] {
-        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
-        let matching = routes.filter { route in
-            let pattern = route.path.split(separator: "/", omittingEmptySubsequences: false)
-            return pattern.count == parts.count && zip(pattern, parts).allSatisfy { $0.hasPrefix("{") || $0 == $1 }
-        }
-        func parameters(_ route: (method: String, path: String)) -> Int {
-            route.path.split(separator: "/").filter { $0.hasPrefix("{") }.count
-        }
-        guard let fewest = matching.map(parameters).min() else { return [] }
-        let best = matching.first { parameters($0) == fewest }!.path
-        return matching.filter { $0.path == best }.map(\.method)
-    }
-
     /// The router; `writeToken` given (even nil) means a TCP listener: writes need the token.
     public static func router(state: ControlState, logger: Logger, tcp: Bool, writeToken: String?) -> Router<
         BasicRequestContext
@@ -273,75 +244,10 @@ public enum ControlAPI {
         router.middlewares.add(JSONErrorMiddleware(logger: logger))
         if tcp { router.middlewares.add(WriteTokenMiddleware(token: writeToken)) }
         let handlers = Handlers(state: state)
-        // Writes run on the API's write threads (they may wait for a lock another process holds);
-        // reads run inline: under WAL a reader never waits for a writer, and the hop would cost a
-        // third of the throughput. The plan, CPU-heavy, runs on the read threads (see APIWork).
-        let work = state.work
-        router.get("/healthz") { _, _ in try handlers.health() }
-        router.get("/metrics") { _, _ in handlers.metrics() }
-        router.get("/v1/openapi.json") { _, _ in
-            Response(
-                status: .ok, headers: [.contentType: "application/json"],
-                body: .init(byteBuffer: ByteBuffer(string: openAPIDocument)))
-        }
-        router.get("/v1/status") { _, _ in try handlers.status() }
-        router.get("/ui") { _, _ in try await handlers.page() }
-        router.get("/v1/budget") { _, _ in try handlers.budget() }
-        router.get("/v1/segments/{id}/budget") { request, context in
-            try handlers.segmentBudget(id: context.parameters.get("id") ?? "", query: request.uri.queryParameters)
-        }
-        router.get("/v1/segments") { request, _ in try await handlers.segments(query: request.uri.queryParameters) }
-        router.get("/v1/jobs") { request, _ in try handlers.jobs(query: request.uri.queryParameters) }
-        router.post("/v1/jobs") { request, _ in
-            let body: ByteBuffer
-            do {
-                body = try await request.body.collect(upTo: JobFile.maxBytes)
-            } catch is NIOTooManyBytesError {
-                throw APIError(.contentTooLarge, "too_large", "a job is at most \(JobFile.maxBytes) bytes")
+        for route in Route.allCases {
+            router.on(RouterPath(route.path), method: HTTPRequest.Method(route.method)!) { request, context in
+                try await handlers.answer(route, request, context)
             }
-            return try await work.write { try handlers.enqueue(body: body) }
-        }
-        router.get("/v1/jobs/{id}") { request, context in
-            try await handlers.job(
-                id: context.parameters.get("id") ?? "", query: request.uri.queryParameters,
-                known: request.headers[.ifNoneMatch])
-        }
-        router.delete("/v1/jobs/{id}") { _, context in
-            let id = context.parameters.get("id") ?? ""
-            return try await work.write { try handlers.cancel(id: id) }
-        }
-        // The operator verbs' bodies: small JSON objects (413 past 64 KiB).
-        @Sendable func smallBody(_ request: Request) async throws -> ByteBuffer {
-            do {
-                return try await request.body.collect(upTo: 64 * 1024)
-            } catch is NIOTooManyBytesError {
-                throw APIError(.contentTooLarge, "too_large", "a body is at most 64 KiB")
-            }
-        }
-        router.patch("/v1/jobs/{id}") { request, context in
-            try await handlers.edit(id: context.parameters.get("id") ?? "", body: try await smallBody(request))
-        }
-        router.post("/v1/jobs/{id}/retry") { _, context in
-            try await handlers.retry(id: context.parameters.get("id") ?? "")
-        }
-        router.post("/v1/jobs/retry") { request, _ in
-            try await handlers.retryMatching(body: try await smallBody(request))
-        }
-        router.post("/v1/jobs/cancel") { request, _ in
-            try await handlers.cancelMatching(body: try await smallBody(request))
-        }
-        router.get("/v1/holds") { request, _ in try handlers.holds(query: request.uri.queryParameters) }
-        router.post("/v1/holds") { request, _ in try await handlers.addHold(body: try await smallBody(request)) }
-        router.delete("/v1/holds/{id}") { _, context in
-            try await handlers.releaseHold(id: context.parameters.get("id") ?? "")
-        }
-        router.get("/v1/plan") { _, _ in try await handlers.plan() }
-        router.post("/v1/plan") { request, _ in try await handlers.whatIf(body: try await smallBody(request)) }
-        router.get("/v1/refreshes") { request, _ in try handlers.refreshes(query: request.uri.queryParameters) }
-        router.get("/v1/blocks") { request, _ in try handlers.blocks(query: request.uri.queryParameters) }
-        router.delete("/v1/blocks/{id}") { _, context in
-            let id = context.parameters.get("id") ?? ""
-            return try await work.write { try handlers.liftBlock(id: id) }
         }
         return router
     }
@@ -369,6 +275,61 @@ struct Handlers: Sendable {
     let state: ControlState
 
     var ledger: any Ledger { state.ledger }
+
+    /// One route's answer. Writes run on the API's write threads (they may wait for a lock another
+    /// process holds); reads run inline: under WAL a reader never waits for a writer, and the hop
+    /// would cost a third of the throughput. The plan, CPU-heavy, runs on the read threads (see
+    /// APIWork).
+    func answer(_ route: Route, _ request: Request, _ context: some RequestContext) async throws -> Response {
+        let id = context.parameters.get("id") ?? ""
+        let query = request.uri.queryParameters
+        let work = state.work
+        switch route {
+        case .health: return try health()
+        case .metrics: return metrics()
+        case .openAPI:
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(string: ControlAPI.openAPIDocument)))
+        case .status: return try status()
+        case .page: return try await page()
+        case .budget: return try budget()
+        case .segments: return try await segments(query: query)
+        case .segmentBudget: return try segmentBudget(id: id, query: query)
+        case .jobs: return try jobs(query: query)
+        case .enqueue:
+            let body: ByteBuffer
+            do {
+                body = try await request.body.collect(upTo: JobFile.maxBytes)
+            } catch is NIOTooManyBytesError {
+                throw APIError(.contentTooLarge, "too_large", "a job is at most \(JobFile.maxBytes) bytes")
+            }
+            return try await work.write { try self.enqueue(body: body) }
+        case .job: return try await job(id: id, query: query, known: request.headers[.ifNoneMatch])
+        case .cancelJob: return try await work.write { try self.cancel(id: id) }
+        case .editJob: return try await edit(id: id, body: try await Self.smallBody(request))
+        case .retryJob: return try await retry(id: id)
+        case .retryJobs: return try await retryMatching(body: try await Self.smallBody(request))
+        case .cancelJobs: return try await cancelMatching(body: try await Self.smallBody(request))
+        case .plan: return try await plan()
+        case .whatIf: return try await whatIf(body: try await Self.smallBody(request))
+        case .holds: return try holds(query: query)
+        case .addHold: return try await addHold(body: try await Self.smallBody(request))
+        case .releaseHold: return try await releaseHold(id: id)
+        case .refreshes: return try refreshes(query: query)
+        case .blocks: return try blocks(query: query)
+        case .liftBlock: return try await work.write { try self.liftBlock(id: id) }
+        }
+    }
+
+    /// The operator verbs' bodies: small JSON objects (413 past 64 KiB).
+    static func smallBody(_ request: Request) async throws -> ByteBuffer {
+        do {
+            return try await request.body.collect(upTo: 64 * 1024)
+        } catch is NIOTooManyBytesError {
+            throw APIError(.contentTooLarge, "too_large", "a body is at most 64 KiB")
+        }
+    }
 
     func health() throws -> Response {
         _ = try ledger.queuedCount()
@@ -403,7 +364,8 @@ struct Handlers: Sendable {
             accounts.append(entry)
         }
         var spool: [String: Any] = [
-            "backlog": 0, "taken": 0, "rejected": 0, "blocked": NSNull(), "skipped": [String](),
+            "backlog": 0, "taken": 0, "rejected": 0, "blocked": NSNull(), "skipped": [String](), "rejected_files": 0,
+            "rejected_bytes": 0,
         ]
         if let intake = state.intakeState {
             spool = [
@@ -705,7 +667,7 @@ struct Handlers: Sendable {
         if job.state == .queued { forecast = try await planSnapshot().forecasts[id] }
         let at = forecast?.at.map { String(Int64($0.timeIntervalSince1970)) } ?? "-"
         let tag =
-            "\"\(id)-\(job.state.rawValue)-\(Int64(job.updatedAt.timeIntervalSince1970 * 1000))-\(forecast?.fate ?? "-")-\(at)\""
+            "\"\(id)-\(job.state.rawValue)-\(Int64(job.updatedAt.timeIntervalSince1970 * 1000))-\(forecast?.fate.rawValue ?? "-")-\(at)\""
         let finished = ![.queued, .sending].contains(job.state)
         return (["job": Self.jobJSON(job, zones: state.zones), "forecast": forecast?.json ?? NSNull()], tag, finished)
     }
@@ -1126,19 +1088,20 @@ struct Handlers: Sendable {
             else { return false }
             jobsOut.append([
                 "id": shown(job.id), "account": job.job.account, "segment_id": job.job.segmentID,
-                "time_zone": job.job.timeZone, "fate": "held", "at": NSNull(), "reason": Self.holdText(hold),
+                "time_zone": job.job.timeZone, "fate": PlanFate.held.rawValue, "at": NSNull(),
+                "reason": Self.holdText(hold),
             ])
-            forecasts[job.id] = JobForecast(fate: "held")
+            forecasts[job.id] = JobForecast(fate: .held)
             return true
         }
         for account in Set(queued.map(\.job.account)).sorted() {
             let jobs = queued.filter { $0.job.account == account }
             if paused.contains(account) || !configuration.accounts.contains(where: { $0.name == account }) {
-                let why = paused.contains(account) ? "paused" : "unknown_account"
+                let why: PlanFate = paused.contains(account) ? .paused : .unknownAccount
                 jobsOut += jobs.map {
                     [
                         "id": shown($0.id), "account": account, "segment_id": $0.job.segmentID,
-                        "time_zone": $0.job.timeZone, "fate": why, "at": NSNull(),
+                        "time_zone": $0.job.timeZone, "fate": why.rawValue, "at": NSNull(),
                     ]
                 }
                 for job in jobs { forecasts[job.id] = JobForecast(fate: why) }
@@ -1150,10 +1113,10 @@ struct Handlers: Sendable {
                 guard let zone = rules(job.job.timeZone) else {
                     jobsOut.append([
                         "id": shown(job.id), "account": account, "segment_id": job.job.segmentID,
-                        "time_zone": job.job.timeZone, "fate": "held", "at": NSNull(),
+                        "time_zone": job.job.timeZone, "fate": PlanFate.held.rawValue, "at": NSNull(),
                         "reason": JobHold.reason(timeZone: job.job.timeZone, zones: zones) ?? NSNull(),
                     ])
-                    forecasts[job.id] = JobForecast(fate: "held")
+                    forecasts[job.id] = JobForecast(fate: .held)
                     continue
                 }
                 queue.append(
@@ -1180,14 +1143,14 @@ struct Handlers: Sendable {
                 let forecast: JobForecast
                 switch plan.fates[job.id] {
                 case .send(let at, let leader)?:
-                    forecast = JobForecast(fate: leader == job.id ? "send" : "coalesce", at: at, leader: Int64(leader))
+                    forecast = JobForecast(fate: leader == job.id ? .send : .coalesce, at: at, leader: Int64(leader))
                     entry["leader"] = Int64(leader).map(shown) ?? NSNull()
                 case .expire(let at)?:
-                    forecast = JobForecast(fate: "expire", at: at)
+                    forecast = JobForecast(fate: .expire, at: at)
                 case .never?, nil:
-                    forecast = JobForecast(fate: "never")
+                    forecast = JobForecast(fate: .never)
                 }
-                entry["fate"] = forecast.fate
+                entry["fate"] = forecast.fate.rawValue
                 entry["at"] = forecast.at.map(Timestamp.rfc3339) ?? NSNull()
                 forecasts[id] = forecast
                 jobsOut.append(entry)
@@ -1297,14 +1260,13 @@ struct PlanSnapshot: Sendable {
 
 /// When a queued job is expected to go out (or why it will not), as GET /v1/plan says it.
 struct JobForecast: Sendable, Equatable {
-    /// send, coalesce, expire, never, held, paused or unknown_account.
-    var fate: String
+    var fate: PlanFate
     var at: Date?
     /// The job whose send carries this one (coalesce), or this job's own id (send).
     var leader: Int64?
 
     var json: [String: Any] {
-        ["fate": fate, "at": at.map(Timestamp.rfc3339) ?? NSNull(), "leader": leader ?? NSNull()]
+        ["fate": fate.rawValue, "at": at.map(Timestamp.rfc3339) ?? NSNull(), "leader": leader ?? NSNull()]
     }
 }
 

@@ -79,9 +79,37 @@ public struct LaneStatus: Sendable, Equatable {
     public var held = 0
 }
 
+// Notes on the design of the lane
+// ===============================
+//
+// Invariants of one account's lane (the ledger's R1-R10 and the rules' I1-I5 hold beneath them).
+// The tests name the one they check.
+//
+//   D1 (one in flight)   At most one request per account is in flight: a lane is one loop, and it
+//                        sends only between a reservation (R1) and the recording of its answer.
+//   D2 (earliest)        A queued job is sent at the first instant the rules allow it (the queue's
+//                        `next`), never earlier (the reservation re-checks, R1) and never later than
+//                        a wake-up: intake, a cancel, a reload or the planned instant.
+//   D3 (same zones)      The lane decides with the send's zone and every queued job's zone of the
+//                        segment (I1's Z); the API's segment budget passes the same zones.
+//   D4 (answers)         Every answer is recorded once with its meaning (AnswerClass): 2xx sent,
+//                        rejected statuses failed, 401/403 pause the account, 429 blocks and
+//                        requeues, anything unclear counts and backs off; never a resend without a
+//                        new reservation.
+//   D5 (fail closed)     When the ledger cannot be read or written, nothing is sent: the lane waits
+//                        and retries (`Backoff.ledgerWrite`), and an answer it could not record is
+//                        kept in memory and recorded before anything else is sent.
+//   D6 (held zones)      A job whose zone the tz data cannot load is never sent, nor coalesced into
+//                        a send under another zone; it still expires.
+//
+// Checked by: D1 `accountsRunInParallel`, `faultStorm`; D2 `threeWeeksFiftySegmentsTwelveZones`,
+// `notBeforeAndExpiry`, `sleepsWakesAndStops`, `clockSteps`; D3 `segmentBudgetCountsEveryQueuedZone`;
+// D4 `accepted`, `rejected`, `pausesAccount`, `rateLimitedWithReset`, `noClearAnswer`; D5
+// `fullDiskWhileInFlight`; D6 `jobWithUnknownZoneIsHeld`.
+
 /// The dispatcher for one account: takes its queued jobs, waits until the rules allow each,
 /// reserves, sends, records the answer. One request in flight per account by construction: a lane
-/// is one loop.
+/// is one loop (D1).
 public final class AccountLane: @unchecked Sendable {
     /// The account's name (fixed for the lane's life).
     public let name: String
@@ -276,8 +304,10 @@ public final class AccountLane: @unchecked Sendable {
                 return [until, heldExpiry].compactMap { $0 }.min()
             case .expire(let jobs):
                 expire(jobs, now: t)
-            case .send(let segment, let zone, let jobs):
-                await send(segment: segment, zone: zone, jobIDs: jobs, at: t)
+            case .send(let segment, let zone, _):
+                // The reservation takes every due, admitted job of the segment from the ledger
+                // itself (jobs queued since the queue last read it ride along too).
+                await send(segment: segment, zone: zone, at: t)
             }
         }
         return nil
@@ -299,7 +329,7 @@ public final class AccountLane: @unchecked Sendable {
                 logger.warning(
                     "job held: its time zone cannot be loaded from the host's tz data; it is never sent with another zone",
                     metadata: [
-                        "job.id": "\(job.id)", "segment.id": "\(job.job.segmentID)", "time_zone": "\(job.job.timeZone)",
+                        "job": "\(job.id)", "segment": "\(job.job.segmentID)", "time_zone": "\(job.job.timeZone)",
                     ])
             }
             return nil
@@ -400,7 +430,7 @@ public final class AccountLane: @unchecked Sendable {
 
     // MARK: Sending
 
-    private func send(segment: String, zone: ZoneRules, jobIDs: [Int64], at t: Date) async {
+    private func send(segment: String, zone: ZoneRules, at t: Date) async {
         var segmentLogger = logger
         segmentLogger[metadataKey: "segment"] = "\(segment)"
         let key = account.apiKey
@@ -635,7 +665,7 @@ public final class AccountLane: @unchecked Sendable {
             logger.notice(
                 "SendGrid counts requests today that refreshd did not make; recorded as external",
                 metadata: [
-                    "elsewhere": "\(lesson.requestsElsewhere)", "why": "\(lesson.reason)",
+                    "elsewhere": "\(lesson.requestsElsewhere)", "reason": "\(lesson.reason)",
                     "blocked_until": "\(lesson.accountBlockedUntil.map(Timestamp.rfc3339) ?? "-")",
                 ])
             loaded = false
@@ -782,7 +812,7 @@ public final class AccountLane: @unchecked Sendable {
             "SendGrid answered 429; the segment is blocked",
             metadata: [
                 "until": "\(Timestamp.rfc3339(lesson.segmentBlockedUntil))",
-                "why": "\(lesson.reasons.joined(separator: ", "))",
+                "reason": "\(lesson.reasons.joined(separator: ", "))",
             ])
     }
 

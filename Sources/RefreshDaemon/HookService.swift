@@ -189,7 +189,7 @@ public final class HookService: Service, DispatchObserver, @unchecked Sendable {
         var hookLogger = logger
         hookLogger[metadataKey: "hook"] = "\(hook.exec)"
         hookLogger[metadataKey: "event"] = "\(event.name)"
-        if let job = event.job { hookLogger[metadataKey: "job.id"] = "\(job.id)" }
+        if let job = event.job { hookLogger[metadataKey: "job"] = "\(job.id)" }
         switch HookProcess.run(
             executable: hook.exec, arguments: hook.args, environment: event.environment, input: event.json,
             timeout: hook.timeoutSeconds)

@@ -29,7 +29,7 @@ struct LedgerMaintenanceService: Service {
             for job in expired {
                 logger.info(
                     "job expired before it could be sent",
-                    metadata: ["job.id": "\(job.id)", "segment.id": "\(job.job.segmentID)"])
+                    metadata: ["job": "\(job.id)", "segment": "\(job.job.segmentID)"])
             }
             let pruned = try ledger.prune(retentionDays: retentionDays, now: now())
             if pruned > 0 { logger.debug("pruned old ledger rows", metadata: ["rows": "\(pruned)"]) }

@@ -1282,7 +1282,9 @@ extension ControlAPI {
               "taken",
               "rejected",
               "blocked",
-              "skipped"
+              "skipped",
+              "rejected_files",
+              "rejected_bytes"
             ],
             "type": "object"
           },

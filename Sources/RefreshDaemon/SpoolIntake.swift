@@ -445,11 +445,11 @@ public final class SpoolIntake: Sendable {
         case .enqueued(.created(let stored)):
             logger.debug(
                 "job taken from the spool",
-                metadata: ["job.id": "\(stored.id)", "segment.id": "\(stored.job.segmentID)", "file": "\(file)"])
+                metadata: ["job": "\(stored.id)", "segment": "\(stored.job.segmentID)", "file": "\(file)"])
         case .enqueued(.duplicate(let stored)):
             logger.info(
                 "job file repeats an existing job id; nothing new",
-                metadata: ["job.id": "\(stored.id)", "file": "\(file)"])
+                metadata: ["job": "\(stored.id)", "file": "\(file)"])
         case .alreadyTaken:
             logger.info("job file was taken before a restart; removing it", metadata: ["file": "\(file)"])
         }

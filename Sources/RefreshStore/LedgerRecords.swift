@@ -1,22 +1,6 @@
 import Foundation
 import RefreshCore
 
-/// The states a job moves through.
-///
-/// queued -> sending -> sent | coalesced | failed | queued (requeued)
-/// queued -> cancelled | expired
-public enum JobState: String, Sendable, Codable, CaseIterable {
-    case queued, sending, sent, coalesced, failed, cancelled, expired
-
-    /// Whether the job is finished (eligible for retention once old).
-    public var isFinished: Bool {
-        switch self {
-        case .queued, .sending: return false
-        case .sent, .coalesced, .failed, .cancelled, .expired: return true
-        }
-    }
-}
-
 /// A job to add to the ledger (already validated).
 public struct NewJob: Sendable, Equatable {
     /// Where it came from: "spool:<file>", "api", "cli".

@@ -1,8 +1,11 @@
 import Foundation
 import Glibc
+import RefreshCore
 import RefreshStore
 import TestSupport
 import Testing
+
+@testable import RefreshCtlKit
 
 /// The built `refreshd`, next to refreshctl.
 let refreshdBinary: String = (refreshctlPath as NSString).deletingLastPathComponent + "/refreshd"
@@ -293,6 +296,19 @@ struct DaemonCommandTests {
         }
     }
 
+    /// The help texts name every case of the enumerations the daemon answers with (built from the
+    /// same cases: a new outcome, state or reason shows up in help without an edit), and the
+    /// statuses that mean "rejected" are AnswerClass's own list.
+    @Test func helpNamesEveryCase() {
+        let history = HistoryCommand.configuration.discussion
+        for outcome in AttemptOutcome.allCases { #expect(history.contains("\(outcome.rawValue) ("), "\(outcome)") }
+        #expect(history.contains("rejected (400/404/405/413/415/422)"))
+        let jobs = JobsCommand.configuration.discussion
+        #expect(jobs.contains("States: " + JobState.allCases.map(\.rawValue).joined(separator: ", ") + "."))
+        let plan = PlanCommand.configuration.discussion
+        for reason in PlanReason.allCases { #expect(plan.contains("\(reason.rawValue) ("), "\(reason)") }
+    }
+
     /// Help is enough to learn the tool from: each command explains itself with examples.
     @Test func help() async throws {
         try await offPool {
@@ -305,7 +321,8 @@ struct DaemonCommandTests {
             #expect(budget.stdout.contains("--socket <path>") && budget.stdout.contains("--json"))
             for (command, sentence) in [
                 ("jobs", "States: queued, sending, sent, coalesced, failed, cancelled, expired."),
-                ("plan", "WHY names what holds it until then"), ("history", "Outcomes: accepted, rejected (400/404)"),
+                ("plan", "WHY names what holds it until then"),
+                ("history", "Outcomes: reserved (in flight), accepted (202),"),
                 ("cancel", "Exit codes: 0 cancelled (or nothing matched), 4 no such job, 5 the job was"),
                 ("wait", "9  --timeout ran out while a job was still queued (it stays queued)"),
                 ("retry", "refreshctl retry 42 43"),

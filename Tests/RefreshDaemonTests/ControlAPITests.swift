@@ -61,10 +61,90 @@ struct ControlAPITests {
             ((openapi.object["paths"] as? [String: Any]) ?? [:]).flatMap { path, operations in
                 ((operations as? [String: Any]) ?? [:]).keys.map { "\($0.uppercased()) \(path)" }
             })
-        #expect(documented == Set(ControlAPI.routes.map { "\($0.method) \($0.path)" }))
+        #expect(documented == Set(Route.allCases.map { "\($0.method) \($0.path)" }))
         // An error body matches the Error schema too.
         let missing = try await h.get("/v1/jobs/999")
         #expect(missing.status == 404 && schema.problems(missing.json as Any, schema.component("Error")).isEmpty)
+    }
+
+    /// No field on one side only: every answer of every JSON route, in a state that exercises them,
+    /// carries only fields the document names (strictly, even where the document would allow more),
+    /// and every field the document names for an answer is carried by one of them.
+    @Test func everyFieldIsOnBothSides() async throws {
+        let schema = try controlAPISchema()
+        let h = try await APIHarness(listen: "127.0.0.1:\(freePort())", token: "t0ken")
+        defer { Task { await h.stop() } }
+        let t = Date()
+        _ = try h.ledger.recordExternal(
+            account: "default", segmentID: segmentB, timeZone: "Europe/Paris", at: t.addingTimeInterval(-600))
+        try h.ledger.addBlock(
+            account: "default", segmentID: segmentA, until: t.addingTimeInterval(3600), reason: "429", now: t)
+        try h.ledger.addBlock(
+            account: "default", segmentID: nil, until: t.addingTimeInterval(60), reason: "429", now: t)
+        let expiring = try h.ledger.enqueue(
+            NewJob(
+                source: "test", account: "default", segmentID: segmentB, timeZone: "UTC",
+                expiresAt: t.addingTimeInterval(-1)), now: t.addingTimeInterval(-10))
+        guard case .created(let stale) = expiring else { Issue.record("not created"); return }
+        _ = try h.ledger.expireJobs(now: t)
+        let job =
+            #"{"segment_id":"\#(segmentA)","user_time_zone":"America/Chicago","id":"k1","priority":5,"#
+            + #""not_before":"2030-01-01T00:00:00Z","expires_at":"2031-01-01T00:00:00Z","note":"n"}"#
+        let calls: [(Route, String?, String?)] = [
+            (.enqueue, nil, job), (.enqueue, nil, #"{"segment_id":"\#(segmentB)","user_time_zone":"Pacific/Apia"}"#),
+            (.status, nil, nil), (.budget, nil, nil), (.segments, nil, nil), (.segmentBudget, segmentA, nil),
+            (.jobs, nil, nil), (.job, "2", nil), (.job, "3", nil), (.job, "\(stale.id)", nil),
+            (.editJob, "2", #"{"priority":3}"#), (.plan, nil, nil),
+            (.whatIf, nil, #"{"jobs":[{"segment_id":"\#(segmentA)","user_time_zone":"UTC"}]}"#),
+            (.addHold, nil, #"{"account":"default","segment":"\#(segmentB)","reason":"r","who":"w"}"#),
+            (.addHold, nil, #"{"account":"default","reason":"r"}"#), (.status, nil, nil), (.budget, nil, nil),
+            (.plan, nil, nil), (.refreshes, nil, nil), (.blocks, nil, nil), (.holds, nil, nil),
+            (.retryJobs, nil, #"{"dry_run":true}"#), (.cancelJobs, nil, #"{"account":"default","dry_run":true}"#),
+            (.retryJob, "\(stale.id)", nil), (.releaseHold, "1", nil), (.cancelJob, "3", nil), (.liftBlock, "1", nil),
+        ]
+        let coverage = SchemaValidator.Coverage()
+        var answered: Set<Route> = []
+        for (route, id, body) in calls {
+            let method = HTTPMethod(rawValue: route.method)
+            let answer = try await h.request(method, route.uri(id: id), body: body)
+            let operation = schema.operation(route.path, route.method.lowercased())
+            let content = ((operation["responses"] as? [String: Any])?["\(answer.status)"] as? [String: Any])?[
+                "content"]
+            let documented = try #require(
+                ((content as? [String: Any])?["application/json"] as? [String: Any])?["schema"] as? [String: Any],
+                "\(route) answered \(answer.status), which the document does not describe: \(answer.body)")
+            let problems = schema.problems(answer.json as Any, documented, strict: true, coverage: coverage)
+            #expect(problems.isEmpty, "\(route.method) \(route.uri(id: id)): \(problems)")
+            answered.insert(route)
+        }
+        // Every JSON-answering route was called (a new route must join this list).
+        let plain: Set<Route> = [.health, .metrics, .openAPI, .page]
+        #expect(answered.union(plain) == Set(Route.allCases), "\(Set(Route.allCases).subtracting(answered))")
+        // Every documented answer field was sent by one of these answers.
+        var documented: Set<String> = []
+        // Named as the validator names what it sees: a $ref by its component, inline by its path.
+        func collect(_ node: [String: Any], _ name: String) {
+            let name = (node["$ref"] as? String).map { String($0.split(separator: "/").last!) } ?? name
+            let node = schema.resolve(node)
+            for branch in node["oneOf"] as? [[String: Any]] ?? [] { collect(branch, name) }
+            if let items = node["items"] as? [String: Any] { collect(items, name) }
+            for (key, child) in node["properties"] as? [String: Any] ?? [:] {
+                documented.insert("\(name).\(key)")
+                if let child = child as? [String: Any] { collect(child, "\(name).\(key)") }
+            }
+        }
+        for route in answered {
+            let operation = schema.operation(route.path, route.method.lowercased())
+            for case let response as [String: Any] in (operation["responses"] as? [String: Any] ?? [:]).values {
+                guard
+                    let node = ((response["content"] as? [String: Any])?["application/json"] as? [String: Any])?[
+                        "schema"] as? [String: Any], let ref = node["$ref"] as? String, !ref.hasSuffix("/Error")
+                else { continue }
+                collect(node, String(ref.split(separator: "/").last!))
+            }
+        }
+        let unsent = documented.subtracting(coverage.seen).sorted()
+        #expect(unsent.isEmpty, "documented but never sent: \(unsent)")
     }
 
     /// Jobs: create, duplicate, conflict, bad input naming the field, paging, cancel (twice), 404.
@@ -380,7 +460,7 @@ struct ControlAPITests {
         // A fixed path beside a parameter (/v1/jobs/cancel beside /v1/jobs/{id}) allows only its own methods.
         let options = try await h.request(.OPTIONS, "/v1/jobs/cancel")
         #expect(options.status == 405 && options.headers.first(name: "Allow") == "POST", "\(options.headers)")
-        #expect(ControlAPI.allowedMethods(for: "/v1/jobs/7") == ["GET", "DELETE", "PATCH"])
+        #expect(Route.allowedMethods(for: "/v1/jobs/7") == ["GET", "DELETE", "PATCH"])
         // null is not a string: refused where the document says string.
         #expect(try await h.request(.POST, "/v1/jobs/retry", body: #"{"account":null}"#).status == 400)
         #expect(try await h.request(.POST, "/v1/jobs/retry", body: #"{"since":null}"#).status == 400)

@@ -87,7 +87,20 @@ final class DaemonProcess: @unchecked Sendable {
     /// bytes are read); nil on timeout.
     func waitForExit(timeout: TimeInterval) -> Int32? {
         let deadline = DispatchTime.now() + timeout
-        guard done.wait(timeout: deadline) == .success else { return nil }
+        guard done.wait(timeout: deadline) == .success else {
+            // Say what the process was doing: still running (which state), or gone unseen.
+            let pid = process.processIdentifier
+            let state =
+                (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8))?.split(separator: "\n").first {
+                    $0.hasPrefix("State:")
+                }.map(String.init) ?? "no /proc entry"
+            let stack = (try? String(contentsOfFile: "/proc/\(pid)/wchan", encoding: .utf8)) ?? "?"
+            lock.lock()
+            collected.append(
+                Data("\n[test] no exit seen after \(timeout) s: pid \(pid) \(state), wchan \(stack)\n".utf8))
+            lock.unlock()
+            return nil
+        }
         drain()
         return process.terminationStatus
     }

@@ -27,13 +27,26 @@ struct SchemaValidator {
         return resolve(node as! [String: Any])
     }
 
-    /// Problems found validating `value` against `schema` (empty: valid).
-    func problems(_ value: Any, _ schema: [String: Any], at path: String = "$") -> [String] {
+    /// The fields an answer carried, as "Component.field" (inline objects: "Component.field.inner").
+    final class Coverage {
+        var seen: Set<String> = []
+    }
+
+    /// Problems found validating `value` against `schema` (empty: valid). `strict`: a field the
+    /// schema does not name is a problem even where the document allows more (the daemon must
+    /// document everything it sends); `coverage` collects the documented fields seen.
+    func problems(
+        _ value: Any, _ schema: [String: Any], at path: String = "$", strict: Bool = false, coverage: Coverage? = nil,
+        name: String? = nil
+    ) -> [String] {
+        var name = name
+        if let ref = schema["$ref"] as? String { name = ref.split(separator: "/").last.map(String.init) }
         let schema = resolve(schema)
         var found: [String] = []
         if let branches = schema["oneOf"] as? [[String: Any]] {
-            return branches.contains { problems(value, $0, at: path).isEmpty }
-                ? [] : ["\(path): matches no branch of oneOf"]
+            let matching = branches.first { problems(value, $0, at: path, strict: strict).isEmpty }
+            guard let matching else { return ["\(path): matches no branch of oneOf"] }
+            return problems(value, matching, at: path, strict: strict, coverage: coverage, name: name)
         }
         if let options = schema["enum"] as? [Any], let text = value as? String,
             !options.contains(where: { ($0 as? String) == text })
@@ -51,17 +64,23 @@ struct SchemaValidator {
             let properties = schema["properties"] as? [String: Any] ?? [:]
             for (key, child) in object {
                 if let childSchema = properties[key] as? [String: Any] {
-                    found += problems(child, childSchema, at: "\(path).\(key)")
+                    if let name { coverage?.seen.insert("\(name).\(key)") }
+                    found += problems(
+                        child, childSchema, at: "\(path).\(key)", strict: strict, coverage: coverage,
+                        name: name.map { "\($0).\(key)" })
                 } else if let extra = schema["additionalProperties"] as? [String: Any] {
-                    found += problems(child, extra, at: "\(path).\(key)")
-                } else if schema["additionalProperties"] as? Bool == false {
+                    found += problems(child, extra, at: "\(path).\(key)", strict: strict, coverage: coverage)
+                } else if schema["additionalProperties"] as? Bool == false || strict {
                     found.append("\(path).\(key): not allowed")
                 }
             }
         case "array":
             guard let array = value as? [Any] else { return ["\(path): expected an array"] }
             if let items = schema["items"] as? [String: Any] {
-                for (index, item) in array.enumerated() { found += problems(item, items, at: "\(path)[\(index)]") }
+                for (index, item) in array.enumerated() {
+                    found += problems(
+                        item, items, at: "\(path)[\(index)]", strict: strict, coverage: coverage, name: name)
+                }
             }
         case "string":
             guard let string = value as? String else { return ["\(path): expected a string"] }
