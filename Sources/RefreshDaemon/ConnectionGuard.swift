@@ -1,7 +1,7 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTPTypes
 import NIOPosix
-import Synchronization
 
 /// The connections one control API listener holds, so it can never be exhausted.
 ///
@@ -32,7 +32,7 @@ final class ConnectionRegistry: Sendable {
 
     let limit: Int
     let requestTimeout: TimeAmount
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
     private let loop: any EventLoop
 
     init(limit: Int, requestTimeout: TimeAmount, loop: any EventLoop = MultiThreadedEventLoopGroup.singleton.next()) {
@@ -42,13 +42,13 @@ final class ConnectionRegistry: Sendable {
     }
 
     /// How many connections are held.
-    var count: Int { state.withLock { $0.entries.count } }
+    var count: Int { state.withLockedValue { $0.entries.count } }
 
     /// Registers a new connection; false when it must be closed (the limit is reached and no
     /// connection is idle). May close the longest-idle connection to make room.
     func admit(_ channel: any Channel) -> Bool {
         let now = NIODeadline.now()
-        let (admitted, evicted, sweep) = state.withLock { state -> (Bool, (any Channel)?, Bool) in
+        let (admitted, evicted, sweep) = state.withLockedValue { state -> (Bool, (any Channel)?, Bool) in
             var evicted: (any Channel)?
             if state.entries.count >= limit {
                 let idle = state.entries.compactMap { key, entry in entry.idleSince.map { (key, entry.channel, $0) } }
@@ -70,7 +70,7 @@ final class ConnectionRegistry: Sendable {
     /// A request's head arrived: the connection is busy, and the request must be complete in time.
     func requestStarted(_ channel: any Channel) {
         let now = NIODeadline.now()
-        state.withLock {
+        state.withLockedValue {
             guard var entry = $0.entries[ObjectIdentifier(channel)] else { return }
             entry.idleSince = nil
             entry.deadline = entry.deadline ?? now + requestTimeout
@@ -80,17 +80,17 @@ final class ConnectionRegistry: Sendable {
 
     /// The whole request arrived: no deadline until the next one.
     func requestReceived(_ channel: any Channel) {
-        state.withLock { $0.entries[ObjectIdentifier(channel)]?.deadline = nil }
+        state.withLockedValue { $0.entries[ObjectIdentifier(channel)]?.deadline = nil }
     }
 
     /// The answer went out: the connection is idle (evictable) again.
     func answered(_ channel: any Channel) {
         let now = NIODeadline.now()
-        state.withLock { $0.entries[ObjectIdentifier(channel)]?.idleSince = now }
+        state.withLockedValue { $0.entries[ObjectIdentifier(channel)]?.idleSince = now }
     }
 
     func remove(_ channel: any Channel) {
-        _ = state.withLock { $0.entries.removeValue(forKey: ObjectIdentifier(channel)) }
+        _ = state.withLockedValue { $0.entries.removeValue(forKey: ObjectIdentifier(channel)) }
     }
 
     private func scheduleSweep() {
@@ -100,7 +100,7 @@ final class ConnectionRegistry: Sendable {
     /// Closes connections past their deadline; runs again while any connection has a deadline.
     private func sweep() {
         let now = NIODeadline.now()
-        let (late, again) = state.withLock { state -> ([any Channel], Bool) in
+        let (late, again) = state.withLockedValue { state -> ([any Channel], Bool) in
             let late = state.entries.values.filter { ($0.deadline ?? .distantFuture) < now }.map(\.channel)
             let again = state.entries.values.contains { $0.deadline != nil }
             state.sweepScheduled = again

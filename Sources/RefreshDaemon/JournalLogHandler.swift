@@ -1,16 +1,16 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import RefreshCore
 import RefreshWire
-import Synchronization
 
 /// The log level, changeable at run time (SIGHUP reload) for every logger sharing it.
 public final class LogLevelControl: Sendable {
-    private let value: Mutex<Logger.Level>
-    public init(_ level: Logger.Level) { value = Mutex(level) }
+    private let value: NIOLockedValueBox<Logger.Level>
+    public init(_ level: Logger.Level) { value = NIOLockedValueBox(level) }
     public var level: Logger.Level {
-        get { value.withLock { $0 } }
-        set { value.withLock { $0 = newValue } }
+        get { value.withLockedValue { $0 } }
+        set { value.withLockedValue { $0 = newValue } }
     }
 }
 
@@ -98,7 +98,7 @@ public struct JournalLogHandler: LogHandler {
 /// Where log lines go: stderr, or a buffer (tests).
 public final class LogSink: Sendable {
     private let buffered: Bool
-    private let buffer = Mutex("")
+    private let buffer = NIOLockedValueBox("")
 
     private init(buffered: Bool) { self.buffered = buffered }
 
@@ -108,12 +108,12 @@ public final class LogSink: Sendable {
 
     func write(_ line: String) {
         if buffered {
-            buffer.withLock { $0 += line }
+            buffer.withLockedValue { $0 += line }
         } else {
             FileHandle.standardError.write(Data(line.utf8))
         }
     }
 
     /// What a memory sink holds.
-    public var text: String { buffer.withLock { $0 } }
+    public var text: String { buffer.withLockedValue { $0 } }
 }

@@ -1,10 +1,10 @@
 import Foundation
 import Glibc
 import Logging
+import NIOConcurrencyHelpers
 import RefreshCore
 import RefreshStore
 import RefreshWire
-import Synchronization
 import TZData
 
 /// Takes job files from `<spool_dir>/incoming/` into the ledger (the Postfix-style drop-in queue).
@@ -28,11 +28,11 @@ public final class SpoolIntake: Sendable {
     public var active: String { spoolDirectory + "/active" }
     public var rejected: String { spoolDirectory + "/rejected" }
     let ledger: any Ledger
-    private let settings: Mutex<Settings>
-    var accounts: Set<String> { settings.withLock { $0.accounts } }
-    var zones: ZoneInfoDirectory { settings.withLock { $0.zones } }
-    var maxQueuedJobs: Int { settings.withLock { $0.maxQueuedJobs } }
-    var rejectedRetentionDays: Int { settings.withLock { $0.rejectedRetentionDays } }
+    private let settings: NIOLockedValueBox<Settings>
+    var accounts: Set<String> { settings.withLockedValue { $0.accounts } }
+    var zones: ZoneInfoDirectory { settings.withLockedValue { $0.zones } }
+    var maxQueuedJobs: Int { settings.withLockedValue { $0.maxQueuedJobs } }
+    var rejectedRetentionDays: Int { settings.withLockedValue { $0.rejectedRetentionDays } }
 
     struct Settings {
         var accounts: Set<String>
@@ -45,7 +45,7 @@ public final class SpoolIntake: Sendable {
     public func update(
         accounts: Set<String>, zones: ZoneInfoDirectory, maxQueuedJobs: Int, rejectedRetentionDays: Int? = nil
     ) {
-        settings.withLock {
+        settings.withLockedValue {
             $0 = Settings(
                 accounts: accounts, zones: zones, maxQueuedJobs: maxQueuedJobs,
                 rejectedRetentionDays: rejectedRetentionDays ?? $0.rejectedRetentionDays)
@@ -53,9 +53,9 @@ public final class SpoolIntake: Sendable {
     }
     let now: @Sendable () -> Date
     let logger: Logger
-    private let state = Mutex(IntakeState())
+    private let state = NIOLockedValueBox(IntakeState())
     /// Entries of incoming/ that cannot be moved out (reported once each, then skipped).
-    private let stuck = Mutex<Set<String>>([])
+    private let stuck = NIOLockedValueBox<Set<String>>([])
 
     /// What intake last saw, for status.
     public struct IntakeState: Sendable, Equatable {
@@ -91,7 +91,7 @@ public final class SpoolIntake: Sendable {
         self.onEnqueued = onEnqueued
         self.spoolDirectory = spoolDirectory
         self.ledger = ledger
-        self.settings = Mutex(
+        self.settings = NIOLockedValueBox(
             Settings(
                 accounts: accounts, zones: zones, maxQueuedJobs: maxQueuedJobs,
                 rejectedRetentionDays: rejectedRetentionDays))
@@ -102,7 +102,7 @@ public final class SpoolIntake: Sendable {
     /// Called after a scan that put jobs in the ledger (wakes the dispatcher).
     let onEnqueued: @Sendable () -> Void
 
-    public var status: IntakeState { state.withLock { $0 } }
+    public var status: IntakeState { state.withLockedValue { $0 } }
 
     /// The directories and their modes: incoming/ 2770 (group-writable for submitters, setgid so
     /// files keep the group), active/ and rejected/ 0750.
@@ -210,8 +210,8 @@ public final class SpoolIntake: Sendable {
         if taken > 0 { onEnqueued() }
         let backlog = (try? Self.list(incoming).get().filter(\.isReady).count) ?? 0
         let inActive = (try? Self.list(active).get().count) ?? 0
-        let skipped = stuck.withLock { Array($0).sorted() }
-        return state.withLock { state in
+        let skipped = stuck.withLockedValue { Array($0).sorted() }
+        return state.withLockedValue { state in
             if let blocked, state.blocked != blocked {
                 logger.error(
                     "spool intake stopped; files stay in the spool", metadata: ["reason": "\(LogText.escaped(blocked))"]
@@ -269,7 +269,7 @@ public final class SpoolIntake: Sendable {
         var info = stat()
         guard lstat(incoming, &info) == 0 else { return nil }
         let identity = "\(info.st_dev):\(info.st_ino)"
-        let previous = state.withLock { $0.incomingIdentity }
+        let previous = state.withLockedValue { $0.incomingIdentity }
         if let previous, previous != identity, missing.isEmpty {
             logger.warning(
                 "the spool's incoming/ directory was replaced while refreshd ran; watching the new one",
@@ -319,10 +319,10 @@ public final class SpoolIntake: Sendable {
     /// gone or cannot be moved (reported once, then skipped: the rest of the spool goes on).
     private func take(_ entry: Entry) -> String? {
         let shown = LogText.escaped(entry.name)
-        if stuck.withLock({ $0.contains(shown) }) {
+        if stuck.withLockedValue({ $0.contains(shown) }) {
             var info = stat()
             if lstat(Self.path(incoming, entry.name), &info) == 0 { return nil }
-            _ = stuck.withLock { $0.remove(shown) }
+            _ = stuck.withLockedValue { $0.remove(shown) }
             return nil
         }
         // A name that is not UTF-8 (or holds control characters) gets a printable one in active/.
@@ -337,7 +337,7 @@ public final class SpoolIntake: Sendable {
             let code = errno
             if code == ENOENT { return nil }
             let reason = "cannot be moved out of \(incoming): \(String(cString: strerror(code)))"
-            _ = stuck.withLock { $0.insert(shown) }
+            _ = stuck.withLockedValue { $0.insert(shown) }
             logger.error(
                 "spool entry skipped: it cannot be moved out of incoming/ (remove it by hand); the rest of the spool is taken",
                 metadata: ["file": "\(shown)", "reason": "\(reason)"])
@@ -509,7 +509,7 @@ public final class SpoolIntake: Sendable {
                 "rejected spool files past their retention removed",
                 metadata: ["removed": "\(removed)", "retention_days": "\(days)"])
         }
-        state.withLock {
+        state.withLockedValue {
             $0.rejectedFiles = files
             $0.rejectedBytes = bytes
         }

@@ -2,8 +2,8 @@ import Dispatch
 import Foundation
 import Glibc
 import Logging
+import NIOConcurrencyHelpers
 import ServiceLifecycle
-import Synchronization
 
 /// Runs spool intake: a scan at start, a scan whenever inotify reports a file closed after
 /// writing or moved into incoming/ (IN_CLOSE_WRITE, IN_MOVED_TO; an overflowed event queue just
@@ -85,12 +85,12 @@ struct SpoolIntakeService: Service {
 final class InotifyWatcher: @unchecked Sendable {
     private let descriptor: Int32
     private let source: DispatchSourceRead
-    private let lost = Mutex(false)
+    private let lost = NIOLockedValueBox(false)
 
     /// The watched directory went away (deleted, moved, unmounted): this watch sees nothing more.
     /// A directory made again may even get the same inode number, so this, not the identity, says
     /// when to watch anew.
-    var isLost: Bool { lost.withLock { $0 } }
+    var isLost: Bool { lost.withLockedValue { $0 } }
 
     init?(directory: String, logger: Logger, onEvent: @escaping @Sendable () -> Void) {
         let fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
@@ -130,7 +130,7 @@ final class InotifyWatcher: @unchecked Sendable {
                         )
                     }
                     if mask & UInt32(IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT) != 0 {
-                        self?.lost.withLock { $0 = true }
+                        self?.lost.withLockedValue { $0 = true }
                     }
                     offset += header + Int(length)
                 }

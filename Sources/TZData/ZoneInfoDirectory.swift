@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 
 /// The host's tz database: the one place that reads zoneinfo files.
 ///
@@ -15,7 +14,10 @@ public final class ZoneInfoDirectory: Sendable {
     /// Every accepted zone name, sorted.
     public let zoneNames: [String]
     private let nameSet: Set<String>
-    private let cache = Mutex<[String: ZoneRules]>([:])
+    // An NSLock (pthread mutex) rather than Synchronization.Mutex: ThreadSanitizer sees the former
+    // on Linux, not the latter's futex, and CI runs the tests under it.
+    private let cacheLock = NSLock()
+    nonisolated(unsafe) private var cache: [String: ZoneRules] = [:]
 
     /// The directory refreshd uses: `$TZDIR` when set and non-empty, else `/usr/share/zoneinfo`.
     public static func defaultPath(environment: [String: String]) -> String {
@@ -60,7 +62,7 @@ public final class ZoneInfoDirectory: Sendable {
         guard nameSet.contains(name) else {
             throw TZDataError.unknownZone(name, suggestions: suggestions(for: name))
         }
-        if let cached = cache.withLock({ $0[name] }) { return cached }
+        if let cached = cacheLock.withLock({ cache[name] }) { return cached }
         let file = path + "/" + name
         guard let data = FileManager.default.contents(atPath: file) else {
             throw TZDataError("cannot read the tz file \(file)")
@@ -72,7 +74,7 @@ public final class ZoneInfoDirectory: Sendable {
             throw TZDataError("the tz file \(file) is not valid TZif: \(error.reason)")
         }
         let rules = ZoneRules(name: name, tzif: tzif)
-        cache.withLock { $0[name] = rules }
+        cacheLock.withLock { cache[name] = rules }
         return rules
     }
 
