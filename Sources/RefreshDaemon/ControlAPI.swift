@@ -31,6 +31,8 @@ public final class ControlState: @unchecked Sendable {
     public let work: APIWork
     /// The last plan served, reused while nothing it depends on changed.
     let planCache = PlanCache()
+    /// Each account's ledger rows the budget questions read, kept while the ledger is unchanged.
+    let views: AccountViews
     /// Goes up when the configuration or the tz data is replaced (part of the plan cache's key).
     private var settingsGeneration: UInt64 = 0
 
@@ -44,6 +46,7 @@ public final class ControlState: @unchecked Sendable {
         work: APIWork = APIWork()
     ) {
         self.work = work
+        self.views = AccountViews(ledger: ledger, work: work)
         self.reread = reread
         self.logger = logger
         self.lane = lane ?? { name in lanes().first { $0.account == name } }
@@ -120,6 +123,23 @@ extension ControlState {
             ? try ledger.blocks(account: account, now: t).filter { $0.segmentID == nil }.map(\.engineBlock) : []
         return RuleEngine.accountBudgets(
             account: account, history: history, blocks: blocks, limits: configuration.limits(for: account), now: t)
+    }
+}
+
+extension AccountView {
+    /// The account's own budgets at `now` (I3 and the account's blocks), as `accountBudgets`
+    /// computes them from the ledger.
+    func accountBudgets(includeBlocks: Bool, limits: Limits, now t: Date) -> [RuleBudget] {
+        let since = HistoryWindows.accountSince(t)
+        let history = attempts.filter { $0.startedAt.timeIntervalSince1970 >= since }.map {
+            $0.engineAttempt(resolve: { _ in nil })
+        }
+        let blocksSince = HistoryWindows.blocksSince(t)
+        let blocks =
+            includeBlocks
+            ? self.blocks.filter { $0.segmentID == nil && $0.until.timeIntervalSince1970 >= blocksSince }.map(
+                \.engineBlock) : []
+        return RuleEngine.accountBudgets(account: account, history: history, blocks: blocks, limits: limits, now: t)
     }
 }
 
@@ -293,9 +313,9 @@ struct Handlers: Sendable {
                 body: .init(byteBuffer: ByteBuffer(string: ControlAPI.openAPIDocument)))
         case .status: return try status()
         case .page: return try await page()
-        case .budget: return try budget()
+        case .budget: return try await budget()
         case .segments: return try await segments(query: query)
-        case .segmentBudget: return try segmentBudget(id: id, query: query)
+        case .segmentBudget: return try await segmentBudget(id: id, query: query)
         case .jobs: return try jobs(query: query)
         case .enqueue:
             let body: ByteBuffer
@@ -404,21 +424,23 @@ struct Handlers: Sendable {
         ]
     }
 
-    func budget() throws -> Response { ControlAPI.json(try budgetBody()) }
+    func budget() async throws -> Response { ControlAPI.json(try await budgetBody()) }
 
-    /// GET /v1/budget's body.
-    func budgetBody() throws -> [String: Any] {
+    /// GET /v1/budget's body (from the accounts' views: no ledger read while they are current).
+    func budgetBody() async throws -> [String: Any] {
         let t = state.now()
         let configuration = state.configuration
         let lanes = state.laneStatuses
         var accounts: [[String: Any]] = []
         for account in configuration.accounts {
-            let budgets = try state.accountBudgets(account.name, includeBlocks: true, now: t)
+            let view = try await state.views.view(account.name, now: t)
+            let budgets = view.accountBudgets(
+                includeBlocks: true, limits: configuration.limits(for: account.name), now: t)
             let daily = budgets.first { $0.rule == .accountDaily }!
             let block = budgets.first { $0.rule == .learnedBlock }
             let lane = lanes.first { $0.account == account.name }
             var pausedReason: Any = NSNull()
-            if let hold = try ledger.activeHolds(account: account.name).first(where: { $0.segmentID == nil }) {
+            if let hold = view.holds.first(where: { $0.segmentID == nil }) {
                 pausedReason = Self.holdText(hold)
             } else if let paused = lane?.paused {
                 pausedReason = paused
@@ -436,7 +458,7 @@ struct Handlers: Sendable {
         return ["now": Timestamp.rfc3339(t), "accounts": accounts]
     }
 
-    func segmentBudget(id: String, query: Parameters) throws -> Response {
+    func segmentBudget(id: String, query: Parameters) async throws -> Response {
         guard let segment = JobFile.normalizedUUID(id) else {
             throw APIError.badRequest("segment_id", "\"\(id)\" is not a segment id (a UUID, 36 characters)")
         }
@@ -449,11 +471,13 @@ struct Handlers: Sendable {
             )
         }
         let t = state.now()
-        let history = try ledger.history(account: account, segmentID: segment, now: t)
-        let queued = try ledger.queuedJobs(account: account, segmentID: segment)
+        // From the account's view: memory while the ledger is unchanged (see AccountViews).
+        let view = try await state.views.view(account, now: t)
+        let history = view.history(segmentID: segment, now: t)!
+        let queuedZones = view.queuedZones[segment] ?? []
         var zoneName = query.get("time_zone")
         if zoneName == nil {
-            zoneName = queued.last?.job.timeZone ?? history.segmentAttempts.last?.timeZone
+            zoneName = queuedZones.last ?? history.segmentAttempts.last?.timeZone
         }
         guard let zoneName else {
             throw APIError.badRequest(
@@ -468,8 +492,8 @@ struct Handlers: Sendable {
         }
         return ControlAPI.json(
             segmentBudgetJSON(
-                account: account, segment: segment, zone: zone, alsoZones: queued.map(\.job.timeZone), history: history,
-                now: t))
+                account: account, segment: segment, zone: zone, alsoZones: queuedZones, history: history,
+                holds: view.holds, now: t))
     }
 
     /// A segment's budget as GET /v1/segments/{id}/budget (and each row of GET /v1/segments) has it.
@@ -477,7 +501,8 @@ struct Handlers: Sendable {
     /// they join Z(s) here as they do in the lane's decision (I1); a zone that does not load adds
     /// nothing (such a job is held, never sent).
     func segmentBudgetJSON(
-        account: String, segment: String, zone: ZoneRules, alsoZones: [String], history: LedgerHistory, now t: Date
+        account: String, segment: String, zone: ZoneRules, alsoZones: [String], history: LedgerHistory,
+        holds: [StoredHold], now t: Date
     ) -> [String: Any] {
         let inputs = history.engineInputs(resolve: rules)
         var others: [ZoneRules] = []
@@ -487,9 +512,7 @@ struct Handlers: Sendable {
         let decision = RuleEngine.decide(
             account: account, segment: segment, zone: zone, alsoZones: others, history: inputs.attempts,
             blocks: inputs.blocks, limits: state.configuration.limits(for: account), now: t)
-        let hold = (try? ledger.activeHolds(account: account))?.first {
-            $0.covers(account: account, segmentID: segment)
-        }
+        let hold = holds.first { $0.covers(account: account, segmentID: segment) }
         let paused = hold.map(Self.holdText) ?? state.laneStatus(account)?.paused
         return [
             "segment_id": segment, "account": account, "time_zone": zone.name, "now": Timestamp.rfc3339(t),
@@ -503,7 +526,7 @@ struct Handlers: Sendable {
 
     /// Every known segment's budget: each segment with a queued job or a refresh within the rules'
     /// windows (the last 4 days), in the zone of its latest job (else of its latest refresh), per
-    /// account, in segment order. Computed on the read pool: one history read per segment.
+    /// account, in segment order. From the accounts' views (see AccountViews).
     func segments(query: Parameters) async throws -> Response {
         let configuration = state.configuration
         var accounts = configuration.accounts.map(\.name)
@@ -515,37 +538,27 @@ struct Handlers: Sendable {
             accounts = [account]
         }
         let t = state.now()
-        let rows = try await state.work.read { [self, accounts] () -> [SegmentRow] in
-            var zones: [String: [String: String]] = [:]
-            var queuedZones: [String: [String: [String]]] = [:]
-            for attempt in try ledger.attempts(
-                since: t.addingTimeInterval(-4 * 86400), account: nil, segmentID: nil, limit: Int.max
-            ).reversed()
-            where accounts.contains(attempt.account) {
-                zones[attempt.account, default: [:]][attempt.segmentID] = attempt.timeZone
-            }
-            for job in try ledger.queuedJobs() where accounts.contains(job.job.account) {
-                zones[job.job.account, default: [:]][job.job.segmentID] = job.job.timeZone
-                queuedZones[job.job.account, default: [:]][job.job.segmentID, default: []].append(job.job.timeZone)
-            }
-            var rows: [SegmentRow] = []
-            for account in accounts {
-                for (segment, zoneName) in (zones[account] ?? [:]).sorted(by: { $0.key < $1.key }) {
-                    guard let zone = rules(zoneName) else {
-                        rows.append(SegmentRow(json: nil, account: account, segment: segment, zone: zoneName))
-                        continue
-                    }
-                    let history = try ledger.history(account: account, segmentID: segment, now: t)
-                    rows.append(
-                        SegmentRow(
-                            json: JSONBox(
-                                segmentBudgetJSON(
-                                    account: account, segment: segment, zone: zone,
-                                    alsoZones: queuedZones[account]?[segment] ?? [], history: history, now: t)),
-                            account: account, segment: segment, zone: zoneName))
+        var rows: [SegmentRow] = []
+        for account in accounts {
+            let view = try await state.views.view(account, now: t)
+            // The zone of the segment's latest job, else of its latest refresh in the windows.
+            var zones: [String: String] = [:]
+            for attempt in view.attempts { zones[attempt.segmentID] = attempt.timeZone }
+            for (segment, queued) in view.queuedZones { zones[segment] = queued.last }
+            for (segment, zoneName) in zones.sorted(by: { $0.key < $1.key }) {
+                guard let zone = rules(zoneName), let history = view.history(segmentID: segment, now: t) else {
+                    rows.append(SegmentRow(json: nil, account: account, segment: segment, zone: zoneName))
+                    continue
                 }
+                rows.append(
+                    SegmentRow(
+                        json: JSONBox(
+                            segmentBudgetJSON(
+                                account: account, segment: segment, zone: zone,
+                                alsoZones: view.queuedZones[segment] ?? [], history: history, holds: view.holds,
+                                now: t)),
+                        account: account, segment: segment, zone: zoneName))
             }
-            return rows
         }
         let list: [[String: Any]] = rows.map { row in
             if let json = row.json?.value { return json }
@@ -969,19 +982,20 @@ struct Handlers: Sendable {
     /// read threads, never on the server's.
     func page() async throws -> Response {
         let plan = try await planSnapshot().body
+        let budget = Data(buffer: ControlAPI.jsonBuffer(try await budgetBody()))
         let bodies = try await state.work.read { [self] () -> [Data] in
             let t = state.now()
             let refreshes = try ledger.attempts(
                 since: t.addingTimeInterval(-Double(Self.pageHours) * 900 - 2 * 86400), account: nil, segmentID: nil,
                 limit: 1000)
             return [
-                try budgetBody(), ["refreshes": refreshes.map(Self.attemptJSON)],
+                ["refreshes": refreshes.map(Self.attemptJSON)],
                 ["blocks": try ledger.activeBlocks(account: nil, now: t).map(Self.blockJSON)],
                 ["holds": try ledger.activeHolds(account: nil).map(Self.holdJSON)],
             ].map { Data(buffer: ControlAPI.jsonBuffer($0)) }
         }
         let view = try BudgetView(
-            plan: Data(buffer: plan), budget: bodies[0], refreshes: bodies[1], blocks: bodies[2], holds: bodies[3])
+            plan: Data(buffer: plan), budget: budget, refreshes: bodies[0], blocks: bodies[1], holds: bodies[2])
         let zones = state.zones
         let timeline = Timeline(view, hours: Self.pageHours, zone: { try? zones.rules(for: $0) })
         let html = StatusPage(version: state.version, tzdata: zones.version).render(view, timeline: timeline)
@@ -1070,7 +1084,8 @@ struct Handlers: Sendable {
             id >= firstCandidate && !candidates.isEmpty ? -(id - firstCandidate + 1) : id
         }
         let history = try ledger.attempts(
-            since: t.addingTimeInterval(-4 * 86400), account: nil, segmentID: nil, limit: Int.max
+            since: Date(timeIntervalSince1970: HistoryWindows.segmentSince(t)), account: nil, segmentID: nil,
+            limit: Int.max
         ).map {
             $0.engineAttempt(resolve: rules)
         }

@@ -356,7 +356,8 @@ public final class AccountLane: @unchecked Sendable {
         lastSeenJobID = all.map(\.id).max() ?? 0
         let mine = all.filter { $0.job.account == account.name }
         let attempts = try ledger.attempts(
-            since: t.addingTimeInterval(-4 * 86400), account: account.name, segmentID: nil, limit: Int.max
+            since: Date(timeIntervalSince1970: HistoryWindows.segmentSince(t)), account: account.name, segmentID: nil,
+            limit: Int.max
         )
         .map(attempt)
         let blocks = try ledger.blocks(account: account.name, now: t).map(learned)

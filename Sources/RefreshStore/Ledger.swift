@@ -27,6 +27,60 @@ public struct LedgerHistory: Sendable, Equatable {
     }
 }
 
+/// What the rules and the budget questions read of one account, in one read: its attempts inside
+/// the widest window (`HistoryWindows.segmentLookback`), its blocks, its holds and the zones of
+/// its queued jobs. The control API answers from it (memory, not SQLite) until the ledger's
+/// `changeCount` moves; `history(segmentID:now:)` equals `Ledger.history` for any `now` at or
+/// after `readAt` (the windows only shrink; a test checks it on random ledgers).
+public struct AccountView: Sendable, Equatable {
+    public var account: String
+    /// When it was read (the windows are taken from this instant).
+    public var readAt: Date
+    /// The ledger's change count before the read (the view is current while it is unchanged).
+    public var changeCount: UInt64
+    /// Attempts that started at or after `readAt` - 4 days, by segment, in start order.
+    public var attemptsBySegment: [String: [StoredAttempt]]
+    /// The same attempts, all segments, in start order.
+    public var attempts: [StoredAttempt]
+    /// Blocks of the account or its segments ending after `readAt` - 1 day, in id order.
+    public var blocks: [StoredBlock]
+    /// Holds in force on the account or its segments, oldest first.
+    public var holds: [StoredHold]
+    /// Each segment with queued jobs: their zones, in job id order.
+    public var queuedZones: [String: [String]]
+
+    public init(
+        account: String, readAt: Date, changeCount: UInt64, attempts: [StoredAttempt], blocks: [StoredBlock],
+        holds: [StoredHold], queuedZones: [String: [String]]
+    ) {
+        self.account = account
+        self.readAt = readAt
+        self.changeCount = changeCount
+        self.attempts = attempts
+        self.attemptsBySegment = Dictionary(grouping: attempts, by: \.segmentID)
+        self.blocks = blocks
+        self.holds = holds
+        self.queuedZones = queuedZones
+    }
+
+    /// The history a decision for a segment at `now` needs, as `Ledger.history` reads it; nil when
+    /// `now` is before `readAt` (the clock went back: read again).
+    public func history(segmentID: String, now: Date) -> LedgerHistory? {
+        guard now >= readAt else { return nil }
+        let segmentSince = HistoryWindows.segmentSince(now)
+        let accountSince = HistoryWindows.accountSince(now)
+        let blocksSince = HistoryWindows.blocksSince(now)
+        return LedgerHistory(
+            segmentAttempts: (attemptsBySegment[segmentID] ?? []).filter {
+                $0.startedAt.timeIntervalSince1970 >= segmentSince
+            },
+            accountAttempts: attempts.filter { $0.startedAt.timeIntervalSince1970 >= accountSince },
+            blocks: blocks.filter {
+                ($0.segmentID == nil || $0.segmentID == segmentID) && $0.until.timeIntervalSince1970 >= blocksSince
+            })
+    }
+}
+
 /// The outcome of a reservation.
 public enum ReservationResult: Sendable, Equatable {
     /// A `reserved` attempt is durable; the request may now be sent. `jobs` are the jobs it
@@ -151,6 +205,8 @@ public protocol Ledger: Sendable {
 
     /// The history a decision for (account, segment) at `now` needs.
     func history(account: String, segmentID: String, now: Date) throws -> LedgerHistory
+    /// One account's attempts, blocks, holds and queued zones in one read (see `AccountView`).
+    func accountView(account: String, now: Date) throws -> AccountView
     /// The attempts since an instant, newest first, optionally for one segment or account.
     func attempts(since: Date, account: String?, segmentID: String?, limit: Int) throws -> [StoredAttempt]
 

@@ -604,40 +604,61 @@ public final class SQLiteLedger: Ledger {
 
     // MARK: History
 
-    /// Attempts of a segment that started within this many seconds before now matter to I1/I2: a
-    /// refresh counts at most about 26 h past its finish, and requests up to 48 h around it name
-    /// the zones its count may follow.
-    static let segmentLookback: Double = 4 * 86400
-
     public func history(account: String, segmentID: String, now: Date) throws -> LedgerHistory {
         try writer.read { db in try Self.history(db, account: account, segmentID: segmentID, now: now) }
     }
 
     static func history(_ db: Database, account: String, segmentID: String, now: Date) throws -> LedgerHistory {
-        let t = now.timeIntervalSince1970
-        // Cached statements: this runs for every decision and every budget question.
+        // Cached statements: this runs for every decision. The windows: HistoryWindows.
         let segment = try Row.fetchAll(
             db.cachedStatement(
                 sql:
                     "SELECT * FROM attempt WHERE account = ? AND segment_id = ? AND started_at >= ? ORDER BY started_at"
             ),
-            arguments: [account, segmentID, t - segmentLookback]
+            arguments: [account, segmentID, HistoryWindows.segmentSince(now)]
         ).map(attempt)
-        // From the start of the previous UTC day: a request counts until the end of the UTC day
-        // of its finish, and a finish can trail its start by a request timeout.
-        let accountSince = (t / 86400).rounded(.down) * 86400 - 86400
         let accountRows = try Row.fetchAll(
             db.cachedStatement(sql: "SELECT * FROM attempt WHERE account = ? AND started_at >= ? ORDER BY started_at"),
-            arguments: [account, accountSince]
+            arguments: [account, HistoryWindows.accountSince(now)]
         ).map(attempt)
         let blocks = try Row.fetchAll(
             db.cachedStatement(
                 sql:
-                    "SELECT * FROM learned_block WHERE account = ? AND (segment_id IS NULL OR segment_id = ?) AND until >= ?"
+                    "SELECT * FROM learned_block WHERE account = ? AND (segment_id IS NULL OR segment_id = ?) AND until >= ? ORDER BY id"
             ),
-            arguments: [account, segmentID, t - 86400]
+            arguments: [account, segmentID, HistoryWindows.blocksSince(now)]
         ).map(block)
         return LedgerHistory(segmentAttempts: segment, accountAttempts: accountRows, blocks: blocks)
+    }
+
+    public func accountView(account: String, now: Date) throws -> AccountView {
+        let changes = changeCount
+        return try writer.read { db in
+            let attempts = try Row.fetchAll(
+                db.cachedStatement(
+                    sql: "SELECT * FROM attempt WHERE account = ? AND started_at >= ? ORDER BY started_at, id"),
+                arguments: [account, HistoryWindows.segmentSince(now)]
+            ).map(Self.attempt)
+            let blocks = try Row.fetchAll(
+                db.cachedStatement(sql: "SELECT * FROM learned_block WHERE account = ? AND until >= ? ORDER BY id"),
+                arguments: [account, HistoryWindows.blocksSince(now)]
+            ).map(Self.block)
+            let holds = try Row.fetchAll(
+                db.cachedStatement(sql: "SELECT * FROM hold WHERE released_at IS NULL AND account = ? ORDER BY id"),
+                arguments: [account]
+            ).map(Self.hold)
+            var queuedZones: [String: [String]] = [:]
+            let rows = try Row.fetchCursor(
+                db.cachedStatement(
+                    sql: "SELECT segment_id, time_zone FROM job WHERE state = 'queued' AND account = ? ORDER BY id"),
+                arguments: [account])
+            while let row = try rows.next() {
+                queuedZones[row[0] as String, default: []].append(row[1] as String)
+            }
+            return AccountView(
+                account: account, readAt: now, changeCount: changes, attempts: attempts, blocks: blocks, holds: holds,
+                queuedZones: queuedZones)
+        }
     }
 
     public func attempts(since: Date, account: String?, segmentID: String?, limit: Int) throws -> [StoredAttempt] {
@@ -806,7 +827,7 @@ public final class SQLiteLedger: Ledger {
         try writer.read { db in
             try Row.fetchAll(
                 db, sql: "SELECT * FROM learned_block WHERE account = ? AND until >= ? ORDER BY id",
-                arguments: [account, now.timeIntervalSince1970 - 86400]
+                arguments: [account, HistoryWindows.blocksSince(now)]
             ).map(Self.block)
         }
     }

@@ -64,6 +64,69 @@ struct StoreCoreAgreementTests {
     }
 }
 
+/// The control API answers budget questions from an `AccountView` read once per ledger write: at
+/// any later instant (until the next write) its history must equal the ledger's own read.
+@Suite("Account views")
+struct AccountViewTests {
+    @Test func viewAnswersAsTheLedgerDoesAtEveryLaterInstant() async throws {
+        await offPool {
+            await propertyCheck(count: 60, input: Gen.int(in: 0...Int.max)) { seed in
+                var rng = SystemRandomNumberGeneratorSeeded(seed: UInt64(seed))
+                let ledger = try! SQLiteLedger(inMemoryAt: t0)
+                let segments = [segmentA, segmentB]
+                let readAt = t0.addingTimeInterval(Double(Int.random(in: 0...(30 * 86400), using: &rng)))
+                let outcomes = AttemptOutcome.allCases.filter { $0 != .reserved }
+                try! ledger.writer.write { db in
+                    for _ in 0..<Int.random(in: 0...40, using: &rng) {
+                        let started = readAt.addingTimeInterval(-Double(Int.random(in: 0...(8 * 86400), using: &rng)))
+                        try db.execute(
+                            sql:
+                                "INSERT INTO attempt (account, segment_id, time_zone, outcome, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?)",
+                            arguments: [
+                                ["default", "other"][Int.random(in: 0...1, using: &rng)],
+                                segments[Int.random(in: 0...1, using: &rng)],
+                                ["Asia/Tokyo", "Pacific/Apia", "UTC"][Int.random(in: 0...2, using: &rng)],
+                                outcomes[Int.random(in: 0..<outcomes.count, using: &rng)].rawValue,
+                                started.timeIntervalSince1970, started.timeIntervalSince1970 + 1,
+                            ])
+                    }
+                }
+                for _ in 0..<Int.random(in: 0...4, using: &rng) {
+                    try! ledger.addBlock(
+                        account: ["default", "other"][Int.random(in: 0...1, using: &rng)],
+                        segmentID: [nil, segmentA, segmentB][Int.random(in: 0...2, using: &rng)],
+                        until: readAt.addingTimeInterval(
+                            Double(Int.random(in: -(3 * 86400)...(2 * 86400), using: &rng))),
+                        reason: "test", now: readAt)
+                }
+                for segment in segments where Bool.random(using: &rng) {
+                    _ = try! ledger.enqueue(newJob(segment), now: readAt)
+                }
+                if Bool.random(using: &rng) {
+                    _ = try! ledger.hold(account: "default", segmentID: segmentB, reason: "test", who: "t", now: readAt)
+                }
+                let view = try! ledger.accountView(account: "default", now: readAt)
+                #expect(view.changeCount == ledger.changeCount)
+                #expect(view.holds == (try! ledger.activeHolds(account: "default")))
+                for segment in segments {
+                    #expect(
+                        view.queuedZones[segment] ?? []
+                            == (try! ledger.queuedJobs(account: "default", segmentID: segment)).map(\.job.timeZone))
+                }
+                #expect(
+                    view.history(segmentID: segmentA, now: readAt.addingTimeInterval(-1)) == nil, "the clock went back")
+                for _ in 0..<5 {
+                    let later = readAt.addingTimeInterval(Double(Int.random(in: 0...(5 * 86400), using: &rng)))
+                    for segment in segments {
+                        let expected = try! ledger.history(account: "default", segmentID: segment, now: later)
+                        #expect(view.history(segmentID: segment, now: later) == expected, "seed \(seed) at \(later)")
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A small seeded generator (SplitMix64) for reproducible store contents.
 struct SystemRandomNumberGeneratorSeeded: RandomNumberGenerator {
     var state: UInt64
