@@ -110,36 +110,40 @@ public final class ControlState: @unchecked Sendable {
 
 extension ControlState {
     /// The account's own budgets now (requests of the last two UTC days, optionally its blocks),
-    /// as the status line, the metrics and GET /v1/budget report them.
+    /// as the status line and the metrics report them (two indexed reads; GET /v1/budget asks the
+    /// account's view instead).
     func accountBudgets(_ account: String, includeBlocks: Bool, now t: Date) throws -> [RuleBudget] {
-        // The account's rule (I3) counts on UTC days: the segments' zones play no part.
-        let history = try ledger.attempts(
-            since: t.addingTimeInterval(-2 * 86400), account: account, segmentID: nil, limit: Int.max
-        ).map {
-            $0.engineAttempt(resolve: { _ in nil })
-        }
-        let blocks =
-            includeBlocks
-            ? try ledger.blocks(account: account, now: t).filter { $0.segmentID == nil }.map(\.engineBlock) : []
-        return RuleEngine.accountBudgets(
-            account: account, history: history, blocks: blocks, limits: configuration.limits(for: account), now: t)
+        AccountView.accountBudgets(
+            account: account,
+            attempts: try ledger.attempts(
+                since: Date(timeIntervalSince1970: HistoryWindows.accountSince(t)), account: account, segmentID: nil,
+                limit: Int.max),
+            blocks: includeBlocks ? try ledger.blocks(account: account, now: t) : [],
+            limits: configuration.limits(for: account), now: t)
     }
 }
 
 extension AccountView {
-    /// The account's own budgets at `now` (I3 and the account's blocks), as `accountBudgets`
-    /// computes them from the ledger.
+    /// The account's own budgets at `now` (I3, and its blocks when asked).
     func accountBudgets(includeBlocks: Bool, limits: Limits, now t: Date) -> [RuleBudget] {
+        Self.accountBudgets(
+            account: account, attempts: attempts, blocks: includeBlocks ? blocks : [], limits: limits, now: t)
+    }
+
+    /// The account's own budgets from its attempts and blocks (any order, any wider window): the
+    /// one computation behind the status line, the metrics and GET /v1/budget.
+    static func accountBudgets(
+        account: String, attempts: [StoredAttempt], blocks: [StoredBlock], limits: Limits, now t: Date
+    ) -> [RuleBudget] {
+        // The account's rule (I3) counts on UTC days: the segments' zones play no part.
         let since = HistoryWindows.accountSince(t)
         let history = attempts.filter { $0.startedAt.timeIntervalSince1970 >= since }.map {
             $0.engineAttempt(resolve: { _ in nil })
         }
         let blocksSince = HistoryWindows.blocksSince(t)
-        let blocks =
-            includeBlocks
-            ? self.blocks.filter { $0.segmentID == nil && $0.until.timeIntervalSince1970 >= blocksSince }.map(
-                \.engineBlock) : []
-        return RuleEngine.accountBudgets(account: account, history: history, blocks: blocks, limits: limits, now: t)
+        let accountBlocks = blocks.filter { $0.segmentID == nil && $0.until.timeIntervalSince1970 >= blocksSince }
+        return RuleEngine.accountBudgets(
+            account: account, history: history, blocks: accountBlocks.map(\.engineBlock), limits: limits, now: t)
     }
 }
 

@@ -587,6 +587,45 @@ struct ControlAPITests {
         await h.stop()
     }
 
+    /// Budget questions are answered from per-account views kept between ledger writes: every kind
+    /// of write the rules read (a refresh, a queued job's zone, a hold, a learned block) shows in
+    /// the very next answer, and the views never answer for a write they did not see.
+    @Test func budgetsFollowEveryWriteAtOnce() async throws {
+        let now = try #require(Timestamp.parseRFC3339("2026-06-15T12:00:00Z"))
+        let h = try await APIHarness(now: { now })
+        let uri = "/v1/segments/\(segmentA)/budget?time_zone=UTC"
+        func answer() async throws -> [String: Any] {
+            let answer = try await h.get(uri)
+            #expect(answer.status == 200, "\(answer.body)")
+            return answer.object
+        }
+        var object = try await answer()
+        #expect(object["allowed_now"] as? Bool == true)
+        #expect((object["segment_remaining_today"] as? NSNumber)?.intValue == 2)
+
+        _ = try h.ledger.recordExternal(
+            account: "default", segmentID: segmentA, timeZone: "UTC", at: now.addingTimeInterval(-600))
+        object = try await answer()
+        #expect((object["segment_remaining_today"] as? NSNumber)?.intValue == 1, "a refresh: \(object)")
+        #expect(object["allowed_now"] as? Bool == false, "the hour (I2)")
+
+        _ = try h.ledger.enqueue(
+            NewJob(source: "test", account: "default", segmentID: segmentA, timeZone: "Pacific/Kiritimati"), now: now)
+        object = try (await h.get("/v1/segments/\(segmentA)/budget")).object
+        #expect(object["time_zone"] as? String == "Pacific/Kiritimati", "a queued job's zone: \(object)")
+
+        _ = try h.ledger.hold(account: "default", segmentID: segmentA, reason: "maintenance", who: "t", now: now)
+        object = try await answer()
+        #expect((object["paused_reason"] as? String)?.contains("maintenance") == true, "a hold: \(object)")
+
+        try h.ledger.addBlock(
+            account: "default", segmentID: nil, until: now.addingTimeInterval(7200), reason: "429", now: now)
+        let budget = try await h.get("/v1/budget")
+        let account = try #require((budget.object["accounts"] as? [[String: Any]])?.first)
+        #expect((account["paused_reason"] as? String)?.contains("blocked until") == true, "a block: \(budget.body)")
+        await h.stop()
+    }
+
     /// On the TCP listener, reads are open; POST and DELETE need the token.
     @Test func tcpListenerNeedsTheTokenForChanges() async throws {
         let port = freePort()
