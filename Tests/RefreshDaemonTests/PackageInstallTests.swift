@@ -47,7 +47,7 @@ struct PackageInstallTests {
     /// (state kept) and purge (user, ledger, spool gone).
     @Test(
         .enabled(if: PackageUnderTest.reason == nil, Comment(rawValue: PackageUnderTest.reason ?? "")),
-        .timeLimit(.minutes(5)))
+        .timeLimit(.minutes(12)))
     func installsUpgradesAndPurges() async throws {
         try await offPool {
             #expect(

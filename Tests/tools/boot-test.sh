@@ -12,7 +12,7 @@ work="$(mktemp -d /var/tmp/refreshd-boot.XXXXXX)"
 log="$work.log"
 trap systemd_root_cleanup EXIT
 
-systemd_root_boot refreshd.service "$(cat <<PREPARE
+systemd_root_up refreshd.service refreshd.service "$(cat <<PREPARE
 cp -a "$stage/." "\$root/"
 mkdir -p "\$root/etc/refreshd"
 echo "SG.fake-boot-test-key-not-real" > "\$root/etc/refreshd/sendgrid-api-key"
@@ -21,12 +21,11 @@ chmod 0600 "\$root/etc/refreshd/sendgrid-api-key"
 printf 'dry_run = true\n[sendgrid]\nbase_url = "http://127.0.0.1:9"\n' > "\$root/etc/refreshd/refreshd.toml"
 PREPARE
 )"
-state="$(wait_for_unit refreshd.service)"
 echo "refreshd.service: $state"
 if [ "$state" != active ]; then
     in_ns systemctl status refreshd.service --no-pager 2>&1 | tail -n 30
-    in_ns journalctl -u refreshd --no-pager 2>&1 | tail -n 30
-    grep -qi "cgroup\|Failed to mount" "$log" && { tail -n 20 "$log"; skip "systemd cannot manage cgroups here"; }
+    systemd_root_diagnose
+    systemd_root_no_cgroups && skip "systemd cannot manage cgroups here"
     exit 1
 fi
 fail=0

@@ -24,7 +24,7 @@ fail=0
 check() { if "$@"; then :; else echo "FAIL: $*"; fail=1; fi; }
 
 # The toolchain (and anything installed from this tree before) is hidden; the packages are copied in.
-systemd_root_boot basic.target "$(cat <<PREPARE
+systemd_root_up basic.target basic.target "$(cat <<PREPARE
 rm -rf "\$root/opt/swift" "\$root/usr/bin/refreshd" "\$root/usr/bin/refreshctl" "\$root/lib/systemd/system/refreshd.service" \
     "\$root/usr/lib/systemd/system/refreshd.service"
 # A fresh host has no policy-rc.d (build containers install one that forbids starting services).
@@ -35,8 +35,7 @@ mkdir -p "\$root/root/packages"
 cp "$old_deb" "$new_deb" "\$root/root/packages/"
 PREPARE
 )"
-state="$(wait_for_unit basic.target)"
-[ "$state" = active ] || { tail -n 30 "$log"; grep -qi "cgroup\|Failed to mount" "$log" && skip "systemd cannot manage cgroups here"; echo "FAIL: no boot"; exit 1; }
+[ "$state" = active ] || { systemd_root_diagnose; systemd_root_no_cgroups && skip "systemd cannot manage cgroups here"; echo "FAIL: no boot"; exit 1; }
 sh_in() { in_ns bash -c "$1"; }
 
 echo "--- no toolchain"
