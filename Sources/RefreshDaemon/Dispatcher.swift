@@ -499,26 +499,26 @@ public final class AccountLane: @unchecked Sendable {
             attemptID = id
             jobs = reserved
         }
-        // 3. Send (or, in dry-run, don't) and record the answer.
-        let outcome: Completion
+        // 3. Send (or, in dry-run, don't); what the answer means is RefreshCore's AnswerMeaning.
+        let meaning: AnswerMeaning
         var latency: Duration?
         if let client, let key {
             let began = ContinuousClock.now
-            let answer = await client.refresh(
+            let result = await client.refresh(
                 segment: segment, zone: zone.name, key: key, onBehalfOf: account.onBehalfOf)
             latency = ContinuousClock.now - began
-            let finished = max(now(), t)
-            outcome = await interpret(
-                answer, segment: segment, zone: zone, jobs: jobs, started: t, finished: finished, logger: segmentLogger)
+            meaning = AnswerMeaning(
+                result, segment: segment, tries: (jobs.map(\.tries).max() ?? 0) + 1, maxAttempts: maxAttempts,
+                connectFailures: connectFailures, finished: max(now(), t))
+            await carryOut(meaning, segment: segment, zone: zone, jobs: jobs, logger: segmentLogger)
         } else {
-            outcome = Completion(
-                outcome: .dryRun, status: nil, sendGridJobID: nil, error: nil, finished: t, disposition: .sent)
+            meaning = .dryRun(at: t)
             segmentLogger.info(
                 "dry-run: refresh recorded, not sent",
                 metadata: ["jobs": "\(jobs.map(\.id))", "time_zone": "\(zone.name)"])
         }
         var answer = Unwritten(
-            attemptID: attemptID, segment: segment, zone: zone, startedAt: t, completion: outcome, latency: latency)
+            attemptID: attemptID, segment: segment, zone: zone, startedAt: t, meaning: meaning, latency: latency)
         do {
             try write(answer)
         } catch let error as LedgerError where error.code == .notFound || error.code == .invalidState {
@@ -527,7 +527,7 @@ public final class AccountLane: @unchecked Sendable {
             note(error: "ledger: \(error)")
             segmentLogger.error(
                 "SendGrid's answer cannot be recorded: the attempt is no longer open in the ledger",
-                metadata: ["error": "\(error)", "outcome": "\(outcome.outcome.rawValue)"])
+                metadata: ["error": "\(error)", "outcome": "\(meaning.outcome.rawValue)"])
             loaded = false
             return
         } catch {
@@ -536,7 +536,7 @@ public final class AccountLane: @unchecked Sendable {
             note(error: "ledger: \(error)")
             segmentLogger.critical(
                 "cannot record SendGrid's answer in the ledger; nothing more is sent for the account until it is recorded",
-                metadata: ["error": "\(error)", "outcome": "\(outcome.outcome.rawValue)"])
+                metadata: ["error": "\(error)", "outcome": "\(meaning.outcome.rawValue)"])
             answer.failures = 1
             unwritten = answer
             statusLock.withLock { published.waitingForLedger = true }
@@ -552,17 +552,17 @@ public final class AccountLane: @unchecked Sendable {
         var segment: String
         var zone: ZoneRules
         var startedAt: Date
-        var completion: Completion
+        var meaning: AnswerMeaning
         var latency: Duration?
         var failures = 0
     }
 
     private func write(_ answer: Unwritten) throws {
-        let outcome = answer.completion
+        let meaning = answer.meaning
         try ledger.complete(
-            attemptID: answer.attemptID, outcome: outcome.outcome, httpStatus: outcome.status,
-            sendGridJobID: outcome.sendGridJobID,
-            error: outcome.error, finishedAt: outcome.finished, jobs: outcome.disposition)
+            attemptID: answer.attemptID, outcome: meaning.outcome, httpStatus: meaning.status,
+            sendGridJobID: meaning.sendGridJobID,
+            error: meaning.error, finishedAt: meaning.finished, jobs: meaning.jobs)
     }
 
     /// Another try at writing an answer the ledger refused. Returns whether it is written now.
@@ -592,48 +592,42 @@ public final class AccountLane: @unchecked Sendable {
         statusLock.withLock { published.waitingForLedger = false }
         segmentLogger.notice(
             "SendGrid's answer is recorded in the ledger after all; sending resumes",
-            metadata: ["outcome": "\(answer.completion.outcome.rawValue)"])
+            metadata: ["outcome": "\(answer.meaning.outcome.rawValue)"])
         recorded(answer, now: t, logger: segmentLogger)
         // Jobs may have come and gone meanwhile: read the queue again.
         loaded = false
         return true
     }
 
-    /// What follows a recorded answer: the queue learns the attempt, the segment is read again.
+    /// What follows a recorded answer: the queue learns the attempt, the segment is read again,
+    /// then the answer's effects that need it recorded (blocks re-read, a pause, the quota).
     private func recorded(_ answer: Unwritten, now t: Date, logger segmentLogger: Logger) {
-        let outcome = answer.completion
-        observer?.attemptFinished(account: account.name, outcome: outcome.outcome, latency: answer.latency)
+        let meaning = answer.meaning
+        observer?.attemptFinished(account: account.name, outcome: meaning.outcome, latency: answer.latency)
         queue.record(
             Attempt(
-                account: account.name, segment: answer.segment, zone: answer.zone, outcome: outcome.outcome,
+                account: account.name, segment: answer.segment, zone: answer.zone, outcome: meaning.outcome,
                 startedAt: answer.startedAt,
-                finishedAt: outcome.finished),
+                finishedAt: meaning.finished),
             now: t)
         do {
             try reload(segment: answer.segment, now: t)
-            if outcome.reloadBlocks { try reloadBlocks(now: t) }
+            if meaning.readsBlocksAgain { try reloadBlocks(now: t) }
         } catch {
             segmentLogger.error("cannot re-read the segment from the ledger", metadata: ["error": "\(error)"])
             queue.hold(segment: answer.segment, until: t.addingTimeInterval(30), now: t)
         }
-        if let pause = outcome.pause {
-            queue.pause(reason: pause)
-            observer?.accountPaused(account: account.name, reason: pause)
+        for effect in meaning.effects {
+            switch effect {
+            case .pause(let reason):
+                queue.pause(reason: reason)
+                observer?.accountPaused(account: account.name, reason: reason)
+            case .compareQuota(let quota):
+                learnFromQuota(quota, now: t, logger: segmentLogger)
+            case .noteError, .learnFromRateLimit:
+                break  // carried out when the answer came
+            }
         }
-        if let quota = outcome.quota { learnFromQuota(quota, now: t, logger: segmentLogger) }
-    }
-
-    struct Completion {
-        var outcome: AttemptOutcome
-        var status: Int?
-        var sendGridJobID: String?
-        var error: String?
-        var finished: Date
-        var disposition: JobDisposition
-        var pause: String? = nil
-        var reloadBlocks = false
-        /// SendGrid's X-RateLimit headers on an accepted refresh, when they describe the daily quota.
-        var quota: QuotaReport? = nil
     }
 
     /// The segment under which requests SendGrid counts for the account but refreshd did not make
@@ -675,109 +669,52 @@ public final class AccountLane: @unchecked Sendable {
         }
     }
 
-    /// Turns SendGrid's answer into an outcome for the ledger (see the table in docs/dispatcher.md).
-    private func interpret(
-        _ result: Result<SendGridAnswer, SendGridFailure>, segment: String, zone: ZoneRules, jobs: [StoredJob],
-        started t: Date,
-        finished: Date, logger: Logger
-    ) async -> Completion {
-        let tries = (jobs.map(\.tries).max() ?? 0) + 1
-        func retryOrFail(_ outcome: AttemptOutcome, status: Int?, reason: String) -> Completion {
-            if tries >= maxAttempts {
-                logger.error(
-                    "no clear answer from SendGrid; the job fails",
-                    metadata: ["tries": "\(tries)", "reason": "\(reason)"])
-                return Completion(
-                    outcome: outcome, status: status, error: reason, finished: finished,
-                    disposition: .failed(reason: "no clear answer from SendGrid after \(tries) tries (last: \(reason))")
-                )
-            }
-            let backoff = Backoff.unclear(tries: tries)
-            logger.warning(
-                "no clear answer from SendGrid; the refresh counts and the job is requeued",
-                metadata: ["tries": "\(tries)", "reason": "\(reason)", "retry_in_s": "\(Int(backoff))"])
-            return Completion(
-                outcome: outcome, status: status, error: reason, finished: finished,
-                disposition: .requeue(retryAt: finished.addingTimeInterval(backoff), countsTry: true))
+    /// What an answer means, carried out before it is recorded: the streaks, the log line, the
+    /// status line's error and what a 429 teaches (its blocks are written before the answer).
+    private func carryOut(
+        _ meaning: AnswerMeaning, segment: String, zone: ZoneRules, jobs: [StoredJob], logger: Logger
+    ) async {
+        connectFailures = meaning.connectFailures
+        if meaning.endsRateLimitStreak {
+            uninformativeRateLimits[segment] = nil
+            lastRateLimitedSegment = nil
         }
-        switch result {
-        case .failure(.notSent(let reason)):
-            connectFailures += 1
-            let backoff = Backoff.notSent(failures: connectFailures)
-            note(error: "SendGrid not reachable: \(reason)")
-            logger.warning(
-                "cannot reach SendGrid; nothing was sent",
-                metadata: ["reason": "\(reason)", "retry_in_s": "\(Int(backoff))"])
-            return Completion(
-                outcome: .notSent, status: nil, error: reason, finished: finished,
-                disposition: .requeue(retryAt: finished.addingTimeInterval(backoff), countsTry: false))
-        case .failure(.noAnswer(let reason)):
-            connectFailures = 0
-            note(error: "SendGrid: \(reason)")
-            return retryOrFail(.uncertain, status: nil, reason: reason)
-        case .success(let answer):
-            connectFailures = 0
-            let summary = Self.errorSummary(answer)
-            switch AnswerClass(status: answer.status) {
-            case .accepted:
-                uninformativeRateLimits[segment] = nil
-                lastRateLimitedSegment = nil
-                let jobID =
-                    (try? JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any])?["job_id"]
-                    as? String
-                logger.info(
-                    "refresh accepted by SendGrid",
-                    metadata: ["jobs": "\(jobs.map(\.id))", "time_zone": "\(zone.name)", "status": "\(answer.status)"])
-                return Completion(
-                    outcome: .accepted, status: answer.status, sendGridJobID: jobID.map { String($0.prefix(100)) },
-                    finished: finished,
-                    disposition: .sent, quota: QuotaReport(headers: answer.headers))
-            case .rejected:
-                note(error: "SendGrid refused a refresh of \(segment): \(summary)")
-                logger.error(
-                    "SendGrid refused the request; the job fails",
-                    metadata: ["status": "\(answer.status)", "reason": "\(summary)"])
-                return Completion(
-                    outcome: .rejected, status: answer.status, error: summary, finished: finished,
-                    disposition: .failed(reason: "SendGrid answered \(answer.status): \(summary)"))
-            case .unauthorized:
-                let reason =
-                    "SendGrid refused the API key (401); fix the key, then reload refreshd (systemctl reload refreshd)"
-                note(error: reason)
-                logger.critical(
-                    "account paused: SendGrid refused the API key",
-                    metadata: ["status": "401", "fix": "put a valid key in place and reload"])
-                return Completion(
-                    outcome: .unauthorized, status: 401, error: summary, finished: finished,
-                    disposition: .requeue(retryAt: nil, countsTry: false),
-                    pause: reason)
-            case .forbidden:
-                let reason =
-                    "SendGrid forbids segment refreshes for this account (403: the plan lacks Marketing Campaigns Basic/Advanced, or the key lacks the scope)"
-                note(error: reason)
-                logger.critical(
-                    "account paused: SendGrid answered 403", metadata: ["status": "403", "reason": "\(summary)"])
-                return Completion(
-                    outcome: .forbidden, status: 403, error: summary, finished: finished,
-                    disposition: .requeue(retryAt: nil, countsTry: false),
-                    pause: reason)
-            case .rateLimited:
-                await learnFromRateLimit(answer, segment: segment, zone: zone, at: finished, logger: logger)
-                return Completion(
-                    outcome: .rateLimited, status: 429, error: summary, finished: finished,
-                    disposition: .requeue(retryAt: nil, countsTry: false),
-                    reloadBlocks: true)
-            case .unclear:
-                return retryOrFail(
-                    .uncertain, status: answer.status, reason: "SendGrid answered \(answer.status): \(summary)")
+        if let note = meaning.note {
+            logger.log(
+                level: Self.level(note.level), "\(note.message)",
+                metadata: note.metadata.mapValues { .string($0) })
+        } else if meaning.outcome == .accepted {
+            logger.info(
+                "refresh accepted by SendGrid",
+                metadata: [
+                    "jobs": "\(jobs.map(\.id))", "time_zone": "\(zone.name)", "status": "\(meaning.status ?? 0)",
+                ])
+        }
+        for effect in meaning.effects {
+            switch effect {
+            case .noteError(let text): note(error: text)
+            case .learnFromRateLimit(let resetHeader):
+                await learnFromRateLimit(
+                    resetHeader: resetHeader, segment: segment, zone: zone, at: meaning.finished, logger: logger)
+            case .pause, .compareQuota: break  // after the answer is recorded
             }
+        }
+    }
+
+    static func level(_ level: AnswerMeaning.Note.Level) -> Logger.Level {
+        switch level {
+        case .info: return .info
+        case .notice: return .notice
+        case .warning: return .warning
+        case .error: return .error
+        case .critical: return .critical
         }
     }
 
     /// A 429: what it teaches (RateLimitLesson: the headers, a fresh segment read, the 429s before
     /// it) goes into the ledger as blocks.
     private func learnFromRateLimit(
-        _ answer: SendGridAnswer, segment: String, zone: ZoneRules, at t: Date, logger: Logger
+        resetHeader: String?, segment: String, zone: ZoneRules, at t: Date, logger: Logger
     ) async {
         var reading: SegmentReading?
         if let client, let key = account.apiKey, preflight,
@@ -787,7 +724,7 @@ public final class AccountLane: @unchecked Sendable {
             reading = read
         }
         let lesson = RateLimitLesson.learn(
-            resetHeader: answer.headers["x-ratelimit-reset"], reading: reading, segment: segment, zone: zone, at: t,
+            resetHeader: resetHeader, reading: reading, segment: segment, zone: zone, at: t,
             uninformativeStreak: uninformativeRateLimits[segment] ?? 0,
             previousRateLimitedSegment: lastRateLimitedSegment)
         uninformativeRateLimits[segment] = lesson.uninformativeStreak
@@ -808,7 +745,6 @@ public final class AccountLane: @unchecked Sendable {
         } catch {
             logger.error("cannot record a block learned from a 429", metadata: ["error": "\(error)"])
         }
-        note(error: "SendGrid answered 429 for \(segment)")
         logger.warning(
             "SendGrid answered 429; the segment is blocked",
             metadata: [
@@ -868,11 +804,6 @@ public final class AccountLane: @unchecked Sendable {
         }
         try reload(segment: segment, now: t)
         return true
-    }
-
-    static func errorSummary(_ answer: SendGridAnswer) -> String {
-        let flattened = answer.body.replacingOccurrences(of: "\n", with: " ")
-        return flattened.isEmpty ? "(no body)" : String(flattened.prefix(300))
     }
 
     // MARK: Status

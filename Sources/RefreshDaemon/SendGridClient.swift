@@ -5,31 +5,6 @@ import NIOHTTP1
 import RefreshCore
 import RefreshWire
 
-/// An answer from SendGrid (any status).
-public struct SendGridAnswer: Sendable, Equatable {
-    public var status: Int
-    /// Header names lower-cased.
-    public var headers: [String: String]
-    /// At most 64 KiB of the body.
-    public var body: String
-}
-
-/// A request that got no answer.
-public enum SendGridFailure: Error, Sendable, Equatable, CustomStringConvertible {
-    /// Failed before the request was written (connection refused, DNS, TLS, connect timeout):
-    /// SendGrid cannot have seen it.
-    case notSent(String)
-    /// Failed after the request was written (timeout, reset): SendGrid may have recorded it.
-    case noAnswer(String)
-
-    public var description: String {
-        switch self {
-        case .notSent(let reason): return "not sent: \(reason)"
-        case .noAnswer(let reason): return "no answer: \(reason)"
-        }
-    }
-}
-
 /// The two SendGrid calls refreshd makes, over one shared async-http-client.
 ///
 /// The key goes into the Authorization header and nowhere else: errors carry status codes and

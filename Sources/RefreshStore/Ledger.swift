@@ -136,17 +136,6 @@ public enum SpoolIngestResult: Sendable, Equatable {
     case alreadyTaken(jobID: Int64?)
 }
 
-/// What happens to the jobs an attempt served, once its answer is known.
-public enum JobDisposition: Sendable, Equatable {
-    /// The leader becomes `sent`, the others `coalesced`.
-    case sent
-    /// All become `failed` with the reason (an `uncertain` outcome adds one to their `tries`).
-    case failed(reason: String)
-    /// All go back to `queued`, held back until `retryAt` if given; `countsTry` adds one to each
-    /// job's `tries` (the request may have reached SendGrid without an answer).
-    case requeue(retryAt: Date?, countsTry: Bool)
-}
-
 /// The ledger's operations, so a shared ledger (e.g. PostgreSQL for several hosts on one
 /// SendGrid account) can be added later without touching the core.
 ///
