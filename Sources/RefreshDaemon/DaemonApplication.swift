@@ -18,12 +18,54 @@ public enum DaemonApplication {
         public let exitCode: Int32
     }
 
+    /// The daemon built and not yet running: its service group and the handles a test needs.
+    public struct Daemon: Sendable {
+        public let group: ServiceGroup
+        public let state: ControlState
+        public let dispatcher: DispatcherService
+        public let reloader: Reloader
+        public let intake: SpoolIntake
+        public let ledger: any Ledger
+        let work: APIWork
+        let stateLock: StateDirectoryLock
+        let logger: Logger
+
+        /// Runs every service until SIGTERM or SIGINT, then lets the API's read threads go.
+        public func run() async throws {
+            // The lock is held until the process ends (the kernel drops it then).
+            defer { withExtendedLifetime(stateLock) {} }
+            try await group.run()
+            await work.shutdown()
+            logger.info("refreshd stopped")
+        }
+
+        /// Lets go of what `build` made when the daemon is not run (tests): the HTTP clients and
+        /// the API's read threads. The ledger closes and the state lock drops with the last reference.
+        public func discard() async {
+            for client in dispatcher.allClients { await client.shutdown() }
+            await work.shutdown()
+        }
+    }
+
     /// Builds the services for a configuration and runs them until SIGTERM or SIGINT.
     public static func run(
         configuration: DaemonConfiguration, logger: Logger, environment: [String: String], configPath: String? = nil,
         levels: LogLevelControl = LogLevelControl(.info)
     ) async throws {
-        let now: @Sendable () -> Date = { Date() }
+        try await build(
+            configuration: configuration, logger: logger, environment: environment, configPath: configPath,
+            levels: levels
+        ).run()
+    }
+
+    /// Wires refreshd's pieces for a configuration: the ledger opened (and recovered), the state
+    /// directory locked, the spool prepared, every service made; nothing runs yet. The wall clock
+    /// (`now`) and the clock the lanes sleep on are chosen here and nowhere else.
+    public static func build(
+        configuration: DaemonConfiguration, logger: Logger, environment: [String: String], configPath: String? = nil,
+        levels: LogLevelControl = LogLevelControl(.info),
+        now: @escaping @Sendable () -> Date = { Date() }, clock: any Clock<Duration> = ContinuousClock()
+    ) throws -> Daemon {
         let notifier = SystemdNotifier(environment: environment)
         // SIGHUP is ignored until the reload service traps it (its default action would end us).
         signal(SIGHUP, SIG_IGN)
@@ -65,9 +107,9 @@ public enum DaemonApplication {
         let hooks = HookService(
             hooks: configuration.hooks, maxConcurrent: configuration.hookMaxConcurrent.value, ledger: ledger, now: now,
             logger: logger)
-        let observers = DispatchObservers([metrics, hooks])
-        let dispatcher = makeDispatcher(
-            configuration: configuration, ledger: ledger, zones: zones, now: now, logger: logger, observer: observers)
+        let lanes = LaneFactory(
+            ledger: ledger, now: now, logger: logger, observer: DispatchObservers([metrics, hooks]))
+        let dispatcher = lanes.dispatcher(for: configuration, zones: zones, clock: clock)
         let intake = SpoolIntake(
             spoolDirectory: configuration.spoolDir.value, ledger: ledger,
             accounts: Set(configuration.accounts.map(\.name)),
@@ -140,7 +182,7 @@ public enum DaemonApplication {
             explicitPath: configPath, environment: environment, configuration: configuration, zones: zones,
             client: dispatcher.client,
             dispatcher: dispatcher, intake: intake, state: state, ledger: ledger, levels: levels, notifier: notifier,
-            observer: observers, now: now,
+            lanes: lanes, now: now,
             logger: logger)
         // The tz data on disk is compared hourly ($REFRESHD_TZ_CHECK_SECONDS changes that, for tests).
         let tzCheck =
@@ -162,11 +204,9 @@ public enum DaemonApplication {
                 services: [dispatcher, hooks, maintenance] + listeners + [spool, notify, reload],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
-        // The lock is held until the process ends (the kernel drops it then).
-        defer { withExtendedLifetime(stateLock) {} }
-        try await group.run()
-        await work.shutdown()
-        logger.info("refreshd stopped")
+        return Daemon(
+            group: group, state: state, dispatcher: dispatcher, reloader: reloader, intake: intake, ledger: ledger,
+            work: work, stateLock: stateLock, logger: logger)
     }
 
     /// Raises the soft limit on open descriptors to the hard one (systemd's default soft limit is
@@ -237,27 +277,5 @@ public enum DaemonApplication {
         }
         if state.intakeState?.blocked != nil { parts.append("SPOOL INTAKE BLOCKED (see refreshctl status)") }
         return parts.joined(separator: ", ")
-    }
-
-    /// One lane per account, sharing one HTTP client (none when every account runs dry).
-    static func makeDispatcher(
-        configuration: DaemonConfiguration, ledger: any Ledger, zones: ZoneInfoDirectory,
-        now: @escaping @Sendable () -> Date, logger: Logger,
-        observer: (any DispatchObserver)? = nil
-    ) -> DispatcherService {
-        let anyLive = configuration.accounts.contains { !configuration.isDryRun($0) }
-        let client =
-            anyLive
-            ? SendGridClient(
-                baseURL: configuration.sendGridBaseURL.value,
-                requestTimeoutSeconds: configuration.requestTimeoutSeconds.value,
-                connectTimeoutSeconds: configuration.connectTimeoutSeconds.value, version: version) : nil
-        let lanes = configuration.accounts.map { account in
-            AccountLane(
-                account: account, ledger: ledger, client: configuration.isDryRun(account) ? nil : client, zones: zones,
-                limits: configuration.limits(for: account.name), preflight: configuration.preflight.value,
-                maxAttempts: configuration.maxAttempts.value, now: now, logger: logger, observer: observer)
-        }
-        return DispatcherService(lanes: lanes, client: client)
     }
 }

@@ -831,12 +831,17 @@ public final class DispatcherService: Service, @unchecked Sendable {
     private var current: [AccountLane]
     private var clients: [SendGridClient]
     let maxSleep: Duration
+    /// What the lanes sleep on (the composition root's; a test may pass its own).
+    let clock: any Clock<Duration>
     private let added: AsyncStream<AccountLane>
     private let addedContinuation: AsyncStream<AccountLane>.Continuation
 
-    public init(lanes: [AccountLane], client: SendGridClient?, maxSleep: Duration = .seconds(60)) {
+    public init(
+        lanes: [AccountLane], client: SendGridClient?, clock: any Clock<Duration>, maxSleep: Duration = .seconds(60)
+    ) {
         self.current = lanes
         self.clients = client.map { [$0] } ?? []
+        self.clock = clock
         self.maxSleep = maxSleep
         (added, addedContinuation) = AsyncStream.makeStream(of: AccountLane.self)
     }
@@ -848,6 +853,9 @@ public final class DispatcherService: Service, @unchecked Sendable {
 
     /// The client the lanes were made with (nil: every account runs dry).
     public var client: SendGridClient? { lock.withLock { clients.first } }
+
+    /// Every client made for the lanes, the first and those reloads made (shut down at the end).
+    public var allClients: [SendGridClient] { lock.withLock { clients } }
 
     /// New jobs or a cancel: every lane looks again.
     public func wakeUp() { for lane in lanes { lane.wake() } }
@@ -876,6 +884,7 @@ public final class DispatcherService: Service, @unchecked Sendable {
     public func run() async throws {
         let initial = lanes
         let maxSleep = self.maxSleep
+        let clock = self.clock
         let added = self.added
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
@@ -883,12 +892,12 @@ public final class DispatcherService: Service, @unchecked Sendable {
                 // must never hold up the concurrency pool that answers the control API.
                 for lane in initial {
                     group.addTask(executorPreference: BlockingExecutor("lane.\(lane.name)")) {
-                        await lane.run(clock: ContinuousClock(), maxSleep: maxSleep)
+                        await lane.run(clock: clock, maxSleep: maxSleep)
                     }
                 }
                 for await lane in added {
                     group.addTask(executorPreference: BlockingExecutor("lane.\(lane.name)")) {
-                        await lane.run(clock: ContinuousClock(), maxSleep: maxSleep)
+                        await lane.run(clock: clock, maxSleep: maxSleep)
                     }
                 }
             }

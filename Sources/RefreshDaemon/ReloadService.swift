@@ -22,7 +22,7 @@ public final class Reloader: @unchecked Sendable {
     let notifier: SystemdNotifier
     let logger: Logger
     let now: @Sendable () -> Date
-    let observer: (any DispatchObserver)?
+    let lanes: LaneFactory
     private let lock = NSLock()
     private var configuration: DaemonConfiguration
     private var zones: ZoneInfoDirectory
@@ -34,7 +34,7 @@ public final class Reloader: @unchecked Sendable {
         zones: ZoneInfoDirectory,
         client: SendGridClient?, dispatcher: DispatcherService, intake: SpoolIntake, state: ControlState,
         ledger: any Ledger,
-        levels: LogLevelControl, notifier: SystemdNotifier, observer: (any DispatchObserver)?,
+        levels: LogLevelControl, notifier: SystemdNotifier, lanes: LaneFactory,
         now: @escaping @Sendable () -> Date,
         logger: Logger
     ) {
@@ -49,7 +49,7 @@ public final class Reloader: @unchecked Sendable {
         self.ledger = ledger
         self.levels = levels
         self.notifier = notifier
-        self.observer = observer
+        self.lanes = lanes
         self.now = now
         self.logger = logger
         self.zonesStamp = Self.stamp(zones.path)
@@ -131,35 +131,17 @@ public final class Reloader: @unchecked Sendable {
                 "tz data version",
                 metadata: ["old": "\(oldZones.version ?? "unknown")", "new": "\(newZones.version ?? "unknown")"])
         }
-        // One shared client; a new one only when its settings changed.
-        let anyLive = next.accounts.contains { !next.isDryRun($0) }
-        var client = oldClient
-        let clientChanged =
-            previous.sendGridBaseURL.value != next.sendGridBaseURL.value
-            || previous.requestTimeoutSeconds.value != next.requestTimeoutSeconds.value
-            || previous.connectTimeoutSeconds.value != next.connectTimeoutSeconds.value
-        if anyLive && (client == nil || clientChanged) {
-            let made = SendGridClient(
-                baseURL: next.sendGridBaseURL.value, requestTimeoutSeconds: next.requestTimeoutSeconds.value,
-                connectTimeoutSeconds: next.connectTimeoutSeconds.value, version: DaemonApplication.version)
-            dispatcher.adopt(made)
-            client = made
-        }
+        // One shared client; a new one only when its settings changed (the root's factory decides).
+        let (client, isNew) = self.lanes.client(for: next, current: oldClient, madeFor: previous)
+        if isNew, let client { dispatcher.adopt(client) }
         let lanes = dispatcher.lanes
         for account in next.accounts {
-            let change = AccountLane.Reconfiguration(
-                account: account, client: next.isDryRun(account) ? nil : client, zones: newZones,
-                limits: next.limits(for: account.name),
-                preflight: next.preflight.value, maxAttempts: next.maxAttempts.value)
+            let change = self.lanes.settings(for: account, in: next, client: client, zones: newZones)
             if let lane = lanes.first(where: { $0.name == account.name }) {
                 lane.reconfigure(change)
             } else {
                 logger.notice("account added by reload", metadata: ["account": "\(account.name)"])
-                dispatcher.add(
-                    AccountLane(
-                        account: account, ledger: ledger, client: change.client, zones: newZones, limits: change.limits,
-                        preflight: change.preflight,
-                        maxAttempts: change.maxAttempts, now: now, logger: logger, observer: observer))
+                dispatcher.add(self.lanes.lane(change))
             }
         }
         for lane in lanes where !next.accounts.contains(where: { $0.name == lane.name }) {

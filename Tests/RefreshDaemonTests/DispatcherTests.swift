@@ -516,7 +516,7 @@ struct DispatcherLoopTests {
             ledger: ledger, client: client,
             zones: hostZones, limits: .sendGrid, preflight: true, maxAttempts: 5, now: { Date() },
             logger: .init(label: "test"))
-        let service = DispatcherService(lanes: [lane], client: client, maxSleep: .seconds(60))
+        let service = DispatcherService(lanes: [lane], client: client, clock: ContinuousClock(), maxSleep: .seconds(60))
         // The loop on its own thread: other tests' synchronous work cannot starve it.
         let loop = Task(executorPreference: DedicatedExecutor("lane")) {
             await lane.run(clock: ContinuousClock(), maxSleep: .seconds(60))
@@ -563,7 +563,7 @@ struct DispatcherLoopTests {
                 zones: hostZones, limits: .sendGrid, preflight: false, maxAttempts: 5, now: { Date() },
                 logger: .init(label: "test"))
         }
-        let service = DispatcherService(lanes: lanes, client: client, maxSleep: .seconds(60))
+        let service = DispatcherService(lanes: lanes, client: client, clock: ContinuousClock(), maxSleep: .seconds(60))
         _ = try ledger.enqueue(
             NewJob(source: "test", account: "slow", segmentID: segmentID(1), timeZone: "UTC"), now: Date())
         let loops = lanes.map { lane in
