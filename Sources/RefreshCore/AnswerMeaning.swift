@@ -80,7 +80,7 @@ public struct AnswerMeaning: Sendable, Equatable {
         public var message: String
         public var metadata: [String: String]
 
-        public init(_ level: Level, _ message: String, _ metadata: [String: String] = [:]) {
+        public init(_ level: Level, _ message: String, metadata: [String: String] = [:]) {
             self.level = level
             self.message = message
             self.metadata = metadata
@@ -132,7 +132,7 @@ public struct AnswerMeaning: Sendable, Equatable {
             effects = [.noteError("SendGrid not reachable: \(reason)")]
             note = Note(
                 .warning, "cannot reach SendGrid; nothing was sent",
-                ["reason": reason, "retry_in_s": "\(Int(backoff))"])
+                metadata: ["reason": reason, "retry_in_s": "\(Int(backoff))"])
         case .failure(.noAnswer(let reason)):
             outcome = .uncertain
             status = nil
@@ -158,7 +158,7 @@ public struct AnswerMeaning: Sendable, Equatable {
                 effects = [.noteError("SendGrid refused a refresh of \(segment): \(summary)")]
                 note = Note(
                     .error, "SendGrid refused the request; the job fails",
-                    ["status": "\(answer.status)", "reason": summary])
+                    metadata: ["status": "\(answer.status)", "reason": summary])
             case .unauthorized:
                 let reason =
                     "SendGrid refused the API key (401); fix the key, then reload refreshd (systemctl reload refreshd)"
@@ -167,14 +167,15 @@ public struct AnswerMeaning: Sendable, Equatable {
                 effects = [.noteError(reason), .pause(reason: reason)]
                 note = Note(
                     .critical, "account paused: SendGrid refused the API key",
-                    ["status": "401", "fix": "put a valid key in place and reload"])
+                    metadata: ["status": "401", "fix": "put a valid key in place and reload"])
             case .forbidden:
                 let reason =
                     "SendGrid forbids segment refreshes for this account (403: the plan lacks Marketing Campaigns Basic/Advanced, or the key lacks the scope)"
                 outcome = .forbidden
                 jobs = .requeue(retryAt: nil, countsTry: false)
                 effects = [.noteError(reason), .pause(reason: reason)]
-                note = Note(.critical, "account paused: SendGrid answered 403", ["status": "403", "reason": summary])
+                note = Note(
+                    .critical, "account paused: SendGrid answered 403", metadata: ["status": "403", "reason": summary])
             case .rateLimited:
                 outcome = .rateLimited
                 jobs = .requeue(retryAt: nil, countsTry: false)
@@ -226,14 +227,15 @@ public struct AnswerMeaning: Sendable, Equatable {
         if tries >= maxAttempts {
             jobs = .failed(reason: "no clear answer from SendGrid after \(tries) tries (last: \(reason))")
             note = Note(
-                .error, "no clear answer from SendGrid; the job fails", ["tries": "\(tries)", "reason": reason])
+                .error, "no clear answer from SendGrid; the job fails",
+                metadata: ["tries": "\(tries)", "reason": reason])
             return
         }
         let backoff = Backoff.unclear(tries: tries)
         jobs = .requeue(retryAt: finished.addingTimeInterval(backoff), countsTry: true)
         note = Note(
             .warning, "no clear answer from SendGrid; the refresh counts and the job is requeued",
-            ["tries": "\(tries)", "reason": reason, "retry_in_s": "\(Int(backoff))"])
+            metadata: ["tries": "\(tries)", "reason": reason, "retry_in_s": "\(Int(backoff))"])
     }
 
     /// `job_id` of an accepted answer's JSON body, at most 100 characters (nil when absent).

@@ -1129,7 +1129,7 @@ struct Handlers: Sendable {
             // A job whose zone cannot be loaded is held, never planned under another zone.
             var queue: [QueuedJob] = []
             for job in jobs {
-                guard let zone = rules(job.job.timeZone) else {
+                guard let planned = job.plannedJob(resolve: rules) else {
                     jobsOut.append([
                         "id": shown(job.id), "account": account, "segment_id": job.job.segmentID,
                         "time_zone": job.job.timeZone, "fate": PlanFate.held.rawValue, "at": NSNull(),
@@ -1138,11 +1138,7 @@ struct Handlers: Sendable {
                     forecasts[job.id] = JobForecast(fate: .held)
                     continue
                 }
-                queue.append(
-                    QueuedJob(
-                        id: String(job.id), account: account, segment: job.job.segmentID, zone: zone,
-                        priority: job.job.priority,
-                        sequence: job.id, notBefore: job.dueAt, expiresAt: job.job.expiresAt))
+                queue.append(planned)
             }
             let plan = Planner.plan(
                 queue: queue, history: history.filter { $0.account == account }, blocks: blocks,

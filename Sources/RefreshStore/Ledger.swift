@@ -268,6 +268,25 @@ extension StoredAttempt {
     }
 }
 
+extension StoredJob {
+    /// The job as the lane's queue takes it; nil when `resolve` cannot load its zone (the job is
+    /// held, `JobHold`: never sent or planned under another zone).
+    public func pendingJob(resolve: (String) -> ZoneRules?) -> PendingJob? {
+        guard let zone = resolve(job.timeZone) else { return nil }
+        return PendingJob(
+            id: id, segment: job.segmentID, zone: zone, priority: job.priority, dueAt: dueAt, expiresAt: job.expiresAt)
+    }
+
+    /// The job as the planner takes it (the same fields as `pendingJob`; the id is also the FIFO
+    /// sequence); nil when `resolve` cannot load its zone.
+    public func plannedJob(resolve: (String) -> ZoneRules?) -> QueuedJob? {
+        guard let pending = pendingJob(resolve: resolve) else { return nil }
+        return QueuedJob(
+            id: String(id), account: job.account, segment: pending.segment, zone: pending.zone,
+            priority: pending.priority, sequence: id, notBefore: pending.dueAt, expiresAt: pending.expiresAt)
+    }
+}
+
 extension StoredBlock {
     /// The block as the rule engine takes it.
     public var engineBlock: LearnedBlock {
