@@ -78,6 +78,7 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
+            resources: [.embedInCode("Resources/openapi.json")],
             swiftSettings: strict
         ),
         // A small SendGrid stand-in on 127.0.0.1 for tests and demos: both segment endpoints, the

@@ -314,7 +314,7 @@ struct Handlers: Sendable {
         case .openAPI:
             return Response(
                 status: .ok, headers: [.contentType: "application/json"],
-                body: .init(byteBuffer: ByteBuffer(string: ControlAPI.openAPIDocument)))
+                body: .init(byteBuffer: ByteBuffer(bytes: ControlAPI.openAPIDocument)))
         case .status: return try status()
         case .page: return try await page()
         case .budget: return try await budget()
@@ -1321,4 +1321,11 @@ final class PlanCache: @unchecked Sendable {
             throw error
         }
     }
+}
+
+extension ControlAPI {
+    /// The control API's OpenAPI 3.1 document, served at /v1/openapi.json: the bytes of
+    /// Resources/openapi.json (docs/openapi.json links to it; scripts/openapi.py writes it), embedded
+    /// in the binary by SwiftPM (`.embedInCode`), so no file beside the executable is needed.
+    public static var openAPIDocument: [UInt8] { PackageResources.openapi_json }
 }
