@@ -31,8 +31,8 @@ enum Completions {
                 socket: value(of: "--socket", in: words), config: value(of: "--config", in: words)),
             let answer = try? client.call(.jobs, query: [("state", "queued"), ("limit", "1000")])
         else { return [] }
-        let jobs = answer.object["jobs"] as? [[String: Any]] ?? []
-        return jobs.compactMap { ($0["id"] as? NSNumber)?.stringValue }.filter { $0.hasPrefix(prefix) }
+        let page = try? answer.decode(JobsPage.self)
+        return (page?.jobs ?? []).map { String($0.id) }.filter { $0.hasPrefix(prefix) }
     }
 
     /// Configured account names starting with `prefix`: from refreshd's config file when it is

@@ -14,6 +14,17 @@ struct ControlAnswer {
     var headers: HTTPHeaders = [:]
 
     var object: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any] ?? [:] }
+
+    /// The body as one of the wire module's types (the same the daemon encodes).
+    func decode<Body: Decodable>(_ type: Body.Type) throws -> Body {
+        do {
+            return try WireJSON.decoder.decode(Body.self, from: Data(body.utf8))
+        } catch {
+            throw CommandFailure(
+                "refreshctl cannot read refreshd's answer as \(Body.self) (\(error)); are refreshctl and refreshd the same version?",
+                exit: .error)
+        }
+    }
 }
 
 /// Talks to refreshd over its unix socket.
@@ -137,6 +148,9 @@ enum Human {
     }
 
     static func date(_ value: Any?) -> Date? { (value as? String).flatMap(Timestamp.parseRFC3339) }
+
+    /// An instant as one cell: RFC 3339 UTC, "-" when there is none.
+    static func text(_ date: Date?) -> String { date.map(Timestamp.rfc3339) ?? "-" }
 
     /// A table with left-aligned columns, two spaces apart.
     static func table(_ header: [String], _ rows: [[String]], into output: OutputSink) {

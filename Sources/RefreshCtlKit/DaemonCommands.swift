@@ -35,6 +35,17 @@ private func present(_ answer: ControlAnswer, json: Bool, output: OutputSink, hu
     }
 }
 
+/// Prints the answer as JSON, or decodes it as `Body` and calls `human`.
+private func present<Body: Decodable>(
+    _ answer: ControlAnswer, as type: Body.Type, json: Bool, output: OutputSink, human: (Body) throws -> Void
+) throws {
+    if json {
+        output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
+    } else {
+        try human(try answer.decode(Body.self))
+    }
+}
+
 let sharedZones: ZoneInfoDirectory? = try? hostZoneDirectory()
 
 /// `refreshctl budget`.
@@ -199,20 +210,18 @@ struct JobsCommand: ParsableCommand, SinkRunnable {
     mutating func run(output: OutputSink) throws {
         let answer = try options.client().call(
             .jobs, query: [("limit", "\(limit)"), ("state", state), ("segment", segment), ("cursor", cursor)])
-        present(answer, json: options.json, output: output) { body in
-            let jobs = body["jobs"] as? [[String: Any]] ?? []
-            let rows = jobs.map { job in
+        try present(answer, as: JobsPage.self, json: options.json, output: output) { page in
+            let rows = page.jobs.map { job in
                 [
-                    Human.text(job["id"]), Human.text(job["state"]), Human.text(job["segment_id"]),
-                    Human.text(job["time_zone"]),
-                    Human.text(job["priority"]), Human.text(job["account"]), Human.text(job["created_at"]),
-                    Human.text(job["reason"] is NSNull ? job["note"] : job["reason"]),
+                    "\(job.id)", job.state.rawValue, Human.text(job.segmentID), Human.text(job.timeZone),
+                    "\(job.priority)", Human.text(job.account), Human.text(job.createdAt),
+                    Human.text(job.reason ?? job.note),
                 ]
             }
             Human.table(
                 ["ID", "STATE", "SEGMENT", "ZONE", "PRIO", "ACCOUNT", "CREATED (UTC)", "NOTE / REASON"], rows,
                 into: output)
-            if let next = body["next_cursor"] as? String { output.line("more: refreshctl jobs --cursor \(next)") }
+            if let next = page.nextCursor { output.line("more: refreshctl jobs --cursor \(next)") }
         }
     }
 }
@@ -231,33 +240,33 @@ struct ShowCommand: ParsableCommand, SinkRunnable {
     mutating func run(output: OutputSink) throws {
         let client = try options.client()
         let answer = try client.call(.job, id: job)
-        try present(answer, json: options.json, output: output) { body in
-            let job = body["job"] as? [String: Any] ?? [:]
-            for key in [
-                "id", "state", "account", "segment_id", "time_zone", "priority", "source", "idempotency_key",
-                "not_before", "expires_at",
-                "note", "tries", "retry_at", "attempt_id", "reason", "created_at", "updated_at",
-            ] {
-                output.line(key.padding(toLength: 16, withPad: " ", startingAt: 0) + Human.text(job[key]))
-            }
-            if let held = job["held_reason"] as? String {
+        try present(answer, as: JobAnswer.self, json: options.json, output: output) { answer in
+            let job = answer.job
+            let fields: [(String, String)] = [
+                ("id", "\(job.id)"), ("state", job.state.rawValue), ("account", Human.text(job.account)),
+                ("segment_id", Human.text(job.segmentID)), ("time_zone", Human.text(job.timeZone)),
+                ("priority", "\(job.priority)"), ("source", Human.text(job.source)),
+                ("idempotency_key", Human.text(job.idempotencyKey)), ("not_before", Human.text(job.notBefore)),
+                ("expires_at", Human.text(job.expiresAt)), ("note", Human.text(job.note)), ("tries", "\(job.tries)"),
+                ("retry_at", Human.text(job.retryAt)), ("attempt_id", Human.text(job.attemptID)),
+                ("reason", Human.text(job.reason)), ("created_at", Human.text(job.createdAt)),
+                ("updated_at", Human.text(job.updatedAt)),
+            ]
+            for (key, value) in fields { output.line(key.padding(toLength: 16, withPad: " ", startingAt: 0) + value) }
+            if let held = job.heldReason {
                 output.line("HELD".padding(toLength: 16, withPad: " ", startingAt: 0) + Human.text(held))
             }
-            if job["state"] as? String == "queued" {
-                let plan = try client.call(.plan).object
-                let now = Human.date(plan["now"]) ?? Date()
-                let fate = (plan["jobs"] as? [[String: Any]] ?? []).first {
-                    ($0["id"] as? NSNumber)?.int64Value == (job["id"] as? NSNumber)?.int64Value
-                }
-                if let fate, let at = Human.date(fate["at"]) {
-                    let zone = Human.text(job["time_zone"])
+            if job.state == .queued, let fate = answer.forecast {
+                let expected = "expected".padding(toLength: 16, withPad: " ", startingAt: 0)
+                if let at = fate.at {
+                    let zone = job.timeZone
+                    let now = Human.date(try client.call(.plan).object["now"]) ?? Date()
                     output.line(
-                        "expected".padding(toLength: 16, withPad: " ", startingAt: 0)
-                            + "\(Human.text(fate["fate"])) at \(Timestamp.rfc3339(at)) (\(Human.local(at, zone: zone, zones: sharedZones)) \(zone), \(Human.relative(at, now: now)))"
+                        expected
+                            + "\(fate.fate.rawValue) at \(Timestamp.rfc3339(at)) (\(Human.local(at, zone: zone, zones: sharedZones)) \(Human.text(zone)), \(Human.relative(at, now: now)))"
                     )
-                } else if let fate {
-                    output.line(
-                        "expected".padding(toLength: 16, withPad: " ", startingAt: 0) + Human.text(fate["fate"]))
+                } else {
+                    output.line(expected + fate.fate.rawValue)
                 }
             }
         }
@@ -316,27 +325,24 @@ struct CancelCommand: ParsableCommand, SinkRunnable {
             if let segment { members.append("\"segment\":\(jsonString(segment))") }
             if let account { members.append("\"account\":\(jsonString(account))") }
             let answer = try client.call(.cancelJobs, body: "{" + members.joined(separator: ",") + "}")
-            present(answer, json: options.json, output: output) { body in
+            try present(answer, as: BulkAnswer.self, json: options.json, output: output) { body in
                 bulkSummary(body, verb: dryRun ? "would cancel" : "cancelled", into: output)
             }
             return
         }
         let answer = try client.call(.cancelJob, id: job)
-        present(answer, json: options.json, output: output) { body in
-            let job = body["job"] as? [String: Any] ?? [:]
-            output.line("cancelled job \(Human.text(job["id"])) (segment \(Human.text(job["segment_id"])))")
+        try present(answer, as: JobEnvelope.self, json: options.json, output: output) { answer in
+            output.line("cancelled job \(answer.job.id) (segment \(Human.text(answer.job.segmentID)))")
         }
     }
 }
 
 /// "cancelled 3 jobs", then one line per job.
-func bulkSummary(_ body: [String: Any], verb: String, into output: OutputSink) {
-    let jobs = body["jobs"] as? [[String: Any]] ?? []
-    output.line("\(verb) \(jobs.count) job\(jobs.count == 1 ? "" : "s")")
-    for job in jobs {
+func bulkSummary(_ body: BulkAnswer, verb: String, into output: OutputSink) {
+    output.line("\(verb) \(body.jobs.count) job\(body.jobs.count == 1 ? "" : "s")")
+    for job in body.jobs {
         output.line(
-            "  \(Human.text(job["id"]))  \(Human.text(job["state"]))  \(Human.text(job["segment_id"]))  \(Human.text(job["account"]))"
-        )
+            "  \(job.id)  \(job.state.rawValue)  \(Human.text(job.segmentID))  \(Human.text(job.account))")
     }
 }
 

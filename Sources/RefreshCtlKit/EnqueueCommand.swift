@@ -111,10 +111,9 @@ struct EnqueueCommand: ParsableCommand, SinkRunnable {
     func enqueueAndWait(_ body: String, output: OutputSink) throws {
         let client = try ControlClient.resolve(socket: socket, config: config)
         let answer = try client.call(.enqueue, body: body)
-        guard let job = answer.object["job"] as? [String: Any], let id = (job["id"] as? NSNumber)?.int64Value else {
-            throw CommandFailure("refreshd answered without a job id: \(answer.body)", exit: .error)
-        }
-        if answer.object["created"] as? Bool == false, !json {
+        let created = try answer.decode(JobEnvelope.self)
+        let id = created.job.id
+        if created.created == false, !json {
             output.line("job \(id) has this idempotency key already; waiting for it")
         }
         let deadline = timeout.flatMap(WaitDuration.seconds).map { Date().addingTimeInterval($0) }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Glibc
 import RefreshCore
+import RefreshWire
 
 /// `refreshctl retry`: failed or expired jobs queued again, one by one or by filter.
 struct RetryCommand: ParsableCommand, SinkRunnable {
@@ -71,7 +72,7 @@ struct RetryCommand: ParsableCommand, SinkRunnable {
             if options.json {
                 output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
             } else {
-                bulkSummary(answer.object, verb: dryRun ? "would retry" : "retried", into: output)
+                bulkSummary(try answer.decode(BulkAnswer.self), verb: dryRun ? "would retry" : "retried", into: output)
             }
             return
         }
@@ -83,9 +84,8 @@ struct RetryCommand: ParsableCommand, SinkRunnable {
             if options.json {
                 output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
             } else {
-                let stored = answer.object["job"] as? [String: Any] ?? [:]
-                output.line(
-                    "job \(Human.text(stored["id"])) queued again (segment \(Human.text(stored["segment_id"])))")
+                let stored = try answer.decode(JobEnvelope.self).job
+                output.line("job \(stored.id) queued again (segment \(Human.text(stored.segmentID)))")
             }
         }
     }
@@ -155,10 +155,10 @@ struct EditCommand: ParsableCommand, SinkRunnable {
             output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
             return
         }
-        let stored = answer.object["job"] as? [String: Any] ?? [:]
+        let stored = try answer.decode(JobEnvelope.self).job
         output.line(
-            "job \(Human.text(stored["id"])): priority \(Human.text(stored["priority"])), not_before \(Human.text(stored["not_before"])), "
-                + "expires_at \(Human.text(stored["expires_at"]))")
+            "job \(stored.id): priority \(stored.priority), not_before \(Human.text(stored.notBefore)), "
+                + "expires_at \(Human.text(stored.expiresAt))")
     }
 }
 

@@ -125,62 +125,59 @@ struct JobWaiter {
                 readTimeout: .seconds(Int64(seconds) + 30))
             let previous = tag
             tag = answer.headers.first(name: "ETag")
-            let body = answer.object
-            let job = body["job"] as? [String: Any] ?? [:]
-            let state = (job["state"] as? String).flatMap(JobState.init(rawValue:))
+            let body = try answer.decode(JobAnswer.self)
+            let state = body.job.state
             // A new line when the job or its forecast changed; on a terminal the status line is
             // also redrawn after each quiet poll (its "in 3 h 12 min" moves on).
             if tag != previous || (output.isTerminal && !json) {
                 if json {
                     output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
                 } else {
-                    let line = Self.describe(job: job, forecast: body["forecast"] as? [String: Any], now: Date())
+                    let line = Self.describe(job: body.job, forecast: body.forecast, now: Date())
                     state == .queued || state == .sending ? output.status(line) : output.line(line)
                 }
             }
             switch state {
-            case .sent?, .coalesced?: return .ok
-            case .failed?: return .failed
-            case .expired?: return .expired
-            case .cancelled?: return .cancelled
-            default:
+            case .sent, .coalesced: return .ok
+            case .failed: return .failed
+            case .expired: return .expired
+            case .cancelled: return .cancelled
+            case .queued, .sending:
                 if let deadline, Date() >= deadline { return .timedOut }
             }
         }
     }
 
     /// One line about the job: where it stands, or how it ended.
-    static func describe(job: [String: Any], forecast: [String: Any]?, now: Date) -> String {
-        let id = Human.text(job["id"])
-        let zone = job["time_zone"] as? String ?? "UTC"
-        func when(_ value: Any?) -> String {
-            guard let at = Human.date(value) else { return "-" }
+    static func describe(job: JobBody, forecast: JobForecast?, now: Date) -> String {
+        let id = "\(job.id)"
+        let zone = job.timeZone
+        func when(_ at: Date?) -> String {
+            guard let at else { return "-" }
             return
-                "\(Timestamp.rfc3339(at)) (\(Human.local(at, zone: zone, zones: sharedZones)) \(zone), \(Human.relative(at, now: now)))"
+                "\(Timestamp.rfc3339(at)) (\(Human.local(at, zone: zone, zones: sharedZones)) \(Human.text(zone)), \(Human.relative(at, now: now)))"
         }
-        switch (job["state"] as? String).flatMap(JobState.init(rawValue:)) {
-        case .queued?:
-            if let held = job["held_reason"] as? String { return "queued as \(id), held: \(Human.text(held))" }
-            switch (forecast?["fate"] as? String).flatMap(PlanFate.init(rawValue:)) {
-            case .send?: return "queued as \(id), expected at \(when(forecast?["at"]))"
+        switch job.state {
+        case .queued:
+            if let held = job.heldReason { return "queued as \(id), held: \(Human.text(held))" }
+            switch forecast?.fate {
+            case .send?: return "queued as \(id), expected at \(when(forecast?.at))"
             case .coalesce?:
-                return
-                    "queued as \(id), expected at \(when(forecast?["at"])) with job \(Human.text(forecast?["leader"]))"
+                return "queued as \(id), expected at \(when(forecast?.at)) with job \(Human.text(forecast?.leader))"
             case .expire?:
-                return "queued as \(id), will expire at \(when(forecast?["at"])): no legal slot before its expires_at"
+                return "queued as \(id), will expire at \(when(forecast?.at)): no legal slot before its expires_at"
             case .paused?: return "queued as \(id), waiting: the account is paused (see refreshctl status)"
             case .held?: return "queued as \(id), held: its time zone is not in the tz data"
             case .unknownAccount?: return "queued as \(id), waiting: its account is not configured"
             default: return "queued as \(id), no send planned yet"
             }
-        case .sending?: return "job \(id) is being sent now"
-        case .sent?: return "job \(id) sent at \(when(job["updated_at"]))"
-        case .coalesced?:
-            return "job \(id) coalesced: sent with another job's refresh of the segment at \(when(job["updated_at"]))"
-        case .failed?: return "job \(id) failed: \(Human.text(job["reason"]))"
-        case .expired?: return "job \(id) expired at \(when(job["updated_at"]))"
-        case .cancelled?: return "job \(id) was cancelled"
-        default: return "job \(id): \(Human.text(job["state"]))"
+        case .sending: return "job \(id) is being sent now"
+        case .sent: return "job \(id) sent at \(when(job.updatedAt))"
+        case .coalesced:
+            return "job \(id) coalesced: sent with another job's refresh of the segment at \(when(job.updatedAt))"
+        case .failed: return "job \(id) failed: \(Human.text(job.reason))"
+        case .expired: return "job \(id) expired at \(when(job.updatedAt))"
+        case .cancelled: return "job \(id) was cancelled"
         }
     }
 }

@@ -282,6 +282,13 @@ public enum ControlAPI {
             status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: jsonBuffer(value)))
     }
 
+    /// A JSON response from one of the wire module's bodies (`WireJSON.encoder`).
+    static func json(_ body: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+        var buffer = ByteBuffer(bytes: (try? WireJSON.encoder.encode(body)) ?? Data("{}".utf8))
+        buffer.writeString("\n")
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: buffer))
+    }
+
     /// The JSON text of plain values, with a final newline.
     static func jsonBuffer(_ value: Any) -> ByteBuffer {
         // No .sortedKeys: on Linux it sorts with locale-aware string comparison (ICU), which cost
@@ -593,20 +600,14 @@ struct Handlers: Sendable {
 
     // MARK: Jobs
 
-    static func jobJSON(_ job: StoredJob, zones: ZoneInfoDirectory) -> [String: Any] {
-        var held: Any = NSNull()
-        if job.state == .queued, let reason = JobHold.reason(timeZone: job.job.timeZone, zones: zones) { held = reason }
-        return [
-            "held_reason": held,
-            "id": job.id, "state": job.state.rawValue, "account": job.job.account, "segment_id": job.job.segmentID,
-            "time_zone": job.job.timeZone, "priority": job.job.priority, "source": job.job.source,
-            "idempotency_key": job.job.idempotencyKey ?? NSNull(),
-            "not_before": job.job.notBefore.map(Timestamp.rfc3339) ?? NSNull(),
-            "expires_at": job.job.expiresAt.map(Timestamp.rfc3339) ?? NSNull(), "note": job.job.note ?? NSNull(),
-            "attempt_id": job.attemptID ?? NSNull(), "reason": job.reason ?? NSNull(), "tries": job.tries,
-            "retry_at": job.retryAt.map(Timestamp.rfc3339) ?? NSNull(), "created_at": Timestamp.rfc3339(job.createdAt),
-            "updated_at": Timestamp.rfc3339(job.updatedAt),
-        ]
+    static func jobBody(_ job: StoredJob, zones: ZoneInfoDirectory) -> JobBody {
+        JobBody(
+            id: job.id, state: job.state, account: job.job.account, segmentID: job.job.segmentID,
+            timeZone: job.job.timeZone, priority: job.job.priority, source: job.job.source,
+            idempotencyKey: job.job.idempotencyKey, notBefore: job.job.notBefore, expiresAt: job.job.expiresAt,
+            note: job.job.note, attemptID: job.attemptID, reason: job.reason, tries: job.tries, retryAt: job.retryAt,
+            heldReason: job.state == .queued ? JobHold.reason(timeZone: job.job.timeZone, zones: zones) : nil,
+            createdAt: job.createdAt, updatedAt: job.updatedAt)
     }
 
     private func jobID(_ text: String) throws -> Int64 {
@@ -643,9 +644,11 @@ struct Handlers: Sendable {
             cursor = value
         }
         let page = try ledger.jobs(state: jobState, segmentID: segment, after: cursor, limit: limit)
-        let next: Any = page.count == limit ? String(page.last!.id) : NSNull()
         let zones = state.zones
-        return ControlAPI.json(["jobs": page.map { Self.jobJSON($0, zones: zones) }, "next_cursor": next])
+        return ControlAPI.json(
+            JobsPage(
+                jobs: page.map { Self.jobBody($0, zones: zones) },
+                nextCursor: page.count == limit ? String(page.last!.id) : nil))
     }
 
     /// One job, with its forecast while it is queued. `wait=SECONDS` (at most 300) makes it a
@@ -678,7 +681,7 @@ struct Handlers: Sendable {
 
     /// The job's JSON and forecast, an entity tag that changes with either, and whether the job is
     /// finished (nothing about it changes any more).
-    private func jobSnapshot(_ id: Int64) async throws -> (body: [String: Any], tag: String, finished: Bool) {
+    private func jobSnapshot(_ id: Int64) async throws -> (body: JobAnswer, tag: String, finished: Bool) {
         guard let job = try ledger.job(id: id) else { throw APIError(.notFound, "job_not_found", "no job \(id)") }
         var forecast: JobForecast?
         if job.state == .queued { forecast = try await planSnapshot().forecasts[id] }
@@ -686,7 +689,7 @@ struct Handlers: Sendable {
         let tag =
             "\"\(id)-\(job.state.rawValue)-\(Int64(job.updatedAt.timeIntervalSince1970 * 1000))-\(forecast?.fate.rawValue ?? "-")-\(at)\""
         let finished = ![.queued, .sending].contains(job.state)
-        return (["job": Self.jobJSON(job, zones: state.zones), "forecast": forecast?.json ?? NSNull()], tag, finished)
+        return (JobAnswer(job: Self.jobBody(job, zones: state.zones), forecast: forecast), tag, finished)
     }
 
     func enqueue(body: ByteBuffer) throws -> Response {
@@ -722,9 +725,9 @@ struct Handlers: Sendable {
             case .created(let stored):
                 state.wakeDispatcher()
                 return ControlAPI.json(
-                    ["job": Self.jobJSON(stored, zones: state.zones), "created": true], status: .created)
+                    JobEnvelope(job: Self.jobBody(stored, zones: state.zones), created: true), status: .created)
             case .duplicate(let stored):
-                return ControlAPI.json(["job": Self.jobJSON(stored, zones: state.zones), "created": false])
+                return ControlAPI.json(JobEnvelope(job: Self.jobBody(stored, zones: state.zones), created: false))
             }
         } catch let error as LedgerError where error.code == .idempotencyConflict {
             throw APIError(.conflict, "idempotency_conflict", error.message)
@@ -869,7 +872,7 @@ struct Handlers: Sendable {
         do {
             let job = try await state.work.write { [ledger] in try ledger.edit(jobID: id, change: requested, now: now) }
             state.rereadLedger()
-            return ControlAPI.json(["job": Self.jobJSON(job, zones: state.zones)])
+            return ControlAPI.json(JobEnvelope(job: Self.jobBody(job, zones: state.zones)))
         } catch let error as LedgerError where error.code != .busy && error.code != .notWritable {
             throw ledgerError(error)
         }
@@ -882,7 +885,7 @@ struct Handlers: Sendable {
         do {
             let job = try await state.work.write { [ledger] in try ledger.retry(jobID: id, now: now) }
             state.rereadLedger()
-            return ControlAPI.json(["job": Self.jobJSON(job, zones: state.zones)])
+            return ControlAPI.json(JobEnvelope(job: Self.jobBody(job, zones: state.zones)))
         } catch let error as LedgerError where error.code != .busy && error.code != .notWritable {
             throw ledgerError(error)
         }
@@ -941,9 +944,8 @@ struct Handlers: Sendable {
     /// A bulk verb's answer; the lanes read the ledger again when something changed.
     private func bulkAnswer(_ jobs: [StoredJob], dryRun: Bool) -> Response {
         if !dryRun, !jobs.isEmpty { state.rereadLedger() }
-        return ControlAPI.json([
-            "count": jobs.count, "dry_run": dryRun, "jobs": jobs.map { Self.jobJSON($0, zones: state.zones) },
-        ])
+        return ControlAPI.json(
+            BulkAnswer(count: jobs.count, dryRun: dryRun, jobs: jobs.map { Self.jobBody($0, zones: state.zones) }))
     }
 
     /// POST /v1/jobs/cancel: every queued job of a segment and/or an account cancelled (at least
@@ -971,7 +973,7 @@ struct Handlers: Sendable {
         do {
             let job = try ledger.cancel(jobID: id, now: state.now())
             state.wakeDispatcher()
-            return ControlAPI.json(["job": Self.jobJSON(job, zones: state.zones)])
+            return ControlAPI.json(JobEnvelope(job: Self.jobBody(job, zones: state.zones)))
         } catch let error as LedgerError where error.code == .notFound {
             throw APIError(.notFound, "job_not_found", "no job \(id)")
         } catch let error as LedgerError where error.code == .invalidState {
@@ -1274,17 +1276,6 @@ struct PlanSnapshot: Sendable {
 }
 
 /// When a queued job is expected to go out (or why it will not), as GET /v1/plan says it.
-struct JobForecast: Sendable, Equatable {
-    var fate: PlanFate
-    var at: Date?
-    /// The job whose send carries this one (coalesce), or this job's own id (send).
-    var leader: Int64?
-
-    var json: [String: Any] {
-        ["fate": fate.rawValue, "at": at.map(Timestamp.rfc3339) ?? NSNull(), "leader": leader ?? NSNull()]
-    }
-}
-
 final class PlanCache: @unchecked Sendable {
     /// What a plan depends on besides "now".
     struct Key: Equatable, Sendable {
