@@ -56,7 +56,7 @@ let package = Package(
         ),
         // What people look at: the budget timeline (text for a terminal, SVG) and the status page,
         // drawn from the control API's JSON bodies. Pure values; shared by refreshctl and the daemon.
-        .target(name: "RefreshViews", dependencies: ["RefreshCore", "TZData"], swiftSettings: strict),
+        .target(name: "RefreshViews", dependencies: ["RefreshCore", "RefreshWire", "TZData"], swiftSettings: strict),
         // The daemon: configuration, logging, adapters as Services, and the one composition root.
         .target(
             name: "RefreshDaemon",

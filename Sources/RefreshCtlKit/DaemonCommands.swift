@@ -95,25 +95,23 @@ struct BudgetCommand: ParsableCommand, SinkRunnable {
         let client = try options.client()
         if all {
             let answer = try client.call(.segments, query: [("account", account)])
-            present(answer, json: options.json, output: output) { body in
-                let now = Human.date(body["now"]) ?? Date()
-                let rows = (body["segments"] as? [[String: Any]] ?? []).map { row -> [String] in
-                    let zone = Human.text(row["time_zone"])
+            try present(answer, as: SegmentsAnswer.self, json: options.json, output: output) { body in
+                let rows = body.segments.map { row -> [String] in
+                    let zone = Human.text(row.timeZone)
                     let next: String
-                    if let paused = row["paused_reason"] as? String {
+                    if let paused = row.pausedReason {
                         next = "paused: " + Human.text(paused)
-                    } else if row["allowed_now"] as? Bool == true {
+                    } else if row.allowedNow {
                         next = "now"
-                    } else if let earliest = Human.date(row["earliest"]) {
+                    } else if let earliest = row.earliest {
                         next =
-                            "\(Human.local(earliest, zone: zone, zones: sharedZones)) (\(Human.relative(earliest, now: now))), "
-                            + (row["binding"] as? [String] ?? []).joined(separator: ", ")
+                            "\(Human.local(earliest, zone: row.timeZone, zones: sharedZones)) (\(Human.relative(earliest, now: body.now))), "
+                            + row.binding.map(\.rawValue).joined(separator: ", ")
                     } else {
                         next = "never (a limit is 0)"
                     }
                     return [
-                        Human.text(row["segment_id"]), zone, Human.text(row["account"]),
-                        Human.text(row["segment_remaining_today"]), next,
+                        Human.text(row.segmentID), zone, Human.text(row.account), "\(row.segmentRemainingToday)", next,
                     ]
                 }
                 Human.table(["SEGMENT", "ZONE", "ACCOUNT", "LEFT TODAY", "NEXT ALLOWED (LOCAL)"], rows, into: output)
@@ -122,19 +120,15 @@ struct BudgetCommand: ParsableCommand, SinkRunnable {
         }
         guard let segment else {
             let answer = try client.call(.budget)
-            present(answer, json: options.json, output: output) { body in
-                let now = Human.date(body["now"]) ?? Date()
-                let rows = (body["accounts"] as? [[String: Any]] ?? []).map { account -> [String] in
-                    let resets = Human.date(account["resets_at"])
-                    let next = Human.date(account["next_send_at"])
-                    return [
-                        Human.text(account["account"]),
-                        "\(Human.text(account["remaining"])) of \(Human.text(account["limit"]))",
-                        resets.map { "\(Timestamp.rfc3339($0)) (\(Human.relative($0, now: now)))" } ?? "-",
-                        Human.text(account["queued"]),
-                        next.map { Human.relative($0, now: now) } ?? "-",
-                        (account["paused"] as? Bool == true ? "paused: " + Human.text(account["paused_reason"]) : "")
-                            + (account["dry_run"] as? Bool == true ? "dry-run" : ""),
+            try present(answer, as: BudgetAnswer.self, json: options.json, output: output) { body in
+                let now = body.now
+                let rows = body.accounts.map { account -> [String] in
+                    [
+                        Human.text(account.account), "\(account.remaining) of \(account.limit)",
+                        account.resetsAt.map { "\(Timestamp.rfc3339($0)) (\(Human.relative($0, now: now)))" } ?? "-",
+                        "\(account.queued)", account.nextSendAt.map { Human.relative($0, now: now) } ?? "-",
+                        (account.paused ? "paused: " + Human.text(account.pausedReason) : "")
+                            + (account.dryRun ? "dry-run" : ""),
                     ]
                 }
                 Human.table(
@@ -144,34 +138,30 @@ struct BudgetCommand: ParsableCommand, SinkRunnable {
         }
         let answer = try client.call(
             .segmentBudget, id: segment, query: [("time_zone", timeZone), ("account", account)])
-        present(answer, json: options.json, output: output) { body in
-            let now = Human.date(body["now"]) ?? Date()
-            let zone = Human.text(body["time_zone"])
+        try present(answer, as: SegmentBudgetBody.self, json: options.json, output: output) { body in
+            let zone = Human.text(body.timeZone)
             func when(_ date: Date) -> String {
-                "\(Timestamp.rfc3339(date)) (\(Human.local(date, zone: zone, zones: sharedZones)) \(zone), \(Human.relative(date, now: now)))"
+                "\(Timestamp.rfc3339(date)) (\(Human.local(date, zone: body.timeZone, zones: sharedZones)) \(zone), \(Human.relative(date, now: body.now)))"
             }
-            output.line(
-                "segment \(Human.text(body["segment_id"]))  account \(Human.text(body["account"]))  zone \(zone)")
-            if let paused = body["paused_reason"] as? String {
-                output.line("the account is paused: \(paused)")
-            } else if body["allowed_now"] as? Bool == true {
+            output.line("segment \(Human.text(body.segmentID))  account \(Human.text(body.account))  zone \(zone)")
+            if let paused = body.pausedReason {
+                output.line("the account is paused: \(Human.text(paused))")
+            } else if body.allowedNow {
                 output.line("a refresh may go out now")
-            } else if let earliest = Human.date(body["earliest"]) {
+            } else if let earliest = body.earliest {
                 output.line(
-                    "next refresh not before \(when(earliest)), held by \((body["binding"] as? [String] ?? []).joined(separator: ", "))"
+                    "next refresh not before \(when(earliest)), held by \(body.binding.map(\.rawValue).joined(separator: ", "))"
                 )
             } else {
                 output.line("no refresh can go out under the configured limits (a limit is 0)")
             }
             output.line(
-                "left today: \(Human.text(body["segment_remaining_today"])) for the segment, \(Human.text(body["account_remaining"])) for the account"
-            )
+                "left today: \(body.segmentRemainingToday) for the segment, \(body.accountRemaining) for the account")
             output.line("")
-            let rows = (body["rules"] as? [[String: Any]] ?? []).map { rule in
+            let rows = body.rules.map { rule in
                 [
-                    Human.text(rule["rule"]), Human.text(rule["used"]), Human.text(rule["limit"]),
-                    Human.text(rule["remaining"]),
-                    Human.date(rule["resets_at"]).map(when) ?? "-",
+                    rule.rule.rawValue, "\(rule.used)", "\(rule.limit)", "\(rule.remaining)",
+                    rule.resetsAt.map(when) ?? "-",
                 ]
             }
             Human.table(["RULE", "USED", "LIMIT", "LEFT", "RESETS"], rows, into: output)

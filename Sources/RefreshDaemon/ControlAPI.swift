@@ -428,21 +428,20 @@ struct Handlers: Sendable {
 
     private func rules(_ name: String) -> ZoneRules? { try? state.zones.rules(for: name) }
 
-    func budgetJSON(_ budget: RuleBudget) -> [String: Any] {
-        [
-            "rule": budget.rule.rawValue, "used": budget.used, "limit": budget.limit, "remaining": budget.remaining,
-            "resets_at": budget.resetsAt.map(Timestamp.rfc3339) ?? NSNull(),
-        ]
+    static func ruleBudget(_ budget: RuleBudget) -> RuleBudgetBody {
+        RuleBudgetBody(
+            rule: budget.rule, used: budget.used, limit: budget.limit, remaining: budget.remaining,
+            resetsAt: budget.resetsAt)
     }
 
     func budget() async throws -> Response { ControlAPI.json(try await budgetBody()) }
 
     /// GET /v1/budget's body (from the accounts' views: no ledger read while they are current).
-    func budgetBody() async throws -> [String: Any] {
+    func budgetBody() async throws -> BudgetAnswer {
         let t = state.now()
         let configuration = state.configuration
         let lanes = state.laneStatuses
-        var accounts: [[String: Any]] = []
+        var accounts: [AccountBudgetBody] = []
         for account in configuration.accounts {
             let view = try await state.views.view(account.name, now: t)
             let budgets = view.accountBudgets(
@@ -450,7 +449,7 @@ struct Handlers: Sendable {
             let daily = budgets.first { $0.rule == .accountDaily }!
             let block = budgets.first { $0.rule == .learnedBlock }
             let lane = lanes.first { $0.account == account.name }
-            var pausedReason: Any = NSNull()
+            var pausedReason: String?
             if let hold = view.holds.first(where: { $0.segmentID == nil }) {
                 pausedReason = Self.holdText(hold)
             } else if let paused = lane?.paused {
@@ -458,15 +457,13 @@ struct Handlers: Sendable {
             } else if let block, let until = block.resetsAt {
                 pausedReason = "blocked until \(Timestamp.rfc3339(until)) (learned from SendGrid)"
             }
-            accounts.append([
-                "account": account.name, "used": daily.used, "limit": daily.limit, "remaining": daily.remaining,
-                "resets_at": daily.resetsAt.map(Timestamp.rfc3339) ?? NSNull(), "paused": !(pausedReason is NSNull),
-                "paused_reason": pausedReason,
-                "dry_run": configuration.isDryRun(account), "queued": lane?.queued ?? 0,
-                "next_send_at": lane?.nextSendAt.map(Timestamp.rfc3339) ?? NSNull(),
-            ])
+            accounts.append(
+                AccountBudgetBody(
+                    account: account.name, used: daily.used, limit: daily.limit, remaining: daily.remaining,
+                    resetsAt: daily.resetsAt, paused: pausedReason != nil, pausedReason: pausedReason,
+                    dryRun: configuration.isDryRun(account), queued: lane?.queued ?? 0, nextSendAt: lane?.nextSendAt))
         }
-        return ["now": Timestamp.rfc3339(t), "accounts": accounts]
+        return BudgetAnswer(now: t, accounts: accounts)
     }
 
     func segmentBudget(id: String, query: Parameters) async throws -> Response {
@@ -502,7 +499,7 @@ struct Handlers: Sendable {
                     + (suggestions.isEmpty ? "" : "; did you mean \(suggestions.joined(separator: ", "))?"))
         }
         return ControlAPI.json(
-            segmentBudgetJSON(
+            segmentBudgetBody(
                 account: account, segment: segment, zone: zone, alsoZones: queuedZones, history: history,
                 holds: view.holds, now: t))
     }
@@ -511,10 +508,10 @@ struct Handlers: Sendable {
     /// `alsoZones` are the zones of the segment's queued jobs: the lane sends them together, so
     /// they join Z(s) here as they do in the lane's decision (I1); a zone that does not load adds
     /// nothing (such a job is held, never sent).
-    func segmentBudgetJSON(
+    func segmentBudgetBody(
         account: String, segment: String, zone: ZoneRules, alsoZones: [String], history: LedgerHistory,
         holds: [StoredHold], now t: Date
-    ) -> [String: Any] {
+    ) -> SegmentBudgetBody {
         let inputs = history.engineInputs(resolve: rules)
         var others: [ZoneRules] = []
         for name in alsoZones where name != zone.name && !others.contains(where: { $0.name == name }) {
@@ -525,14 +522,12 @@ struct Handlers: Sendable {
             blocks: inputs.blocks, limits: state.configuration.limits(for: account), now: t)
         let hold = holds.first { $0.covers(account: account, segmentID: segment) }
         let paused = hold.map(Self.holdText) ?? state.laneStatus(account)?.paused
-        return [
-            "segment_id": segment, "account": account, "time_zone": zone.name, "now": Timestamp.rfc3339(t),
-            "allowed_now": decision.verdict == .allowed && paused == nil, "binding": decision.binding.map(\.rawValue),
-            "earliest": decision.earliest(now: t).map(Timestamp.rfc3339) ?? NSNull(),
-            "rules": decision.budgets.map(budgetJSON),
-            "segment_remaining_today": decision.budget(.segmentDaily)?.remaining ?? 0,
-            "account_remaining": decision.budget(.accountDaily)?.remaining ?? 0, "paused_reason": paused ?? NSNull(),
-        ]
+        return SegmentBudgetBody(
+            segmentID: segment, account: account, timeZone: zone.name, now: t,
+            allowedNow: decision.verdict == .allowed && paused == nil, binding: decision.binding,
+            earliest: decision.earliest(now: t), rules: decision.budgets.map(Self.ruleBudget),
+            segmentRemainingToday: decision.budget(.segmentDaily)?.remaining ?? 0,
+            accountRemaining: decision.budget(.accountDaily)?.remaining ?? 0, pausedReason: paused)
     }
 
     /// Every known segment's budget: each segment with a queued job or a refresh within the rules'
@@ -549,7 +544,7 @@ struct Handlers: Sendable {
             accounts = [account]
         }
         let t = state.now()
-        var rows: [SegmentRow] = []
+        var rows: [SegmentBudgetBody] = []
         for account in accounts {
             let view = try await state.views.view(account, now: t)
             // The zone of the segment's latest job, else of its latest refresh in the windows.
@@ -558,44 +553,21 @@ struct Handlers: Sendable {
             for (segment, queued) in view.queuedZones { zones[segment] = queued.last }
             for (segment, zoneName) in zones.sorted(by: { $0.key < $1.key }) {
                 guard let zone = rules(zoneName), let history = view.history(segmentID: segment, now: t) else {
-                    rows.append(SegmentRow(json: nil, account: account, segment: segment, zone: zoneName))
+                    // A zone the tz data cannot load: listed, never computed with another zone.
+                    rows.append(
+                        SegmentBudgetBody(
+                            segmentID: segment, account: account, timeZone: zoneName, now: t, allowedNow: false,
+                            binding: [], earliest: nil, rules: [], segmentRemainingToday: 0, accountRemaining: 0,
+                            pausedReason: JobHold.reason(timeZone: zoneName, zones: state.zones)))
                     continue
                 }
                 rows.append(
-                    SegmentRow(
-                        json: JSONBox(
-                            segmentBudgetJSON(
-                                account: account, segment: segment, zone: zone,
-                                alsoZones: view.queuedZones[segment] ?? [], history: history, holds: view.holds,
-                                now: t)),
-                        account: account, segment: segment, zone: zoneName))
+                    segmentBudgetBody(
+                        account: account, segment: segment, zone: zone, alsoZones: view.queuedZones[segment] ?? [],
+                        history: history, holds: view.holds, now: t))
             }
         }
-        let list: [[String: Any]] = rows.map { row in
-            if let json = row.json?.value { return json }
-            // A zone the tz data cannot load: listed, never computed with another zone.
-            return [
-                "segment_id": row.segment, "account": row.account, "time_zone": row.zone, "now": Timestamp.rfc3339(t),
-                "allowed_now": false,
-                "binding": [String](), "earliest": NSNull(), "rules": [[String: Any]](), "segment_remaining_today": 0,
-                "account_remaining": 0,
-                "paused_reason": JobHold.reason(timeZone: row.zone, zones: state.zones) ?? NSNull(),
-            ]
-        }
-        return ControlAPI.json(["now": Timestamp.rfc3339(t), "segments": list])
-    }
-
-    struct SegmentRow: Sendable {
-        let json: JSONBox?
-        let account: String
-        let segment: String
-        let zone: String
-    }
-
-    /// A JSON object carried across the read pool (built and read on one request's behalf only).
-    struct JSONBox: @unchecked Sendable {
-        let value: [String: Any]
-        init(_ value: [String: Any]) { self.value = value }
+        return ControlAPI.json(SegmentsAnswer(now: t, segments: rows))
     }
 
     // MARK: Jobs
@@ -988,7 +960,7 @@ struct Handlers: Sendable {
     /// read threads, never on the server's.
     func page() async throws -> Response {
         let plan = try await planSnapshot().body
-        let budget = Data(buffer: ControlAPI.jsonBuffer(try await budgetBody()))
+        let budget = try WireJSON.encoder.encode(try await budgetBody())
         let bodies = try await state.work.read { [self] () -> [Data] in
             let t = state.now()
             let refreshes = try ledger.attempts(

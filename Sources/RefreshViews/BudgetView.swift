@@ -1,5 +1,6 @@
 import Foundation
 import RefreshCore
+import RefreshWire
 
 // What the timeline and the status page are drawn from: the bodies of GET /v1/plan, /v1/refreshes,
 // /v1/blocks, /v1/holds and /v1/budget, decoded from the same JSON a client receives, so the
@@ -175,48 +176,8 @@ public struct BudgetView: Sendable, Equatable {
         }
     }
 
-    /// GET /v1/budget: one account's day (UTC).
-    public struct Account: Sendable, Equatable, Decodable {
-        public var account: String
-        public var used: Int
-        public var limit: Int
-        public var remaining: Int
-        public var resetsAt: Date?
-        public var paused: Bool
-        public var pausedReason: String?
-        public var dryRun: Bool
-        public var queued: Int
-        public var nextSendAt: Date?
-
-        enum CodingKeys: String, CodingKey {
-            case account, used, limit, remaining, paused, queued
-            case resetsAt = "resets_at", pausedReason = "paused_reason", dryRun = "dry_run"
-            case nextSendAt = "next_send_at"
-        }
-
-        public init(
-            account: String, used: Int, limit: Int, remaining: Int, resetsAt: Date? = nil, paused: Bool = false,
-            pausedReason: String? = nil, dryRun: Bool = false, queued: Int = 0, nextSendAt: Date? = nil
-        ) {
-            (self.account, self.used, self.limit, self.remaining, self.resetsAt) = (
-                account, used, limit, remaining, resetsAt
-            )
-            (self.paused, self.pausedReason, self.dryRun, self.queued, self.nextSendAt) = (
-                paused, pausedReason, dryRun, queued, nextSendAt
-            )
-        }
-
-        public init(from decoder: any Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            self.init(
-                account: try c.decode(String.self, forKey: .account), used: try c.decode(Int.self, forKey: .used),
-                limit: try c.decode(Int.self, forKey: .limit), remaining: try c.decode(Int.self, forKey: .remaining),
-                resetsAt: try c.instantIfPresent(.resetsAt), paused: try c.decode(Bool.self, forKey: .paused),
-                pausedReason: try c.decodeIfPresent(String.self, forKey: .pausedReason),
-                dryRun: try c.decode(Bool.self, forKey: .dryRun), queued: try c.decode(Int.self, forKey: .queued),
-                nextSendAt: try c.instantIfPresent(.nextSendAt))
-        }
-    }
+    /// GET /v1/budget: one account's day (UTC), the wire module's type.
+    public typealias Account = AccountBudgetBody
 
     /// The instant the bodies describe (the plan's `now`).
     public var now: Date
@@ -243,11 +204,11 @@ public struct BudgetView: Sendable, Equatable {
             var sends: [Send]
             var jobs: [JobFate]
         }
-        struct BudgetBody: Decodable { var accounts: [Account] }
+        struct BudgetBody: Decodable { var accounts: [AccountBudgetBody] }
         struct RefreshesBody: Decodable { var refreshes: [Refresh] }
         struct BlocksBody: Decodable { var blocks: [Block] }
         struct HoldsBody: Decodable { var holds: [Hold] }
-        let decoder = JSONDecoder()
+        let decoder = WireJSON.decoder
         let planBody = try decoder.decode(PlanBody.self, from: plan)
         guard let now = Timestamp.parseRFC3339(planBody.now) else {
             throw DecodingError.dataCorrupted(.init(codingPath: [], debugDescription: "now is not an RFC 3339 instant"))

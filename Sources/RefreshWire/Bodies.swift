@@ -175,3 +175,112 @@ public struct BulkAnswer: Codable, Sendable, Equatable {
         self.jobs = jobs
     }
 }
+
+/// One rule's budget: how much of it is used, left, and when it resets.
+public struct RuleBudgetBody: Codable, Sendable, Equatable {
+    public var rule: Rule
+    public var used: Int
+    public var limit: Int
+    public var remaining: Int
+    @Null public var resetsAt: Date?
+
+    enum CodingKeys: String, CodingKey {
+        case rule, used, limit, remaining
+        case resetsAt = "resets_at"
+    }
+
+    public init(rule: Rule, used: Int, limit: Int, remaining: Int, resetsAt: Date?) {
+        (self.rule, self.used, self.limit, self.remaining, self.resetsAt) = (rule, used, limit, remaining, resetsAt)
+    }
+}
+
+/// `GET /v1/budget`: one account's day (UTC).
+public struct AccountBudgetBody: Codable, Sendable, Equatable {
+    public var account: String
+    public var used: Int
+    public var limit: Int
+    public var remaining: Int
+    @Null public var resetsAt: Date?
+    public var paused: Bool
+    @Null public var pausedReason: String?
+    public var dryRun: Bool
+    public var queued: Int
+    @Null public var nextSendAt: Date?
+
+    enum CodingKeys: String, CodingKey {
+        case account, used, limit, remaining, paused, queued
+        case resetsAt = "resets_at", pausedReason = "paused_reason", dryRun = "dry_run"
+        case nextSendAt = "next_send_at"
+    }
+
+    public init(
+        account: String, used: Int, limit: Int, remaining: Int, resetsAt: Date? = nil, paused: Bool = false,
+        pausedReason: String? = nil, dryRun: Bool = false, queued: Int = 0, nextSendAt: Date? = nil
+    ) {
+        (self.account, self.used, self.limit, self.remaining, self.resetsAt) = (
+            account, used, limit, remaining, resetsAt
+        )
+        (self.paused, self.pausedReason, self.dryRun, self.queued, self.nextSendAt) = (
+            paused, pausedReason, dryRun, queued, nextSendAt
+        )
+    }
+}
+
+/// `GET /v1/budget`.
+public struct BudgetAnswer: Codable, Sendable, Equatable {
+    public var now: Date
+    public var accounts: [AccountBudgetBody]
+
+    public init(now: Date, accounts: [AccountBudgetBody]) {
+        self.now = now
+        self.accounts = accounts
+    }
+}
+
+/// `GET /v1/segments/{id}/budget`, and each row of `GET /v1/segments`.
+public struct SegmentBudgetBody: Codable, Sendable, Equatable {
+    public var segmentID: String
+    public var account: String
+    public var timeZone: String
+    public var now: Date
+    /// The rules allow a refresh now and nothing (a hold, a pause) keeps it back.
+    public var allowedNow: Bool
+    /// The rules that hold it back now.
+    public var binding: [Rule]
+    /// The earliest instant the rules allow one (null: not within the horizon).
+    @Null public var earliest: Date?
+    public var rules: [RuleBudgetBody]
+    public var segmentRemainingToday: Int
+    public var accountRemaining: Int
+    @Null public var pausedReason: String?
+
+    enum CodingKeys: String, CodingKey {
+        case account, now, binding, earliest, rules
+        case segmentID = "segment_id", timeZone = "time_zone", allowedNow = "allowed_now"
+        case segmentRemainingToday = "segment_remaining_today", accountRemaining = "account_remaining"
+        case pausedReason = "paused_reason"
+    }
+
+    public init(
+        segmentID: String, account: String, timeZone: String, now: Date, allowedNow: Bool, binding: [Rule],
+        earliest: Date?, rules: [RuleBudgetBody], segmentRemainingToday: Int, accountRemaining: Int,
+        pausedReason: String?
+    ) {
+        (self.segmentID, self.account, self.timeZone, self.now) = (segmentID, account, timeZone, now)
+        (self.allowedNow, self.binding, self.earliest, self.rules) = (allowedNow, binding, earliest, rules)
+        (self.segmentRemainingToday, self.accountRemaining, self.pausedReason) = (
+            segmentRemainingToday, accountRemaining, pausedReason
+        )
+    }
+}
+
+/// `GET /v1/segments`: every known segment's budget.
+public struct SegmentsAnswer: Codable, Sendable, Equatable {
+    public var now: Date
+    public var segments: [SegmentBudgetBody]
+
+    public init(now: Date, segments: [SegmentBudgetBody]) {
+        self.now = now
+        self.segments = segments
+    }
+}
