@@ -662,50 +662,48 @@ struct StatusCommand: ParsableCommand, SinkRunnable {
 
     mutating func run(output: OutputSink) throws {
         let answer = try options.client().call(.status)
-        present(answer, json: options.json, output: output) { body in
-            let now = Human.date(body["now"]) ?? Date()
-            let uptime = (body["uptime_seconds"] as? NSNumber)?.doubleValue ?? 0
+        try present(answer, as: StatusAnswer.self, json: options.json, output: output) { body in
+            let now = body.now
+            let uptime = Double(body.uptimeSeconds)
             output.line(
-                "refreshd \(Human.text(body["version"])), running for \(Human.relative(now.addingTimeInterval(uptime), now: now).replacingOccurrences(of: "in ", with: ""))"
+                "refreshd \(Human.text(body.version)), running for \(Human.relative(now.addingTimeInterval(uptime), now: now).replacingOccurrences(of: "in ", with: ""))"
             )
-            output.line("tz data \(Human.text(body["tzdata_version"])) from \(Human.text(body["tz_directory"]))")
-            if body["dry_run"] as? Bool == true {
+            output.line("tz data \(Human.text(body.tzdataVersion)) from \(Human.text(body.tzDirectory))")
+            if body.dryRun {
                 output.line("DRY-RUN: refreshes are planned and recorded, never sent")
             }
-            let jobs = body["jobs"] as? [String: Any] ?? [:]
+            func count(_ state: JobState) -> Int { body.jobs[state.rawValue] ?? 0 }
             output.line(
-                "queue: \(Human.text(body["queue_size"])) queued, \(Human.text(jobs["sending"])) sending, \(Human.text(jobs["sent"])) sent, \(Human.text(jobs["failed"])) failed"
+                "queue: \(body.queueSize) queued, \(count(.sending)) sending, \(count(.sent)) sent, \(count(.failed)) failed"
             )
-            let spool = body["spool"] as? [String: Any] ?? [:]
+            let spool = body.spool
             output.line(
-                "spool: \(Human.text(spool["backlog"])) waiting, \(Human.text(spool["taken"])) taken, \(Human.text(spool["rejected"])) rejected since start"
-                    + ((spool["blocked"] as? String).map { "; BLOCKED: " + $0 } ?? ""))
-            if let skipped = spool["skipped"] as? [String], !skipped.isEmpty {
+                "spool: \(spool.backlog) waiting, \(spool.taken) taken, \(spool.rejected) rejected since start"
+                    + (spool.blocked.map { "; BLOCKED: " + Human.text($0) } ?? ""))
+            if !spool.skipped.isEmpty {
                 output.line(
                     "spool: SKIPPED (cannot be moved out of incoming/; remove by hand): "
-                        + skipped.joined(separator: ", "))
+                        + spool.skipped.map { Human.text($0) }.joined(separator: ", "))
             }
-            if let held = body["held_jobs"] as? Int, held > 0 {
+            if body.heldJobs > 0 {
                 output.line(
-                    "HELD: \(held) queued job\(held == 1 ? "" : "s") name a time zone the tz data cannot load (refreshctl plan)"
+                    "HELD: \(body.heldJobs) queued job\(body.heldJobs == 1 ? "" : "s") name a time zone the tz data cannot load (refreshctl plan)"
                 )
             }
-            for account in body["accounts"] as? [[String: Any]] ?? [] {
-                var line = "account \(Human.text(account["name"])): \(Human.text(account["queued"])) queued"
-                if let next = Human.date(account["next_send_at"]) {
-                    line += ", next send \(Human.relative(next, now: now))"
-                }
-                if account["dry_run"] as? Bool == true { line += ", dry-run" }
-                if let paused = account["paused_reason"] as? String { line += ", PAUSED: " + paused }
+            for account in body.accounts {
+                var line = "account \(Human.text(account.name)): \(account.queued) queued"
+                if let next = account.nextSendAt { line += ", next send \(Human.relative(next, now: now))" }
+                if account.dryRun { line += ", dry-run" }
+                if let paused = account.pausedReason { line += ", PAUSED: " + Human.text(paused) }
                 output.line(line)
             }
-            for hold in body["holds"] as? [[String: Any]] ?? [] {
-                let scope = (hold["segment_id"] as? String).map { "segment \($0) of account " } ?? "account "
+            for hold in body.holds {
+                let scope = hold.segmentID.map { "segment \($0) of account " } ?? "account "
                 output.line(
-                    "ON HOLD (\(Human.text(hold["id"]))): \(scope)\(Human.text(hold["account"])), by \(Human.text(hold["who"])) since "
-                        + "\(Human.text(hold["since"])): \(Human.text(hold["reason"])) (refreshctl release)")
+                    "ON HOLD (\(hold.id)): \(Human.text(scope))\(Human.text(hold.account)), by \(Human.text(hold.who)) since "
+                        + "\(Human.text(hold.since)): \(Human.text(hold.reason)) (refreshctl release)")
             }
-            if let error = body["last_error"] as? String { output.line("last error: \(error)") }
+            if let error = body.lastError { output.line("last error: \(Human.text(error))") }
         }
     }
 }

@@ -209,11 +209,10 @@ struct HoldCommand: ParsableCommand, SinkRunnable {
             output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
             return
         }
-        let hold = answer.object["hold"] as? [String: Any] ?? [:]
+        let hold = try answer.decode(HoldEnvelope.self).hold
         output.line(
-            (answer.status == 201 ? "held" : "already held") + " (hold \(Human.text(hold["id"]))): "
-                + ((hold["segment_id"] as? String).map { "segment \($0) of " } ?? "")
-                + "account \(Human.text(hold["account"]))")
+            (answer.status == 201 ? "held" : "already held") + " (hold \(hold.id)): "
+                + (hold.segmentID.map { "segment \($0) of " } ?? "") + "account \(Human.text(hold.account))")
     }
 }
 
@@ -257,26 +256,21 @@ struct ReleaseCommand: ParsableCommand, SinkRunnable {
         if let account {
             let holds = try client.call(.holds, query: [("account", account)])
             let wanted = segment?.lowercased()
-            guard
-                let match = (holds.object["holds"] as? [[String: Any]] ?? []).first(where: {
-                    ($0["segment_id"] as? String) == wanted
-                })
-            else {
+            guard let match = try holds.decode(HoldsAnswer.self).holds.first(where: { $0.segmentID == wanted }) else {
                 throw CommandFailure(
                     "no hold in force on " + (segment.map { "segment \($0) of " } ?? "") + "account \(account)",
                     exit: .notFound)
             }
-            id = Human.text(match["id"])
+            id = String(match.id)
         }
         let answer = try client.call(.releaseHold, id: id)
         if options.json {
             output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
             return
         }
-        let released = answer.object["hold"] as? [String: Any] ?? [:]
+        let released = try answer.decode(HoldEnvelope.self).hold
         output.line(
-            "released hold \(Human.text(released["id"])) on "
-                + ((released["segment_id"] as? String).map { "segment \($0) of " } ?? "")
-                + "account \(Human.text(released["account"]))")
+            "released hold \(released.id) on " + (released.segmentID.map { "segment \($0) of " } ?? "")
+                + "account \(Human.text(released.account))")
     }
 }

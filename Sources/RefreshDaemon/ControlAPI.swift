@@ -322,7 +322,7 @@ struct Handlers: Sendable {
             return Response(
                 status: .ok, headers: [.contentType: "application/json"],
                 body: .init(byteBuffer: ByteBuffer(bytes: ControlAPI.openAPIDocument)))
-        case .status: return try status()
+        case .status: return try await status()
         case .page: return try await page()
         case .budget: return try await budget()
         case .segments: return try await segments(query: query)
@@ -376,52 +376,40 @@ struct Handlers: Sendable {
 
     // MARK: Status
 
-    func status() throws -> Response {
+    /// GET /v1/status. The lanes' and intake's state is memory; the job counts and holds are read
+    /// on the API's read threads (a count over every job must not hold up a serving thread).
+    func status() async throws -> Response {
         let t = state.now()
         let configuration = state.configuration
-        let counts = try ledger.jobCounts()
-        let lanes = state.laneStatuses
-        var accounts: [[String: Any]] = []
-        for account in configuration.accounts {
-            let lane = lanes.first { $0.account == account.name }
-            var entry: [String: Any] = [
-                "name": account.name, "dry_run": configuration.isDryRun(account), "queued": lane?.queued ?? 0,
-                "paused": lane?.paused != nil,
-            ]
-            entry["paused_reason"] = lane?.paused ?? NSNull()
-            entry["next_send_at"] = lane?.nextSendAt.map(Timestamp.rfc3339) ?? NSNull()
-            entry["last_error"] = lane?.lastError ?? NSNull()
-            entry["held"] = lane?.held ?? 0
-            accounts.append(entry)
+        let (counts, holds) = try await state.work.read { [ledger] in
+            (try ledger.jobCounts(), try ledger.activeHolds(account: nil))
         }
-        var spool: [String: Any] = [
-            "backlog": 0, "taken": 0, "rejected": 0, "blocked": NSNull(), "skipped": [String](), "rejected_files": 0,
-            "rejected_bytes": 0,
-        ]
+        let lanes = state.laneStatuses
+        let accounts = configuration.accounts.map { account in
+            let lane = lanes.first { $0.account == account.name }
+            return StatusAnswer.Account(
+                name: account.name, dryRun: configuration.isDryRun(account), queued: lane?.queued ?? 0,
+                pausedReason: lane?.paused, nextSendAt: lane?.nextSendAt, lastError: lane?.lastError,
+                held: lane?.held ?? 0)
+        }
+        var spool = StatusAnswer.Spool()
         if let intake = state.intakeState {
-            spool = [
-                "backlog": intake.backlog, "taken": intake.taken, "rejected": intake.rejected,
-                "blocked": intake.blocked ?? NSNull(),
-                "skipped": intake.skipped, "rejected_files": intake.rejectedFiles,
-                "rejected_bytes": intake.rejectedBytes,
-            ]
+            spool = StatusAnswer.Spool(
+                backlog: intake.backlog, taken: intake.taken, rejected: intake.rejected, blocked: intake.blocked,
+                skipped: intake.skipped, rejectedFiles: intake.rejectedFiles, rejectedBytes: intake.rejectedBytes)
         }
         var jobs: [String: Int] = [:]
         for jobState in JobState.allCases { jobs[jobState.rawValue] = counts[jobState] ?? 0 }
-        let lastError = lanes.compactMap(\.lastError).first
-        let body: [String: Any] = [
-            "version": state.version, "tzdata_version": state.zones.version ?? NSNull(),
-            "tz_directory": state.zones.path, "listen": configuration.listen.value ?? NSNull(),
-            "dry_run": configuration.accounts.allSatisfy { configuration.isDryRun($0) },
-            "started_at": Timestamp.rfc3339(state.startedAt),
-            "uptime_seconds": Int(t.timeIntervalSince(state.startedAt)), "now": Timestamp.rfc3339(t), "jobs": jobs,
-            "queue_size": counts[.queued] ?? 0, "spool": spool, "accounts": accounts,
-            "last_error": lastError ?? NSNull(),
-            "paused_accounts": accounts.filter { $0["paused"] as? Bool == true }.map { $0["name"]! },
-            "held_jobs": lanes.map(\.held).reduce(0, +),
-            "holds": try ledger.activeHolds(account: nil).map(Self.holdJSON),
-        ]
-        return ControlAPI.json(body)
+        return ControlAPI.json(
+            StatusAnswer(
+                version: state.version, tzdataVersion: state.zones.version, tzDirectory: state.zones.path,
+                listen: configuration.listen.value,
+                dryRun: configuration.accounts.allSatisfy { configuration.isDryRun($0) }, startedAt: state.startedAt,
+                uptimeSeconds: Int(t.timeIntervalSince(state.startedAt)), now: t, jobs: jobs,
+                queueSize: counts[.queued] ?? 0, spool: spool, accounts: accounts,
+                lastError: lanes.compactMap(\.lastError).first,
+                pausedAccounts: accounts.filter(\.paused).map(\.name), heldJobs: lanes.map(\.held).reduce(0, +),
+                holds: holds.map(Self.holdBody)))
     }
 
     // MARK: Budget
@@ -708,12 +696,10 @@ struct Handlers: Sendable {
 
     // MARK: Operator verbs
 
-    static func holdJSON(_ hold: StoredHold) -> [String: Any] {
-        [
-            "id": hold.id, "account": hold.account, "segment_id": hold.segmentID ?? NSNull(), "reason": hold.reason,
-            "who": hold.who,
-            "since": Timestamp.rfc3339(hold.createdAt),
-        ]
+    static func holdBody(_ hold: StoredHold) -> HoldBody {
+        HoldBody(
+            id: hold.id, account: hold.account, segmentID: hold.segmentID, reason: hold.reason, since: hold.createdAt,
+            who: hold.who)
     }
 
     /// "held by alice since 2026-12-01T08:00:00Z: key rotation".
@@ -723,7 +709,7 @@ struct Handlers: Sendable {
 
     /// GET /v1/holds.
     func holds(query: Parameters) throws -> Response {
-        ControlAPI.json(["holds": try ledger.activeHolds(account: query.get("account")).map(Self.holdJSON)])
+        ControlAPI.json(HoldsAnswer(holds: try ledger.activeHolds(account: query.get("account")).map(Self.holdBody)))
     }
 
     /// POST /v1/holds: hold an account, or one segment of it (idempotent: an active hold of the
@@ -754,7 +740,7 @@ struct Handlers: Sendable {
             try ledger.hold(account: account, segmentID: scope, reason: reason, who: who, now: now)
         }
         state.rereadLedger()
-        return ControlAPI.json(["hold": Self.holdJSON(hold)], status: existing == nil ? .created : .ok)
+        return ControlAPI.json(HoldEnvelope(hold: Self.holdBody(hold)), status: existing == nil ? .created : .ok)
     }
 
     /// DELETE /v1/holds/{id}: release a hold; the held jobs are planned and sent again.
@@ -767,7 +753,7 @@ struct Handlers: Sendable {
             throw APIError(.notFound, "hold_not_found", "no hold \(id) in force (refreshctl status lists them)")
         }
         state.rereadLedger()
-        return ControlAPI.json(["hold": Self.holdJSON(hold)])
+        return ControlAPI.json(HoldEnvelope(hold: Self.holdBody(hold)))
     }
 
     /// A JSON object body with only the given members (strict JSON: duplicate keys, bad UTF-8 and
@@ -967,10 +953,14 @@ struct Handlers: Sendable {
                 since: t.addingTimeInterval(-Double(Self.pageHours) * 900 - 2 * 86400), account: nil, segmentID: nil,
                 limit: 1000)
             return [
-                ["refreshes": refreshes.map(Self.attemptJSON)],
-                ["blocks": try ledger.activeBlocks(account: nil, now: t).map(Self.blockJSON)],
-                ["holds": try ledger.activeHolds(account: nil).map(Self.holdJSON)],
-            ].map { Data(buffer: ControlAPI.jsonBuffer($0)) }
+                Data(buffer: ControlAPI.jsonBuffer(["refreshes": refreshes.map(Self.attemptJSON)])),
+                Data(
+                    buffer: ControlAPI.jsonBuffer([
+                        "blocks": try ledger.activeBlocks(account: nil, now: t).map(Self.blockJSON)
+                    ])),
+                try WireJSON.encoder.encode(
+                    HoldsAnswer(holds: try ledger.activeHolds(account: nil).map(Self.holdBody))),
+            ]
         }
         let view = try BudgetView(
             plan: Data(buffer: plan), budget: budget, refreshes: bodies[0], blocks: bodies[1], holds: bodies[2])

@@ -149,32 +149,8 @@ public struct BudgetView: Sendable, Equatable {
         }
     }
 
-    /// GET /v1/holds: an operator's hold.
-    public struct Hold: Sendable, Equatable, Decodable {
-        public var id: Int64
-        public var account: String
-        /// nil: the whole account.
-        public var segmentID: String?
-        public var reason: String
-        public var since: Date
-
-        enum CodingKeys: String, CodingKey {
-            case id, account, reason, since
-            case segmentID = "segment_id"
-        }
-
-        public init(id: Int64, account: String, segmentID: String?, reason: String, since: Date) {
-            (self.id, self.account, self.segmentID, self.reason, self.since) = (id, account, segmentID, reason, since)
-        }
-
-        public init(from decoder: any Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            self.init(
-                id: try c.decode(Int64.self, forKey: .id), account: try c.decode(String.self, forKey: .account),
-                segmentID: try c.decodeIfPresent(String.self, forKey: .segmentID),
-                reason: try c.decode(String.self, forKey: .reason), since: try c.instant(.since))
-        }
-    }
+    /// GET /v1/holds: an operator's hold, the wire module's type.
+    public typealias Hold = HoldBody
 
     /// GET /v1/budget: one account's day (UTC), the wire module's type.
     public typealias Account = AccountBudgetBody
@@ -207,7 +183,7 @@ public struct BudgetView: Sendable, Equatable {
         struct BudgetBody: Decodable { var accounts: [AccountBudgetBody] }
         struct RefreshesBody: Decodable { var refreshes: [Refresh] }
         struct BlocksBody: Decodable { var blocks: [Block] }
-        struct HoldsBody: Decodable { var holds: [Hold] }
+        struct HoldsBody: Decodable { var holds: [HoldBody] }
         let decoder = WireJSON.decoder
         let planBody = try decoder.decode(PlanBody.self, from: plan)
         guard let now = Timestamp.parseRFC3339(planBody.now) else {

@@ -284,3 +284,139 @@ public struct SegmentsAnswer: Codable, Sendable, Equatable {
         self.segments = segments
     }
 }
+
+/// An operator's hold on an account or one segment of it (`GET /v1/holds`, `/v1/status`).
+public struct HoldBody: Codable, Sendable, Equatable {
+    public var id: Int64
+    public var account: String
+    /// nil: the whole account.
+    @Null public var segmentID: String?
+    public var reason: String
+    public var who: String
+    public var since: Date
+
+    enum CodingKeys: String, CodingKey {
+        case id, account, reason, who, since
+        case segmentID = "segment_id"
+    }
+
+    public init(id: Int64, account: String, segmentID: String?, reason: String, since: Date, who: String = "") {
+        (self.id, self.account, self.segmentID, self.reason, self.since, self.who) = (
+            id, account, segmentID, reason, since, who
+        )
+    }
+}
+
+/// `GET /v1/holds`.
+public struct HoldsAnswer: Codable, Sendable, Equatable {
+    public var holds: [HoldBody]
+    public init(holds: [HoldBody]) { self.holds = holds }
+}
+
+/// `POST /v1/holds` (201 new, 200 already in force) and `DELETE /v1/holds/{id}`.
+public struct HoldEnvelope: Codable, Sendable, Equatable {
+    public var hold: HoldBody
+    public init(hold: HoldBody) { self.hold = hold }
+}
+
+/// `GET /v1/status`: the daemon, its queue, spool intake and accounts.
+public struct StatusAnswer: Codable, Sendable, Equatable {
+    /// Spool intake since start.
+    public struct Spool: Codable, Sendable, Equatable {
+        /// Files waiting in incoming/.
+        public var backlog: Int
+        public var taken: Int
+        public var rejected: Int
+        /// Why intake is blocked (the ledger cannot be written), or null.
+        @Null public var blocked: String?
+        /// Names in incoming/ intake does not take (not regular files, unreadable), with why.
+        public var skipped: [String]
+        public var rejectedFiles: Int
+        public var rejectedBytes: Int
+
+        enum CodingKeys: String, CodingKey {
+            case backlog, taken, rejected, blocked, skipped
+            case rejectedFiles = "rejected_files", rejectedBytes = "rejected_bytes"
+        }
+
+        public init(
+            backlog: Int = 0, taken: Int = 0, rejected: Int = 0, blocked: String? = nil, skipped: [String] = [],
+            rejectedFiles: Int = 0, rejectedBytes: Int = 0
+        ) {
+            (self.backlog, self.taken, self.rejected, self.blocked) = (backlog, taken, rejected, blocked)
+            (self.skipped, self.rejectedFiles, self.rejectedBytes) = (skipped, rejectedFiles, rejectedBytes)
+        }
+    }
+
+    /// One account's lane.
+    public struct Account: Codable, Sendable, Equatable {
+        public var name: String
+        public var dryRun: Bool
+        public var queued: Int
+        public var paused: Bool
+        @Null public var pausedReason: String?
+        @Null public var nextSendAt: Date?
+        @Null public var lastError: String?
+        /// Queued jobs held back (their zone cannot be loaded).
+        public var held: Int
+
+        enum CodingKeys: String, CodingKey {
+            case name, queued, paused, held
+            case dryRun = "dry_run", pausedReason = "paused_reason", nextSendAt = "next_send_at"
+            case lastError = "last_error"
+        }
+
+        public init(
+            name: String, dryRun: Bool, queued: Int, pausedReason: String?, nextSendAt: Date?, lastError: String?,
+            held: Int
+        ) {
+            (self.name, self.dryRun, self.queued, self.paused, self.pausedReason) = (
+                name, dryRun, queued, pausedReason != nil, pausedReason
+            )
+            (self.nextSendAt, self.lastError, self.held) = (nextSendAt, lastError, held)
+        }
+    }
+
+    public var version: String
+    @Null public var tzdataVersion: String?
+    public var tzDirectory: String
+    /// The loopback TCP listener, or null (the unix socket only).
+    @Null public var listen: String?
+    /// Every account runs dry.
+    public var dryRun: Bool
+    public var startedAt: Date
+    public var uptimeSeconds: Int
+    public var now: Date
+    /// Jobs in each state (every state named, 0 included).
+    public var jobs: [String: Int]
+    public var queueSize: Int
+    public var spool: Spool
+    public var accounts: [Account]
+    @Null public var lastError: String?
+    public var pausedAccounts: [String]
+    public var heldJobs: Int
+    public var holds: [HoldBody]
+
+    enum CodingKeys: String, CodingKey {
+        case version, listen, now, jobs, spool, accounts, holds
+        case tzdataVersion = "tzdata_version", tzDirectory = "tz_directory", dryRun = "dry_run"
+        case startedAt = "started_at", uptimeSeconds = "uptime_seconds", queueSize = "queue_size"
+        case lastError = "last_error", pausedAccounts = "paused_accounts", heldJobs = "held_jobs"
+    }
+
+    public init(
+        version: String, tzdataVersion: String?, tzDirectory: String, listen: String?, dryRun: Bool, startedAt: Date,
+        uptimeSeconds: Int, now: Date, jobs: [String: Int], queueSize: Int, spool: Spool, accounts: [Account],
+        lastError: String?, pausedAccounts: [String], heldJobs: Int, holds: [HoldBody]
+    ) {
+        (self.version, self.tzdataVersion, self.tzDirectory, self.listen, self.dryRun) = (
+            version, tzdataVersion, tzDirectory, listen, dryRun
+        )
+        (self.startedAt, self.uptimeSeconds, self.now, self.jobs, self.queueSize) = (
+            startedAt, uptimeSeconds, now, jobs, queueSize
+        )
+        (self.spool, self.accounts, self.lastError, self.pausedAccounts, self.heldJobs, self.holds) = (
+            spool, accounts, lastError, pausedAccounts, heldJobs, holds
+        )
+    }
+}
