@@ -121,7 +121,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RefreshViewsTests",
-            dependencies: ["TestSupport", "RefreshViews", "RefreshCore", "TZData"],
+            dependencies: ["TestSupport", "RefreshViews", "RefreshCore", "RefreshWire", "TZData"],
             exclude: ["Golden"],
             swiftSettings: strict
         ),

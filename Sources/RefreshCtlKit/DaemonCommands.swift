@@ -557,14 +557,12 @@ struct HistoryCommand: ParsableCommand, SinkRunnable {
     mutating func run(output: OutputSink) throws {
         let answer = try options.client().call(
             .refreshes, query: [("limit", "\(limit)"), ("since", since), ("segment", segment), ("account", account)])
-        present(answer, json: options.json, output: output) { body in
-            let rows = (body["refreshes"] as? [[String: Any]] ?? []).map { attempt in
+        try present(answer, as: RefreshesAnswer.self, json: options.json, output: output) { body in
+            let rows = body.refreshes.map { attempt in
                 [
-                    Human.text(attempt["started_at"]), Human.text(attempt["outcome"]),
-                    Human.text(attempt["http_status"]), Human.text(attempt["segment_id"]),
-                    Human.text(attempt["time_zone"]), Human.text(attempt["account"]),
-                    (attempt["counts_for_segment"] as? Bool == true ? "segment+" : "")
-                        + (attempt["counts_for_account"] as? Bool == true ? "account" : "-"),
+                    Human.text(attempt.startedAt), attempt.outcome.rawValue, Human.text(attempt.httpStatus),
+                    Human.text(attempt.segmentID), Human.text(attempt.timeZone), Human.text(attempt.account),
+                    (attempt.countsForSegment ? "segment+" : "") + (attempt.countsForAccount ? "account" : "-"),
                 ]
             }
             Human.table(
@@ -594,19 +592,16 @@ struct BlocksCommand: ParsableCommand, SinkRunnable {
 
     mutating func run(output: OutputSink) throws {
         let answer = try options.client().call(.blocks, query: [("account", account)])
-        present(answer, json: options.json, output: output) { body in
-            let now = Human.date(body["now"]) ?? Date()
-            let blocks = body["blocks"] as? [[String: Any]] ?? []
-            guard !blocks.isEmpty else {
+        try present(answer, as: BlocksAnswer.self, json: options.json, output: output) { body in
+            guard !body.blocks.isEmpty else {
                 output.line("no blocks in force")
                 return
             }
-            let rows = blocks.map { block in
+            let rows = body.blocks.map { block in
                 [
-                    Human.text(block["id"]), Human.text(block["account"]),
-                    block["scope"] as? String == "account" ? "(whole account)" : Human.text(block["segment_id"]),
-                    Human.text(block["until"]),
-                    Human.date(block["until"]).map { Human.relative($0, now: now) } ?? "-", Human.text(block["reason"]),
+                    "\(block.id)", Human.text(block.account),
+                    block.scope == .account ? "(whole account)" : Human.text(block.segmentID),
+                    Human.text(block.until), Human.relative(block.until, now: body.now), Human.text(block.reason),
                 ]
             }
             Human.table(["ID", "ACCOUNT", "SEGMENT", "UNTIL (UTC)", "ENDS", "WHY"], rows, into: output)
@@ -638,12 +633,12 @@ struct UnblockCommand: ParsableCommand, SinkRunnable {
 
     mutating func run(output: OutputSink) throws {
         let answer = try options.client().call(.liftBlock, id: block)
-        present(answer, json: options.json, output: output) { body in
-            let block = body["block"] as? [String: Any] ?? [:]
+        try present(answer, as: BlockEnvelope.self, json: options.json, output: output) { body in
+            let block = body.block
             let what =
-                block["scope"] as? String == "account"
-                ? "account \(Human.text(block["account"]))" : "segment \(Human.text(block["segment_id"]))"
-            output.line("lifted block \(Human.text(block["id"])) on \(what)")
+                block.scope == .account
+                ? "account \(Human.text(block.account))" : "segment \(Human.text(block.segmentID))"
+            output.line("lifted block \(block.id) on \(what)")
         }
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import RefreshCore
 import RefreshStore
+import RefreshWire
 import TZData
 
 // The lane's sending and answer handling: pre-flight, reservation, the request, and what the
@@ -212,7 +213,7 @@ extension AccountLane {
 
     /// The segment under which requests SendGrid counts for the account but refreshd did not make
     /// are recorded (the headers do not say which segment they were for): the nil UUID.
-    static let elsewhereSegment = "00000000-0000-0000-0000-000000000000"
+    static let elsewhereSegment = RefreshBody.elsewhereSegment
 
     /// X-RateLimit headers on an accepted refresh, used like a pre-flight (I5): requests SendGrid
     /// counts today beyond the ledger's are recorded as external (they count for the account's

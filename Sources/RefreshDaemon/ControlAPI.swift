@@ -952,14 +952,12 @@ struct Handlers: Sendable {
             let refreshes = try ledger.attempts(
                 since: t.addingTimeInterval(-Double(Self.pageHours) * 900 - 2 * 86400), account: nil, segmentID: nil,
                 limit: 1000)
+            let encoder = WireJSON.encoder
             return [
-                Data(buffer: ControlAPI.jsonBuffer(["refreshes": refreshes.map(Self.attemptJSON)])),
-                Data(
-                    buffer: ControlAPI.jsonBuffer([
-                        "blocks": try ledger.activeBlocks(account: nil, now: t).map(Self.blockJSON)
-                    ])),
-                try WireJSON.encoder.encode(
-                    HoldsAnswer(holds: try ledger.activeHolds(account: nil).map(Self.holdBody))),
+                try encoder.encode(RefreshesAnswer(refreshes: refreshes.map(Self.refreshBody))),
+                try encoder.encode(
+                    BlocksAnswer(now: t, blocks: try ledger.activeBlocks(account: nil, now: t).map(Self.blockBody))),
+                try encoder.encode(HoldsAnswer(holds: try ledger.activeHolds(account: nil).map(Self.holdBody))),
             ]
         }
         let view = try BudgetView(
@@ -1141,27 +1139,18 @@ struct Handlers: Sendable {
             forecasts: forecasts)
     }
 
-    static func attemptJSON(_ attempt: StoredAttempt) -> [String: Any] {
-        [
-            "id": attempt.id, "account": attempt.account, "segment_id": attempt.segmentID,
-            "time_zone": attempt.timeZone,
-            "outcome": attempt.outcome.rawValue, "http_status": attempt.httpStatus ?? NSNull(),
-            "sendgrid_job_id": attempt.sendGridJobID ?? NSNull(),
-            "started_at": Timestamp.rfc3339(attempt.startedAt),
-            "finished_at": attempt.finishedAt.map(Timestamp.rfc3339) ?? NSNull(),
-            "error": attempt.error ?? NSNull(), "counts_for_segment": attempt.outcome.countsAsRefresh,
-            "counts_for_account": attempt.outcome.countsTowardAccount,
-        ]
+    static func refreshBody(_ attempt: StoredAttempt) -> RefreshBody {
+        RefreshBody(
+            id: attempt.id, account: attempt.account, segmentID: attempt.segmentID, timeZone: attempt.timeZone,
+            outcome: attempt.outcome, httpStatus: attempt.httpStatus, sendGridJobID: attempt.sendGridJobID,
+            startedAt: attempt.startedAt, finishedAt: attempt.finishedAt, error: attempt.error)
     }
 
     // MARK: Blocks learned from SendGrid
 
-    static func blockJSON(_ block: StoredBlock) -> [String: Any] {
-        [
-            "id": block.id, "account": block.account, "segment_id": block.segmentID ?? NSNull(),
-            "scope": block.segmentID == nil ? "account" : "segment", "until": Timestamp.rfc3339(block.until),
-            "reason": block.reason,
-        ]
+    static func blockBody(_ block: StoredBlock) -> BlockBody {
+        BlockBody(
+            id: block.id, account: block.account, segmentID: block.segmentID, until: block.until, reason: block.reason)
     }
 
     func blocks(query: Parameters) throws -> Response {
@@ -1174,7 +1163,7 @@ struct Handlers: Sendable {
         }
         let t = state.now()
         let blocks = try ledger.activeBlocks(account: account, now: t)
-        return ControlAPI.json(["now": Timestamp.rfc3339(t), "blocks": blocks.map(Self.blockJSON)])
+        return ControlAPI.json(BlocksAnswer(now: t, blocks: blocks.map(Self.blockBody)))
     }
 
     /// Lifts a block by hand. The operator's call: a block was learned from a 429, so lifting it
@@ -1192,7 +1181,7 @@ struct Handlers: Sendable {
                 "block": "\(id)", "account": "\(lifted.account)", "segment": "\(lifted.segmentID ?? "(whole account)")",
             ])
         state.rereadLedger()
-        return ControlAPI.json(["block": Self.blockJSON(lifted)])
+        return ControlAPI.json(BlockEnvelope(block: Self.blockBody(lifted)))
     }
 
     func refreshes(query: Parameters) throws -> Response {
@@ -1214,7 +1203,7 @@ struct Handlers: Sendable {
         let limit = try intParameter(query, "limit", default: 100, range: 1...1000)
         let attempts = try ledger.attempts(
             since: since, account: query.get("account"), segmentID: segment, limit: limit)
-        return ControlAPI.json(["refreshes": attempts.map(Self.attemptJSON)])
+        return ControlAPI.json(RefreshesAnswer(refreshes: attempts.map(Self.refreshBody)))
     }
 
     private func intParameter(_ query: Parameters, _ name: String, default value: Int, range: ClosedRange<Int>) throws

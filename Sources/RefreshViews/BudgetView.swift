@@ -8,54 +8,8 @@ import RefreshWire
 
 /// The control API's bodies that the budget views are drawn from, decoded.
 public struct BudgetView: Sendable, Equatable {
-    /// GET /v1/refreshes: one attempt.
-    public struct Refresh: Sendable, Equatable, Decodable {
-        public var id: Int64
-        public var account: String
-        /// nil: a refresh learned from SendGrid's counts that names no segment.
-        public var segmentID: String?
-        public var timeZone: String?
-        public var outcome: String
-        public var httpStatus: Int?
-        public var startedAt: Date
-        public var finishedAt: Date?
-        public var countsForSegment: Bool
-        public var countsForAccount: Bool
-        /// When the refresh took place for the rules (its finish, else its start).
-        public var at: Date { finishedAt ?? startedAt }
-
-        enum CodingKeys: String, CodingKey {
-            case id, account, outcome
-            case segmentID = "segment_id", timeZone = "time_zone", httpStatus = "http_status"
-            case startedAt = "started_at", finishedAt = "finished_at", countsForSegment = "counts_for_segment"
-            case countsForAccount = "counts_for_account"
-        }
-
-        public init(
-            id: Int64, account: String, segmentID: String?, timeZone: String?, outcome: String, httpStatus: Int? = nil,
-            startedAt: Date, finishedAt: Date?, countsForSegment: Bool, countsForAccount: Bool
-        ) {
-            (self.id, self.account, self.segmentID, self.timeZone, self.outcome, self.httpStatus) = (
-                id, account, segmentID, timeZone, outcome, httpStatus
-            )
-            (self.startedAt, self.finishedAt, self.countsForSegment, self.countsForAccount) = (
-                startedAt, finishedAt, countsForSegment, countsForAccount
-            )
-        }
-
-        public init(from decoder: any Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            self.init(
-                id: try c.decode(Int64.self, forKey: .id), account: try c.decode(String.self, forKey: .account),
-                segmentID: try c.decodeIfPresent(String.self, forKey: .segmentID),
-                timeZone: try c.decodeIfPresent(String.self, forKey: .timeZone),
-                outcome: try c.decode(String.self, forKey: .outcome),
-                httpStatus: try c.decodeIfPresent(Int.self, forKey: .httpStatus),
-                startedAt: try c.instant(.startedAt), finishedAt: try c.instantIfPresent(.finishedAt),
-                countsForSegment: try c.decode(Bool.self, forKey: .countsForSegment),
-                countsForAccount: try c.decode(Bool.self, forKey: .countsForAccount))
-        }
-    }
+    /// GET /v1/refreshes: one attempt, the wire module's type.
+    public typealias Refresh = RefreshBody
 
     /// GET /v1/plan: one planned refresh.
     public struct Send: Sendable, Equatable, Decodable {
@@ -122,32 +76,8 @@ public struct BudgetView: Sendable, Equatable {
         }
     }
 
-    /// GET /v1/blocks: a block learned from SendGrid's 429s.
-    public struct Block: Sendable, Equatable, Decodable {
-        public var id: Int64
-        public var account: String
-        /// nil: the whole account.
-        public var segmentID: String?
-        public var until: Date
-        public var reason: String
-
-        enum CodingKeys: String, CodingKey {
-            case id, account, until, reason
-            case segmentID = "segment_id"
-        }
-
-        public init(id: Int64, account: String, segmentID: String?, until: Date, reason: String) {
-            (self.id, self.account, self.segmentID, self.until, self.reason) = (id, account, segmentID, until, reason)
-        }
-
-        public init(from decoder: any Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            self.init(
-                id: try c.decode(Int64.self, forKey: .id), account: try c.decode(String.self, forKey: .account),
-                segmentID: try c.decodeIfPresent(String.self, forKey: .segmentID), until: try c.instant(.until),
-                reason: try c.decode(String.self, forKey: .reason))
-        }
-    }
+    /// GET /v1/blocks: a block learned from SendGrid's 429s, the wire module's type.
+    public typealias Block = BlockBody
 
     /// GET /v1/holds: an operator's hold, the wire module's type.
     public typealias Hold = HoldBody
@@ -181,8 +111,8 @@ public struct BudgetView: Sendable, Equatable {
             var jobs: [JobFate]
         }
         struct BudgetBody: Decodable { var accounts: [AccountBudgetBody] }
-        struct RefreshesBody: Decodable { var refreshes: [Refresh] }
-        struct BlocksBody: Decodable { var blocks: [Block] }
+        struct RefreshesBody: Decodable { var refreshes: [RefreshBody] }
+        struct BlocksBody: Decodable { var blocks: [BlockBody] }
         struct HoldsBody: Decodable { var holds: [HoldBody] }
         let decoder = WireJSON.decoder
         let planBody = try decoder.decode(PlanBody.self, from: plan)

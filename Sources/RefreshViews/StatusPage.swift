@@ -76,8 +76,8 @@ public struct StatusPage: Sendable {
             ["#", "Account", "Segment", "Zone", "Outcome", "HTTP", "Finished (UTC)"],
             last.map { r in
                 [
-                    "\(r.id)", e(r.account), r.segmentID.map { "<code>\(e($0))</code>" } ?? "–", e(r.timeZone ?? "–"),
-                    "<span class=\"outcome \(e(r.outcome))\">\(e(r.outcome))</span>",
+                    "\(r.id)", e(r.account), "<code>\(e(r.segmentID))</code>", e(r.timeZone),
+                    "<span class=\"outcome \(e(r.outcome.rawValue))\">\(e(r.outcome.rawValue))</span>",
                     r.httpStatus.map(String.init) ?? "–",
                     Timestamp.rfc3339(r.at),
                 ]

@@ -1,5 +1,6 @@
 import Foundation
 import RefreshCore
+import RefreshWire
 import TZData
 
 /// SendGrid's budget drawn over time: one row per account (its UTC days and ten slots) and one per
@@ -107,7 +108,7 @@ public struct Timeline: Sendable, Equatable {
             let sends = view.sends.filter { $0.account == name }
             // The account's row: every request that counts toward its UTC day, and every planned one.
             var marks = refreshes.filter { $0.countsForAccount && inWindow($0.at) }.map {
-                Mark(kind: Self.kind($0.outcome), at: $0.at, jobs: 1)
+                Mark(kind: Self.kind($0.outcome.rawValue), at: $0.at, jobs: 1)
             }
             marks += sends.filter { inWindow($0.at) }.map { Mark(kind: .planned, at: $0.at, jobs: $0.jobs.count) }
             var spans = view.blocks.filter { $0.account == name && $0.segmentID == nil }.map {
@@ -141,7 +142,7 @@ public struct Timeline: Sendable, Equatable {
             var order: [String] = []
             let named =
                 sends.map(\.segmentID) + view.jobs.filter({ $0.account == name }).map(\.segmentID)
-                + refreshes.filter({ inWindow($0.at) }).compactMap(\.segmentID)
+                + refreshes.filter({ inWindow($0.at) && $0.segmentID != RefreshBody.elsewhereSegment }).map(\.segmentID)
                 + view.blocks.filter({ $0.account == name }).compactMap(\.segmentID)
                 + view.holds.filter({ $0.account == name }).compactMap(\.segmentID)
             for id in named where !order.contains(id) && (segments.isEmpty || segments.contains(id)) {
@@ -153,14 +154,14 @@ public struct Timeline: Sendable, Equatable {
                 let planned = sends.filter { $0.segmentID == id }.sorted { $0.at < $1.at }
                 // Every zone the segment is sent with near the window governs its days (I1's Z(r)).
                 var zones: [String] = []
-                let recent = mine.filter({ $0.at >= start.addingTimeInterval(-2 * 86400) }).compactMap(\.timeZone)
+                let recent = mine.filter({ $0.at >= start.addingTimeInterval(-2 * 86400) }).map(\.timeZone)
                 // Queued jobs not planned (held, paused) still name the zones the segment will be sent with.
                 let waiting = view.jobs.filter({ $0.account == name && $0.segmentID == id }).compactMap(\.timeZone)
                 for name in planned.map(\.timeZone) + waiting + recent where !zones.contains(name) {
                     zones.append(name)
                 }
-                var marks = mine.filter { inWindow($0.at) && ($0.countsForSegment || $0.outcome == "rate_limited") }
-                    .map { Mark(kind: Self.kind($0.outcome), at: $0.at, jobs: 1) }
+                var marks = mine.filter { inWindow($0.at) && ($0.countsForSegment || $0.outcome == .rateLimited) }
+                    .map { Mark(kind: Self.kind($0.outcome.rawValue), at: $0.at, jobs: 1) }
                 marks += planned.filter { inWindow($0.at) }.map {
                     Mark(kind: .planned, at: $0.at, jobs: $0.jobs.count)
                 }

@@ -420,3 +420,94 @@ public struct StatusAnswer: Codable, Sendable, Equatable {
         )
     }
 }
+
+/// `GET /v1/refreshes`: one attempt (a request to SendGrid, or a refresh learned from its counts).
+public struct RefreshBody: Codable, Sendable, Equatable {
+    public var id: Int64
+    public var account: String
+    public var segmentID: String
+    public var timeZone: String
+    public var outcome: AttemptOutcome
+    @Null public var httpStatus: Int?
+    @Null public var sendGridJobID: String?
+    public var startedAt: Date
+    @Null public var finishedAt: Date?
+    @Null public var error: String?
+    /// It counts toward the segment's rules (I1, I2).
+    public var countsForSegment: Bool
+    /// It counts toward the account's day (I3).
+    public var countsForAccount: Bool
+    /// When the refresh took place for the rules (its finish, else its start).
+    public var at: Date { finishedAt ?? startedAt }
+
+    /// The segment under which refreshd records requests SendGrid counts for the account that it
+    /// did not make (X-RateLimit headers name no segment): the nil UUID. They count for the
+    /// account's day only; views show them on the account, never as a segment.
+    public static let elsewhereSegment = "00000000-0000-0000-0000-000000000000"
+
+    enum CodingKeys: String, CodingKey {
+        case id, account, outcome, error
+        case segmentID = "segment_id", timeZone = "time_zone", httpStatus = "http_status"
+        case sendGridJobID = "sendgrid_job_id", startedAt = "started_at", finishedAt = "finished_at"
+        case countsForSegment = "counts_for_segment", countsForAccount = "counts_for_account"
+    }
+
+    /// The counting columns follow the outcome (`AttemptOutcome.countsAsRefresh`, `countsTowardAccount`).
+    public init(
+        id: Int64, account: String, segmentID: String, timeZone: String, outcome: AttemptOutcome,
+        httpStatus: Int? = nil, sendGridJobID: String? = nil, startedAt: Date, finishedAt: Date?, error: String? = nil
+    ) {
+        (self.id, self.account, self.segmentID, self.timeZone, self.outcome) = (
+            id, account, segmentID, timeZone, outcome
+        )
+        (self.httpStatus, self.sendGridJobID, self.startedAt, self.finishedAt, self.error) = (
+            httpStatus, sendGridJobID, startedAt, finishedAt, error
+        )
+        countsForSegment = outcome.countsAsRefresh
+        countsForAccount = outcome.countsTowardAccount
+    }
+}
+
+/// `GET /v1/refreshes`: newest last.
+public struct RefreshesAnswer: Codable, Sendable, Equatable {
+    public var refreshes: [RefreshBody]
+    public init(refreshes: [RefreshBody]) { self.refreshes = refreshes }
+}
+
+/// A block learned from SendGrid's 429s (`GET /v1/blocks`).
+public struct BlockBody: Codable, Sendable, Equatable {
+    public enum Scope: String, Codable, Sendable { case account, segment }
+    public var id: Int64
+    public var account: String
+    /// nil: the whole account.
+    @Null public var segmentID: String?
+    public var scope: Scope
+    public var until: Date
+    public var reason: String
+
+    enum CodingKeys: String, CodingKey {
+        case id, account, scope, until, reason
+        case segmentID = "segment_id"
+    }
+
+    public init(id: Int64, account: String, segmentID: String?, until: Date, reason: String) {
+        (self.id, self.account, self.segmentID, self.until, self.reason) = (id, account, segmentID, until, reason)
+        scope = segmentID == nil ? .account : .segment
+    }
+}
+
+/// `GET /v1/blocks`: the blocks in force now.
+public struct BlocksAnswer: Codable, Sendable, Equatable {
+    public var now: Date
+    public var blocks: [BlockBody]
+    public init(now: Date, blocks: [BlockBody]) {
+        self.now = now
+        self.blocks = blocks
+    }
+}
+
+/// `DELETE /v1/blocks/{id}`: the block lifted.
+public struct BlockEnvelope: Codable, Sendable, Equatable {
+    public var block: BlockBody
+    public init(block: BlockBody) { self.block = block }
+}

@@ -1,6 +1,7 @@
 import Foundation
 import RefreshCore
 import RefreshViews
+import RefreshWire
 import TZData
 import Testing
 
@@ -52,12 +53,12 @@ let segC = "c3d4e5f6-3333-4a7b-9c8d-0e1f2a3b4c03"
 /// and the segment's day, an account block and a hold.
 func santiagoWorld() -> BudgetView {
     let now = at("2024-09-07T22:30:00Z")
-    func refresh(_ id: Int64, _ segment: String?, _ zone: String?, _ outcome: String, _ t: String) -> BudgetView.Refresh
+    func refresh(_ id: Int64, _ segment: String, _ zone: String, _ outcome: AttemptOutcome, _ t: String)
+        -> BudgetView.Refresh
     {
-        let counts = ["accepted", "uncertain", "external", "dry_run"].contains(outcome)
-        return BudgetView.Refresh(
+        BudgetView.Refresh(
             id: id, account: "default", segmentID: segment, timeZone: zone, outcome: outcome, startedAt: at(t),
-            finishedAt: at(t), countsForSegment: counts, countsForAccount: counts || outcome == "rate_limited")
+            finishedAt: at(t))
     }
     return BudgetView(
         now: now,
@@ -77,11 +78,12 @@ func santiagoWorld() -> BudgetView {
                 jobs: [14], reasons: ["queue"]),
         ],
         refreshes: [
-            refresh(1, segA, "America/Santiago", "accepted", "2024-09-07T14:10:00Z"),
-            refresh(2, segA, "America/Santiago", "accepted", "2024-09-07T22:04:00Z"),
-            refresh(3, segB, "America/Chicago", "uncertain", "2024-09-07T19:30:00Z"),
-            refresh(4, segC, "Asia/Kathmandu", "rate_limited", "2024-09-07T20:45:00Z"),
-            refresh(5, nil, nil, "external", "2024-09-07T21:00:00Z"),
+            refresh(1, segA, "America/Santiago", .accepted, "2024-09-07T14:10:00Z"),
+            refresh(2, segA, "America/Santiago", .accepted, "2024-09-07T22:04:00Z"),
+            refresh(3, segB, "America/Chicago", .uncertain, "2024-09-07T19:30:00Z"),
+            refresh(4, segC, "Asia/Kathmandu", .rateLimited, "2024-09-07T20:45:00Z"),
+            // Counted by SendGrid, made elsewhere (X-RateLimit): the account's row only.
+            refresh(5, RefreshBody.elsewhereSegment, "UTC", .external, "2024-09-07T21:00:00Z"),
         ],
         blocks: [
             .init(id: 1, account: "default", segmentID: segC, until: at("2024-09-08T18:15:00Z"), reason: "429")
@@ -172,9 +174,8 @@ func santiagoWorld() -> BudgetView {
             ],
             refreshes: [
                 .init(
-                    id: 1, account: "au", segmentID: segA, timeZone: "Australia/Lord_Howe", outcome: "accepted",
-                    startedAt: at("2024-10-05T09:00:00Z"), finishedAt: at("2024-10-05T09:00:01Z"),
-                    countsForSegment: true, countsForAccount: true)
+                    id: 1, account: "au", segmentID: segA, timeZone: "Australia/Lord_Howe", outcome: .accepted,
+                    startedAt: at("2024-10-05T09:00:00Z"), finishedAt: at("2024-10-05T09:00:01Z"))
             ],
             holds: [.init(id: 1, account: "au", segmentID: segB, reason: "campaign freeze", since: now)])
         let lines = TimelineText(width: 90, color: true).render(Timeline(world, hours: 36, zone: zone))
