@@ -45,7 +45,7 @@ enum Completions {
         } else if let client = try? ControlClient.resolve(socket: value(of: "--socket", in: words), config: nil),
             let answer = try? client.call(.budget)
         {
-            names = (answer.object["accounts"] as? [[String: Any]] ?? []).compactMap { $0["account"] as? String }
+            names = ((try? answer.decode(BudgetAnswer.self))?.accounts ?? []).map(\.account)
         }
         return names.filter { $0.hasPrefix(prefix) }.sorted()
     }

@@ -13,8 +13,6 @@ struct ControlAnswer {
     let body: String
     var headers: HTTPHeaders = [:]
 
-    var object: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any] ?? [:] }
-
     /// The body as one of the wire module's types (the same the daemon encodes).
     func decode<Body: Decodable>(_ type: Body.Type) throws -> Body {
         do {
@@ -102,8 +100,8 @@ struct ControlClient {
             status: Int(response.status.code), body: buffer.readString(length: buffer.readableBytes) ?? "",
             headers: response.headers)
         guard (200..<300).contains(answer.status) else {
-            let error = answer.object["error"] as? [String: Any]
-            let message = error?["message"] as? String ?? "refreshd answered \(answer.status)"
+            let error = try? WireJSON.decoder.decode(ErrorAnswer.self, from: Data(answer.body.utf8))
+            let message = error.map { LogText.escaped($0.error.message) } ?? "refreshd answered \(answer.status)"
             switch answer.status {
             case 400: throw CommandFailure(message, exit: .usage)
             case 404: throw CommandFailure(message, exit: .notFound)
@@ -147,8 +145,6 @@ enum Human {
         return String(text.prefix(16)).replacingOccurrences(of: "T", with: " ")
     }
 
-    static func date(_ value: Any?) -> Date? { (value as? String).flatMap(Timestamp.parseRFC3339) }
-
     /// An instant as one cell: RFC 3339 UTC, "-" when there is none.
     static func text(_ date: Date?) -> String { date.map(Timestamp.rfc3339) ?? "-" }
 
@@ -170,13 +166,9 @@ enum Human {
     }
 
     /// A value from the daemon as one cell or line of text: control characters (a submitter's
-    /// ESC, CR, newline) are escaped, never passed to the terminal.
-    static func text(_ value: Any?) -> String {
-        switch value {
-        case nil, is NSNull: return "-"
-        case let number as NSNumber: return number.stringValue
-        case let string as String: return LogText.escaped(string)
-        default: return LogText.escaped("\(value!)")
-        }
-    }
+    /// ESC, CR, newline) are escaped, never passed to the terminal; "-" when there is none.
+    static func text(_ value: String?) -> String { value.map(LogText.escaped) ?? "-" }
+
+    /// A number from the daemon as one cell; "-" when there is none.
+    static func text<Number: BinaryInteger>(_ value: Number?) -> String { value.map { "\($0)" } ?? "-" }
 }

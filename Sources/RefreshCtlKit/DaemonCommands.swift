@@ -24,17 +24,6 @@ struct DaemonOptions: ParsableArguments {
     func client() throws -> ControlClient { try ControlClient.resolve(socket: socket, config: config) }
 }
 
-/// Prints the answer as JSON, or calls `human`.
-private func present(_ answer: ControlAnswer, json: Bool, output: OutputSink, human: ([String: Any]) throws -> Void)
-    rethrows
-{
-    if json {
-        output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
-    } else {
-        try human(answer.object)
-    }
-}
-
 /// Prints the answer as JSON, or decodes it as `Body` and calls `human`.
 private func present<Body: Decodable>(
     _ answer: ControlAnswer, as type: Body.Type, json: Bool, output: OutputSink, human: (Body) throws -> Void
@@ -250,7 +239,7 @@ struct ShowCommand: ParsableCommand, SinkRunnable {
                 let expected = "expected".padding(toLength: 16, withPad: " ", startingAt: 0)
                 if let at = fate.at {
                     let zone = job.timeZone
-                    let now = Human.date(try client.call(.plan).object["now"]) ?? Date()
+                    let now = try client.call(.plan).decode(PlanAnswer.self).now
                     output.line(
                         expected
                             + "\(fate.fate.rawValue) at \(Timestamp.rfc3339(at)) (\(Human.local(at, zone: zone, zones: sharedZones)) \(Human.text(zone)), \(Human.relative(at, now: now)))"
@@ -417,55 +406,45 @@ struct PlanCommand: ParsableCommand, SinkRunnable {
             answer = try client.call(.plan)
         }
         let limit = self.limit
-        present(answer, json: options.json, output: output) { body in
-            let now = Human.date(body["now"]) ?? Date()
-            if candidate,
-                let fate = (body["jobs"] as? [[String: Any]] ?? []).first(where: {
-                    ($0["id"] as? NSNumber)?.int64Value == -1
-                })
-            {
-                let at = Human.date(fate["at"])
-                let send = (body["sends"] as? [[String: Any]] ?? []).first {
-                    ($0["jobs"] as? [NSNumber] ?? []).contains(-1)
-                }
-                let zone = Human.text(send?["time_zone"])
-                switch (fate["fate"] as? String).flatMap(PlanFate.init(rawValue:)) {
-                case .send?, .coalesce?:
+        try present(answer, as: PlanAnswer.self, json: options.json, output: output) { body in
+            let now = body.now
+            if candidate, let fate = body.jobs.first(where: { $0.id == -1 }) {
+                let at = fate.at
+                let send = body.sends.first { $0.jobs.contains(-1) }
+                let zone = send?.timeZone ?? "-"
+                switch fate.fate {
+                case .send, .coalesce:
+                    let reasons = send?.reasons.map(\.rawValue) ?? []
                     output.line(
-                        "this job would go out at \(at.map(Timestamp.rfc3339) ?? "-") (\(at.map { Human.local($0, zone: zone, zones: sharedZones) } ?? "-") \(zone), "
+                        "this job would go out at \(at.map(Timestamp.rfc3339) ?? "-") (\(at.map { Human.local($0, zone: zone, zones: sharedZones) } ?? "-") \(Human.text(zone)), "
                             + "\(at.map { Human.relative($0, now: now) } ?? "-"))"
-                            + ((send?["reasons"] as? [String]).flatMap {
-                                $0.isEmpty ? nil : ", held by " + $0.joined(separator: ", ")
-                            } ?? ""))
+                            + (reasons.isEmpty ? "" : ", held by " + reasons.joined(separator: ", ")))
                 default:
                     output.line(
-                        "this job would not go out: \(Human.text(fate["fate"]))\(at.map { " at " + Timestamp.rfc3339($0) } ?? "")"
+                        "this job would not go out: \(fate.fate.rawValue)\(at.map { " at " + Timestamp.rfc3339($0) } ?? "")"
                     )
                 }
                 output.line("(nothing was queued; the whole forecast with it follows, the job as -1)")
                 output.line("")
             }
-            let sends = body["sends"] as? [[String: Any]] ?? []
-            let rows = sends.prefix(limit).map { send -> [String] in
-                let at = Human.date(send["at"]) ?? now
-                let zone = Human.text(send["time_zone"])
+            let rows = body.sends.prefix(limit).map { send -> [String] in
+                let zone = Human.text(send.timeZone)
                 return [
-                    Timestamp.rfc3339(at), "\(Human.local(at, zone: zone, zones: sharedZones)) \(zone)",
-                    Human.relative(at, now: now),
-                    Human.text(send["segment_id"]),
-                    (send["jobs"] as? [Any] ?? []).map { Human.text($0) }.joined(separator: ","),
-                    (send["reasons"] as? [String] ?? []).joined(separator: ",").ifEmpty("-"),
+                    Timestamp.rfc3339(send.at),
+                    "\(Human.local(send.at, zone: send.timeZone, zones: sharedZones)) \(zone)",
+                    Human.relative(send.at, now: now), Human.text(send.segmentID),
+                    send.jobs.map(String.init).joined(separator: ","),
+                    send.reasons.map(\.rawValue).joined(separator: ",").ifEmpty("-"),
                 ]
             }
             Human.table(["WHEN (UTC)", "LOCAL", "IN", "SEGMENT", "JOBS", "WHY"], rows, into: output)
-            if sends.count > limit { output.line("... and \(sends.count - limit) more (--limit, or --json for all)") }
-            let stuck = (body["jobs"] as? [[String: Any]] ?? []).filter {
-                (($0["fate"] as? String).flatMap(PlanFate.init(rawValue:)))?.isStuck ?? true
+            if body.sends.count > limit {
+                output.line("... and \(body.sends.count - limit) more (--limit, or --json for all)")
             }
-            for job in stuck {
+            for job in body.jobs where job.fate.isStuck {
                 output.line(
-                    "job \(Human.text(job["id"])): \(Human.text(job["fate"]))\(Human.date(job["at"]).map { " at " + Timestamp.rfc3339($0) } ?? "")"
-                        + ((job["reason"] as? String).map { " (" + Human.text($0) + ")" } ?? ""))
+                    "job \(job.id): \(job.fate.rawValue)\(job.at.map { " at " + Timestamp.rfc3339($0) } ?? "")"
+                        + (job.reason.map { " (" + Human.text($0) + ")" } ?? ""))
             }
         }
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Glibc
+import RefreshWire
 
 /// `refreshctl ui`: where the status page is, or the page served on a loopback port through the
 /// socket (for a daemon without a TCP listener, or a user who may not reach it).
@@ -31,8 +32,8 @@ struct UICommand: ParsableCommand, SinkRunnable {
     mutating func run(output: OutputSink) throws {
         let client = try options.client()
         guard let port else {
-            let status = try client.call(.status).object
-            guard let listen = status["listen"] as? String, !listen.isEmpty else {
+            let status = try client.call(.status).decode(StatusAnswer.self)
+            guard let listen = status.listen, !listen.isEmpty else {
                 throw CommandFailure(
                     "refreshd has no loopback listener (set listen = \"127.0.0.1:8425\" in refreshd.toml), "
                         + "or serve the page from here: refreshctl ui --port 8426", exit: .error)

@@ -164,7 +164,7 @@ public struct APIError: Error, HTTPResponseError, Sendable {
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        ControlAPI.json(["error": ["code": code, "message": message]], status: status)
+        ControlAPI.json(ErrorAnswer(code: code, message: message), status: status)
     }
 }
 
@@ -178,20 +178,17 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch let error as APIError {
-            return ControlAPI.json(["error": ["code": error.code, "message": error.message]], status: error.status)
+            return ControlAPI.json(ErrorAnswer(code: error.code, message: error.message), status: error.status)
         } catch let error as HTTPError
             where error.status == .notFound && !Route.allowedMethods(for: request.uri.path).isEmpty
         {
             let allowed = Route.allowedMethods(for: request.uri.path)
             var response = ControlAPI.json(
-                [
-                    "error": [
-                        "code": "method_not_allowed",
-                        "message":
-                            "\(request.method) is not allowed on \(request.uri.path); allowed: \(allowed.joined(separator: ", "))",
-                    ]
-                ],
-                status: .methodNotAllowed)
+                ErrorAnswer(
+                    code: "method_not_allowed",
+                    message:
+                        "\(request.method) is not allowed on \(request.uri.path); allowed: \(allowed.joined(separator: ", "))"
+                ), status: .methodNotAllowed)
             response.headers[.allow] = allowed.joined(separator: ", ")
             return response
         } catch let error as HTTPError {
@@ -202,18 +199,17 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
                 error.status == .notFound
                 ? "no such route: \(request.method) \(request.uri.path) (see GET /v1/openapi.json)"
                 : (error.body ?? error.status.reasonPhrase)
-            return ControlAPI.json(["error": ["code": code, "message": message]], status: error.status)
+            return ControlAPI.json(ErrorAnswer(code: code, message: message), status: error.status)
         } catch let error as LedgerError {
             logger.error("control API: ledger error", metadata: ["error": "\(error)"])
             var response = ControlAPI.json(
-                ["error": ["code": "ledger_\(error.code.rawValue)", "message": error.message]],
-                status: .serviceUnavailable)
+                ErrorAnswer(code: "ledger_\(error.code.rawValue)", message: error.message), status: .serviceUnavailable)
             if error.code == .busy || error.code == .notWritable { response.headers[.retryAfter] = "5" }
             return response
         } catch {
             logger.error("control API: unexpected error", metadata: ["error": "\(error)"])
             return ControlAPI.json(
-                ["error": ["code": "internal", "message": "internal error: \(type(of: error))"]],
+                ErrorAnswer(code: "internal", message: "internal error: \(type(of: error))"),
                 status: .internalServerError)
         }
     }
@@ -276,12 +272,6 @@ public enum ControlAPI {
         return router
     }
 
-    /// A JSON response from plain values (dictionaries, arrays, strings, numbers, booleans, NSNull).
-    static func json(_ value: Any, status: HTTPResponse.Status = .ok) -> Response {
-        Response(
-            status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: jsonBuffer(value)))
-    }
-
     /// A JSON response from one of the wire module's bodies (`WireJSON.encoder`).
     static func json(_ body: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
         var buffer = ByteBuffer(bytes: (try? WireJSON.encoder.encode(body)) ?? Data("{}".utf8))
@@ -289,16 +279,6 @@ public enum ControlAPI {
         return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: buffer))
     }
 
-    /// The JSON text of plain values, with a final newline.
-    static func jsonBuffer(_ value: Any) -> ByteBuffer {
-        // No .sortedKeys: on Linux it sorts with locale-aware string comparison (ICU), which cost
-        // more than the whole rule evaluation (seen in a profile of the budget route).
-        let data =
-            (try? JSONSerialization.data(withJSONObject: value, options: [.withoutEscapingSlashes])) ?? Data("{}".utf8)
-        var buffer = ByteBuffer(bytes: data)
-        buffer.writeString("\n")
-        return buffer
-    }
 }
 
 /// The route handlers, over the state.
@@ -364,7 +344,7 @@ struct Handlers: Sendable {
 
     func health() throws -> Response {
         _ = try ledger.queuedCount()
-        return ControlAPI.json(["status": "ok"])
+        return ControlAPI.json(HealthAnswer())
     }
 
     func metrics() -> Response {
@@ -1059,45 +1039,36 @@ struct Handlers: Sendable {
         for account in configuration.accounts {
             blocks += try ledger.blocks(account: account.name, now: t).map(\.engineBlock)
         }
-        var jobsOut: [[String: Any]] = []
-        var sendsOut: [[String: Any]] = []
+        var jobsOut: [PlannedJobBody] = []
+        var sendsOut: [PlannedSendBody] = []
         var forecasts: [Int64: JobForecast] = [:]
+        /// A job that is not planned: its fate and why.
+        func unplanned(_ job: StoredJob, _ fate: PlanFate, reason: String? = nil) {
+            jobsOut.append(
+                PlannedJobBody(
+                    id: shown(job.id), account: job.job.account, segmentID: job.job.segmentID,
+                    timeZone: job.job.timeZone, fate: fate, reason: reason))
+            forecasts[job.id] = JobForecast(fate: fate)
+        }
         // Jobs under an operator's hold are not planned (R10): fate held, with the hold.
         let holds = try ledger.activeHolds(account: nil)
         queued.removeAll { job in
             guard let hold = holds.first(where: { $0.covers(account: job.job.account, segmentID: job.job.segmentID) })
             else { return false }
-            jobsOut.append([
-                "id": shown(job.id), "account": job.job.account, "segment_id": job.job.segmentID,
-                "time_zone": job.job.timeZone, "fate": PlanFate.held.rawValue, "at": NSNull(),
-                "reason": Self.holdText(hold),
-            ])
-            forecasts[job.id] = JobForecast(fate: .held)
+            unplanned(job, .held, reason: Self.holdText(hold))
             return true
         }
         for account in Set(queued.map(\.job.account)).sorted() {
             let jobs = queued.filter { $0.job.account == account }
             if paused.contains(account) || !configuration.accounts.contains(where: { $0.name == account }) {
-                let why: PlanFate = paused.contains(account) ? .paused : .unknownAccount
-                jobsOut += jobs.map {
-                    [
-                        "id": shown($0.id), "account": account, "segment_id": $0.job.segmentID,
-                        "time_zone": $0.job.timeZone, "fate": why.rawValue, "at": NSNull(),
-                    ]
-                }
-                for job in jobs { forecasts[job.id] = JobForecast(fate: why) }
+                for job in jobs { unplanned(job, paused.contains(account) ? .paused : .unknownAccount) }
                 continue
             }
             // A job whose zone cannot be loaded is held, never planned under another zone.
             var queue: [QueuedJob] = []
             for job in jobs {
                 guard let planned = job.plannedJob(resolve: rules) else {
-                    jobsOut.append([
-                        "id": shown(job.id), "account": account, "segment_id": job.job.segmentID,
-                        "time_zone": job.job.timeZone, "fate": PlanFate.held.rawValue, "at": NSNull(),
-                        "reason": JobHold.reason(timeZone: job.job.timeZone, zones: zones) ?? NSNull(),
-                    ])
-                    forecasts[job.id] = JobForecast(fate: .held)
+                    unplanned(job, .held, reason: JobHold.reason(timeZone: job.job.timeZone, zones: zones))
                     continue
                 }
                 queue.append(planned)
@@ -1106,37 +1077,36 @@ struct Handlers: Sendable {
                 queue: queue, history: history.filter { $0.account == account }, blocks: blocks,
                 limits: configuration.limits(for: account), now: t)
             for send in plan.sends {
-                sendsOut.append([
-                    "at": Timestamp.rfc3339(send.at), "account": send.account, "segment_id": send.segment,
-                    "time_zone": send.zone,
-                    "jobs": send.jobs.compactMap { Int64($0).map(shown) }, "reasons": send.reasons.map(\.rawValue),
-                ])
+                sendsOut.append(
+                    PlannedSendBody(
+                        at: send.at, account: send.account, segmentID: send.segment, timeZone: send.zone,
+                        jobs: send.jobs.compactMap { Int64($0).map(shown) }, reasons: send.reasons))
             }
             for job in queue {
                 let id = job.sequence
-                var entry: [String: Any] = [
-                    "id": shown(id), "account": account, "segment_id": job.segment, "time_zone": job.zone.name,
-                ]
                 let forecast: JobForecast
+                var leader: Int64?
                 switch plan.fates[job.id] {
-                case .send(let at, let leader)?:
-                    forecast = JobForecast(fate: leader == job.id ? .send : .coalesce, at: at, leader: Int64(leader))
-                    entry["leader"] = Int64(leader).map(shown) ?? NSNull()
+                case .send(let at, let leaderID)?:
+                    forecast = JobForecast(
+                        fate: leaderID == job.id ? .send : .coalesce, at: at, leader: Int64(leaderID))
+                    leader = Int64(leaderID).map(shown)
                 case .expire(let at)?:
                     forecast = JobForecast(fate: .expire, at: at)
                 case .never?, nil:
                     forecast = JobForecast(fate: .never)
                 }
-                entry["fate"] = forecast.fate.rawValue
-                entry["at"] = forecast.at.map(Timestamp.rfc3339) ?? NSNull()
                 forecasts[id] = forecast
-                jobsOut.append(entry)
+                jobsOut.append(
+                    PlannedJobBody(
+                        id: shown(id), account: account, segmentID: job.segment, timeZone: job.zone.name,
+                        fate: forecast.fate, at: forecast.at, leader: leader))
             }
         }
-        sendsOut.sort { ($0["at"] as! String) < ($1["at"] as! String) }
-        return PlanSnapshot(
-            body: ControlAPI.jsonBuffer(["now": Timestamp.rfc3339(t), "sends": sendsOut, "jobs": jobsOut]),
-            forecasts: forecasts)
+        sendsOut.sort { $0.at < $1.at }
+        var body = ByteBuffer(bytes: try WireJSON.encoder.encode(PlanAnswer(now: t, sends: sendsOut, jobs: jobsOut)))
+        body.writeString("\n")
+        return PlanSnapshot(body: body, forecasts: forecasts)
     }
 
     static func refreshBody(_ attempt: StoredAttempt) -> RefreshBody {

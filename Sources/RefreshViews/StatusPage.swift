@@ -64,7 +64,7 @@ public struct StatusPage: Sendable {
             ["Job", "Account", "Segment", "Fate", "When (UTC)", "Why"],
             view.jobs.prefix(200).map { job in
                 [
-                    "\(job.id)", e(job.account), "<code>\(e(job.segmentID))</code>", e(job.fate),
+                    "\(job.id)", e(job.account), "<code>\(e(job.segmentID))</code>", e(job.fate.rawValue),
                     job.at.map(Timestamp.rfc3339) ?? "–", e(job.reason ?? ""),
                 ]
             }, empty: "Nothing queued.", rowClass: "job")

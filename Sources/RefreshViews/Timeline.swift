@@ -169,7 +169,9 @@ public struct Timeline: Sendable, Equatable {
                 var spans: [Span] = []
                 var previous = now
                 for send in planned {
-                    if let reason = send.reasons.compactMap(Span.Kind.init(rawValue:)).first, send.at > previous {
+                    if let reason = send.reasons.compactMap({ Span.Kind(rawValue: $0.rawValue) }).first,
+                        send.at > previous
+                    {
                         spans.append(Span(kind: reason, from: previous, until: send.at))
                     }
                     previous = max(previous, send.at)

@@ -511,3 +511,84 @@ public struct BlockEnvelope: Codable, Sendable, Equatable {
     public var block: BlockBody
     public init(block: BlockBody) { self.block = block }
 }
+
+/// `GET /v1/plan`, `POST /v1/plan`: one planned refresh.
+public struct PlannedSendBody: Codable, Sendable, Equatable {
+    public var at: Date
+    public var account: String
+    public var segmentID: String
+    public var timeZone: String
+    /// The jobs it carries (the first is the leader); what-if candidates are -1, -2, ...
+    public var jobs: [Int64]
+    /// Why it cannot go earlier.
+    public var reasons: [PlanReason]
+
+    enum CodingKeys: String, CodingKey {
+        case at, account, jobs, reasons
+        case segmentID = "segment_id", timeZone = "time_zone"
+    }
+
+    public init(
+        at: Date, account: String, segmentID: String, timeZone: String, jobs: [Int64], reasons: [PlanReason]
+    ) {
+        (self.at, self.account, self.segmentID, self.timeZone, self.jobs, self.reasons) = (
+            at, account, segmentID, timeZone, jobs, reasons
+        )
+    }
+}
+
+/// `GET /v1/plan`, `POST /v1/plan`: one queued job's fate.
+public struct PlannedJobBody: Codable, Sendable, Equatable {
+    public var id: Int64
+    public var account: String
+    public var segmentID: String
+    public var timeZone: String
+    public var fate: PlanFate
+    @Null public var at: Date?
+    /// With fate send or coalesce: the job whose send carries it (absent otherwise).
+    public var leader: Int64?
+    /// With fate held: why (absent otherwise).
+    public var reason: String?
+
+    enum CodingKeys: String, CodingKey {
+        case id, account, fate, at, leader, reason
+        case segmentID = "segment_id", timeZone = "time_zone"
+    }
+
+    public init(
+        id: Int64, account: String, segmentID: String, timeZone: String, fate: PlanFate, at: Date? = nil,
+        leader: Int64? = nil, reason: String? = nil
+    ) {
+        (self.id, self.account, self.segmentID, self.timeZone, self.fate) = (id, account, segmentID, timeZone, fate)
+        (self.at, self.leader, self.reason) = (at, leader, reason)
+    }
+}
+
+/// `GET /v1/plan`, `POST /v1/plan`: the forecast at `now`.
+public struct PlanAnswer: Codable, Sendable, Equatable {
+    public var now: Date
+    /// In time order.
+    public var sends: [PlannedSendBody]
+    public var jobs: [PlannedJobBody]
+
+    public init(now: Date, sends: [PlannedSendBody], jobs: [PlannedJobBody]) {
+        (self.now, self.sends, self.jobs) = (now, sends, jobs)
+    }
+}
+
+/// Every error: `{"error": {"code", "message"}}` (`code` stable, for programs; `message` for people).
+public struct ErrorAnswer: Codable, Sendable, Equatable {
+    public struct Detail: Codable, Sendable, Equatable {
+        public var code: String
+        public var message: String
+    }
+    public var error: Detail
+
+    public init(code: String, message: String) { error = Detail(code: code, message: message) }
+}
+
+/// `GET /healthz`: `{"status": "ok"}` once the ledger answers.
+public struct HealthAnswer: Codable, Sendable, Equatable {
+    public var status: String
+    public init(status: String = "ok") { self.status = status }
+}

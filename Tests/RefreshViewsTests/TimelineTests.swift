@@ -66,16 +66,16 @@ func santiagoWorld() -> BudgetView {
         sends: [
             .init(
                 at: at("2024-09-08T04:00:30Z"), account: "default", segmentID: segA, timeZone: "America/Santiago",
-                jobs: [7, 8, 9], reasons: ["segment_daily"]),
+                jobs: [7, 8, 9], reasons: [.segmentDaily]),
             .init(
                 at: at("2024-09-08T05:00:30Z"), account: "default", segmentID: segA, timeZone: "America/Santiago",
-                jobs: [11], reasons: ["segment_interval"]),
+                jobs: [11], reasons: [.segmentInterval]),
             .init(
                 at: at("2024-09-08T02:00:00Z"), account: "default", segmentID: segB, timeZone: "America/Chicago",
-                jobs: [12, 13], reasons: ["not_before"]),
+                jobs: [12, 13], reasons: [.notBefore]),
             .init(
                 at: at("2024-09-08T09:15:00Z"), account: "default", segmentID: segB, timeZone: "America/Chicago",
-                jobs: [14], reasons: ["queue"]),
+                jobs: [14], reasons: [.queue]),
         ],
         refreshes: [
             refresh(1, segA, "America/Santiago", .accepted, "2024-09-07T14:10:00Z"),
@@ -164,13 +164,13 @@ func santiagoWorld() -> BudgetView {
             sends: [
                 .init(
                     at: at("2024-10-05T13:30:30Z"), account: "au", segmentID: segA, timeZone: "Australia/Lord_Howe",
-                    jobs: [3], reasons: ["segment_daily"]),
+                    jobs: [3], reasons: [.segmentDaily]),
                 .init(
                     at: at("2024-10-06T13:00:30Z"), account: "au", segmentID: segA, timeZone: "Australia/Lord_Howe",
-                    jobs: [4, 5], reasons: ["segment_daily"]),
+                    jobs: [4, 5], reasons: [.segmentDaily]),
                 .init(
                     at: at("2024-10-05T18:15:00Z"), account: "au", segmentID: segB, timeZone: "Asia/Kathmandu",
-                    jobs: [6], reasons: ["segment_daily"]),
+                    jobs: [6], reasons: [.segmentDaily]),
             ],
             refreshes: [
                 .init(
@@ -199,7 +199,7 @@ func santiagoWorld() -> BudgetView {
                     jobs: [1], reasons: []),
                 .init(
                     at: at("2026-03-29T05:00:00Z"), account: "default", segmentID: segA, timeZone: "Europe/Paris",
-                    jobs: [2], reasons: ["segment_daily"]),
+                    jobs: [2], reasons: [.segmentDaily]),
             ])
     }
 }
