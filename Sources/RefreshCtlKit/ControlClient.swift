@@ -47,6 +47,11 @@ struct ControlClient {
         return ControlClient(socket: candidates.first { FileManager.default.fileExists(atPath: $0) } ?? candidates[0])
     }
 
+    /// A request body of the wire module as JSON text.
+    static func json(_ body: some Encodable) throws -> String {
+        String(decoding: try WireJSON.encoder.encode(body), as: UTF8.self)
+    }
+
     var unreachable: CommandFailure {
         let reason = FileManager.default.fileExists(atPath: socket) ? "nothing answers on it" : "no such socket"
         return CommandFailure(

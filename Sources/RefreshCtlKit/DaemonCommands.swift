@@ -300,10 +300,8 @@ struct CancelCommand: ParsableCommand, SinkRunnable {
     mutating func run(output: OutputSink) throws {
         let client = try options.client()
         guard let job else {
-            var members = ["\"dry_run\":\(dryRun)"]
-            if let segment { members.append("\"segment\":\(jsonString(segment))") }
-            if let account { members.append("\"account\":\(jsonString(account))") }
-            let answer = try client.call(.cancelJobs, body: "{" + members.joined(separator: ",") + "}")
+            let filter = CancelFilterBody(account: account, segment: segment, dryRun: dryRun)
+            let answer = try client.call(.cancelJobs, body: try ControlClient.json(filter))
             try present(answer, as: BulkAnswer.self, json: options.json, output: output) { body in
                 bulkSummary(body, verb: dryRun ? "would cancel" : "cancelled", into: output)
             }

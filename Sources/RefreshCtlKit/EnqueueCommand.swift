@@ -95,7 +95,7 @@ struct EnqueueCommand: ParsableCommand, SinkRunnable {
             try enqueueAndWait(JobFile.render(request), output: output)
             return
         }
-        let incoming = daemonConfiguration.spoolDir.value + "/incoming"
+        let incoming = SpoolLayout(directory: daemonConfiguration.spoolDir.value).incoming
         let name = try SpoolWriter.write(Array(JobFile.render(request).utf8), into: incoming)
         if json {
             output.line(
@@ -139,7 +139,7 @@ enum SpoolWriter {
             of: "-", with: "")
         let unique = "\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let name = "\(stamp)-\(unique).json"
-        let temporary = directory + "/.refreshctl-\(unique).tmp"
+        let temporary = directory + "/" + SpoolLayout.temporaryName(writer: "refreshctl", unique: unique)
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o660)
         guard fd >= 0 else {
             throw CommandFailure(

@@ -63,12 +63,10 @@ struct RetryCommand: ParsableCommand, SinkRunnable {
     mutating func run(output: OutputSink) throws {
         let client = try options.client()
         if jobs.isEmpty {
-            var members = ["\"dry_run\":\(dryRun)"]
-            if let state { members.append("\"state\":\(jsonString(state))") }
-            if let segment { members.append("\"segment\":\(jsonString(segment))") }
-            if let account { members.append("\"account\":\(jsonString(account))") }
-            if let since { members.append("\"since\":\(jsonString(since))") }
-            let answer = try client.call(.retryJobs, body: "{" + members.joined(separator: ",") + "}")
+            let filter = RetryFilterBody(
+                state: state.flatMap(JobState.init(rawValue:)), account: account, segment: segment, since: since,
+                dryRun: dryRun)
+            let answer = try client.call(.retryJobs, body: try ControlClient.json(filter))
             if options.json {
                 output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
             } else {
@@ -145,12 +143,9 @@ struct EditCommand: ParsableCommand, SinkRunnable {
         guard let id = Int64(job), id > 0 else {
             throw CommandFailure("\"\(job)\" is not a job id (a positive integer)", exit: .usage)
         }
-        var members: [String] = []
-        if let priority { members.append("\"priority\":\(priority)") }
-        if let notBefore { members.append("\"not_before\":" + (notBefore == "none" ? "null" : jsonString(notBefore))) }
-        if let expiresAt { members.append("\"expires_at\":" + (expiresAt == "none" ? "null" : jsonString(expiresAt))) }
-        let answer = try options.client().call(
-            .editJob, id: "\(id)", body: "{" + members.joined(separator: ",") + "}")
+        func time(_ text: String?) -> JobEditBody.Time? { text.map { $0 == "none" ? .clear : .set($0) } }
+        let change = JobEditBody(priority: priority, notBefore: time(notBefore), expiresAt: time(expiresAt))
+        let answer = try options.client().call(.editJob, id: "\(id)", body: try ControlClient.json(change))
         if options.json {
             output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
             return
@@ -199,12 +194,8 @@ struct HoldCommand: ParsableCommand, SinkRunnable {
     @OptionGroup var options: DaemonOptions
 
     mutating func run(output: OutputSink) throws {
-        var members = [
-            "\"account\":\(jsonString(account))", "\"reason\":\(jsonString(reason))",
-            "\"who\":\(jsonString(invokingUser()))",
-        ]
-        if let segment { members.append("\"segment\":\(jsonString(segment))") }
-        let answer = try options.client().call(.addHold, body: "{" + members.joined(separator: ",") + "}")
+        let request = NewHoldBody(account: account, segment: segment, reason: reason, who: invokingUser())
+        let answer = try options.client().call(.addHold, body: try ControlClient.json(request))
         if options.json {
             output.line(answer.body.trimmingCharacters(in: .whitespacesAndNewlines))
             return

@@ -287,17 +287,18 @@ struct Handlers: Sendable {
 
     var ledger: any Ledger { state.ledger }
 
-    /// One route's answer. Writes run on the API's write threads (they may wait for a lock another
-    /// process holds); reads run inline: under WAL a reader never waits for a writer, and the hop
-    /// would cost a third of the throughput. The plan, CPU-heavy, runs on the read threads (see
-    /// APIWork).
+    /// One route's answer. No ledger call runs on a thread that serves requests: writes run on the
+    /// API's write threads (they may wait for a lock another process holds), reads (job lists,
+    /// refreshes, blocks, holds, status counts, /healthz, /metrics, the plan) on its read threads
+    /// (APIWork); budget questions are answered from the accounts' views in memory (AccountViews),
+    /// read again there after a write.
     func answer(_ route: Route, _ request: Request, _ context: some RequestContext) async throws -> Response {
         let id = context.parameters.get("id") ?? ""
         let query = request.uri.queryParameters
         let work = state.work
         switch route {
-        case .health: return try health()
-        case .metrics: return metrics()
+        case .health: return try await work.read { try self.health() }
+        case .metrics: return try await work.read { self.metrics() }
         case .openAPI:
             return Response(
                 status: .ok, headers: [.contentType: "application/json"],
@@ -307,7 +308,7 @@ struct Handlers: Sendable {
         case .budget: return try await budget()
         case .segments: return try await segments(query: query)
         case .segmentBudget: return try await segmentBudget(id: id, query: query)
-        case .jobs: return try jobs(query: query)
+        case .jobs: return try await work.read { try self.jobs(query: query) }
         case .enqueue:
             let body: ByteBuffer
             do {
@@ -324,11 +325,11 @@ struct Handlers: Sendable {
         case .cancelJobs: return try await cancelMatching(body: try await Self.smallBody(request))
         case .plan: return try await plan()
         case .whatIf: return try await whatIf(body: try await Self.smallBody(request))
-        case .holds: return try holds(query: query)
+        case .holds: return try await work.read { try self.holds(query: query) }
         case .addHold: return try await addHold(body: try await Self.smallBody(request))
         case .releaseHold: return try await releaseHold(id: id)
-        case .refreshes: return try refreshes(query: query)
-        case .blocks: return try blocks(query: query)
+        case .refreshes: return try await work.read { try self.refreshes(query: query) }
+        case .blocks: return try await work.read { try self.blocks(query: query) }
         case .liftBlock: return try await work.write { try self.liftBlock(id: id) }
         }
     }
@@ -622,7 +623,9 @@ struct Handlers: Sendable {
     /// The job's JSON and forecast, an entity tag that changes with either, and whether the job is
     /// finished (nothing about it changes any more).
     private func jobSnapshot(_ id: Int64) async throws -> (body: JobAnswer, tag: String, finished: Bool) {
-        guard let job = try ledger.job(id: id) else { throw APIError(.notFound, "job_not_found", "no job \(id)") }
+        guard let job = try await state.work.read({ [ledger] in try ledger.job(id: id) }) else {
+            throw APIError(.notFound, "job_not_found", "no job \(id)")
+        }
         var forecast: JobForecast?
         if job.state == .queued { forecast = try await planSnapshot().forecasts[id] }
         let at = forecast?.at.map { String(Int64($0.timeIntervalSince1970)) } ?? "-"
@@ -695,7 +698,7 @@ struct Handlers: Sendable {
     /// POST /v1/holds: hold an account, or one segment of it (idempotent: an active hold of the
     /// same scope is answered as it is, 200 instead of 201).
     func addHold(body: ByteBuffer) async throws -> Response {
-        let object = try object(body, allowed: ["account", "segment", "reason", "who"])
+        let object = try object(body, allowed: NewHoldBody.CodingKeys.memberNames)
         guard let account = try string(object, "account") else {
             throw APIError.badRequest("account", "required: the account to hold")
         }
@@ -714,10 +717,10 @@ struct Handlers: Sendable {
         }
         let who = String((try string(object, "who") ?? "api").prefix(256))
         let now = state.now()
-        let existing = try ledger.activeHolds(account: account).first { $0.segmentID == segment }
         let scope = segment
-        let hold = try await state.work.write { [ledger] in
-            try ledger.hold(account: account, segmentID: scope, reason: reason, who: who, now: now)
+        let (existing, hold) = try await state.work.write { [ledger] in
+            let existing = try ledger.activeHolds(account: account).first { $0.segmentID == scope }
+            return (existing, try ledger.hold(account: account, segmentID: scope, reason: reason, who: who, now: now))
         }
         state.rereadLedger()
         return ControlAPI.json(HoldEnvelope(hold: Self.holdBody(hold)), status: existing == nil ? .created : .ok)
@@ -794,7 +797,7 @@ struct Handlers: Sendable {
     /// PATCH /v1/jobs/{id}: priority, not_before, expires_at of a queued job (null clears a time).
     func edit(id: String, body: ByteBuffer) async throws -> Response {
         let id = try jobID(id)
-        let object = try object(body, allowed: ["priority", "not_before", "expires_at"])
+        let object = try object(body, allowed: JobEditBody.CodingKeys.memberNames)
         var change = JobChange(notBefore: try time(object, "not_before"), expiresAt: try time(object, "expires_at"))
         if let value = object["priority"] {
             guard case .integer(let priority) = value, (-100...100).contains(priority) else {
@@ -862,7 +865,7 @@ struct Handlers: Sendable {
     /// POST /v1/jobs/retry: every failed (and/or expired) job matching the filter queued again;
     /// with dry_run, only which.
     func retryMatching(body: ByteBuffer) async throws -> Response {
-        let object = try object(body, allowed: ["state", "account", "segment", "since", "dry_run"])
+        let object = try object(body, allowed: RetryFilterBody.CodingKeys.memberNames)
         var states: [JobState] = [.failed, .expired]
         if let text = try string(object, "state") {
             guard let parsed = JobState(rawValue: text), parsed == .failed || parsed == .expired else {
@@ -889,7 +892,7 @@ struct Handlers: Sendable {
     /// POST /v1/jobs/cancel: every queued job of a segment and/or an account cancelled (at least
     /// one of the two: never the whole queue by accident); with dry_run, only which.
     func cancelMatching(body: ByteBuffer) async throws -> Response {
-        let object = try object(body, allowed: ["state", "account", "segment", "dry_run"])
+        let object = try object(body, allowed: CancelFilterBody.CodingKeys.memberNames)
         if let text = try string(object, "state"), text != "queued" {
             throw APIError.badRequest("state", "only queued jobs can be cancelled")
         }

@@ -23,10 +23,12 @@ import TZData
 /// written (full disk, read-only, locked), files wait and the problem is reported once.
 public final class SpoolIntake: Sendable {
     public let spoolDirectory: String
-    public var incoming: String { spoolDirectory + "/incoming" }
+    /// The directories (RefreshWire's `SpoolLayout`, which refreshctl enqueue writes by).
+    public var spool: SpoolLayout { SpoolLayout(directory: spoolDirectory) }
+    public var incoming: String { spool.incoming }
     /// Files being taken: moved here from incoming/ before they are read (refreshd's own).
-    public var active: String { spoolDirectory + "/active" }
-    public var rejected: String { spoolDirectory + "/rejected" }
+    public var active: String { spool.active }
+    public var rejected: String { spool.rejected }
     let ledger: any Ledger
     private let settings: NIOLockedValueBox<Settings>
     var accounts: Set<String> { settings.withLockedValue { $0.accounts } }
@@ -104,11 +106,8 @@ public final class SpoolIntake: Sendable {
 
     public var status: IntakeState { state.withLockedValue { $0 } }
 
-    /// The directories and their modes: incoming/ 2770 (group-writable for submitters, setgid so
-    /// files keep the group), active/ and rejected/ 0750.
-    var layout: [(path: String, mode: Int)] {
-        [(spoolDirectory, 0o755), (incoming, 0o2770), (active, 0o750), (rejected, 0o750)]
-    }
+    /// The directories and their modes (SpoolLayout.directories).
+    var layout: [(path: String, mode: Int)] { spool.directories }
 
     /// Creates the spool directories when missing. Existing directories keep their modes.
     public func prepareDirectories() throws {
@@ -283,8 +282,8 @@ public final class SpoolIntake: Sendable {
         var name: [UInt8]
         var mtime: Double
 
-        /// Writers hide unfinished files as dot-files or `*.tmp`.
-        var isReady: Bool { name.first != UInt8(ascii: ".") && !name.ends(with: Array(".tmp".utf8)) }
+        /// Writers hide unfinished files as dot-files or `*.tmp` (SpoolLayout.isReady).
+        var isReady: Bool { SpoolLayout.isReady(name) }
     }
 
     /// The entries of a directory (no "." or ".."), oldest modification first.

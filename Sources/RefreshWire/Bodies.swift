@@ -592,3 +592,97 @@ public struct HealthAnswer: Codable, Sendable, Equatable {
     public var status: String
     public init(status: String = "ok") { self.status = status }
 }
+
+// Request bodies. refreshctl encodes them; the daemon reads requests with its strict JSON parser
+// (duplicate members, bad UTF-8 and unknown members refused) and takes the member names it allows
+// from these types' CodingKeys, so both sides name a member once.
+
+/// `POST /v1/jobs/cancel`: every queued job of a segment and/or an account.
+public struct CancelFilterBody: Encodable, Sendable, Equatable {
+    public var state: JobState?
+    public var account: String?
+    public var segment: String?
+    public var dryRun: Bool
+
+    public enum CodingKeys: String, CodingKey, CaseIterable {
+        case state, account, segment
+        case dryRun = "dry_run"
+    }
+
+    public init(state: JobState? = nil, account: String? = nil, segment: String? = nil, dryRun: Bool = false) {
+        (self.state, self.account, self.segment, self.dryRun) = (state, account, segment, dryRun)
+    }
+}
+
+/// `POST /v1/jobs/retry`: failed or expired jobs by filter.
+public struct RetryFilterBody: Encodable, Sendable, Equatable {
+    public var state: JobState?
+    public var account: String?
+    public var segment: String?
+    /// RFC 3339: only jobs that ended at or after it.
+    public var since: String?
+    public var dryRun: Bool
+
+    public enum CodingKeys: String, CodingKey, CaseIterable {
+        case state, account, segment, since
+        case dryRun = "dry_run"
+    }
+
+    public init(
+        state: JobState? = nil, account: String? = nil, segment: String? = nil, since: String? = nil,
+        dryRun: Bool = false
+    ) {
+        (self.state, self.account, self.segment, self.since, self.dryRun) = (state, account, segment, since, dryRun)
+    }
+}
+
+/// `POST /v1/holds`.
+public struct NewHoldBody: Encodable, Sendable, Equatable {
+    public var account: String
+    public var segment: String?
+    public var reason: String
+    public var who: String?
+
+    public enum CodingKeys: String, CodingKey, CaseIterable { case account, segment, reason, who }
+
+    public init(account: String, segment: String? = nil, reason: String, who: String? = nil) {
+        (self.account, self.segment, self.reason, self.who) = (account, segment, reason, who)
+    }
+}
+
+/// `PATCH /v1/jobs/{id}`: what to change; a time given as `.clear` is sent as null (removed).
+public struct JobEditBody: Encodable, Sendable, Equatable {
+    public enum Time: Sendable, Equatable {
+        case set(String)
+        case clear
+    }
+    public var priority: Int?
+    public var notBefore: Time?
+    public var expiresAt: Time?
+
+    public enum CodingKeys: String, CodingKey, CaseIterable {
+        case priority
+        case notBefore = "not_before", expiresAt = "expires_at"
+    }
+
+    public init(priority: Int? = nil, notBefore: Time? = nil, expiresAt: Time? = nil) {
+        (self.priority, self.notBefore, self.expiresAt) = (priority, notBefore, expiresAt)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encodeIfPresent(priority, forKey: .priority)
+        for (key, time) in [(CodingKeys.notBefore, notBefore), (.expiresAt, expiresAt)] {
+            switch time {
+            case .set(let text)?: try container.encode(text, forKey: key)
+            case .clear?: try container.encodeNil(forKey: key)
+            case nil: break
+            }
+        }
+    }
+}
+
+extension CaseIterable where Self: CodingKey {
+    /// The member names of a request body, for the daemon's strict reader.
+    public static var memberNames: Set<String> { Set(allCases.map(\.stringValue)) }
+}
