@@ -69,10 +69,16 @@ final class APIHarness: @unchecked Sendable {
         task = Task { try await group.run() }
         if let listen { tcpBase = "http://\(listen)" }
         let socket = self.socket
-        _ = await eventually(timeout: 10) { ControlAPIListenersProbe.isLive(socket) }
+        // A loaded machine (every suite starting at once) may take a while; a harness that never
+        // came up fails here, by name, instead of in whatever the test does next.
+        guard await eventually(timeout: 60, { ControlAPIListenersProbe.isLive(socket) }) else {
+            throw HarnessError("the control API did not listen on \(socket) within 60 s")
+        }
         if let listen {
             let port = Int(listen.split(separator: ":").last!)!
-            _ = await eventually(timeout: 10) { ControlAPIListenersProbe.tcpLive(port: port) }
+            guard await eventually(timeout: 60, { ControlAPIListenersProbe.tcpLive(port: port) }) else {
+                throw HarnessError("the control API did not listen on \(listen) within 60 s")
+            }
         }
     }
 
@@ -110,6 +116,11 @@ func socketGet(_ socket: String, _ uri: String) async throws -> APIAnswer {
 }
 
 /// Connect probes for readiness.
+struct HarnessError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
 enum ControlAPIListenersProbe {
     static func isLive(_ path: String) -> Bool {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)

@@ -827,7 +827,7 @@ final class Counter: @unchecked Sendable {
             limits: ControlAPIListeners.Limits(maxConnections: 16, requestTimeout: .seconds(1)))
         let flood = IdleFlood(socket: h.socket)
         await offPool { flood.open(2) }
-        #expect(flood.opened == 2)
+        try #require(flood.opened == 2)
         flood.send("GET /healthz HTTP/1.1\r\nHo", on: 0)
         #expect(await eventually(timeout: 10) { flood.closedByServer() == 2 }, "both closed by the server")
         #expect(try await h.get("/healthz").status == 200)

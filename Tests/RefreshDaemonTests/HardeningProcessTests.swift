@@ -366,7 +366,9 @@ final class IdleFlood: @unchecked Sendable {
     func open(_ count: Int) {
         let deadline = ContinuousClock.now + .seconds(30)
         var refusals = 0
-        for _ in 0..<count where refusals < 20 && ContinuousClock.now < deadline {
+        var made = 0
+        // A refused connect is tried again (a loaded server may accept late), up to 20 in a row.
+        while made < count, refusals < 20, ContinuousClock.now < deadline {
             let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
             guard fd >= 0 else { return }
             var address = sockaddr_un()
@@ -384,10 +386,12 @@ final class IdleFlood: @unchecked Sendable {
             }
             if result == 0 {
                 refusals = 0
+                made += 1
                 lock.withLock { descriptors.append(fd) }
             } else {
                 refusals += 1
                 close(fd)
+                usleep(50_000)
             }
         }
     }
