@@ -51,7 +51,7 @@ let package = Package(
         // RefreshDaemon (no GRDB, Hummingbird or Prometheus in the client).
         .target(
             name: "RefreshWire",
-            dependencies: ["RefreshCore", .product(name: "TOMLKit", package: "TOMLKit")],
+            dependencies: ["RefreshCore", "TZData", .product(name: "TOMLKit", package: "TOMLKit")],
             swiftSettings: strict
         ),
         // What people look at: the budget timeline (text for a terminal, SVG) and the status page,

@@ -49,7 +49,7 @@ struct ControlClient {
 
     /// A request body of the wire module as JSON text.
     static func json(_ body: some Encodable) throws -> String {
-        String(decoding: try WireJSON.encoder.encode(body), as: UTF8.self)
+        String(decoding: try WireJSON.encode(body), as: UTF8.self)
     }
 
     var unreachable: CommandFailure {

@@ -54,6 +54,9 @@ public final class ControlState: @unchecked Sendable {
         self._zones = zones
         self._configuration = configuration
         self._accountNames = Set(configuration.accounts.map(\.name))
+        self._limits = Dictionary(
+            configuration.accounts.map { ($0.name, configuration.limits(for: $0.name)) },
+            uniquingKeysWith: { a, _ in a })
         self.version = version
         self.startedAt = startedAt
         self.now = now
@@ -69,11 +72,19 @@ public final class ControlState: @unchecked Sendable {
             lock.withLock {
                 _configuration = newValue
                 _accountNames = Set(newValue.accounts.map(\.name))
+                _limits = Dictionary(
+                    newValue.accounts.map { ($0.name, newValue.limits(for: $0.name)) }, uniquingKeysWith: { a, _ in a })
                 settingsGeneration += 1
             }
         }
     }
     private var _accountNames: Set<String> = []
+    private var _limits: [String: Limits] = [:]
+
+    /// An account's limits (a dictionary lookup, not a walk over the configured accounts).
+    func limits(for account: String) -> Limits {
+        lock.withLock { _limits[account] ?? _configuration.limits(for: account) }
+    }
 
     /// Whether an account is configured (a set lookup: the budget route asks on every request).
     func hasAccount(_ name: String) -> Bool { lock.withLock { _accountNames.contains(name) } }
@@ -272,9 +283,10 @@ public enum ControlAPI {
         return router
     }
 
-    /// A JSON response from one of the wire module's bodies (`WireJSON.encoder`).
+    /// A JSON response from one of the wire module's bodies (`WireJSON.encode`: the streaming
+    /// writer).
     static func json(_ body: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
-        var buffer = ByteBuffer(bytes: (try? WireJSON.encoder.encode(body)) ?? Data("{}".utf8))
+        var buffer = ByteBuffer(bytes: (try? WireJSON.encode(body)) ?? Data("{}".utf8))
         buffer.writeString("\n")
         return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: buffer))
     }
@@ -488,7 +500,7 @@ struct Handlers: Sendable {
         }
         let decision = RuleEngine.decide(
             account: account, segment: segment, zone: zone, alsoZones: others, history: inputs.attempts,
-            blocks: inputs.blocks, limits: state.configuration.limits(for: account), now: t)
+            blocks: inputs.blocks, limits: state.limits(for: account), now: t)
         let hold = holds.first { $0.covers(account: account, segmentID: segment) }
         let paused = hold.map(Self.holdText) ?? state.laneStatus(account)?.paused
         return SegmentBudgetBody(
@@ -929,18 +941,17 @@ struct Handlers: Sendable {
     /// read threads, never on the server's.
     func page() async throws -> Response {
         let plan = try await planSnapshot().body
-        let budget = try WireJSON.encoder.encode(try await budgetBody())
+        let budget = try WireJSON.encode(try await budgetBody())
         let bodies = try await state.work.read { [self] () -> [Data] in
             let t = state.now()
             let refreshes = try ledger.attempts(
                 since: t.addingTimeInterval(-Double(Self.pageHours) * 900 - 2 * 86400), account: nil, segmentID: nil,
                 limit: 1000)
-            let encoder = WireJSON.encoder
             return [
-                try encoder.encode(RefreshesAnswer(refreshes: refreshes.map(Self.refreshBody))),
-                try encoder.encode(
+                try WireJSON.encode(RefreshesAnswer(refreshes: refreshes.map(Self.refreshBody))),
+                try WireJSON.encode(
                     BlocksAnswer(now: t, blocks: try ledger.activeBlocks(account: nil, now: t).map(Self.blockBody))),
-                try encoder.encode(HoldsAnswer(holds: try ledger.activeHolds(account: nil).map(Self.holdBody))),
+                try WireJSON.encode(HoldsAnswer(holds: try ledger.activeHolds(account: nil).map(Self.holdBody))),
             ]
         }
         let view = try BudgetView(
@@ -1107,7 +1118,7 @@ struct Handlers: Sendable {
             }
         }
         sendsOut.sort { $0.at < $1.at }
-        var body = ByteBuffer(bytes: try WireJSON.encoder.encode(PlanAnswer(now: t, sends: sendsOut, jobs: jobsOut)))
+        var body = ByteBuffer(bytes: try WireJSON.encode(PlanAnswer(now: t, sends: sendsOut, jobs: jobsOut)))
         body.writeString("\n")
         return PlanSnapshot(body: body, forecasts: forecasts)
     }

@@ -340,6 +340,8 @@ public final class AccountLane: @unchecked Sendable {
 public final class DispatcherService: Service, @unchecked Sendable {
     private let lock = NSLock()
     private var current: [AccountLane]
+    /// The same lanes by account (the control API asks for one on every budget request).
+    private var byName: [String: AccountLane]
     private var clients: [SendGridClient]
     let maxSleep: Duration
     /// What the lanes sleep on (the composition root's; a test may pass its own).
@@ -351,6 +353,7 @@ public final class DispatcherService: Service, @unchecked Sendable {
         lanes: [AccountLane], client: SendGridClient?, clock: any Clock<Duration>, maxSleep: Duration = .seconds(60)
     ) {
         self.current = lanes
+        self.byName = Dictionary(lanes.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         self.clients = client.map { [$0] } ?? []
         self.clock = clock
         self.maxSleep = maxSleep
@@ -360,7 +363,7 @@ public final class DispatcherService: Service, @unchecked Sendable {
     public var lanes: [AccountLane] { lock.withLock { current } }
 
     /// One account's lane.
-    public func lane(named name: String) -> AccountLane? { lock.withLock { current.first { $0.name == name } } }
+    public func lane(named name: String) -> AccountLane? { lock.withLock { byName[name] } }
 
     /// The client the lanes were made with (nil: every account runs dry).
     public var client: SendGridClient? { lock.withLock { clients.first } }
@@ -376,7 +379,10 @@ public final class DispatcherService: Service, @unchecked Sendable {
 
     /// Starts a lane for a new account.
     public func add(_ lane: AccountLane) {
-        lock.withLock { current.append(lane) }
+        lock.withLock {
+            current.append(lane)
+            if byName[lane.name] == nil { byName[lane.name] = lane }
+        }
         addedContinuation.yield(lane)
     }
 
@@ -384,7 +390,9 @@ public final class DispatcherService: Service, @unchecked Sendable {
     public func remove(account: String) {
         let lane = lock.withLock { () -> AccountLane? in
             guard let index = current.firstIndex(where: { $0.name == account }) else { return nil }
-            return current.remove(at: index)
+            let lane = current.remove(at: index)
+            byName[account] = current.first { $0.name == account }
+            return lane
         }
         lane?.stop()
     }

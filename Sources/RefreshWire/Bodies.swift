@@ -2,13 +2,15 @@ import Foundation
 import RefreshCore
 
 // The control API's JSON bodies as Codable types: the daemon encodes them (Hummingbird answers
-// with `WireJSON.encoder`'s bytes), refreshctl decodes the same types. The snake_case keys are
+// with `WireJSON.encode`'s bytes, see JSONWriter.swift), refreshctl decodes the same types. The snake_case keys are
 // written once, in each type's CodingKeys; a field the document names and the type lacks (or the
 // other way round) fails `everyFieldIsOnBothSides` against docs/openapi.json.
 //
 // Absent values are sent as JSON null, never left out (`@Null`): clients read one shape.
 
-/// The encoder and decoder of every body: instants as RFC 3339 UTC text (`Timestamp`).
+/// The encoder and decoder of every body: instants as RFC 3339 UTC text (`Timestamp`). Bodies are
+/// written with `encode(_:)` (a streaming writer held equal to `encoder`'s JSON by a test);
+/// `encoder` is its reference and its fallback.
 public enum WireJSON {
     public static var encoder: JSONEncoder {
         let encoder = JSONEncoder()

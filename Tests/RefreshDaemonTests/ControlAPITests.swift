@@ -115,6 +115,8 @@ struct ControlAPITests {
                 "\(route) answered \(answer.status), which the document does not describe: \(answer.body)")
             let problems = schema.problems(answer.json as Any, documented, strict: true, coverage: coverage)
             #expect(problems.isEmpty, "\(route.method) \(route.uri(id: id)): \(problems)")
+            // The streaming writer wrote this answer as Foundation's encoder would have.
+            try WireBodyTests.answerWritesAsFoundation(route, status: answer.status, answer.body)
             answered.insert(route)
         }
         // Every JSON-answering route was called (a new route must join this list).

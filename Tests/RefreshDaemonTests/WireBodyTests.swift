@@ -58,4 +58,123 @@ struct WireBodyTests {
         #expect(layout.incoming == "/var/spool/refreshd/incoming")
         #expect(layout.directories.map(\.mode) == [0o755, 0o2770, 0o750, 0o750])
     }
+
+    /// The streaming writer's JSON against Foundation's for one body: the same JSON value (members,
+    /// numbers, strings, nulls), and the body reads back equal.
+    static func writesAsFoundation<Body: Codable & Equatable>(_ body: Body) throws {
+        let written = try WireJSON.encode(body)
+        let reference = try WireJSON.encoder.encode(body)
+        let ours = try JSONSerialization.jsonObject(with: written, options: [.fragmentsAllowed])
+        let theirs = try JSONSerialization.jsonObject(with: reference, options: [.fragmentsAllowed])
+        #expect(
+            sameJSON(ours, theirs),
+            "\(Body.self): \(String(decoding: written, as: UTF8.self)) vs \(String(decoding: reference, as: UTF8.self))"
+        )
+        #expect(try WireJSON.decoder.decode(Body.self, from: written) == body)
+    }
+
+    /// Two parsed JSON values equal: the same members, elements, strings, nulls, and numbers of
+    /// the same value.
+    static func sameJSON(_ a: Any, _ b: Any) -> Bool {
+        switch (a, b) {
+        case (let a as [String: Any], let b as [String: Any]):
+            return a.count == b.count && a.allSatisfy { key, value in b[key].map { sameJSON(value, $0) } ?? false }
+        case (let a as [Any], let b as [Any]):
+            return a.count == b.count && zip(a, b).allSatisfy { sameJSON($0, $1) }
+        case (is NSNull, is NSNull): return true
+        case (let a as String, let b as String): return a == b
+        case (let a as NSNumber, let b as NSNumber): return a == b
+        default: return false
+        }
+    }
+
+    /// A live answer (as the daemon wrote it) decoded as its wire type and written both ways.
+    static func answerWritesAsFoundation(_ route: Route, status: Int, _ text: String) throws {
+        let data = Data(text.utf8)
+        func check<Body: Codable & Equatable>(_ type: Body.Type) throws {
+            try writesAsFoundation(try WireJSON.decoder.decode(Body.self, from: data))
+        }
+        if status >= 400 { return try check(ErrorAnswer.self) }
+        switch route {
+        case .enqueue, .editJob, .retryJob, .cancelJob: try check(JobEnvelope.self)
+        case .status: try check(StatusAnswer.self)
+        case .budget: try check(BudgetAnswer.self)
+        case .segments: try check(SegmentsAnswer.self)
+        case .segmentBudget: try check(SegmentBudgetBody.self)
+        case .jobs: try check(JobsPage.self)
+        case .job: try check(JobAnswer.self)
+        case .plan, .whatIf: try check(PlanAnswer.self)
+        case .holds: try check(HoldsAnswer.self)
+        case .addHold, .releaseHold: try check(HoldEnvelope.self)
+        case .refreshes: try check(RefreshesAnswer.self)
+        case .blocks: try check(BlocksAnswer.self)
+        case .liftBlock: try check(BlockEnvelope.self)
+        case .retryJobs, .cancelJobs: try check(BulkAnswer.self)
+        case .health: try check(HealthAnswer.self)
+        case .metrics, .openAPI, .page: break
+        }
+    }
+
+    /// What JSON makes hard: escapes, control characters, non-ASCII text, slashes left alone,
+    /// numbers of every size, nested arrays, empty containers, and a shape only Foundation follows.
+    @Test func theWriterWritesWhatFoundationWrites() throws {
+        struct Sample: Codable, Equatable {
+            var text: String
+            var numbers: [Double]
+            var integers: [Int64]
+            var nested: [[String: Bool]]
+            var empty: [String]
+            var missing: String?
+            @Null var null: Int?
+            var when: Date
+            var instants: [Date]
+        }
+        let sample = Sample(
+            text: "quote \" backslash \\ slash / newline \n tab \t bell \u{07} nul \u{0} é 東 🌍 \u{2028}",
+            numbers: [0, -0.0, 0.1, 1.5, -2.25, 1e-7, 123_456_789.125, 1e15, 1.5e20, 3.0e-300, Double.ulpOfOne],
+            integers: [0, -1, Int64.max, Int64.min], nested: [["a": true], [:], ["b": false, "c": true]], empty: [],
+            missing: nil, null: nil, when: Date(timeIntervalSince1970: 1_725_768_000),
+            instants: [-86_401, -1, 0, 59, 951_782_400, 4_102_444_799, 253_402_300_799].map {
+                Date(timeIntervalSince1970: $0)
+            })
+        try Self.writesAsFoundation(sample)
+        // Members in declaration order (Foundation's own order is a hash's).
+        let text = String(decoding: try WireJSON.encode(sample), as: UTF8.self)
+        #expect(text.hasPrefix(#"{"text":"quote \" backslash \\ slash / newline \n tab \t bell \u0007 nul \u0000 é"#))
+        #expect(!text.contains("missing") && text.contains(#""null":null,"when":"2024-09-08T04:00:00Z","#))
+        #expect(
+            text.hasSuffix(
+                #""1969-12-30T23:59:59Z","1969-12-31T23:59:59Z","1970-01-01T00:00:00Z","#
+                    + #""1970-01-01T00:00:59Z","2000-02-29T00:00:00Z","2099-12-31T23:59:59Z","9999-12-31T23:59:59Z"]}"#)
+        )
+        // Fractions of a second are dropped, as Timestamp drops them (floor, also before 1970).
+        let fractions = [59.999, -0.5].map { Date(timeIntervalSince1970: $0) }
+        #expect(try WireJSON.encode(fractions) == WireJSON.encoder.encode(fractions))
+        #expect(
+            String(decoding: try WireJSON.encode(fractions), as: UTF8.self)
+                == #"["1970-01-01T00:00:59Z","1969-12-31T23:59:59Z"]"#)
+        // Not a JSON number: refused by both.
+        #expect(throws: EncodingError.self) { try WireJSON.encode([Double.infinity]) }
+        // A container kept and filled later, and Data: Foundation's encoder answers.
+        struct Later: Codable, Equatable {
+            var inner: Int
+            var blob: Data
+            enum CodingKeys: String, CodingKey { case outer, inner, blob }
+            init(inner: Int, blob: Data) { (self.inner, self.blob) = (inner, blob) }
+            init(from decoder: any Decoder) throws {
+                let outer = try decoder.container(keyedBy: CodingKeys.self)
+                let nested = try outer.nestedContainer(keyedBy: CodingKeys.self, forKey: .outer)
+                inner = try nested.decode(Int.self, forKey: .inner)
+                blob = try outer.decode(Data.self, forKey: .blob)
+            }
+            func encode(to encoder: any Encoder) throws {
+                var outer = encoder.container(keyedBy: CodingKeys.self)
+                var nested = outer.nestedContainer(keyedBy: CodingKeys.self, forKey: .outer)
+                try outer.encode(blob, forKey: .blob)
+                try nested.encode(inner, forKey: .inner)
+            }
+        }
+        try Self.writesAsFoundation(Later(inner: 4, blob: Data([1, 2, 3])))
+        try Self.writesAsFoundation([Data([9])])
+    }
 }
