@@ -162,6 +162,7 @@ public struct ConfigurationReport {
         for account in c.accounts {
             lines.append("[[account]]")
             lines.append("name = \"\(account.name)\"")
+            if let id = account.id { lines.append("id = \"\(id)\"") }
             if let file = account.apiKeyFile { lines.append("api_key_file = \"\(file)\"") }
             if let env = account.apiKeyEnv { lines.append("api_key_env = \"\(env)\"") }
             if let behalf = account.onBehalfOf { lines.append("on_behalf_of = \"\(behalf)\"") }
@@ -169,6 +170,9 @@ public struct ConfigurationReport {
             lines.append(
                 "# api key: \(account.apiKey == nil ? "not set" : "set (redacted)"), from \(account.apiKeySource)")
             lines.append("# mode: \(c.isDryRun(account) ? "DRY-RUN (nothing is sent to SendGrid)" : "live")")
+            lines.append(
+                "# identity: \(account.identity) (\(account.id != nil ? "the configured id" : account.apiKey != nil ? "a digest of the key and on_behalf_of" : "no key: this host only"))"
+            )
         }
         for hook in c.hooks {
             lines.append("[[hook]]")

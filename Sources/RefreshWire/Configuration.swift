@@ -47,7 +47,11 @@ public struct APIKey: Sendable, Equatable, CustomStringConvertible, CustomDebugS
 
 /// One SendGrid account refreshd sends for.
 public struct AccountConfiguration: Sendable, Equatable {
+    /// The local label (logs, the API, job files).
     public var name: String
+    /// The SendGrid account's stable identity as the operator names it (`id`): two keys of one
+    /// SendGrid account share it. Nil: derived from the key (`identity`).
+    public var id: String?
     public var apiKeyFile: String?
     public var apiKeyEnv: String?
     public var onBehalfOf: String?
@@ -59,17 +63,40 @@ public struct AccountConfiguration: Sendable, Equatable {
     public var apiKeySource: String
 
     public init(
-        name: String, apiKeyFile: String? = nil, apiKeyEnv: String? = nil, onBehalfOf: String? = nil,
+        name: String, id: String? = nil, apiKeyFile: String? = nil, apiKeyEnv: String? = nil, onBehalfOf: String? = nil,
         accountDaily: Int? = nil,
         apiKey: APIKey? = nil, apiKeySource: String
     ) {
         self.name = name
+        self.id = id
         self.apiKeyFile = apiKeyFile
         self.apiKeyEnv = apiKeyEnv
         self.onBehalfOf = onBehalfOf
         self.accountDaily = accountDaily
         self.apiKey = apiKey
         self.apiKeySource = apiKeySource
+    }
+}
+
+extension AccountConfiguration {
+    /// The SendGrid account this entry sends for, stable across hosts and restarts, never
+    /// revealing the key: the configured `id`, else `key-` and the first 16 hex digits of
+    /// SHA-256 over a fixed label, the key and `on_behalf_of` (a subuser is an account of its
+    /// own), else (no key: nothing is ever sent) `local-` and the name. Two entries with one
+    /// identity are one SendGrid account and are refused.
+    public var identity: String {
+        if let id { return id }
+        guard let key = apiKey else { return "local-" + name }
+        let material = "refreshd account identity 1\u{0}" + key.secret + "\u{0}" + (onBehalfOf ?? "")
+        return "key-" + SHA256.hex(material.utf8).prefix(16)
+    }
+
+    /// What `id` may be: 1-128 letters, digits, '.', '_', ':' or '-'.
+    public static func isValidID(_ id: String) -> Bool {
+        !id.isEmpty && id.utf8.count <= 128
+            && id.unicodeScalars.allSatisfy {
+                $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "._:-".unicodeScalars.contains($0))
+            }
     }
 }
 

@@ -265,6 +265,20 @@ public struct ConfigurationLoader {
             if !names.insert(account.name).inserted {
                 problems.append("account.name: \"\(account.name)\" is configured twice")
             }
+            if let id = account.id, !AccountConfiguration.isValidID(id) {
+                problems.append(
+                    "account \"\(account.name)\" id: \"\(id)\" must be 1-128 letters, digits, '.', '_', ':' or '-' "
+                        + "(the SendGrid account's own name for it, the same on every host)")
+            }
+            // Two entries naming one SendGrid account by `id` (two keys of one account, say) are
+            // one account, refused like one key twice.
+            if let id = account.id, let other = config.accounts.first(where: { $0.id == id }),
+                other.name != account.name
+            {
+                problems.append(
+                    "accounts \"\(other.name)\" and \"\(account.name)\" both have id \"\(id)\": that is one SendGrid "
+                        + "account, whose daily budget each would spend as its own; keep one of them")
+            }
             if let daily = account.accountDaily, daily > limits.accountDaily || daily < 0 {
                 problems.append(
                     "account \"\(account.name)\" account_daily: \(daily) is above SendGrid's documented limit of \(limits.accountDaily) "
@@ -357,6 +371,7 @@ public struct ConfigurationLoader {
                         + "(or give each its own key)")
             }
         }
+
     }
 
     enum KeyRead {
@@ -516,7 +531,7 @@ private struct TableReader {
                     continue
                 }
                 for key in entry.keys
-                where !["name", "api_key_file", "api_key_env", "on_behalf_of", "account_daily"].contains(key) {
+                where !["name", "id", "api_key_file", "api_key_env", "on_behalf_of", "account_daily"].contains(key) {
                     unknown("account", key, index: index)
                 }
                 var account = AccountConfiguration(name: "", apiKeySource: "none")
@@ -526,6 +541,7 @@ private struct TableReader {
                     hasName = true
                 }
                 if !hasName { problems.append("account #\(index + 1) (\(path)): name is missing") }
+                string(entry, "account", "id", index: index) { account.id = $0.value }
                 string(entry, "account", "api_key_file", index: index) { account.apiKeyFile = $0.value }
                 string(entry, "account", "api_key_env", index: index) { account.apiKeyEnv = $0.value }
                 string(entry, "account", "on_behalf_of", index: index) { account.onBehalfOf = $0.value }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import RefreshCore
 import RefreshWire
 import Testing
 
@@ -401,6 +402,69 @@ struct HardeningConfigurationTests {
                 == true, "\(found)")
         #expect(!found.joined().contains(fakeKey))
         #expect(problems(text, environment: ["SENDGRID_API_KEY": "SG.another-key"]).isEmpty)
+    }
+
+    /// An account's identity: the configured id, else a digest of the key and on_behalf_of that
+    /// never shows the key (the same on every host with that key), else local to this host. Two
+    /// entries naming one id are refused, with both names.
+    @Test func accountIdentity() throws {
+        let (c, _) = try load(
+            """
+            [[account]]
+            name = "default"
+            [[account]]
+            name = "emea"
+            api_key_env = "SENDGRID_API_KEY"
+            on_behalf_of = "emea-sub"
+            [[account]]
+            name = "named"
+            id = "acme-main:42"
+            [[account]]
+            name = "dry"
+            api_key_env = "NO_SUCH_VARIABLE"
+            """, environment: ["SENDGRID_API_KEY": fakeKey])
+        let identities = c.accounts.map(\.identity)
+        // The digest as Python's hashlib computes it over the same bytes (label, key, subuser).
+        let expected = { (behalf: String) in
+            "key-" + SHA256.hex(Array("refreshd account identity 1\u{0}\(fakeKey)\u{0}\(behalf)".utf8)).prefix(16)
+        }
+        #expect(identities == [expected(""), expected("emea-sub"), "acme-main:42", "local-dry"])
+        #expect(identities[0] != identities[1] && identities.allSatisfy { !$0.contains(fakeKey) })
+        let report = ConfigurationReport(configuration: c, warnings: []).text
+        #expect(report.contains("# identity: \(identities[0]) (a digest of the key and on_behalf_of)"))
+        #expect(
+            report.contains("id = \"acme-main:42\"\n")
+                && report.contains("# identity: local-dry (no key: this host only)"))
+        #expect(!report.contains(fakeKey))
+        // Two keys of one SendGrid account, named by one id: refused.
+        let found = problems(
+            "[[account]]\nname = \"a\"\nid = \"acme\"\n[[account]]\nname = \"b\"\nid = \"acme\"\n"
+                + "[[account]]\nname = \"c\"\nid = \"has space\"")
+        #expect(found.count == 2, "\(found)")
+        #expect(found.contains { $0.contains("accounts \"a\" and \"b\" both have id \"acme\"") }, "\(found)")
+        #expect(found.contains { $0.contains("account \"c\" id: \"has space\" must be") }, "\(found)")
+    }
+
+    /// SHA-256 against FIPS 180-4's examples and Python's hashlib (lengths around the padding
+    /// boundaries: 55, 56, 64 bytes).
+    @Test func sha256MatchesTheStandard() {
+        #expect(SHA256.hex([UInt8]()) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        #expect(SHA256.hex("abc".utf8) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(
+            SHA256.hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)
+                == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        // python3 -c "import hashlib; print(hashlib.sha256(b'x' * n).hexdigest())"
+        let python: [Int: String] = [
+            55: "d5e285683cd4efc02d021a5c62014694958901005d6f71e89e0989fac77e4072",
+            56: "04c26261370ee7541549d16dee320c723e3fd14671e66a099afe0a377c16888e",
+            63: "75220b47218278e656f2013bb8f0c455a25eaf01e86c64924e9d48d89776d6f2",
+            64: "7ce100971f64e7001e8fe5a51973ecdfe1ced42befe7ee8d5fd6219506b5393c",
+            65: "9537c5fdf120482f7d58d25e9ed583f52c02b4e304ea814db1633ad565aed7e9",
+            1000: "44f8354494a5ba03ba1792a8d3e9c534c47a9181980fde7a3f44b06ef2ae7c7f",
+        ]
+        for (length, digest) in python {
+            #expect(SHA256.hex(String(repeating: "x", count: length).utf8) == digest, "\(length)")
+        }
     }
 
     /// The new keys are read and bounded.
