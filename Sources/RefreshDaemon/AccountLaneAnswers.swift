@@ -21,7 +21,8 @@ extension AccountLane {
             switch await client.readSegment(segment: segment, key: key, onBehalfOf: account.onBehalfOf) {
             case .success(let reading):
                 do {
-                    if try reconcile(segment: segment, zone: zone, reading: reading, at: t, logger: segmentLogger) {
+                    if try await reconcile(segment: segment, zone: zone, reading: reading, at: t, logger: segmentLogger)
+                    {
                         return
                     }
                 } catch {
@@ -41,7 +42,7 @@ extension AccountLane {
         let reservation: ReservationResult
         do {
             // Only jobs whose zone loads ride along (a held job is never sent under another zone).
-            reservation = try ledger.reserve(
+            reservation = try await ledger.reserve(
                 account: accountName, segmentID: segment, timeZone: zone.name, now: t,
                 admit: { (try? zones.rules(for: $0.job.timeZone)) != nil }
             ) { history in
@@ -61,13 +62,13 @@ extension AccountLane {
         let jobs: [StoredJob]
         switch reservation {
         case .nothingDue:
-            try? reload(segment: segment, now: t)
+            try? await reload(segment: segment, now: t)
             return
         case .denied(let decision):
             segmentLogger.debug(
                 "the ledger's rules hold the refresh back", metadata: ["binding": "\(decision.binding.map(\.rawValue))"]
             )
-            try? reload(segment: segment, now: t)
+            try? await reload(segment: segment, now: t)
             if let earliest = decision.earliest(now: t) { queue.hold(segment: segment, until: earliest, now: t) }
             return
         case .held(let hold):
@@ -101,7 +102,7 @@ extension AccountLane {
         var answer = Unwritten(
             attemptID: attemptID, segment: segment, zone: zone, startedAt: t, meaning: meaning, latency: latency)
         do {
-            try write(answer)
+            try await write(answer)
         } catch let error as LedgerError where error.code == .notFound || error.code == .invalidState {
             // Writing again cannot help (the attempt is gone or already has an answer): say so and
             // go on; the ledger's row stands (R4 records late answers, so this is not expected).
@@ -124,7 +125,7 @@ extension AccountLane {
             observer?.ledgerUnwritable(account: account.name, error: "\(error)")
             return
         }
-        recorded(answer, now: t, logger: segmentLogger)
+        await recorded(answer, now: t, logger: segmentLogger)
     }
 
     /// SendGrid's answer to one request, on its way to the ledger.
@@ -138,20 +139,20 @@ extension AccountLane {
         var failures = 0
     }
 
-    func write(_ answer: Unwritten) throws {
+    func write(_ answer: Unwritten) async throws {
         let meaning = answer.meaning
-        try ledger.complete(
+        try await ledger.complete(
             attemptID: answer.attemptID, outcome: meaning.outcome, httpStatus: meaning.status,
             sendGridJobID: meaning.sendGridJobID,
             error: meaning.error, finishedAt: meaning.finished, jobs: meaning.jobs)
     }
 
     /// Another try at writing an answer the ledger refused. Returns whether it is written now.
-    func writeAgain(_ answer: Unwritten, now t: Date) -> Bool {
+    func writeAgain(_ answer: Unwritten, now t: Date) async -> Bool {
         var segmentLogger = logger
         segmentLogger[metadataKey: "segment"] = "\(answer.segment)"
         do {
-            try write(answer)
+            try await write(answer)
         } catch let error as LedgerError where error.code == .notFound || error.code == .invalidState {
             segmentLogger.error(
                 "SendGrid's answer cannot be recorded: the attempt is no longer open in the ledger",
@@ -174,7 +175,7 @@ extension AccountLane {
         segmentLogger.notice(
             "SendGrid's answer is recorded in the ledger after all; sending resumes",
             metadata: ["outcome": "\(answer.meaning.outcome.rawValue)"])
-        recorded(answer, now: t, logger: segmentLogger)
+        await recorded(answer, now: t, logger: segmentLogger)
         // Jobs may have come and gone meanwhile: read the queue again.
         loaded = false
         return true
@@ -182,7 +183,7 @@ extension AccountLane {
 
     /// What follows a recorded answer: the queue learns the attempt, the segment is read again,
     /// then the answer's effects that need it recorded (blocks re-read, a pause, the quota).
-    func recorded(_ answer: Unwritten, now t: Date, logger segmentLogger: Logger) {
+    func recorded(_ answer: Unwritten, now t: Date, logger segmentLogger: Logger) async {
         let meaning = answer.meaning
         observer?.attemptFinished(account: account.name, outcome: meaning.outcome, latency: answer.latency)
         queue.record(
@@ -192,8 +193,8 @@ extension AccountLane {
                 finishedAt: meaning.finished),
             now: t)
         do {
-            try reload(segment: answer.segment, now: t)
-            if meaning.readsBlocksAgain { try reloadBlocks(now: t) }
+            try await reload(segment: answer.segment, now: t)
+            if meaning.readsBlocksAgain { try await reloadBlocks(now: t) }
         } catch {
             segmentLogger.error("cannot re-read the segment from the ledger", metadata: ["error": "\(error)"])
             queue.hold(segment: answer.segment, until: t.addingTimeInterval(30), now: t)
@@ -204,7 +205,7 @@ extension AccountLane {
                 queue.pause(reason: reason)
                 observer?.accountPaused(account: account.name, reason: reason)
             case .compareQuota(let quota):
-                learnFromQuota(quota, now: t, logger: segmentLogger)
+                await learnFromQuota(quota, now: t, logger: segmentLogger)
             case .noteError, .learnFromRateLimit:
                 break  // carried out when the answer came
             }
@@ -218,9 +219,9 @@ extension AccountLane {
     /// X-RateLimit headers on an accepted refresh, used like a pre-flight (I5): requests SendGrid
     /// counts today beyond the ledger's are recorded as external (they count for the account's
     /// day), and nothing left blocks the account until its day is over.
-    func learnFromQuota(_ quota: QuotaReport, now t: Date, logger: Logger) {
+    func learnFromQuota(_ quota: QuotaReport, now t: Date, logger: Logger) async {
         do {
-            let attempts = try ledger.attempts(
+            let attempts = try await ledger.attempts(
                 since: t.addingTimeInterval(-2 * 86400), account: account.name, segmentID: nil, limit: Int.max
             )
             .map(attempt)
@@ -232,11 +233,12 @@ extension AccountLane {
             observer?.quotaReported(account: account.name, limit: quota.limit, remaining: quota.remaining)
             guard lesson.requestsElsewhere > 0 || lesson.accountBlockedUntil != nil else { return }
             for _ in 0..<min(lesson.requestsElsewhere, quota.limit) {
-                _ = try ledger.recordExternal(
+                _ = try await ledger.recordExternal(
                     account: account.name, segmentID: Self.elsewhereSegment, timeZone: "UTC", at: t)
             }
             if let until = lesson.accountBlockedUntil {
-                try ledger.addBlock(account: account.name, segmentID: nil, until: until, reason: lesson.reason, now: t)
+                try await ledger.addBlock(
+                    account: account.name, segmentID: nil, until: until, reason: lesson.reason, now: t)
             }
             logger.notice(
                 "SendGrid counts requests today that refreshd did not make; recorded as external",
@@ -311,12 +313,12 @@ extension AccountLane {
         uninformativeRateLimits[segment] = lesson.uninformativeStreak
         lastRateLimitedSegment = segment
         do {
-            try ledger.addBlock(
+            try await ledger.addBlock(
                 account: account.name, segmentID: segment, until: lesson.segmentBlockedUntil,
                 reason: "429: " + lesson.reasons.joined(separator: ", "),
                 now: t)
             if let midnight = lesson.accountBlockedUntil {
-                try ledger.addBlock(
+                try await ledger.addBlock(
                     account: account.name, segmentID: nil, until: midnight,
                     reason: "429: the account's day seems exhausted", now: t)
                 logger.warning(
@@ -336,14 +338,14 @@ extension AccountLane {
 
     /// What the pre-flight read says against the ledger (Reconciliation), carried out. Returns
     /// whether the ledger changed (the rules must then decide again).
-    func reconcile(segment: String, zone: ZoneRules, reading: SegmentReading, at t: Date, logger: Logger) throws
+    func reconcile(segment: String, zone: ZoneRules, reading: SegmentReading, at t: Date, logger: Logger) async throws
         -> Bool
     {
-        try ledger.recordUsage(
+        try await ledger.recordUsage(
             account: account.name, segmentID: segment, refreshesUsed: reading.refreshesUsed,
             lastRefreshedAt: reading.lastRefreshedAt,
             observedAt: t)
-        let known = try ledger.history(account: account.name, segmentID: segment, now: t).segmentAttempts.map {
+        let known = try await ledger.history(account: account.name, segmentID: segment, now: t).segmentAttempts.map {
             Reconciliation.Known(
                 id: $0.id, outcome: $0.outcome, timeZone: $0.timeZone, startedAt: $0.startedAt,
                 finishedAt: $0.finishedAt)
@@ -353,7 +355,8 @@ extension AccountLane {
             return false
         case .external(let missing, let at):
             for _ in 0..<missing {
-                _ = try ledger.recordExternal(account: account.name, segmentID: segment, timeZone: zone.name, at: at)
+                _ = try await ledger.recordExternal(
+                    account: account.name, segmentID: segment, timeZone: zone.name, at: at)
             }
             logger.notice(
                 "SendGrid counts refreshes today that refreshd did not send (web UI or another tool); recorded as external",
@@ -365,25 +368,25 @@ extension AccountLane {
                 account: account.name, segment: segment, zone: zone, outcome: .external, startedAt: at, finishedAt: at)
             for _ in 0..<missing { queue.record(external, now: t) }
         case .confirmed(let ids):
-            let sent = try ledger.confirmRecorded(attemptIDs: ids, now: t)
+            let sent = try await ledger.confirmRecorded(attemptIDs: ids, now: t)
             logger.notice(
                 "pre-flight shows SendGrid recorded earlier unanswered requests; their jobs count as sent",
                 metadata: ["attempts": "\(ids)", "jobs": "\(sent.map(\.id))"])
             queue.setAccountHistory(
-                try ledger.attempts(
+                try await ledger.attempts(
                     since: t.addingTimeInterval(-2 * 86400), account: account.name, segmentID: nil, limit: Int.max
                 ).map(attempt))
         case .unrecorded(let ids):
-            let changed = try ledger.markUnrecorded(attemptIDs: ids)
+            let changed = try await ledger.markUnrecorded(attemptIDs: ids)
             logger.info(
                 "pre-flight shows SendGrid did not record earlier unanswered requests",
                 metadata: ["attempts": "\(changed)"])
             queue.setAccountHistory(
-                try ledger.attempts(
+                try await ledger.attempts(
                     since: t.addingTimeInterval(-2 * 86400), account: account.name, segmentID: nil, limit: Int.max
                 ).map(attempt))
         }
-        try reload(segment: segment, now: t)
+        try await reload(segment: segment, now: t)
         return true
     }
 }

@@ -40,22 +40,22 @@ extension AccountLane {
     func learned(_ block: StoredBlock) -> LearnedBlock { block.engineBlock }
 
     /// Reads every queued job of the account, its recent attempts and blocks.
-    func load(now t: Date) throws {
-        holds = try ledger.activeHolds(account: account.name)
+    func load(now t: Date) async throws {
+        holds = try await ledger.activeHolds(account: account.name)
         // A fresh queue (a reload may have changed zones or limits); a pause survives.
         let pause = queue.pauseReason
         queue = SendQueue(account: account.name, limits: queue.limits)
         held = [:]
         if let pause { queue.pause(reason: pause) }
-        let all = try ledger.queuedJobs()
+        let all = try await ledger.queuedJobs()
         lastSeenJobID = all.map(\.id).max() ?? 0
         let mine = all.filter { $0.job.account == account.name }
-        let attempts = try ledger.attempts(
+        let attempts = try await ledger.attempts(
             since: Date(timeIntervalSince1970: HistoryWindows.segmentSince(t)), account: account.name, segmentID: nil,
             limit: Int.max
         )
         .map(attempt)
-        let blocks = try ledger.blocks(account: account.name, now: t).map(learned)
+        let blocks = try await ledger.blocks(account: account.name, now: t).map(learned)
         queue.setAccountHistory(attempts)
         queue.setBlocks(blocks, now: t)
         let bySegment = Dictionary(grouping: attempts, by: \.segment)
@@ -68,9 +68,9 @@ extension AccountLane {
     }
 
     /// Jobs added since the last look (spool, API, CLI).
-    func pullNewJobs(now t: Date) throws {
+    func pullNewJobs(now t: Date) async throws {
         while true {
-            let batch = try ledger.jobs(state: .queued, segmentID: nil, after: lastSeenJobID, limit: 5000)
+            let batch = try await ledger.jobs(state: .queued, segmentID: nil, after: lastSeenJobID, limit: 5000)
             guard let last = batch.last else { return }
             lastSeenJobID = last.id
             for (segment, jobs) in Dictionary(
@@ -79,7 +79,7 @@ extension AccountLane {
                 if queue.knows(segment: segment) {
                     for job in jobs { if let job = pending(job) { queue.add(job, now: t) } }
                 } else {
-                    try reload(segment: segment, now: t)
+                    try await reload(segment: segment, now: t)
                 }
             }
             if batch.count < 5000 { return }
@@ -87,9 +87,9 @@ extension AccountLane {
     }
 
     /// The segment's queued jobs, attempts and blocks, as the ledger has them.
-    func reload(segment: String, now t: Date) throws {
-        let jobs = try ledger.queuedJobs(account: account.name, segmentID: segment)
-        let history = try ledger.history(account: account.name, segmentID: segment, now: t)
+    func reload(segment: String, now t: Date) async throws {
+        let jobs = try await ledger.queuedJobs(account: account.name, segmentID: segment)
+        let history = try await ledger.history(account: account.name, segmentID: segment, now: t)
         // Held jobs of this segment that are no longer queued (cancelled, expired) stop being held.
         for (id, entry) in held where entry.segment == segment && !jobs.contains(where: { $0.id == id }) {
             held[id] = nil
@@ -100,15 +100,15 @@ extension AccountLane {
             now: t)
     }
 
-    func reloadBlocks(now t: Date) throws {
-        queue.setBlocks(try ledger.blocks(account: account.name, now: t).map(learned), now: t)
+    func reloadBlocks(now t: Date) async throws {
+        queue.setBlocks(try await ledger.blocks(account: account.name, now: t).map(learned), now: t)
     }
 
     // MARK: Expiry
 
-    func expire(_ jobs: [PendingJob], now t: Date) {
+    func expire(_ jobs: [PendingJob], now t: Date) async {
         do {
-            let expired = try ledger.expireJobs(now: t)
+            let expired = try await ledger.expireJobs(now: t)
             for job in expired {
                 held[job.id] = nil
                 logger.notice(

@@ -40,7 +40,7 @@ final class AccountViews: Sendable {
             case .reading(changes, let task): return .reading(task)
             default:
                 let task = Task { [ledger, work] in
-                    try await work.read { try ledger.accountView(account: account, now: now) }
+                    try await work.read { try await ledger.accountView(account: account, now: now) }
                 }
                 views[account] = .reading(changeCount: changes, task)
                 return .reading(task)
@@ -66,7 +66,7 @@ final class AccountViews: Sendable {
         // A view read for a later instant than this request's cannot answer it (rare: a request
         // that took its "now" just before another started the read); read for this instant.
         guard now >= view.readAt else {
-            return try await work.read { [ledger] in try ledger.accountView(account: account, now: now) }
+            return try await work.read { [ledger] in try await ledger.accountView(account: account, now: now) }
         }
         return view
     }

@@ -21,6 +21,19 @@ public final class BlockingExecutor: TaskExecutor, @unchecked Sendable {
     }
 }
 
+/// A task executor over a thread pool's threads: the jobs of a task that prefers it run there.
+final class ThreadPoolExecutor: TaskExecutor, @unchecked Sendable {
+    private let pool: NIOThreadPool
+
+    init(_ pool: NIOThreadPool) { self.pool = pool }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        // Run even after the pool stopped (the task must finish; NIO then calls back at once).
+        pool.submit { _ in job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+}
+
 /// Where the control API's handlers do work that may block: ledger writes (they wait up to the
 /// busy timeout for a lock another process holds) and the plan (about a second of CPU with 20,000
 /// queued jobs), on two small thread pools, never on the concurrency pool that answers requests.
@@ -33,33 +46,39 @@ public final class BlockingExecutor: TaskExecutor, @unchecked Sendable {
 public final class APIWork: Sendable {
     private let reads: NIOThreadPool
     private let writes: NIOThreadPool
+    private let readExecutor: ThreadPoolExecutor
+    private let writeExecutor: ThreadPoolExecutor
     let writeQueueLimit: Duration
 
     public init(readThreads: Int = 2, writeThreads: Int = 2, writeQueueLimit: Duration = .seconds(2)) {
         reads = NIOThreadPool(numberOfThreads: readThreads)
         writes = NIOThreadPool(numberOfThreads: writeThreads)
+        readExecutor = ThreadPoolExecutor(reads)
+        writeExecutor = ThreadPoolExecutor(writes)
         self.writeQueueLimit = writeQueueLimit
         reads.start()
         writes.start()
     }
 
-    /// Runs a long read or computation (the plan) off the concurrency pool.
-    public func read<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await reads.runIfActive(body)
+    /// Runs a read or a long computation (the plan) on the read threads: a ledger that blocks
+    /// (SQLite) blocks one of them, never the concurrency pool; one that suspends (a network
+    /// database) frees it while it waits.
+    public func read<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withTaskExecutorPreference(readExecutor) { try await body() }
     }
 
-    /// Runs a write off the concurrency pool; refused as busy if it waited too long for a thread.
-    public func write<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    /// Runs a write on the write threads; refused as busy if it waited too long for a thread.
+    public func write<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
         let queued = ContinuousClock.now
         let limit = writeQueueLimit
-        return try await writes.runIfActive {
+        return try await withTaskExecutorPreference(writeExecutor) {
             guard ContinuousClock.now - queued <= limit else {
                 throw LedgerError(
                     .busy,
                     "the ledger is busy (other writes are waiting for a lock another process holds); nothing was written"
                 )
             }
-            return try body()
+            return try await body()
         }
     }
 

@@ -123,13 +123,13 @@ extension ControlState {
     /// The account's own budgets now (requests of the last two UTC days, optionally its blocks),
     /// as the status line and the metrics report them (two indexed reads; GET /v1/budget asks the
     /// account's view instead).
-    func accountBudgets(_ account: String, includeBlocks: Bool, now t: Date) throws -> [RuleBudget] {
+    func accountBudgets(_ account: String, includeBlocks: Bool, now t: Date) async throws -> [RuleBudget] {
         AccountView.accountBudgets(
             account: account,
-            attempts: try ledger.attempts(
+            attempts: try await ledger.attempts(
                 since: Date(timeIntervalSince1970: HistoryWindows.accountSince(t)), account: account, segmentID: nil,
                 limit: Int.max),
-            blocks: includeBlocks ? try ledger.blocks(account: account, now: t) : [],
+            blocks: includeBlocks ? try await ledger.blocks(account: account, now: t) : [],
             limits: configuration.limits(for: account), now: t)
     }
 }
@@ -309,8 +309,8 @@ struct Handlers: Sendable {
         let query = request.uri.queryParameters
         let work = state.work
         switch route {
-        case .health: return try await work.read { try self.health() }
-        case .metrics: return try await work.read { self.metrics() }
+        case .health: return try await work.read { try await self.health() }
+        case .metrics: return try await work.read { await self.metrics() }
         case .openAPI:
             return Response(
                 status: .ok, headers: [.contentType: "application/json"],
@@ -320,7 +320,7 @@ struct Handlers: Sendable {
         case .budget: return try await budget()
         case .segments: return try await segments(query: query)
         case .segmentBudget: return try await segmentBudget(id: id, query: query)
-        case .jobs: return try await work.read { try self.jobs(query: query) }
+        case .jobs: return try await work.read { try await self.jobs(query: query) }
         case .enqueue:
             let body: ByteBuffer
             do {
@@ -328,21 +328,21 @@ struct Handlers: Sendable {
             } catch is NIOTooManyBytesError {
                 throw APIError(.contentTooLarge, "too_large", "a job is at most \(JobFile.maxBytes) bytes")
             }
-            return try await work.write { try self.enqueue(body: body) }
+            return try await work.write { try await self.enqueue(body: body) }
         case .job: return try await job(id: id, query: query, known: request.headers[.ifNoneMatch])
-        case .cancelJob: return try await work.write { try self.cancel(id: id) }
+        case .cancelJob: return try await work.write { try await self.cancel(id: id) }
         case .editJob: return try await edit(id: id, body: try await Self.smallBody(request))
         case .retryJob: return try await retry(id: id)
         case .retryJobs: return try await retryMatching(body: try await Self.smallBody(request))
         case .cancelJobs: return try await cancelMatching(body: try await Self.smallBody(request))
         case .plan: return try await plan()
         case .whatIf: return try await whatIf(body: try await Self.smallBody(request))
-        case .holds: return try await work.read { try self.holds(query: query) }
+        case .holds: return try await work.read { try await self.holds(query: query) }
         case .addHold: return try await addHold(body: try await Self.smallBody(request))
         case .releaseHold: return try await releaseHold(id: id)
-        case .refreshes: return try await work.read { try self.refreshes(query: query) }
-        case .blocks: return try await work.read { try self.blocks(query: query) }
-        case .liftBlock: return try await work.write { try self.liftBlock(id: id) }
+        case .refreshes: return try await work.read { try await self.refreshes(query: query) }
+        case .blocks: return try await work.read { try await self.blocks(query: query) }
+        case .liftBlock: return try await work.write { try await self.liftBlock(id: id) }
         }
     }
 
@@ -355,13 +355,13 @@ struct Handlers: Sendable {
         }
     }
 
-    func health() throws -> Response {
-        _ = try ledger.queuedCount()
+    func health() async throws -> Response {
+        _ = try await ledger.queuedCount()
         return ControlAPI.json(HealthAnswer())
     }
 
-    func metrics() -> Response {
-        let text = state.metrics.render(state: state)
+    func metrics() async -> Response {
+        let text = await state.metrics.render(state: state)
         return Response(
             status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
             body: .init(byteBuffer: ByteBuffer(string: text)))
@@ -375,7 +375,7 @@ struct Handlers: Sendable {
         let t = state.now()
         let configuration = state.configuration
         let (counts, holds) = try await state.work.read { [ledger] in
-            (try ledger.jobCounts(), try ledger.activeHolds(account: nil))
+            await (try ledger.jobCounts(), try ledger.activeHolds(account: nil))
         }
         let lanes = state.laneStatuses
         let accounts = configuration.accounts.map { account in
@@ -570,7 +570,7 @@ struct Handlers: Sendable {
         return id
     }
 
-    func jobs(query: Parameters) throws -> Response {
+    func jobs(query: Parameters) async throws -> Response {
         var jobState: JobState?
         if let text = query.get("state") {
             guard let parsed = JobState(rawValue: text) else {
@@ -596,7 +596,7 @@ struct Handlers: Sendable {
             }
             cursor = value
         }
-        let page = try ledger.jobs(state: jobState, segmentID: segment, after: cursor, limit: limit)
+        let page = try await ledger.jobs(state: jobState, segmentID: segment, after: cursor, limit: limit)
         let zones = state.zones
         return ControlAPI.json(
             JobsPage(
@@ -635,7 +635,7 @@ struct Handlers: Sendable {
     /// The job's JSON and forecast, an entity tag that changes with either, and whether the job is
     /// finished (nothing about it changes any more).
     private func jobSnapshot(_ id: Int64) async throws -> (body: JobAnswer, tag: String, finished: Bool) {
-        guard let job = try await state.work.read({ [ledger] in try ledger.job(id: id) }) else {
+        guard let job = try await state.work.read({ [ledger] in try await ledger.job(id: id) }) else {
             throw APIError(.notFound, "job_not_found", "no job \(id)")
         }
         var forecast: JobForecast?
@@ -647,7 +647,7 @@ struct Handlers: Sendable {
         return (JobAnswer(job: Self.jobBody(job, zones: state.zones), forecast: forecast), tag, finished)
     }
 
-    func enqueue(body: ByteBuffer) throws -> Response {
+    func enqueue(body: ByteBuffer) async throws -> Response {
         guard body.readableBytes <= JobFile.maxBytes else {
             throw APIError(.contentTooLarge, "too_large", "a job is at most \(JobFile.maxBytes) bytes")
         }
@@ -666,7 +666,7 @@ struct Handlers: Sendable {
         case .failure(let error):
             throw APIError(.badRequest, error.field.map { "invalid_\($0)" } ?? "invalid_job", error.description)
         }
-        guard try ledger.queuedCount() < configuration.maxQueuedJobs.value else {
+        guard try await ledger.queuedCount() < configuration.maxQueuedJobs.value else {
             throw APIError(
                 .serviceUnavailable, "queue_full",
                 "the queue holds max_queued_jobs = \(configuration.maxQueuedJobs.value) jobs; try again later")
@@ -676,7 +676,7 @@ struct Handlers: Sendable {
             timeZone: request.timeZone,
             priority: request.priority, notBefore: request.notBefore, expiresAt: request.expiresAt, note: request.note)
         do {
-            switch try ledger.enqueue(job, now: state.now()) {
+            switch try await ledger.enqueue(job, now: state.now()) {
             case .created(let stored):
                 state.wakeDispatcher()
                 return ControlAPI.json(
@@ -703,8 +703,9 @@ struct Handlers: Sendable {
     }
 
     /// GET /v1/holds.
-    func holds(query: Parameters) throws -> Response {
-        ControlAPI.json(HoldsAnswer(holds: try ledger.activeHolds(account: query.get("account")).map(Self.holdBody)))
+    func holds(query: Parameters) async throws -> Response {
+        ControlAPI.json(
+            HoldsAnswer(holds: try await ledger.activeHolds(account: query.get("account")).map(Self.holdBody)))
     }
 
     /// POST /v1/holds: hold an account, or one segment of it (idempotent: an active hold of the
@@ -731,8 +732,10 @@ struct Handlers: Sendable {
         let now = state.now()
         let scope = segment
         let (existing, hold) = try await state.work.write { [ledger] in
-            let existing = try ledger.activeHolds(account: account).first { $0.segmentID == scope }
-            return (existing, try ledger.hold(account: account, segmentID: scope, reason: reason, who: who, now: now))
+            let existing = try await ledger.activeHolds(account: account).first { $0.segmentID == scope }
+            return await (
+                existing, try ledger.hold(account: account, segmentID: scope, reason: reason, who: who, now: now)
+            )
         }
         state.rereadLedger()
         return ControlAPI.json(HoldEnvelope(hold: Self.holdBody(hold)), status: existing == nil ? .created : .ok)
@@ -744,7 +747,8 @@ struct Handlers: Sendable {
             throw APIError.badRequest("id", "\"\(text)\" is not a hold id (a positive integer)")
         }
         let now = state.now()
-        guard let hold = try await state.work.write({ [ledger] in try ledger.release(holdID: id, now: now) }) else {
+        guard let hold = try await state.work.write({ [ledger] in try await ledger.release(holdID: id, now: now) })
+        else {
             throw APIError(.notFound, "hold_not_found", "no hold \(id) in force (refreshctl status lists them)")
         }
         state.rereadLedger()
@@ -823,7 +827,9 @@ struct Handlers: Sendable {
         let now = state.now()
         let requested = change
         do {
-            let job = try await state.work.write { [ledger] in try ledger.edit(jobID: id, change: requested, now: now) }
+            let job = try await state.work.write { [ledger] in
+                try await ledger.edit(jobID: id, change: requested, now: now)
+            }
             state.rereadLedger()
             return ControlAPI.json(JobEnvelope(job: Self.jobBody(job, zones: state.zones)))
         } catch let error as LedgerError where error.code != .busy && error.code != .notWritable {
@@ -836,7 +842,7 @@ struct Handlers: Sendable {
         let id = try jobID(id)
         let now = state.now()
         do {
-            let job = try await state.work.write { [ledger] in try ledger.retry(jobID: id, now: now) }
+            let job = try await state.work.write { [ledger] in try await ledger.retry(jobID: id, now: now) }
             state.rereadLedger()
             return ControlAPI.json(JobEnvelope(job: Self.jobBody(job, zones: state.zones)))
         } catch let error as LedgerError where error.code != .busy && error.code != .notWritable {
@@ -889,7 +895,7 @@ struct Handlers: Sendable {
         let dry = try dryRun(object)
         let now = state.now()
         let jobs = try await state.work.write { [ledger] in
-            dry ? try ledger.jobs(matching: filter) : try ledger.retryJobs(matching: filter, now: now)
+            await dry ? try ledger.jobs(matching: filter) : try ledger.retryJobs(matching: filter, now: now)
         }
         return bulkAnswer(jobs, dryRun: dry)
     }
@@ -916,15 +922,15 @@ struct Handlers: Sendable {
         let dry = try dryRun(object)
         let now = state.now()
         let jobs = try await state.work.write { [ledger] in
-            dry ? try ledger.jobs(matching: filter) : try ledger.cancelJobs(matching: filter, now: now)
+            await dry ? try ledger.jobs(matching: filter) : try ledger.cancelJobs(matching: filter, now: now)
         }
         return bulkAnswer(jobs, dryRun: dry)
     }
 
-    func cancel(id: String) throws -> Response {
+    func cancel(id: String) async throws -> Response {
         let id = try jobID(id)
         do {
-            let job = try ledger.cancel(jobID: id, now: state.now())
+            let job = try await ledger.cancel(jobID: id, now: state.now())
             state.wakeDispatcher()
             return ControlAPI.json(JobEnvelope(job: Self.jobBody(job, zones: state.zones)))
         } catch let error as LedgerError where error.code == .notFound {
@@ -944,10 +950,10 @@ struct Handlers: Sendable {
         let budget = try WireJSON.encode(try await budgetBody())
         let bodies = try await state.work.read { [self] () -> [Data] in
             let t = state.now()
-            let refreshes = try ledger.attempts(
+            let refreshes = try await ledger.attempts(
                 since: t.addingTimeInterval(-Double(Self.pageHours) * 900 - 2 * 86400), account: nil, segmentID: nil,
                 limit: 1000)
-            return [
+            return await [
                 try WireJSON.encode(RefreshesAnswer(refreshes: refreshes.map(Self.refreshBody))),
                 try WireJSON.encode(
                     BlocksAnswer(now: t, blocks: try ledger.activeBlocks(account: nil, now: t).map(Self.blockBody))),
@@ -985,7 +991,7 @@ struct Handlers: Sendable {
 
     func planSnapshot() async throws -> PlanSnapshot {
         try await state.planCache.value(for: state.planKey, now: state.now()) { [self] in
-            try await state.work.read { try self.computePlan() }
+            try await state.work.read { try await self.computePlan() }
         }
     }
 
@@ -1015,18 +1021,18 @@ struct Handlers: Sendable {
             }
         }
         let requested = candidates
-        let snapshot = try await state.work.read { [self] in try computePlan(candidates: requested) }
+        let snapshot = try await state.work.read { [self] in try await computePlan(candidates: requested) }
         return Response(
             status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: snapshot.body))
     }
 
-    func computePlan(candidates: [JobRequest] = []) throws -> PlanSnapshot {
+    func computePlan(candidates: [JobRequest] = []) async throws -> PlanSnapshot {
         let t = state.now()
         let configuration = state.configuration
         let zones = state.zones
         let lanes = state.laneStatuses
         let paused = Set(lanes.filter { $0.paused != nil }.map(\.account))
-        var queued = try ledger.queuedJobs()
+        var queued = try await ledger.queuedJobs()
         // What-if candidates join the queue as jobs submitted now, after every queued one.
         let firstCandidate = (queued.map(\.id).max() ?? 0) + 1
         for (index, request) in candidates.enumerated() {
@@ -1043,7 +1049,7 @@ struct Handlers: Sendable {
         func shown(_ id: Int64) -> Int64 {
             id >= firstCandidate && !candidates.isEmpty ? -(id - firstCandidate + 1) : id
         }
-        let history = try ledger.attempts(
+        let history = try await ledger.attempts(
             since: Date(timeIntervalSince1970: HistoryWindows.segmentSince(t)), account: nil, segmentID: nil,
             limit: Int.max
         ).map {
@@ -1051,7 +1057,7 @@ struct Handlers: Sendable {
         }
         var blocks: [LearnedBlock] = []
         for account in configuration.accounts {
-            blocks += try ledger.blocks(account: account.name, now: t).map(\.engineBlock)
+            blocks += try await ledger.blocks(account: account.name, now: t).map(\.engineBlock)
         }
         var jobsOut: [PlannedJobBody] = []
         var sendsOut: [PlannedSendBody] = []
@@ -1065,7 +1071,7 @@ struct Handlers: Sendable {
             forecasts[job.id] = JobForecast(fate: fate)
         }
         // Jobs under an operator's hold are not planned (R10): fate held, with the hold.
-        let holds = try ledger.activeHolds(account: nil)
+        let holds = try await ledger.activeHolds(account: nil)
         queued.removeAll { job in
             guard let hold = holds.first(where: { $0.covers(account: job.job.account, segmentID: job.job.segmentID) })
             else { return false }
@@ -1137,7 +1143,7 @@ struct Handlers: Sendable {
             id: block.id, account: block.account, segmentID: block.segmentID, until: block.until, reason: block.reason)
     }
 
-    func blocks(query: Parameters) throws -> Response {
+    func blocks(query: Parameters) async throws -> Response {
         let account = query.get("account")
         if let account, !state.hasAccount(account) {
             throw APIError.badRequest(
@@ -1146,17 +1152,17 @@ struct Handlers: Sendable {
             )
         }
         let t = state.now()
-        let blocks = try ledger.activeBlocks(account: account, now: t)
+        let blocks = try await ledger.activeBlocks(account: account, now: t)
         return ControlAPI.json(BlocksAnswer(now: t, blocks: blocks.map(Self.blockBody)))
     }
 
     /// Lifts a block by hand. The operator's call: a block was learned from a 429, so lifting it
     /// early may earn another 429; the rules' safety margin still applies from now.
-    func liftBlock(id text: String) throws -> Response {
+    func liftBlock(id text: String) async throws -> Response {
         guard let id = Int64(text), id > 0 else {
             throw APIError.badRequest("id", "\"\(text)\" is not a block id (a positive integer)")
         }
-        guard let lifted = try ledger.liftBlock(id: id, now: state.now()) else {
+        guard let lifted = try await ledger.liftBlock(id: id, now: state.now()) else {
             throw APIError(.notFound, "block_not_found", "no block \(id) is in force (GET /v1/blocks lists them)")
         }
         state.logger.notice(
@@ -1168,7 +1174,7 @@ struct Handlers: Sendable {
         return ControlAPI.json(BlockEnvelope(block: Self.blockBody(lifted)))
     }
 
-    func refreshes(query: Parameters) throws -> Response {
+    func refreshes(query: Parameters) async throws -> Response {
         var since = state.now().addingTimeInterval(-7 * 86400)
         if let text = query.get("since") {
             guard let parsed = Timestamp.parseRFC3339(text) else {
@@ -1185,7 +1191,7 @@ struct Handlers: Sendable {
             segment = normalized
         }
         let limit = try intParameter(query, "limit", default: 100, range: 1...1000)
-        let attempts = try ledger.attempts(
+        let attempts = try await ledger.attempts(
             since: since, account: query.get("account"), segmentID: segment, limit: limit)
         return ControlAPI.json(RefreshesAnswer(refreshes: attempts.map(Self.refreshBody)))
     }

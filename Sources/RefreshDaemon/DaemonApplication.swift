@@ -130,10 +130,11 @@ public enum DaemonApplication {
             lanes: { dispatcher.lanes.map(\.status) }, lane: { dispatcher.lane(named: $0)?.status },
             intake: { intake.status },
             wake: { dispatcher.wakeUp() }, reread: { dispatcher.rereadLedger() }, logger: logger, work: work)
-        let ready: @Sendable () -> Void = {
+        let ready: @Sendable () async -> Void = {
             // The status line goes with READY=1: the watchdog tick may have sent one before the
             // spool scan, and systemd keeps the last STATUS= it got.
-            notifier.send("READY=1\nSTATUS=" + statusLine(state: state))
+            let status = await statusLine(state: state)
+            notifier.send("READY=1\nSTATUS=" + status)
             logger.info(
                 "refreshd started",
                 metadata: [
@@ -196,7 +197,7 @@ public enum DaemonApplication {
         let notify = SystemdNotifyService(
             notifier: notifier, watchdog: SystemdNotifier.watchdogInterval(environment: environment),
             liveness: Liveness(tolerance: tolerance),
-            beats: { dispatcher.lanes.map(\.lastBeat) }, status: { statusLine(state: state) }, logger: logger)
+            beats: { dispatcher.lanes.map(\.lastBeat) }, status: { await statusLine(state: state) }, logger: logger)
         // Shutdown runs in reverse: reload and notify stop (STOPPING=1), intake stops taking files,
         // the API closes, and the dispatcher last, letting a request in flight finish.
         let group = ServiceGroup(
@@ -236,7 +237,7 @@ public enum DaemonApplication {
     }
 
     /// "12 queued, next in 41 min, 7/10 left today" (systemd's STATUS= line).
-    static func statusLine(state: ControlState) -> String {
+    static func statusLine(state: ControlState) async -> String {
         let lanes = state.laneStatuses
         let queued = lanes.map(\.queued).reduce(0, +)
         let t = state.now()
@@ -253,9 +254,8 @@ public enum DaemonApplication {
         var left = 0
         var limit = 0
         for account in configuration.accounts {
-            if let daily = (try? state.accountBudgets(account.name, includeBlocks: false, now: t))?.first(where: {
-                $0.rule == .accountDaily
-            }) {
+            let budgets = try? await state.accountBudgets(account.name, includeBlocks: false, now: t)
+            if let daily = budgets?.first(where: { $0.rule == .accountDaily }) {
                 left += daily.remaining
                 limit += daily.limit
             }
@@ -271,7 +271,7 @@ public enum DaemonApplication {
             parts.append(
                 "HELD: \(held) job\(held == 1 ? "" : "s") with a time zone the tz data lacks (refreshctl jobs)")
         }
-        if let holds = try? state.ledger.activeHolds(account: nil), !holds.isEmpty {
+        if let holds = try? await state.ledger.activeHolds(account: nil), !holds.isEmpty {
             let scopes = holds.map { hold in hold.segmentID.map { "\(hold.account)/\($0.prefix(8))" } ?? hold.account }
             parts.append("ON HOLD: \(scopes.joined(separator: ",")) (refreshctl release)")
         }

@@ -284,12 +284,12 @@ public final class AccountLane: @unchecked Sendable {
             let t = now()
             applyPendingConfiguration(now: t)
             // The last answer first: nothing else goes out for the account until it is in the ledger.
-            if let waiting = unwritten, !writeAgain(waiting, now: t) {
+            if let waiting = unwritten, await !writeAgain(waiting, now: t) {
                 return t.addingTimeInterval(Backoff.ledgerWrite(failures: unwritten?.failures ?? 1))
             }
             do {
-                if !loaded { try load(now: t) }
-                try pullNewJobs(now: t)
+                if !loaded { try await load(now: t) }
+                try await pullNewJobs(now: t)
             } catch {
                 note(error: "ledger: \(error)")
                 logger.error("cannot read the queue from the ledger; retrying in 5 s", metadata: ["error": "\(error)"])
@@ -299,7 +299,7 @@ public final class AccountLane: @unchecked Sendable {
             if iterations > 10_000 { return t.addingTimeInterval(1) }
             // A held job still expires at its expires_at (it is not in the queue that would say so).
             if let due = heldExpiry, due <= t {
-                expire([], now: t)
+                await expire([], now: t)
                 if let still = heldExpiry, still <= t { return t.addingTimeInterval(5) }
             }
             switch queue.next(now: t) {
@@ -307,7 +307,7 @@ public final class AccountLane: @unchecked Sendable {
                 publish(next: until, at: t)
                 return [until, heldExpiry].compactMap { $0 }.min()
             case .expire(let jobs):
-                expire(jobs, now: t)
+                await expire(jobs, now: t)
             case .send(let segment, let zone, _):
                 // The reservation takes every due, admitted job of the segment from the ledger
                 // itself (jobs queued since the queue last read it ride along too).

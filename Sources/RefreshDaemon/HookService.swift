@@ -133,18 +133,18 @@ public final class HookService: Service, DispatchObserver, @unchecked Sendable {
 
     private func loop() async throws {
         let start: Int64
-        if let saved = try? ledger.hookCursor() {
+        if let saved = try? await ledger.hookCursor() {
             start = saved
         } else {
-            start = (try? ledger.latestJobEventID()) ?? 0
-            try? ledger.setHookCursor(start)
+            start = (try? await ledger.latestJobEventID()) ?? 0
+            try? await ledger.setHookCursor(start)
         }
         await cancelWhenGracefulShutdown {
             var cursor = start
             while !Task.isCancelled {
                 var events: [JobEvent] = []
                 do {
-                    events = try self.ledger.jobEvents(after: cursor, limit: 100)
+                    events = try await self.ledger.jobEvents(after: cursor, limit: 100)
                 } catch {
                     self.logger.error("hooks: cannot read job events from the ledger", metadata: ["error": "\(error)"])
                 }
@@ -161,7 +161,7 @@ public final class HookService: Service, DispatchObserver, @unchecked Sendable {
                 await self.runAll(batch)
                 if let last = events.last {
                     cursor = last.id
-                    do { try self.ledger.setHookCursor(cursor) } catch {
+                    do { try await self.ledger.setHookCursor(cursor) } catch {
                         self.logger.error("hooks: cannot record how far they ran", metadata: ["error": "\(error)"])
                     }
                 }

@@ -14,7 +14,7 @@ struct LedgerMaintenanceService: Service {
 
     func run() async throws {
         while !Task.isShuttingDownGracefully {
-            runOnce()
+            await runOnce()
             do {
                 try await cancelWhenGracefulShutdown { [interval] in try await Task.sleep(for: interval) }
             } catch {
@@ -23,15 +23,15 @@ struct LedgerMaintenanceService: Service {
         }
     }
 
-    func runOnce() {
+    func runOnce() async {
         do {
-            let expired = try ledger.expireJobs(now: now())
+            let expired = try await ledger.expireJobs(now: now())
             for job in expired {
                 logger.info(
                     "job expired before it could be sent",
                     metadata: ["job": "\(job.id)", "segment": "\(job.job.segmentID)"])
             }
-            let pruned = try ledger.prune(retentionDays: retentionDays, now: now())
+            let pruned = try await ledger.prune(retentionDays: retentionDays, now: now())
             if pruned > 0 { logger.debug("pruned old ledger rows", metadata: ["rows": "\(pruned)"]) }
         } catch {
             logger.error("ledger maintenance failed", metadata: ["error": "\(error)"])

@@ -124,13 +124,13 @@ public final class RefreshdMetrics: DispatchObserver, @unchecked Sendable {
 
     /// The scrape: gauges refreshed from the state, then everything rendered, then the process'
     /// own metrics (`process_*`, as the Prometheus client libraries write them).
-    func render(state: ControlState) -> String {
+    func render(state: ControlState) async -> String {
         let t = state.now()
         var counts: [JobState: Int]?
         var oldest: Date?
         do {
-            counts = try state.ledger.jobCounts()
-            oldest = try state.ledger.oldestQueuedAt()
+            counts = try await state.ledger.jobCounts()
+            oldest = try await state.ledger.oldestQueuedAt()
         } catch {
             counts = nil
         }
@@ -173,7 +173,7 @@ public final class RefreshdMetrics: DispatchObserver, @unchecked Sendable {
                     descriptor: Self.name("attempts", "total", "Refresh attempts by outcome"),
                     labels: [("account", account.name), ("outcome", outcome.rawValue)])
             }
-            let budgets = (try? state.accountBudgets(account.name, includeBlocks: false, now: t)) ?? []
+            let budgets = (try? await state.accountBudgets(account.name, includeBlocks: false, now: t)) ?? []
             let daily = budgets.first { $0.rule == .accountDaily }
             registry.makeGauge(
                 descriptor: Self.name("account_budget_remaining", "", "Requests left today (UTC) for the account"),
@@ -221,8 +221,8 @@ public final class RefreshdMetrics: DispatchObserver, @unchecked Sendable {
                 labels: labels
             )
             .set(lane?.waitingForLedger == true ? 0.0 : 1.0)
-            let holds = (try? state.ledger.activeHolds(account: account.name)) ?? []
-            let blocks = (try? state.ledger.activeBlocks(account: account.name, now: t)) ?? []
+            let holds = (try? await state.ledger.activeHolds(account: account.name)) ?? []
+            let blocks = (try? await state.ledger.activeBlocks(account: account.name, now: t)) ?? []
             for scope in ["account", "segment"] {
                 registry.makeGauge(
                     descriptor: Self.name("holds", "", "Operator holds in force (refreshctl hold), by scope"),

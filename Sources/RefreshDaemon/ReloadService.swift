@@ -64,23 +64,29 @@ public final class Reloader: @unchecked Sendable {
 
     /// SIGHUP: read the configuration and the tz data again and apply them. Returns whether it did.
     @discardableResult
-    public func reload() -> Bool {
+    public func reload() async -> Bool {
         notifier.send("RELOADING=1\nMONOTONIC_USEC=\(SystemdNotifier.monotonicMicroseconds())\nSTATUS=reloading")
         // READY=1 ends the reload with a fresh status line (or why the reload was refused).
-        var refusal: String?
-        defer {
-            let status =
-                refusal.map { "reload refused: \($0.prefix(200))" } ?? DaemonApplication.statusLine(state: state)
-            notifier.send("READY=1\nSTATUS=" + status)
+        let refusal = await applyFiles()
+        let status: String
+        if let refusal {
+            status = "reload refused: \(refusal.prefix(200))"
+        } else {
+            status = await DaemonApplication.statusLine(state: state)
         }
+        notifier.send("READY=1\nSTATUS=" + status)
+        return refusal == nil
+    }
+
+    /// Reads the configuration and the tz data and applies them; why not, if it did not.
+    private func applyFiles() async -> String? {
         var loader = ConfigurationLoader(environment: environment, userID: getuid())
         let next: DaemonConfiguration
         do {
             next = try loader.load(explicitPath: explicitPath)
         } catch {
             logger.error("reload refused; the running configuration stays", metadata: ["reason": "\(error)"])
-            refusal = String(describing: error)
-            return false
+            return String(describing: error)
         }
         let newZones: ZoneInfoDirectory
         do {
@@ -89,10 +95,9 @@ public final class Reloader: @unchecked Sendable {
             logger.error(
                 "reload refused: the tz database cannot be read; the running configuration stays",
                 metadata: ["reason": "\(error.message)"])
-            refusal = "the tz database cannot be read: \(error.message)"
-            return false
+            return "the tz database cannot be read: \(error.message)"
         }
-        apply(next, zones: newZones)
+        await apply(next, zones: newZones)
         for warning in loader.warnings { logger.warning("\(warning)") }
         logger.notice(
             "configuration reloaded",
@@ -100,12 +105,12 @@ public final class Reloader: @unchecked Sendable {
                 "accounts": "\(next.accounts.map(\.name).joined(separator: ","))",
                 "log_level": "\(next.logLevel.value)",
             ])
-        return true
+        return nil
     }
 
     /// The tz data changed on disk (a tzdata upgrade sends no signal): read it again.
     @discardableResult
-    public func checkTZData() -> Bool {
+    public func checkTZData() async -> Bool {
         let path = lock.withLock { zones.path }
         let stamp = Self.stamp(path)
         guard stamp != lock.withLock({ zonesStamp }) else { return false }
@@ -120,11 +125,11 @@ public final class Reloader: @unchecked Sendable {
         logger.notice(
             "tz data changed on disk; reloaded",
             metadata: ["old": "\(old ?? "unknown")", "new": "\(fresh.version ?? "unknown")"])
-        apply(configuration, zones: fresh)
+        await apply(configuration, zones: fresh)
         return true
     }
 
-    private func apply(_ next: DaemonConfiguration, zones newZones: ZoneInfoDirectory) {
+    private func apply(_ next: DaemonConfiguration, zones newZones: ZoneInfoDirectory) async {
         let (previous, oldZones, oldClient) = lock.withLock { (self.configuration, self.zones, self.client) }
         if oldZones.version != newZones.version {
             logger.notice(
@@ -153,7 +158,7 @@ public final class Reloader: @unchecked Sendable {
         intake.update(
             accounts: Set(next.accounts.map(\.name)), zones: newZones, maxQueuedJobs: next.maxQueuedJobs.value,
             rejectedRetentionDays: next.rejectedRetentionDays.value)
-        warnAboutHeldJobs(zones: newZones)
+        await warnAboutHeldJobs(zones: newZones)
         state.configuration = next
         state.zones = newZones
         if let level = Logger.Level(rawValue: next.logLevel.value) { levels.level = level }
@@ -174,8 +179,8 @@ public final class Reloader: @unchecked Sendable {
 extension Reloader {
     /// Names every queued job whose zone the tz data now in use cannot load: those jobs are held
     /// (never sent with another zone) until tz data that has their zone comes back.
-    func warnAboutHeldJobs(zones: ZoneInfoDirectory) {
-        guard let queued = try? ledger.queuedJobs() else { return }
+    func warnAboutHeldJobs(zones: ZoneInfoDirectory) async {
+        guard let queued = try? await ledger.queuedJobs() else { return }
         let held = queued.filter { JobHold.reason(timeZone: $0.job.timeZone, zones: zones) != nil }
         guard !held.isEmpty else { return }
         let named = held.prefix(100).map { "\($0.id) (\($0.job.timeZone))" }.joined(separator: ", ")
@@ -205,13 +210,13 @@ public struct ReloadService: Service {
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
-                    for await _ in signals { reloader.reload() }
+                    for await _ in signals { await reloader.reload() }
                 }
                 group.addTask {
                     while !Task.isCancelled {
                         try? await Task.sleep(for: interval)
                         if Task.isCancelled { break }
-                        reloader.checkTZData()
+                        await reloader.checkTZData()
                     }
                 }
                 await group.waitForAll()

@@ -132,13 +132,13 @@ public final class SpoolIntake: Sendable {
 
     /// One pass: files left in active/ first, then every ready file of incoming/, oldest first.
     @discardableResult
-    public func scan() -> IntakeState {
+    public func scan() async -> IntakeState {
         var taken = 0
         var rejectedCount = 0
         var blocked: String?
         var queueFull = false
         let identity = checkDirectories(blocked: &blocked)
-        var queued = (try? ledger.queuedCount()) ?? 0
+        var queued = (try? await ledger.queuedCount()) ?? 0
         if blocked == nil {
             // Leftovers of an interrupted scan (a crash, a full disk, a full queue) go first.
             var leftovers: [Entry] = []
@@ -184,7 +184,7 @@ public final class SpoolIntake: Sendable {
                 guard !batch.isEmpty else { continue }
                 let results: [Result<SpoolIngestResult, LedgerError>]
                 do {
-                    results = try ledger.ingestSpoolFiles(batch, now: now())
+                    results = try await ledger.ingestSpoolFiles(batch, now: now())
                 } catch {
                     blocked = "cannot write the ledger: \(error)"
                     break

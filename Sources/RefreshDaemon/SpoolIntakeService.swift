@@ -17,7 +17,7 @@ struct SpoolIntakeService: Service {
     /// Called once, after the first scan: the daemon is ready (the ledger is open, the spool has
     /// been read, and, since services start after the group traps its signals, SIGTERM and SIGINT
     /// are handled).
-    let onReady: @Sendable () -> Void
+    let onReady: @Sendable () async -> Void
 
     /// How often rejected/ is pruned (and its size measured).
     var retentionInterval: Duration = .seconds(3600)
@@ -48,8 +48,8 @@ struct SpoolIntakeService: Service {
         // every few seconds: a freed disk should not wait for the backstop rescan. A full queue
         // (max_queued_jobs) empties at SendGrid's pace: the backstop is soon enough for it.
         var retryScheduled: ContinuousClock.Instant?
-        func scan() {
-            let seen = intake.scan()
+        func scan() async {
+            let seen = await intake.scan()
             // incoming/ deleted and made again, or replaced: the old watch sees nothing any more.
             if let identity = seen.incomingIdentity {
                 if let previous = watched, previous != identity || watcher?.isLost == true {
@@ -73,10 +73,10 @@ struct SpoolIntakeService: Service {
                 continuation.yield()
             }
         }
-        scan()
-        onReady()
+        await scan()
+        await onReady()
         for await _ in wakeups.cancelOnGracefulShutdown() {
-            scan()
+            await scan()
         }
     }
 }

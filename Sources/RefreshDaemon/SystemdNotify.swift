@@ -84,7 +84,7 @@ public final class SystemdNotifyService: Service, Sendable {
     let watchdog: Duration?
     let liveness: Liveness
     let beats: @Sendable () -> [ContinuousClock.Instant?]
-    let status: @Sendable () -> String
+    let status: @Sendable () async -> String
     let logger: Logger
     /// When the service was made: loops that have not beaten yet are measured from here.
     let start = ContinuousClock.now
@@ -92,7 +92,7 @@ public final class SystemdNotifyService: Service, Sendable {
     public init(
         notifier: SystemdNotifier, watchdog: Duration?, liveness: Liveness,
         beats: @escaping @Sendable () -> [ContinuousClock.Instant?],
-        status: @escaping @Sendable () -> String, logger: Logger
+        status: @escaping @Sendable () async -> String, logger: Logger
     ) {
         self.notifier = notifier
         self.watchdog = watchdog
@@ -104,8 +104,8 @@ public final class SystemdNotifyService: Service, Sendable {
 
     /// One tick: the status line, and a watchdog ping if the loops are alive. Returns whether it pinged.
     @discardableResult
-    public func tick() -> Bool {
-        var message = "STATUS=" + status()
+    public func tick() async -> Bool {
+        var message = "STATUS=" + (await status())
         let alive = liveness.alive(beats: beats(), now: .now, start: start)
         if watchdog != nil {
             if alive {
@@ -128,7 +128,7 @@ public final class SystemdNotifyService: Service, Sendable {
         let period = watchdog.map { $0 / 2 } ?? .seconds(30)
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
-                self.tick()
+                await self.tick()
                 try? await Task.sleep(for: period)
             }
         }

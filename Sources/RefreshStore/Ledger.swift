@@ -114,17 +114,17 @@ extension Ledger {
     /// `reserve` for every due job of the segment.
     public func reserve(
         account: String, segmentID: String, timeZone: String, now: Date, check: (LedgerHistory) -> Decision
-    ) throws -> ReservationResult {
-        try reserve(
+    ) async throws -> ReservationResult {
+        try await reserve(
             account: account, segmentID: segmentID, timeZone: timeZone, now: now, admit: { _ in true }, check: check)
     }
 
     /// One spool file (see `ingestSpoolFiles`).
-    public func ingestSpoolFile(identity: String, contentDigest: String, name: String, job: NewJob, now: Date) throws
-        -> SpoolIngestResult
+    public func ingestSpoolFile(identity: String, contentDigest: String, name: String, job: NewJob, now: Date)
+        async throws -> SpoolIngestResult
     {
         let file = SpoolFileJob(identity: identity, contentDigest: contentDigest, name: name, job: job)
-        return try ingestSpoolFiles([file], now: now)[0].get()
+        return try await ingestSpoolFiles([file], now: now)[0].get()
     }
 }
 
@@ -136,8 +136,16 @@ public enum SpoolIngestResult: Sendable, Equatable {
     case alreadyTaken(jobID: Int64?)
 }
 
-/// The ledger's operations, so a shared ledger (e.g. PostgreSQL for several hosts on one
-/// SendGrid account) can be added later without touching the core.
+/// The ledger's operations, so a shared ledger (PostgreSQL for several hosts on one SendGrid
+/// account, issue #13) can be added without touching the core.
+///
+/// Every operation is `async`: a backend that talks to a server suspends while it waits and
+/// never blocks a thread of the concurrency pool on a network answer. `SQLiteLedger`'s
+/// synchronous methods satisfy these requirements and run on the caller's thread; that is why
+/// every caller runs on a thread of its own (the lanes, intake and hooks on `BlockingExecutor`s,
+/// the control API inside `APIWork`'s read and write threads), never on the pool that answers
+/// requests. Code holding a `SQLiteLedger` itself (its tests, the benchmarks) may call it
+/// synchronously.
 ///
 /// The reservation protocol: a request to SendGrid is preceded by a durable `reserved` attempt,
 /// written by `reserve` in the same IMMEDIATE transaction that re-reads the history and re-checks
@@ -147,57 +155,57 @@ public enum SpoolIngestResult: Sendable, Equatable {
 public protocol Ledger: Sendable {
     /// Adds a job, or returns the existing one for the same idempotency key and content.
     /// - Throws: `LedgerError.idempotencyConflict` for the same key with different content.
-    func enqueue(_ job: NewJob, now: Date) throws -> EnqueueResult
-    func job(id: Int64) throws -> StoredJob?
+    func enqueue(_ job: NewJob, now: Date) async throws -> EnqueueResult
+    func job(id: Int64) async throws -> StoredJob?
     /// Jobs by state (nil: all), ascending id, after the cursor.
-    func jobs(state: JobState?, segmentID: String?, after cursor: Int64?, limit: Int) throws -> [StoredJob]
+    func jobs(state: JobState?, segmentID: String?, after cursor: Int64?, limit: Int) async throws -> [StoredJob]
     /// Every job still waiting (queued), in id order.
-    func queuedJobs() throws -> [StoredJob]
+    func queuedJobs() async throws -> [StoredJob]
     /// The queued jobs of one segment of one account, in id order.
-    func queuedJobs(account: String, segmentID: String) throws -> [StoredJob]
+    func queuedJobs(account: String, segmentID: String) async throws -> [StoredJob]
     /// How many jobs are in each state.
-    func jobCounts() throws -> [JobState: Int]
+    func jobCounts() async throws -> [JobState: Int]
     /// When the oldest job still queued was submitted (nil: none queued).
-    func oldestQueuedAt() throws -> Date?
+    func oldestQueuedAt() async throws -> Date?
     /// Cancels a job that has not been sent.
-    func cancel(jobID: Int64, now: Date) throws -> StoredJob
+    func cancel(jobID: Int64, now: Date) async throws -> StoredJob
     /// Cancels every queued job the filter takes, in one transaction; returns them.
-    func cancelJobs(matching filter: JobFilter, now: Date) throws -> [StoredJob]
+    func cancelJobs(matching filter: JobFilter, now: Date) async throws -> [StoredJob]
     /// The jobs a filter takes, in id order (what a bulk operation would change).
-    func jobs(matching filter: JobFilter) throws -> [StoredJob]
+    func jobs(matching filter: JobFilter) async throws -> [StoredJob]
     /// Queues a failed or expired job again: tries, backoff and reason start afresh, an expired
     /// job loses its passed `expires_at`; its earlier attempts stay in the history.
     /// - Throws: `LedgerError.notFound`, or `.invalidState` for a job that is not failed or expired.
-    func retry(jobID: Int64, now: Date) throws -> StoredJob
+    func retry(jobID: Int64, now: Date) async throws -> StoredJob
     /// Retries every failed or expired job the filter takes, in one transaction; returns them.
-    func retryJobs(matching filter: JobFilter, now: Date) throws -> [StoredJob]
+    func retryJobs(matching filter: JobFilter, now: Date) async throws -> [StoredJob]
     /// Changes a queued job's priority, `not_before` or `expires_at` (the idempotency digest stays
     /// the submitted content's, so the submitter's retry of the same file is still a no-op).
     /// - Throws: `.notFound`, `.invalidState` (not queued), `.invalidInput` (expires_at not after not_before).
-    func edit(jobID: Int64, change: JobChange, now: Date) throws -> StoredJob
+    func edit(jobID: Int64, change: JobChange, now: Date) async throws -> StoredJob
     /// Holds an account (segmentID nil) or a segment; an active hold of the same scope is returned
     /// as it is (R10).
-    func hold(account: String, segmentID: String?, reason: String, who: String, now: Date) throws -> StoredHold
+    func hold(account: String, segmentID: String?, reason: String, who: String, now: Date) async throws -> StoredHold
     /// Ends a hold in force; nil when there is none with that id.
-    func release(holdID: Int64, now: Date) throws -> StoredHold?
+    func release(holdID: Int64, now: Date) async throws -> StoredHold?
     /// The holds in force, of one account or all, oldest first.
-    func activeHolds(account: String?) throws -> [StoredHold]
+    func activeHolds(account: String?) async throws -> [StoredHold]
     /// Jobs that reached a final state after event `id`, oldest first (R9).
-    func jobEvents(after id: Int64, limit: Int) throws -> [JobEvent]
+    func jobEvents(after id: Int64, limit: Int) async throws -> [JobEvent]
     /// The newest event's id (0 when there is none).
-    func latestJobEventID() throws -> Int64
+    func latestJobEventID() async throws -> Int64
     /// Where the hook runner stands (nil: it never ran on this ledger).
-    func hookCursor() throws -> Int64?
-    func setHookCursor(_ id: Int64) throws
+    func hookCursor() async throws -> Int64?
+    func setHookCursor(_ id: Int64) async throws
     /// Marks queued jobs whose `expires_at` has passed as expired; returns them.
-    func expireJobs(now: Date) throws -> [StoredJob]
+    func expireJobs(now: Date) async throws -> [StoredJob]
 
     /// The history a decision for (account, segment) at `now` needs.
-    func history(account: String, segmentID: String, now: Date) throws -> LedgerHistory
+    func history(account: String, segmentID: String, now: Date) async throws -> LedgerHistory
     /// One account's attempts, blocks, holds and queued zones in one read (see `AccountView`).
-    func accountView(account: String, now: Date) throws -> AccountView
+    func accountView(account: String, now: Date) async throws -> AccountView
     /// The attempts since an instant, newest first, optionally for one segment or account.
-    func attempts(since: Date, account: String?, segmentID: String?, limit: Int) throws -> [StoredAttempt]
+    func attempts(since: Date, account: String?, segmentID: String?, limit: Int) async throws -> [StoredAttempt]
 
     /// Reserves a refresh of (account, segment), sent with `timeZone`, for every due queued job
     /// of the segment, if `check` (the rules over the history read inside the transaction) allows.
@@ -205,49 +213,49 @@ public protocol Ledger: Sendable {
     func reserve(
         account: String, segmentID: String, timeZone: String, now: Date, admit: (StoredJob) -> Bool,
         check: (LedgerHistory) -> Decision
-    ) throws -> ReservationResult
+    ) async throws -> ReservationResult
     /// Records the answer to a reserved attempt and what becomes of its jobs.
     func complete(
         attemptID: Int64, outcome: AttemptOutcome, httpStatus: Int?, sendGridJobID: String?, error: String?,
         finishedAt: Date,
         jobs disposition: JobDisposition
-    ) throws
+    ) async throws
 
     /// Records an attempt that did not come from a reservation of ours (a refresh made elsewhere,
     /// learned from SendGrid's `refreshes_used`).
-    func recordExternal(account: String, segmentID: String, timeZone: String, at: Date) throws -> StoredAttempt
+    func recordExternal(account: String, segmentID: String, timeZone: String, at: Date) async throws -> StoredAttempt
     /// Adds a learned block.
-    func addBlock(account: String, segmentID: String?, until: Date, reason: String, now: Date) throws
+    func addBlock(account: String, segmentID: String?, until: Date, reason: String, now: Date) async throws
     /// The blocks of an account (its own and its segments') that end after `now` - 1 day.
-    func blocks(account: String, now: Date) throws -> [StoredBlock]
+    func blocks(account: String, now: Date) async throws -> [StoredBlock]
     /// The blocks still in force (ending after `now`), of one account or of all, oldest first.
-    func activeBlocks(account: String?, now: Date) throws -> [StoredBlock]
+    func activeBlocks(account: String?, now: Date) async throws -> [StoredBlock]
     /// Lifts a block still in force by hand: it ends at `now` and its reason says so (the row stays,
     /// as a record). nil when no block with that id is in force.
-    func liftBlock(id: Int64, now: Date) throws -> StoredBlock?
+    func liftBlock(id: Int64, now: Date) async throws -> StoredBlock?
     /// Turns `uncertain` attempts into `accepted` (a pre-flight read showed SendGrid counted them)
     /// and marks the queued jobs still linked to them sent (the leader) or coalesced; returns those
     /// jobs (R5).
-    func confirmRecorded(attemptIDs: [Int64], now: Date) throws -> [StoredJob]
+    func confirmRecorded(attemptIDs: [Int64], now: Date) async throws -> [StoredJob]
     /// Goes up with every committed write through this ledger (a cache key for derived views).
     var changeCount: UInt64 { get }
     /// Turns `uncertain` attempts into `unrecorded` (a pre-flight read showed SendGrid did not
     /// record them); returns how many changed.
-    func markUnrecorded(attemptIDs: [Int64]) throws -> Int
+    func markUnrecorded(attemptIDs: [Int64]) async throws -> Int
     /// SendGrid's last known `refreshes_used` for a segment.
     func recordUsage(account: String, segmentID: String, refreshesUsed: Int, lastRefreshedAt: Date?, observedAt: Date)
-        throws
+        async throws
 
     /// Records jobs read from spool files, each with its file's identity (device, inode, size,
     /// mtime) and content digest, all in one transaction; the same file read again is recognised.
     /// An idempotency conflict fails that file alone.
-    func ingestSpoolFiles(_ files: [SpoolFileJob], now: Date) throws -> [Result<SpoolIngestResult, LedgerError>]
+    func ingestSpoolFiles(_ files: [SpoolFileJob], now: Date) async throws -> [Result<SpoolIngestResult, LedgerError>]
     /// How many jobs are queued (an index count, cheap).
-    func queuedCount() throws -> Int
+    func queuedCount() async throws -> Int
 
     /// Deletes finished jobs and attempts older than `retentionDays` (never fewer than 3 days, so
     /// nothing inside a rule window goes) and ended blocks; returns how many rows went.
-    func prune(retentionDays: Int, now: Date) throws -> Int
+    func prune(retentionDays: Int, now: Date) async throws -> Int
 }
 
 extension LedgerHistory {

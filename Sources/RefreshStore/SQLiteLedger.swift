@@ -1073,3 +1073,21 @@ public final class SQLiteLedger: Ledger {
 
     private static func date(_ value: Double?) -> Date? { value.map(Date.init(timeIntervalSince1970:)) }
 }
+
+extension SQLiteLedger {
+    /// `reserve` for every due job of the segment (the synchronous form, on the SQLite file).
+    public func reserve(
+        account: String, segmentID: String, timeZone: String, now: Date, check: (LedgerHistory) -> Decision
+    ) throws -> ReservationResult {
+        try reserve(
+            account: account, segmentID: segmentID, timeZone: timeZone, now: now, admit: { _ in true }, check: check)
+    }
+
+    /// One spool file (see `ingestSpoolFiles`; the synchronous form).
+    public func ingestSpoolFile(identity: String, contentDigest: String, name: String, job: NewJob, now: Date) throws
+        -> SpoolIngestResult
+    {
+        let file = SpoolFileJob(identity: identity, contentDigest: contentDigest, name: name, job: job)
+        return try ingestSpoolFiles([file], now: now)[0].get()
+    }
+}

@@ -66,7 +66,7 @@ struct CompositionRootTests {
 
             // Same SendGrid settings: the one client stays; the new account gets a lane.
             try setup.write(live: ["a", "b"], dry: ["c"])
-            #expect(daemon.reloader.reload())
+            #expect(await daemon.reloader.reload())
             #expect(daemon.dispatcher.lanes.map(\.name) == ["a", "b", "c"])
             #expect(daemon.state.configuration.accounts.map(\.name) == ["a", "b", "c"])
             #expect(daemon.dispatcher.client === first)
@@ -74,13 +74,13 @@ struct CompositionRootTests {
 
             // A changed timeout: a new client, adopted so it is shut down with the first.
             try setup.write(live: ["b"], dry: ["c"], requestTimeout: 10)
-            #expect(daemon.reloader.reload())
+            #expect(await daemon.reloader.reload())
             #expect(daemon.dispatcher.lanes.map(\.name) == ["b", "c"])
             #expect(daemon.dispatcher.allClients.count == 2)
 
             // A configuration that does not load is refused; nothing changes.
             try "[[account]]\nname = 3\n".write(toFile: setup.configPath, atomically: true, encoding: .utf8)
-            #expect(!daemon.reloader.reload())
+            #expect(await !daemon.reloader.reload())
             #expect(daemon.dispatcher.lanes.map(\.name) == ["b", "c"])
             #expect(daemon.state.configuration.accounts.map(\.name) == ["b", "c"])
         }
@@ -93,7 +93,7 @@ struct CompositionRootTests {
         try await setup.withDaemon { daemon in
             #expect(daemon.dispatcher.client == nil)
             try setup.write(live: [], dry: ["x", "y"])
-            #expect(daemon.reloader.reload())
+            #expect(await daemon.reloader.reload())
             #expect(daemon.dispatcher.client == nil && daemon.dispatcher.allClients.isEmpty)
             #expect(daemon.dispatcher.lanes.map(\.name) == ["x", "y"])
         }

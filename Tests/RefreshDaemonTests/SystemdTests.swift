@@ -206,12 +206,12 @@ struct WatchdogTests {
             liveness: Liveness(tolerance: .milliseconds(500)), beats: { [lane.lastBeat] }, status: { "test" },
             logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         // Before the loop runs at all: alive while it may still be starting (the tolerance), then not.
-        #expect(service.tick() == true)
-        #expect(await eventually(timeout: 3) { !service.tick() })
+        await #expect(service.tick() == true)
+        #expect(await eventuallyAsync(timeout: 3) { await !service.tick() })
         let loop = Task(executorPreference: DedicatedExecutor("lane")) {
             await lane.run(clock: ContinuousClock(), maxSleep: .milliseconds(200))
         }
-        #expect(await eventually(timeout: 10) { service.tick() })
+        #expect(await eventuallyAsync(timeout: 10) { await service.tick() })
         #expect(await eventually(timeout: 2) { listener.messages.contains { $0.contains("WATCHDOG=1") } })
         // A job whose request hangs for 4 s: the loop stops beating.
         _ = try ledger.enqueue(
@@ -219,13 +219,13 @@ struct WatchdogTests {
         lane.wake()
         #expect(await eventually(timeout: 3) { fake.refreshes.count == 1 })
         // While the request hangs (4 s), the loop does not beat: within its 0.5 s tolerance the pings stop.
-        #expect(await eventually(timeout: 3) { !service.tick() })
+        #expect(await eventuallyAsync(timeout: 3) { await !service.tick() })
         let before = listener.messages.count
-        #expect(service.tick() == false)
+        await #expect(service.tick() == false)
         #expect(await eventually(timeout: 1) { listener.messages.count > before })
         #expect(!(listener.messages.last ?? "").contains("WATCHDOG=1"))
         // The answer comes; the loop beats again, and so do the pings.
-        #expect(await eventually(timeout: 15) { service.tick() })
+        #expect(await eventuallyAsync(timeout: 15) { await service.tick() })
         lane.stop()
         _ = await loop.value
         await client.shutdown()

@@ -37,7 +37,7 @@ let benchmarks: @Sendable () -> Void = {
             now: { Date() }, logger: logger)
         try! intake.prepareDirectories()
         benchmark.startMeasurement()
-        let state = intake.scan()
+        let state = await intake.scan()
         benchmark.stopMeasurement()
         precondition(state.taken == fileCount, "took \(state.taken)")
         try? FileManager.default.removeItem(atPath: root)
