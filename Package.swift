@@ -32,6 +32,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // Reads the host's tz database: TZif parsing and POSIX TZ rules are pure over bytes;
@@ -58,11 +59,24 @@ let package = Package(
         // What people look at: the budget timeline (text for a terminal, SVG) and the status page,
         // drawn from the control API's JSON bodies. Pure values; shared by refreshctl and the daemon.
         .target(name: "RefreshViews", dependencies: ["RefreshCore", "RefreshWire", "TZData"], swiftSettings: strict),
+        // PostgreSQL as [ledger] describes it (postgres-nio): the connection and, with issue #13, the
+        // shared ledger. Its own target, so only the daemon links the PostgreSQL client and TLS.
+        .target(
+            name: "RefreshPostgres",
+            dependencies: [
+                "RefreshWire",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // The daemon: configuration, logging, adapters as Services, and the one composition root.
         .target(
             name: "RefreshDaemon",
             dependencies: [
-                "RefreshCore", "RefreshStore", "TZData", "RefreshViews", "RefreshWire",
+                "RefreshCore", "RefreshStore", "TZData", "RefreshViews", "RefreshWire", "RefreshPostgres",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

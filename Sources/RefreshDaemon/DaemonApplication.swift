@@ -85,6 +85,15 @@ public enum DaemonApplication {
                     "cannot create the state directory \(configuration.stateDir.value): \(error.localizedDescription)",
                 exitCode: 73)
         }
+        // The shared ledger (issue #13) is configured and checked (check-config logs in) before the
+        // daemon can run on it: refused by name rather than silently run on SQLite.
+        guard configuration.ledger.backend.value == .sqlite else {
+            throw StartupError(
+                description:
+                    "[ledger] backend = \"postgresql\" cannot run yet: this release checks the connection "
+                    + "(refreshd check-config) but keeps its ledger in SQLite only; remove backend or set it to \"sqlite\"",
+                exitCode: 78)
+        }
         // Before the ledger is opened (recovery and migrations write to it): one daemon per state directory.
         let stateLock: StateDirectoryLock
         do {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import RefreshPostgres
 import RefreshWire
 import TZData
 
@@ -77,22 +78,42 @@ public struct RefreshdCommand: AsyncParsableCommand {
     }
 
     /// `refreshd check-config`.
-    struct CheckConfig: ParsableCommand {
+    struct CheckConfig: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "check-config",
             abstract: "Print the effective configuration (secrets redacted) and where each value came from.",
-            discussion: "Exits 0 when the configuration is valid, 78 with the reasons otherwise.")
+            discussion: """
+                With backend = "postgresql" it also logs in to the ledger's database once and says what it found \
+                (the server's version, refreshd's schema version) or why it could not.
+                Exits 0 when the configuration is valid (and the database answered), 78 with the reasons when \
+                it is not, 69 when it is valid but the database cannot be reached or refuses the login.
+                """)
 
         @OptionGroup var options: ConfigOptions
 
-        func run() throws {
+        func run() async throws {
             var loader = ConfigurationLoader(environment: ProcessInfo.processInfo.environment, userID: getuid())
+            let configuration: DaemonConfiguration
             do {
-                let configuration = try loader.load(explicitPath: options.config)
-                print(ConfigurationReport(configuration: configuration, warnings: loader.warnings).text, terminator: "")
+                configuration = try loader.load(explicitPath: options.config)
             } catch {
                 FileHandle.standardError.write(Data("refreshd: \(error)\n".utf8))
                 throw ExitCode(78)
+            }
+            print(ConfigurationReport(configuration: configuration, warnings: loader.warnings).text, terminator: "")
+            guard configuration.ledger.backend.value == .postgresql else { return }
+            switch await PostgresLedgerConnection.probe(configuration.ledger) {
+            case .success(let found):
+                let schema =
+                    found.schemaVersion.map { "schema version \($0)" }
+                    ?? "no refreshd schema yet (created at first start)"
+                print(
+                    "# ledger: PostgreSQL \(found.serverVersion) at \(configuration.ledger.endpoint.map { "\($0)" } ?? ""), \(schema)"
+                )
+            case .failure(let failure):
+                print("# ledger: UNREACHABLE: \(failure.description)")
+                FileHandle.standardError.write(Data("refreshd: the ledger's database: \(failure.description)\n".utf8))
+                throw ExitCode(69)
             }
         }
     }
@@ -147,6 +168,20 @@ public struct ConfigurationReport {
         line("api_request_timeout_seconds", c.apiRequestTimeoutSeconds) { "\($0)" }
         line("api_max_wait_seconds", c.apiMaxWaitSeconds) { "\($0)" }
         line("hook_max_concurrent", c.hookMaxConcurrent) { "\($0)" }
+        lines.append("[ledger]")
+        line("backend", c.ledger.backend) { quoted($0.rawValue) }
+        if c.ledger.backend.value == .sqlite {
+            lines.append("# file: \(c.ledgerPath)")
+        } else {
+            line("url", c.ledger.url) { $0.map(quoted) ?? "(not set)" }
+            line("password_file", c.ledger.passwordFile) { $0.map(quoted) ?? "(not set)" }
+            lines.append(
+                "# password: \(c.ledger.password == nil ? "not set" : "set (redacted)"), from \(c.ledger.passwordSource)"
+            )
+            line("tls", c.ledger.tls) { quoted($0.rawValue) }
+            line("pool_size", c.ledger.poolSize) { "\($0)" }
+        }
+        line("host_id", c.ledger.hostID, quoted)
         lines.append("[sendgrid]")
         line("base_url", c.sendGridBaseURL, quoted)
         line("request_timeout_seconds", c.requestTimeoutSeconds) { "\($0)" }

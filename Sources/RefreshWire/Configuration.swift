@@ -143,6 +143,8 @@ public struct DaemonConfiguration: Sendable {
     /// Programs run on events (`[[hook]]`), and how many may run at once.
     public var hooks: [HookConfiguration] = []
     public var hookMaxConcurrent: Setting<Int> = Setting(4)
+    /// `[ledger]`: SQLite in the state directory, or PostgreSQL.
+    public var ledger = LedgerConfiguration()
 
     /// The ledger file inside the state directory.
     public var ledgerPath: String { stateDir.value + "/ledger.sqlite" }

@@ -253,6 +253,28 @@ public struct ConfigurationLoader {
                 "limits.safety_margin_seconds\(at(config.safetyMarginSeconds.source)): \(config.safetyMarginSeconds.value) is outside 0...3600"
             )
         }
+        let ledger = config.ledger
+        if ledger.backend.value == .postgresql {
+            if let url = ledger.url.value {
+                do { _ = try PostgresEndpoint.parse(url) } catch {
+                    problems.append("ledger.url\(at(ledger.url.source)): \(error.description)")
+                }
+            } else {
+                problems.append(
+                    "ledger.url: backend = \"postgresql\" needs the server's URL (postgres://user@host:5432/database)")
+            }
+        } else if ledger.url.value != nil {
+            problems.append(
+                "ledger.url\(at(ledger.url.source)): set, but the backend is sqlite (add backend = \"postgresql\")")
+        }
+        if !(1...64).contains(ledger.poolSize.value) {
+            problems.append("ledger.pool_size\(at(ledger.poolSize.source)): \(ledger.poolSize.value) is outside 1...64")
+        }
+        if !ledger.hostID.value.isEmpty, !Self.isValidHostID(ledger.hostID.value) {
+            problems.append(
+                "ledger.host_id\(at(ledger.hostID.source)): \"\(ledger.hostID.value)\" must be 1-64 letters, digits, '.', '_' or '-'"
+            )
+        }
         var names = Set<String>()
         for account in config.accounts {
             if account.name.isEmpty || account.name.count > 64
@@ -307,6 +329,7 @@ public struct ConfigurationLoader {
     // MARK: Keys
 
     mutating func resolveKeys(_ config: inout DaemonConfiguration, problems: inout [String]) {
+        resolveLedger(&config.ledger, problems: &problems)
         // The API token guards writes on the TCP listener: like a key, it must not be world-readable.
         if let file = config.apiTokenFile.value,
             let attributes = try? FileManager.default.attributesOfItem(atPath: file),
@@ -379,7 +402,51 @@ public struct ConfigurationLoader {
         case failure(String)
     }
 
-    mutating func readKey(file: String, warnIfShared: Bool = true) -> KeyRead {
+    /// The ledger's password (password_file, else the systemd credential, else none: the server
+    /// may not ask) and this host's id (host_id, else the machine id, else the host name).
+    mutating func resolveLedger(_ ledger: inout LedgerConfiguration, problems: inout [String]) {
+        if ledger.hostID.value.isEmpty {
+            let machineID = (try? String(contentsOfFile: "/etc/machine-id", encoding: .utf8))?
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            if let machineID, Self.isValidHostID(machineID) {
+                ledger.hostID = Setting(machineID, .systemd("machine id (/etc/machine-id)"))
+            } else {
+                let name = ProcessInfo.processInfo.hostName
+                ledger.hostID = Setting(Self.isValidHostID(name) ? name : "localhost", .builtIn)
+            }
+        }
+        guard ledger.backend.value == .postgresql else { return }
+        let credential = "refreshd-ledger-password"
+        if let file = ledger.passwordFile.value {
+            switch readKey(file: file, kind: "password") {
+            case .success(let password):
+                ledger.password = password
+                ledger.passwordSource = "password_file \(file)"
+            case .failure(let reason): problems.append("ledger.password_file: \(reason)")
+            }
+        } else if let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty,
+            FileManager.default.fileExists(atPath: directory + "/" + credential)
+        {
+            switch readKey(file: directory + "/" + credential, warnIfShared: false, kind: "password") {
+            case .success(let password):
+                ledger.password = password
+                ledger.passwordSource = "systemd credential \(credential)"
+            case .failure(let reason): problems.append("ledger: systemd credential \(credential): \(reason)")
+            }
+        } else {
+            ledger.passwordSource = "none (no password_file, no credential \(credential))"
+        }
+    }
+
+    /// 1-64 letters, digits, '.', '_' or '-'.
+    static func isValidHostID(_ id: String) -> Bool {
+        !id.isEmpty && id.utf8.count <= 64
+            && id.unicodeScalars.allSatisfy {
+                $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "._-".unicodeScalars.contains($0))
+            }
+    }
+
+    mutating func readKey(file: String, warnIfShared: Bool = true, kind: String = "key") -> KeyRead {
         guard FileManager.default.fileExists(atPath: file) else { return .failure("\(file) does not exist") }
         guard let data = FileManager.default.contents(atPath: file) else {
             return .failure("cannot read \(file) (permission denied?)")
@@ -388,13 +455,13 @@ public struct ConfigurationLoader {
         let key = text.trimmingCharacters(in: .whitespacesAndNewlines)
         if key.isEmpty { return .failure("\(file) is empty") }
         if key.contains(where: \.isWhitespace) {
-            return .failure("\(file) holds more than one word; it must hold only the key")
+            return .failure("\(file) holds more than one word; it must hold only the \(kind)")
         }
         if warnIfShared, let attributes = try? FileManager.default.attributesOfItem(atPath: file),
             let mode = attributes[.posixPermissions] as? Int, mode & 0o004 != 0
         {
             warnings.append(
-                "the key file \(file) is readable by every user (mode \(String(mode, radix: 8))); run: chmod o-r \(file)"
+                "the \(kind) file \(file) is readable by every user (mode \(String(mode, radix: 8))); run: chmod o-r \(file)"
             )
         }
         return .success(APIKey(key))
@@ -423,7 +490,7 @@ private struct TableReader {
             "max_queued_jobs", "sendgrid",
             "limits", "account", "rejected_retention_days", "api_max_connections", "api_idle_timeout_seconds",
             "api_request_timeout_seconds",
-            "api_max_wait_seconds", "hook", "hook_max_concurrent",
+            "api_max_wait_seconds", "hook", "hook_max_concurrent", "ledger",
         ]
         for key in table.keys where !topKeys.contains(key) { unknown(nil, key) }
         string(table, nil, "state_dir") { config.stateDir = $0 }
@@ -482,6 +549,42 @@ private struct TableReader {
                 }
             } else {
                 wrongType(nil, "hook", expected: "an array of tables [[hook]]", found: value)
+            }
+        }
+        if let value = table["ledger"] {
+            if let ledger = value.table {
+                for key in ledger.keys
+                where !["backend", "url", "password_file", "tls", "pool_size", "host_id"].contains(key) {
+                    unknown("ledger", key)
+                }
+                var backend: Setting<String>?
+                string(ledger, "ledger", "backend") { backend = $0 }
+                if let backend {
+                    if let value = LedgerConfiguration.Backend(rawValue: backend.value) {
+                        config.ledger.backend = Setting(value, backend.source)
+                    } else {
+                        problems.append(
+                            "\(place("ledger", "backend")): \"\(backend.value)\" is not a ledger backend (sqlite or postgresql)"
+                        )
+                    }
+                }
+                string(ledger, "ledger", "url") { config.ledger.url = Setting($0.value, $0.source) }
+                string(ledger, "ledger", "password_file") { config.ledger.passwordFile = Setting($0.value, $0.source) }
+                var tls: Setting<String>?
+                string(ledger, "ledger", "tls") { tls = $0 }
+                if let tls {
+                    if let mode = LedgerConfiguration.TLSMode(rawValue: tls.value) {
+                        config.ledger.tls = Setting(mode, tls.source)
+                    } else {
+                        problems.append(
+                            "\(place("ledger", "tls")): \"\(tls.value)\" is not a TLS mode (disable, prefer or require)"
+                        )
+                    }
+                }
+                int(ledger, "ledger", "pool_size") { config.ledger.poolSize = $0 }
+                string(ledger, "ledger", "host_id") { config.ledger.hostID = $0 }
+            } else {
+                wrongType(nil, "ledger", expected: "a table [ledger]", found: value)
             }
         }
         if let value = table["sendgrid"] {
