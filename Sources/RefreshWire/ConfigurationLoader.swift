@@ -557,30 +557,10 @@ private struct TableReader {
                 where !["backend", "url", "password_file", "tls", "pool_size", "host_id"].contains(key) {
                     unknown("ledger", key)
                 }
-                var backend: Setting<String>?
-                string(ledger, "ledger", "backend") { backend = $0 }
-                if let backend {
-                    if let value = LedgerConfiguration.Backend(rawValue: backend.value) {
-                        config.ledger.backend = Setting(value, backend.source)
-                    } else {
-                        problems.append(
-                            "\(place("ledger", "backend")): \"\(backend.value)\" is not a ledger backend (sqlite or postgresql)"
-                        )
-                    }
-                }
+                choice(ledger, "ledger", "backend", "a ledger backend") { config.ledger.backend = $0 }
                 string(ledger, "ledger", "url") { config.ledger.url = Setting($0.value, $0.source) }
                 string(ledger, "ledger", "password_file") { config.ledger.passwordFile = Setting($0.value, $0.source) }
-                var tls: Setting<String>?
-                string(ledger, "ledger", "tls") { tls = $0 }
-                if let tls {
-                    if let mode = LedgerConfiguration.TLSMode(rawValue: tls.value) {
-                        config.ledger.tls = Setting(mode, tls.source)
-                    } else {
-                        problems.append(
-                            "\(place("ledger", "tls")): \"\(tls.value)\" is not a TLS mode (disable, prefer or require)"
-                        )
-                    }
-                }
+                choice(ledger, "ledger", "tls", "a TLS mode") { config.ledger.tls = $0 }
                 int(ledger, "ledger", "pool_size") { config.ledger.poolSize = $0 }
                 string(ledger, "ledger", "host_id") { config.ledger.hostID = $0 }
             } else {
@@ -663,6 +643,23 @@ private struct TableReader {
         _ section: String?, _ key: String, expected: String, found: TOMLValueConvertible, index: Int? = nil
     ) {
         problems.append("\(place(section, key, index: index)): expected \(expected), found \(found.type)")
+    }
+
+    /// A string that must name one of an enumeration's cases; a problem naming them otherwise.
+    mutating func choice<Choice: RawRepresentable & CaseIterable>(
+        _ table: TOMLTable, _ section: String, _ key: String, _ what: String, _ set: (Setting<Choice>) -> Void
+    ) where Choice.RawValue == String {
+        var found: Setting<String>?
+        string(table, section, key) { found = $0 }
+        guard let found else { return }
+        if let value = Choice(rawValue: found.value) {
+            set(Setting(value, found.source))
+        } else {
+            let names = Choice.allCases.map(\.rawValue)
+            problems.append(
+                "\(place(section, key)): \"\(found.value)\" is not \(what) (\(names.dropLast().joined(separator: ", ")) or \(names.last ?? ""))"
+            )
+        }
     }
 
     mutating func string(
