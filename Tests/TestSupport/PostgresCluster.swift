@@ -49,7 +49,7 @@ public final class PostgresCluster: @unchecked Sendable {
         }
         chmod(directory, 0o700)
         let cluster = PostgresCluster(
-            directory: directory, port: freeLoopbackPort(), binaries: binaries, runAs: root ? "postgres" : nil)
+            directory: directory, port: freePort(), binaries: binaries, runAs: root ? "postgres" : nil)
         do {
             try cluster.initialize()
             try cluster.startServer()
@@ -153,22 +153,23 @@ public final class PostgresCluster: @unchecked Sendable {
         throw Unavailable(
             description: "PostgreSQL's server programs (initdb, pg_ctl) are not installed: run scripts/install-deps")
     }
+}
 
-    /// A port on 127.0.0.1 that nothing listens on now (bound to 0, read, closed).
-    private static func freeLoopbackPort() -> Int {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(descriptor) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) }
-        }
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
+/// A free loopback TCP port (bound to 0, read, closed).
+public func freePort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = 0
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    _ = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
+    var bound = sockaddr_in()
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &bound) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    return Int(UInt16(bigEndian: bound.sin_port))
 }
