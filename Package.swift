@@ -64,7 +64,7 @@ let package = Package(
         .target(
             name: "RefreshPostgres",
             dependencies: [
-                "RefreshWire",
+                "RefreshWire", "RefreshStore", "RefreshCore",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -143,7 +143,7 @@ let package = Package(
         .testTarget(
             name: "RefreshStoreTests",
             dependencies: [
-                "TestSupport", "RefreshStore", "RefreshCore", "TZData",
+                "TestSupport", "RefreshStore", "RefreshCore", "TZData", "RefreshPostgres", "RefreshWire",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),

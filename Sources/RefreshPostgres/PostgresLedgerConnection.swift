@@ -51,6 +51,30 @@ public enum PostgresLedgerConnection {
         return configuration
     }
 
+    /// postgres-nio's pool settings for the same endpoint, password and TLS mode.
+    public static func clientConfiguration(
+        _ ledger: LedgerConfiguration, endpoint: PostgresEndpoint, connectTimeout: Duration = .seconds(10)
+    ) throws -> PostgresClient.Configuration {
+        let password = ledger.password?.secret
+        var configuration: PostgresClient.Configuration
+        if let socket = endpoint.socketPath {
+            configuration = .init(
+                unixSocketPath: socket, username: endpoint.user, password: password, database: endpoint.database)
+        } else {
+            let tls: PostgresClient.Configuration.TLS
+            switch ledger.tls.value {
+            case .disable: tls = .disable
+            case .prefer: tls = .prefer(.makeClientConfiguration())
+            case .require: tls = .require(.makeClientConfiguration())
+            }
+            configuration = .init(
+                host: endpoint.host ?? "localhost", port: endpoint.port, username: endpoint.user, password: password,
+                database: endpoint.database, tls: tls)
+        }
+        configuration.options.connectTimeout = connectTimeout
+        return configuration
+    }
+
     /// Connects once (no retries: a wrong password is an answer, not a reason to wait), asks the
     /// server's version and the schema version, and disconnects.
     public static func probe(_ ledger: LedgerConfiguration, connectTimeout: Duration = .seconds(10)) async -> Result<

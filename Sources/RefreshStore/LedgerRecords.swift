@@ -93,6 +93,19 @@ public struct StoredAttempt: Sendable, Equatable {
     public var finishedAt: Date?
     /// A bounded error text (never a secret).
     public var error: String?
+
+    public init(
+        id: Int64, account: String, segmentID: String, timeZone: String, outcome: AttemptOutcome,
+        httpStatus: Int? = nil, sendGridJobID: String? = nil, startedAt: Date, finishedAt: Date? = nil,
+        error: String? = nil
+    ) {
+        (self.id, self.account, self.segmentID, self.timeZone, self.outcome) = (
+            id, account, segmentID, timeZone, outcome
+        )
+        (self.httpStatus, self.sendGridJobID, self.startedAt, self.finishedAt, self.error) = (
+            httpStatus, sendGridJobID, startedAt, finishedAt, error
+        )
+    }
 }
 
 extension StoredJob {
@@ -115,6 +128,10 @@ public struct StoredBlock: Sendable, Equatable {
     public var segmentID: String?
     public var until: Date
     public var reason: String
+
+    public init(id: Int64, account: String, segmentID: String?, until: Date, reason: String) {
+        (self.id, self.account, self.segmentID, self.until, self.reason) = (id, account, segmentID, until, reason)
+    }
 }
 
 /// What became of an enqueue.
@@ -142,6 +159,9 @@ public struct LedgerError: Error, Sendable, Equatable, CustomStringConvertible {
         /// Another process held the database locked longer than the wait allowed: nothing was
         /// written; try again.
         case busy
+        /// The ledger's database server cannot be reached (a shared ledger): nothing was read or
+        /// written, nothing is sent until it answers again.
+        case unreachable
     }
 
     public let code: Code
@@ -156,7 +176,7 @@ public struct LedgerError: Error, Sendable, Equatable, CustomStringConvertible {
 }
 
 /// Caps an error text before it is stored: bounded, single line.
-func boundedErrorText(_ text: String?, limit: Int = 500) -> String? {
+package func boundedErrorText(_ text: String?, limit: Int = 500) -> String? {
     guard let text else { return nil }
     let flattened = text.replacingOccurrences(of: "\n", with: " ")
     return flattened.count > limit ? String(flattened.prefix(limit)) + "..." : flattened

@@ -27,6 +27,8 @@ func newJob(
 /// Allows everything (the rules are tested elsewhere; here the protocol is).
 let allow: @Sendable (LedgerHistory) -> Decision = { _ in Decision(verdict: .allowed, binding: [], budgets: []) }
 
+/// What only the SQLite backend has (the file, pragmas, query plans, its migrations); what every
+/// backend must do is in `LedgerConformanceTests`.
 @Suite("SQLite ledger")
 struct SQLiteLedgerTests {
     /// A new file gets every migration, WAL, synchronous=FULL, foreign keys and a busy timeout.
@@ -42,313 +44,25 @@ struct SQLiteLedgerTests {
         #expect(pragmas == ["wal", "2", "1", "10000"])  // synchronous 2 = FULL
     }
 
-    /// Reopening an existing ledger keeps its rows and applies no migration twice.
-    /// R9: every job reaching a final state gets one event in the same write, whatever the path
-    /// (cancel, bulk cancel, expiry, an answer), none for a retry back to queued; events come in
-    /// order after a cursor, which is kept in the ledger.
-    @Test func jobEventsForEveryFinalState() throws {
-        let ledger = try SQLiteLedger(path: tempDirectory() + "/ledger.sqlite", now: t0)
-        var ids: [Int64] = []
-        for index in 0..<4 {
-            guard
-                case .created(let job) = try ledger.enqueue(
-                    NewJob(
-                        source: "test", idempotencyKey: "e\(index)", account: "default", segmentID: segmentA,
-                        timeZone: "UTC",
-                        expiresAt: index == 1 ? t0.addingTimeInterval(60) : nil), now: t0)
-            else { Issue.record("not created"); return }
-            ids.append(job.id)
-        }
-        #expect(
-            try ledger.jobEvents(after: 0, limit: 10).isEmpty && ledger.latestJobEventID() == 0
-                && ledger.hookCursor() == nil)
-        _ = try ledger.cancel(jobID: ids[0], now: t0.addingTimeInterval(1))
-        _ = try ledger.expireJobs(now: t0.addingTimeInterval(120))
-        _ = try ledger.retry(jobID: ids[1], now: t0.addingTimeInterval(130))
-        _ = try ledger.cancelJobs(
-            matching: JobFilter(states: [.queued], segmentID: segmentA), now: t0.addingTimeInterval(140))
-        let events = try ledger.jobEvents(after: 0, limit: 10)
-        #expect(events.map(\.state) == [.cancelled, .expired, .cancelled, .cancelled, .cancelled])
-        #expect(events.map(\.job.id) == [ids[0], ids[1], ids[1], ids[2], ids[3]])
-        #expect(events.first?.job.job.idempotencyKey == "e0" && events.first?.at == t0.addingTimeInterval(1))
-        try ledger.setHookCursor(events[1].id)
-        #expect(try ledger.hookCursor() == events[1].id)
-        #expect(try ledger.jobEvents(after: events[1].id, limit: 2).map(\.id) == [events[2].id, events[3].id])
-        #expect(try ledger.latestJobEventID() == events.last?.id)
-    }
-
-    @Test func reopenKeepsRows() throws {
+    /// Reopening an existing ledger applies no migration twice.
+    @Test func reopenAppliesNoMigrationTwice() throws {
         let path = tempDirectory() + "/ledger.sqlite"
-        do {
-            let ledger = try SQLiteLedger(path: path, now: t0)
-            _ = try ledger.enqueue(newJob(key: "a"), now: t0)
-        }
+        _ = try SQLiteLedger(path: path, now: t0)
         let again = try SQLiteLedger(path: path, now: t0)
-        #expect(try again.queuedJobs().count == 1)
         #expect(try again.appliedMigrations() == ["v1", "v2", "v3", "v4", "v5"])
     }
 
-    /// Same idempotency key and content: a no-op; different content: refused, naming the key.
-    @Test func idempotency() throws {
+    /// An idempotency conflict in a spool batch writes nothing for that file, not even its identity.
+    @Test func refusedSpoolFileLeavesNoRow() throws {
         let ledger = try SQLiteLedger(inMemoryAt: t0)
-        guard case .created(let first) = try ledger.enqueue(newJob(key: "crm-1"), now: t0) else {
-            Issue.record("not created"); return
-        }
-        #expect(try ledger.enqueue(newJob(key: "crm-1"), now: t0) == .duplicate(first))
-        #expect {
-            try ledger.enqueue(newJob(key: "crm-1", priority: 5), now: t0)
-        } throws: { ($0 as? LedgerError)?.code == .idempotencyConflict && "\($0)".contains("crm-1") }
-        #expect(try ledger.queuedJobs().count == 1)
-    }
-
-    /// Reservation: every due queued job of the segment is served, leader first; a denial writes nothing.
-    @Test func reserveAndComplete() throws {
-        let ledger = try SQLiteLedger(inMemoryAt: t0)
-        _ = try ledger.enqueue(newJob(priority: 0), now: t0)
-        _ = try ledger.enqueue(newJob(priority: 5), now: t0)
-        _ = try ledger.enqueue(newJob(notBefore: t0.addingTimeInterval(3600)), now: t0)  // not due yet
-        _ = try ledger.enqueue(newJob(segmentB), now: t0)
-        let denied = Decision(verdict: .notBefore(t0.addingTimeInterval(60)), binding: [.segmentInterval], budgets: [])
-        let refused = try ledger.reserve(account: "default", segmentID: segmentA, timeZone: "America/Chicago", now: t0)
-        { _ in denied }
-        #expect(refused == .denied(denied))
-        #expect(try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 10).isEmpty)
-        guard
-            case .reserved(let attemptID, let jobs) = try ledger.reserve(
-                account: "default", segmentID: segmentA, timeZone: "America/Chicago", now: t0, check: allow)
-        else { Issue.record("not reserved"); return }
-        #expect(jobs.map(\.job.priority) == [5, 0])
-        #expect(jobs.allSatisfy { $0.state == .sending && $0.attemptID == attemptID })
-        #expect(
-            try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 10).first?.outcome
-                == .reserved)
-        try ledger.complete(
-            attemptID: attemptID, outcome: .accepted, httpStatus: 202, sendGridJobID: "sg-1", error: nil,
-            finishedAt: t0.addingTimeInterval(1),
-            jobs: .sent)
-        let states = try ledger.jobs(state: nil, segmentID: segmentA, after: nil, limit: 10).map(\.state)
-        #expect(states == [.coalesced, .sent, .queued])
-        #expect {
-            try ledger.complete(
-                attemptID: attemptID, outcome: .accepted, httpStatus: 202, sendGridJobID: nil, error: nil,
-                finishedAt: t0, jobs: .sent)
-        } throws: { ($0 as? LedgerError)?.code == .invalidState }
-    }
-
-    /// R4: a second opening of the ledger (a second daemon before the lock existed) turns the live
-    /// reservation uncertain; the real answer arriving later is still recorded and its job sent,
-    /// never an error that holds the account up.
-    @Test func lateAnswerAfterRecovery() throws {
-        let path = tempDirectory() + "/ledger.sqlite"
-        let ledger = try SQLiteLedger(path: path, now: t0)
-        _ = try ledger.enqueue(newJob(), now: t0)
-        guard
-            case .reserved(let id, _) = try ledger.reserve(
-                account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow)
-        else {
-            Issue.record("no reservation")
-            return
-        }
-        _ = try SQLiteLedger(path: path, now: t0.addingTimeInterval(1))
-        #expect(
-            try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 5).first?.outcome
-                == .uncertain)
-        #expect(try ledger.queuedJobs().first?.attemptID == id, "requeued, still linked (R2)")
-        try ledger.complete(
-            attemptID: id, outcome: .accepted, httpStatus: 202, sendGridJobID: "sg-1", error: nil,
-            finishedAt: t0.addingTimeInterval(2), jobs: .sent)
-        let attempt = try #require(
-            try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 5).first)
-        #expect(attempt.outcome == .accepted && attempt.sendGridJobID == "sg-1")
-        #expect(attempt.error?.contains("answered after refreshd had marked it uncertain") == true)
-        #expect(try ledger.queuedJobs().isEmpty && ledger.jobCounts()[.sent] == 1)
-        #expect {
-            try ledger.complete(
-                attemptID: id, outcome: .accepted, httpStatus: 202, sendGridJobID: nil, error: nil, finishedAt: t0,
-                jobs: .sent)
-        } throws: { ($0 as? LedgerError)?.code == .invalidState }
-    }
-
-    /// R5: after a pre-flight shows SendGrid counted an unanswered request, the attempt is accepted
-    /// and the jobs still linked to it are sent (leader) and coalesced, not sent again.
-    @Test func confirmRecorded() throws {
-        let ledger = try SQLiteLedger(inMemoryAt: t0)
-        _ = try ledger.enqueue(newJob(), now: t0)
-        _ = try ledger.enqueue(newJob(priority: 5), now: t0)
-        guard
-            case .reserved(let id, _) = try ledger.reserve(
-                account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow)
-        else {
-            Issue.record("no reservation")
-            return
-        }
-        try ledger.complete(
-            attemptID: id, outcome: .uncertain, httpStatus: nil, sendGridJobID: nil, error: "timeout", finishedAt: t0,
-            jobs: .requeue(retryAt: t0.addingTimeInterval(600), countsTry: true))
-        let jobs = try ledger.confirmRecorded(attemptIDs: [id], now: t0.addingTimeInterval(700))
-        #expect(jobs.map(\.state) == [.sent, .coalesced])
-        #expect(jobs.first?.job.priority == 5, "the leader is the best job")
-        #expect(try ledger.queuedJobs().isEmpty)
-        #expect(
-            try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 5).first?.outcome == .accepted
-        )
-        #expect(try ledger.confirmRecorded(attemptIDs: [id], now: t0).isEmpty, "only uncertain attempts are confirmed")
-    }
-
-    /// A requeue keeps jobs and holds them back, linked to the attempt that may have reached
-    /// SendGrid (R5); a failure keeps the (bounded) reason.
-    @Test func requeueAndFail() throws {
-        let ledger = try SQLiteLedger(inMemoryAt: t0)
-        _ = try ledger.enqueue(newJob(), now: t0)
-        guard
-            case .reserved(let first, _) = try ledger.reserve(
-                account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow)
-        else { return }
-        try ledger.complete(
-            attemptID: first, outcome: .uncertain, httpStatus: 503, sendGridJobID: nil, error: "503", finishedAt: t0,
-            jobs: .requeue(retryAt: t0.addingTimeInterval(600), countsTry: true))
-        let requeued = try ledger.queuedJobs()
-        #expect(
-            requeued.count == 1 && requeued[0].retryAt == t0.addingTimeInterval(600) && requeued[0].attemptID == first)
-        #expect(
-            requeued[0].job.notBefore == nil && requeued[0].tries == 1
-                && requeued[0].dueAt == t0.addingTimeInterval(600))
-        let early = try ledger.reserve(account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow)
-        #expect(early == .nothingDue)
-        let later = t0.addingTimeInterval(700)
-        guard
-            case .reserved(let second, _) = try ledger.reserve(
-                account: "default", segmentID: segmentA, timeZone: "UTC", now: later, check: allow)
-        else { return }
-        try ledger.complete(
-            attemptID: second, outcome: .rejected, httpStatus: 404, sendGridJobID: nil,
-            error: String(repeating: "x", count: 5000), finishedAt: later,
-            jobs: .failed(reason: "404 Segment does not exist."))
-        let failed = try ledger.jobs(state: .failed, segmentID: nil, after: nil, limit: 10)
-        #expect(failed.first?.reason == "404 Segment does not exist.")
-        #expect(
-            (try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 1).first?.error?.count ?? 0)
-                <= 503)
-    }
-
-    /// After a crash, `reserved` attempts become `uncertain` (they count) and their jobs are queued again.
-    @Test func recoveryAfterCrash() throws {
-        let path = tempDirectory() + "/ledger.sqlite"
-        do {
-            let ledger = try SQLiteLedger(path: path, now: t0)
-            _ = try ledger.enqueue(newJob(), now: t0)
-            guard
-                case .reserved = try ledger.reserve(
-                    account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow)
-            else {
-                Issue.record("not reserved")
-                return
-            }
-            // The process dies here: no complete().
-        }
-        let reopened = try SQLiteLedger(path: path, now: t0.addingTimeInterval(86400), maxRequestSeconds: 90)
-        let attempt = try #require(
-            try reopened.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 1).first)
-        #expect(attempt.outcome == .uncertain)
-        #expect(attempt.finishedAt == t0.addingTimeInterval(90))
-        #expect(attempt.outcome.countsAsRefresh && attempt.outcome.countsTowardAccount)
-        let requeued = try reopened.queuedJobs()
-        #expect(requeued.count == 1 && requeued.first?.tries == 1)
-    }
-
-    /// A pre-flight read can show an uncertain attempt was not recorded: it stops counting for the
-    /// segment, keeps counting for the account. Other outcomes are never changed.
-    @Test func markUnrecorded() throws {
-        let ledger = try SQLiteLedger(inMemoryAt: t0)
-        _ = try ledger.enqueue(newJob(), now: t0)
-        guard
-            case .reserved(let id, _) = try ledger.reserve(
-                account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow)
-        else {
-            Issue.record("not reserved")
-            return
-        }
-        try ledger.complete(
-            attemptID: id, outcome: .uncertain, httpStatus: 502, sendGridJobID: nil, error: "502", finishedAt: t0,
-            jobs: .requeue(retryAt: nil, countsTry: true))
-        let external = try ledger.recordExternal(account: "default", segmentID: segmentA, timeZone: "UTC", at: t0)
-        #expect(try ledger.markUnrecorded(attemptIDs: [id, external.id]) == 1)
-        let outcomes = try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 10).map(\.outcome)
-        #expect(Set(outcomes) == [.unrecorded, .external])
-        #expect(!AttemptOutcome.unrecorded.countsAsRefresh && AttemptOutcome.unrecorded.countsTowardAccount)
-    }
-
-    /// Cancel works on queued jobs only; expiry marks queued jobs past expires_at.
-    @Test func cancelAndExpire() throws {
-        let ledger = try SQLiteLedger(inMemoryAt: t0)
-        guard case .created(let job) = try ledger.enqueue(newJob(), now: t0),
-            case .created(let expiring) = try ledger.enqueue(
-                newJob(segmentB, expiresAt: t0.addingTimeInterval(60)), now: t0)
-        else { return }
-        #expect(try ledger.cancel(jobID: job.id, now: t0).state == .cancelled)
-        #expect { try ledger.cancel(jobID: job.id, now: t0) } throws: { ($0 as? LedgerError)?.code == .invalidState }
-        #expect { try ledger.cancel(jobID: 999, now: t0) } throws: { ($0 as? LedgerError)?.code == .notFound }
-        #expect(try ledger.expireJobs(now: t0.addingTimeInterval(30)).isEmpty)
-        #expect(try ledger.expireJobs(now: t0.addingTimeInterval(60)).map(\.id) == [expiring.id])
-        #expect(try ledger.jobCounts() == [.cancelled: 1, .expired: 1])
-    }
-
-    /// Retention removes old finished rows, never queued jobs or anything inside a rule window.
-    @Test func retention() throws {
-        let ledger = try SQLiteLedger(inMemoryAt: t0)
-        let old = t0.addingTimeInterval(-100 * 86400)
-        _ = try ledger.enqueue(newJob(key: "old-queued"), now: old)
-        _ = try ledger.enqueue(newJob(segmentB, key: "old-sent"), now: old)
-        guard
-            case .reserved(let attemptID, _) = try ledger.reserve(
-                account: "default", segmentID: segmentB, timeZone: "UTC", now: old, check: allow)
-        else { return }
-        try ledger.complete(
-            attemptID: attemptID, outcome: .accepted, httpStatus: 202, sendGridJobID: nil, error: nil, finishedAt: old,
-            jobs: .sent)
-        _ = try ledger.recordExternal(
-            account: "default", segmentID: segmentA, timeZone: "UTC", at: t0.addingTimeInterval(-3600))
-        let removed = try ledger.prune(retentionDays: 90, now: t0)
-        #expect(removed == 2)  // the old sent job and its attempt
-        #expect(try ledger.queuedJobs().count == 1)
-        #expect(
-            try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 10).map(\.outcome) == [
-                .external
-            ])
-        // retention_days = 1 still keeps three days.
-        #expect(try ledger.prune(retentionDays: 1, now: t0.addingTimeInterval(2 * 86400)) == 0)
-    }
-
-    /// A spool file's job and its identity are recorded together; the same file again is recognised.
-    @Test func spoolIngest() throws {
-        let ledger = try SQLiteLedger(inMemoryAt: t0)
-        let first = try ledger.ingestSpoolFile(
-            identity: "2049:77:120:1", contentDigest: "abc", name: "a.json", job: newJob(), now: t0)
-        guard case .enqueued(.created(let job)) = first else { Issue.record("\(first)"); return }
-        #expect(
-            try ledger.ingestSpoolFile(
-                identity: "2049:77:120:1", contentDigest: "abc", name: "a.json", job: newJob(), now: t0)
-                == .alreadyTaken(jobID: job.id))
-        // Another file (other inode) with the same content and no id is another job.
-        guard
-            case .enqueued(.created) = try ledger.ingestSpoolFile(
-                identity: "2049:78:120:1", contentDigest: "abc", name: "b.json", job: newJob(), now: t0)
-        else {
-            Issue.record("not created")
-            return
-        }
-        #expect(try ledger.queuedJobs().count == 2)
-        // An idempotency conflict writes nothing, not even the file's identity.
         _ = try ledger.enqueue(newJob(key: "k1"), now: t0)
         #expect {
             try ledger.ingestSpoolFile(
                 identity: "2049:79:1:1", contentDigest: "d", name: "c.json", job: newJob(key: "k1", priority: 3),
                 now: t0)
-        } throws: {
-            ($0 as? LedgerError)?.code == .idempotencyConflict
-        }
+        } throws: { ($0 as? LedgerError)?.code == .idempotencyConflict }
         let count = try ledger.writer.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM spool_file") }
-        #expect(count == 2)
+        #expect(count == 0)
     }
 
     /// The decision queries use their indexes (EXPLAIN QUERY PLAN), not table scans.

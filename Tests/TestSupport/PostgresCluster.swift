@@ -106,7 +106,7 @@ public final class PostgresCluster: @unchecked Sendable {
     private func startServer() throws {
         let options = [
             "-c listen_addresses=127.0.0.1", "-c port=\(port)", "-c unix_socket_directories=\(socketDirectory)",
-            "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off", "-c max_connections=100",
+            "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off", "-c max_connections=400",
         ].joined(separator: " ")
         do {
             try run("pg_ctl", ["-D", data, "-l", directory + "/server.log", "-o", options, "-w", "-t", "60", "start"])
@@ -131,6 +131,38 @@ public final class PostgresCluster: @unchecked Sendable {
         guard result.status == 0 else { throw Unavailable(description: "psql: \(result.stdout)") }
         return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
+
+    /// One cluster for the whole test process, started at the first call and stopped when the
+    /// process exits (the conformance suite gives each test a database of its own in it).
+    public static func shared() throws -> PostgresCluster {
+        try sharedLock.withLock {
+            if let shared = sharedCluster { return try shared.get() }
+            let result = Result { try PostgresCluster.start() }
+            sharedCluster = result
+            atexit { try? sharedCluster?.get().stop() }
+            return try result.get()
+        }
+    }
+
+    /// A new empty database; its name.
+    public func createDatabase() throws -> String {
+        let name = "t_" + UUID().uuidString.prefix(12).lowercased().replacingOccurrences(of: "-", with: "")
+        try psql("CREATE DATABASE \(name)")
+        return name
+    }
+
+    /// A `postgres://` URL of a database over 127.0.0.1 as the superuser.
+    public func url(database: String) -> String {
+        "postgres://\(superuser)@127.0.0.1:\(port)/\(database)"
+    }
+
+    /// Stops the server only (fast shutdown: sessions are cut), keeping the data.
+    public func stopServer() throws {
+        try run("pg_ctl", ["-D", data, "-m", "fast", "-w", "-t", "30", "stop"])
+    }
+
+    /// Starts a stopped server again on the same socket and port.
+    public func startServerAgain() throws { try startServer() }
 
     /// Stops the server (fast shutdown) and deletes the directory.
     public func stop() {
@@ -173,3 +205,7 @@ public func freePort() -> Int {
     }
     return Int(UInt16(bigEndian: bound.sin_port))
 }
+
+/// The process's shared cluster (`PostgresCluster.shared()`).
+private let sharedLock = NSLock()
+nonisolated(unsafe) private var sharedCluster: Result<PostgresCluster, any Error>?

@@ -1,0 +1,57 @@
+import Foundation
+import RefreshCore
+import RefreshPostgres
+import RefreshStore
+import RefreshWire
+import TestSupport
+import Testing
+
+/// The ledger backends the conformance suite runs against.
+enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case sqlite, postgresql
+    var testDescription: String { rawValue }
+}
+
+/// Where one test's ledger lives: a SQLite file of its own, or a database of its own in the test
+/// process's PostgreSQL cluster (`PostgresCluster.shared()`). Opening the same place again is a
+/// restart of the daemon (or, with another `host`, another host on the same ledger).
+struct LedgerPlace: Sendable {
+    let backend: Backend
+    let location: String
+
+    init(_ backend: Backend) throws {
+        self.backend = backend
+        switch backend {
+        case .sqlite: location = tempDirectory() + "/ledger.sqlite"
+        case .postgresql: location = try PostgresCluster.shared().createDatabase()
+        }
+    }
+
+    func configuration() throws -> LedgerConfiguration {
+        var configuration = LedgerConfiguration()
+        configuration.backend = Setting(.postgresql)
+        configuration.url = Setting(try PostgresCluster.shared().url(database: location))
+        configuration.tls = Setting(.disable)
+        configuration.poolSize = Setting(2)
+        return configuration
+    }
+
+    func open(
+        now: Date, host: String = "host-a", maxRequestSeconds: Double = 300, identities: [String: String] = [:]
+    ) async throws -> any Ledger {
+        switch backend {
+        case .sqlite:
+            return try SQLiteLedger(path: location, now: now, maxRequestSeconds: maxRequestSeconds)
+        case .postgresql:
+            return try await PostgresLedger(
+                configuration: configuration(), hostID: host, identities: identities, now: now,
+                maxRequestSeconds: maxRequestSeconds, hostLockWait: .milliseconds(500))
+        }
+    }
+}
+
+/// Closes a ledger: a PostgreSQL ledger's connections (and host lock) go; a SQLite ledger closes
+/// with its last reference.
+func close(_ ledger: any Ledger) async {
+    await (ledger as? PostgresLedger)?.shutdown()
+}
