@@ -186,16 +186,15 @@ public final class PostgresLedger: Ledger {
     /// rethrown as it was); `changeCount` moves once it committed.
     func transaction<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T
     {
-        let logger = logger
         defer { changes.add(1, ordering: .releasing) }
         return try await session { connection in
-            try await connection.query("BEGIN", logger: logger)
+            try await self.run(connection, "BEGIN")
             do {
                 let value = try await body(connection)
-                try await connection.query("COMMIT", logger: logger)
+                try await self.run(connection, "COMMIT")
                 return value
             } catch {
-                _ = try? await connection.query("ROLLBACK", logger: logger)
+                _ = try? await self.run(connection, "ROLLBACK")
                 throw error
             }
         }
@@ -220,14 +219,47 @@ public final class PostgresLedger: Ledger {
         }
     }
 
+    /// Runs one statement and collects its rows. It ends, with `unreachable`, when the connection
+    /// closes or `operationTimeout` passes first: postgres-nio leaves a statement written to a
+    /// connection the server just closed waiting for ever (its promise is never completed), and
+    /// a lane must never wait on a database that went away (R15).
     func rows(_ connection: PostgresConnection, _ query: PostgresQuery) async throws -> [PostgresRandomAccessRow] {
-        var rows: [PostgresRandomAccessRow] = []
-        for try await row in try await connection.query(query, logger: logger) { rows.append(row.makeRandomAccess()) }
-        return rows
+        let endpoint = endpoint
+        guard !connection.isClosed else {
+            throw LedgerError(.unreachable, "the connection to the ledger database \(endpoint) closed")
+        }
+        let logger = logger
+        let timeout = operationTimeout
+        return try await withCheckedThrowingContinuation { continuation in
+            let once = ResumeOnce(continuation)
+            let work = Task {
+                do {
+                    var rows: [PostgresRandomAccessRow] = []
+                    for try await row in try await connection.query(query, logger: logger) {
+                        rows.append(row.makeRandomAccess())
+                    }
+                    once.resume(.success(rows))
+                } catch {
+                    once.resume(.failure(error))
+                }
+            }
+            connection.closeFuture.whenComplete { _ in
+                once.resume(
+                    .failure(LedgerError(.unreachable, "the connection to the ledger database \(endpoint) closed")))
+                work.cancel()
+            }
+            let timer = connection.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout / .nanoseconds(1)))) {
+                once.resume(
+                    .failure(
+                        LedgerError(.unreachable, "the ledger database \(endpoint) did not answer within \(timeout)")))
+                work.cancel()
+            }
+            once.onResume { timer.cancel() }
+        }
     }
 
     func run(_ connection: PostgresConnection, _ query: PostgresQuery) async throws {
-        try await connection.query(query, logger: logger)
+        _ = try await rows(connection, query)
     }
 
     /// The R1/R11 lock of one account identity, held to the end of the transaction.
@@ -1426,4 +1458,33 @@ public final class PostgresLedger: Ledger {
 private struct Unchecked: @unchecked Sendable {
     let admit: (StoredJob) -> Bool
     let check: (LedgerHistory) -> Decision
+}
+
+/// A continuation resumed by whichever of a statement, its connection's close and its deadline
+/// comes first; the others find it resumed.
+private final class ResumeOnce: Sendable {
+    private let state: Mutex<(CheckedContinuation<[PostgresRandomAccessRow], any Error>?, (@Sendable () -> Void)?)>
+
+    init(_ continuation: CheckedContinuation<[PostgresRandomAccessRow], any Error>) {
+        state = Mutex((continuation, nil))
+    }
+
+    func resume(_ result: Result<[PostgresRandomAccessRow], any Error>) {
+        let (continuation, cleanup) = state.withLock { state in
+            defer { state = (nil, nil) }
+            return state
+        }
+        cleanup?()
+        continuation?.resume(with: result)
+    }
+
+    /// Runs `cleanup` once resumed (now, if it already is).
+    func onResume(_ cleanup: @escaping @Sendable () -> Void) {
+        let resumed = state.withLock { state in
+            guard state.0 != nil else { return true }
+            state.1 = cleanup
+            return false
+        }
+        if resumed { cleanup() }
+    }
 }

@@ -101,7 +101,7 @@ public enum PostgresLedgerConnection {
                 version = try row.decode(String.self)
             }
             var schema: Int?
-            let table = migrationsTable
+            let table = PostgresLedger.schema + "." + migrationsTable
             let exists = try await connection.query(
                 "SELECT to_regclass(\(table)) IS NOT NULL", logger: logger)
             var present = false

@@ -1,0 +1,247 @@
+import Foundation
+import RefreshCore
+import RefreshPostgres
+import RefreshStore
+import RefreshWire
+import TestSupport
+import Testing
+
+/// What only the shared ledger has: hosts, locks, identities, notifications, its migrator, and a
+/// server that can go away. The invariants named are `PostgresLedger`'s design notes'.
+@Suite("PostgreSQL ledger")
+struct PostgresLedgerTests {
+    func open(
+        _ place: LedgerPlace, host: String, now: Date = t0, identities: [String: String] = [:]
+    ) async throws -> PostgresLedger {
+        try #require(try await place.open(now: now, host: host, identities: identities) as? PostgresLedger)
+    }
+
+    /// R2 across hosts: another host never touches a live host's reservation, at its own start or
+    /// while the first host's heartbeat is fresh; only once that heartbeat is older than the lease,
+    /// the request timeout and the margin together does it become `uncertain` (and count).
+    @Test func recoveryWaitsForTheOtherHostsLease() async throws {
+        let place = try LedgerPlace(.postgresql)
+        let a = try await open(place, host: "host-a")
+        _ = try await a.enqueue(newJob(), now: t0)
+        guard
+            case .reserved(let id, _) = try await a.reserve(
+                account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow)
+        else { Issue.record("not reserved"); return }
+        let b = try await open(place, host: "host-b", now: t0.addingTimeInterval(10))
+        func outcome() async throws -> AttemptOutcome? {
+            try await b.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 1).first?.outcome
+        }
+        #expect(try await outcome() == .reserved, "host-b's start leaves host-a's reservation alone")
+        let silence = PostgresLedger.leaseSeconds + 300 + PostgresLedger.recoveryMarginSeconds
+        #expect(try await a.heartbeat(now: t0.addingTimeInterval(100)) == 0)
+        #expect(try await b.heartbeat(now: t0.addingTimeInterval(silence + 1)) == 0, "host-a beat at +100 s")
+        #expect(try await outcome() == .reserved)
+        #expect(try await b.heartbeat(now: t0.addingTimeInterval(100 + silence + 1)) == 1)
+        #expect(try await outcome() == .uncertain)
+        let job = try #require(try await b.queuedJobs().first)
+        #expect(job.attemptID == id && job.tries == 1, "requeued, still linked (R5)")
+        let hosts = try await b.hosts().map(\.hostID)
+        #expect(hosts == ["host-a", "host-b"])
+        await a.shutdown()
+        await b.shutdown()
+    }
+
+    /// R15's own half: a reservation of this host older than a request can take (its commit was
+    /// cut off, or its lane lost it) becomes `uncertain` at the host's next heartbeat.
+    @Test func ownLostReservationBecomesUncertain() async throws {
+        let place = try LedgerPlace(.postgresql)
+        let a = try await open(place, host: "host-a")
+        _ = try await a.enqueue(newJob(), now: t0)
+        guard
+            case .reserved = try await a.reserve(
+                account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow)
+        else { Issue.record("not reserved"); return }
+        #expect(try await a.heartbeat(now: t0.addingTimeInterval(60)) == 0)
+        _ = try await a.heartbeat(now: t0.addingTimeInterval(300 + PostgresLedger.recoveryMarginSeconds + 1))
+        let attempt = try #require(
+            try await a.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 1).first)
+        #expect(attempt.outcome == .uncertain && attempt.finishedAt == t0.addingTimeInterval(300))
+        await a.shutdown()
+    }
+
+    /// R12: one process per host id; a second one is refused naming the id and what to do, another
+    /// id is welcome; the id is free again once its process is gone.
+    @Test func oneProcessPerHostID() async throws {
+        let place = try LedgerPlace(.postgresql)
+        let a = try await open(place, host: "host-a")
+        await #expect {
+            _ = try await open(place, host: "host-a")
+        } throws: { error in
+            guard let error = error as? LedgerError else { return false }
+            return error.code == .busy && error.message.contains("\"host-a\"") && error.message.contains("host_id")
+        }
+        let b = try await open(place, host: "host-b")
+        await b.shutdown()
+        await a.shutdown()
+        let again = try await open(place, host: "host-a")
+        await again.shutdown()
+    }
+
+    /// R14: a write on one host moves the other host's changeCount (LISTEN/NOTIFY), so its
+    /// cached views are read again.
+    @Test func anotherHostsWriteIsNoticed() async throws {
+        let place = try LedgerPlace(.postgresql)
+        let a = try await open(place, host: "host-a")
+        let b = try await open(place, host: "host-b")
+        try await Task.sleep(for: .milliseconds(200))
+        let before = b.changeCount
+        _ = try await a.enqueue(newJob(), now: t0)
+        var noticed = false
+        for _ in 0..<100 where !noticed {
+            try await Task.sleep(for: .milliseconds(50))
+            noticed = b.changeCount > before
+        }
+        #expect(noticed, "host-b's changeCount stayed at \(before)")
+        await a.shutdown()
+        await b.shutdown()
+    }
+
+    /// Rows hold the account's identity; each host reads them under its own local name, so two
+    /// hosts naming one SendGrid account differently share its history and its budget.
+    @Test func identitiesJoinLocalNames() async throws {
+        let place = try LedgerPlace(.postgresql)
+        let a = try await open(place, host: "host-a", identities: ["prod": "acct-1"])
+        let b = try await open(place, host: "host-b", identities: ["main": "acct-1"])
+        _ = try await a.enqueue(newJob(account: "prod"), now: t0)
+        #expect(try await b.queuedJobs().map(\.job.account) == ["main"])
+        guard
+            case .reserved(let id, _) = try await a.reserve(
+                account: "prod", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow)
+        else { Issue.record("not reserved"); return }
+        let history = try await b.history(account: "main", segmentID: segmentA, now: t0)
+        #expect(history.accountAttempts.map(\.id) == [id] && history.accountAttempts.first?.account == "main")
+        let raw = try await open(place, host: "host-c")
+        #expect(
+            try await raw.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 5).map(\.account) == [
+                "acct-1"
+            ])
+        for ledger in [a, b, raw] { await ledger.shutdown() }
+    }
+
+    /// R1 across hosts: two hosts (each its own connection pool, as two daemons have) race for the
+    /// last slot of an account 1,000 times; the rule here allows a reservation only while the
+    /// account has none. Exactly one wins each race.
+    @Test func twoHostsRaceForTheLastSlot() async throws {
+        let place = try LedgerPlace(.postgresql)
+        let a = try await open(place, host: "host-a")
+        let b = try await open(place, host: "host-b")
+        let lastSlot: @Sendable (LedgerHistory) -> Decision = { history in
+            history.accountAttempts.isEmpty
+                ? Decision(verdict: .allowed, binding: [], budgets: [])
+                : Decision(verdict: .notBefore(t0.addingTimeInterval(86400)), binding: [.accountDaily], budgets: [])
+        }
+        var wins = [0, 0, 0]  // none, one, both
+        for race in 0..<1000 {
+            let account = "race-\(race)"
+            _ = try await a.enqueue(newJob(segmentA, account: account), now: t0)
+            _ = try await b.enqueue(newJob(segmentB, account: account), now: t0)
+            async let first = a.reserve(
+                account: account, segmentID: segmentA, timeZone: "UTC", now: t0, check: lastSlot)
+            async let second = b.reserve(
+                account: account, segmentID: segmentB, timeZone: "UTC", now: t0, check: lastSlot)
+            let results = try await [first, second]
+            let reserved = results.filter { if case .reserved = $0 { true } else { false } }.count
+            wins[reserved] += 1
+        }
+        #expect(wins == [0, 1000, 0], "races with no winner, one, two: \(wins)")
+        let attempts = try await a.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 5000)
+        #expect(attempts.count == 1000 && Set(attempts.map(\.account)).count == 1000)
+        await a.shutdown()
+        await b.shutdown()
+    }
+
+    /// The migrator: version 1 applied once, reported by check-config's probe; a database that a
+    /// newer refreshd migrated is refused, not written.
+    @Test func migrations() async throws {
+        let place = try LedgerPlace(.postgresql)
+        let a = try await open(place, host: "host-a")
+        #expect(try await a.appliedMigrations() == [1])
+        await a.shutdown()
+        let again = try await open(place, host: "host-a")
+        #expect(try await again.appliedMigrations() == [1])
+        await again.shutdown()
+        let found = try await PostgresLedgerConnection.probe(place.configuration()).get()
+        #expect(found.schemaVersion == 1)
+        try PostgresCluster.shared().psql(
+            "INSERT INTO refreshd.\(PostgresLedgerConnection.migrationsTable) (version) VALUES (99)",
+            database: place.location)
+        await #expect {
+            _ = try await open(place, host: "host-a")
+        } throws: { error in
+            guard let error = error as? LedgerError else { return false }
+            return error.code == .unusableDatabase && error.message.contains("version 99")
+        }
+    }
+}
+
+/// The server goes away and comes back: a cluster of its own (the shared one serves the other
+/// tests meanwhile).
+@Suite("PostgreSQL ledger across a server restart")
+struct PostgresRestartTests {
+    /// R15: with the server down, operations fail within the deadline as `unreachable` and nothing
+    /// is reserved; a restart in the middle of a reservation rolls it back (no attempt, the job
+    /// still queued); once the server is back, the same ledger reserves again by itself.
+    @Test func serverRestartIdleAndMidReservation() async throws {
+        let cluster = try PostgresCluster.start()
+        defer { cluster.stop() }
+        let database = try cluster.createDatabase()
+        var configuration = LedgerConfiguration()
+        configuration.backend = Setting(.postgresql)
+        configuration.url = Setting(cluster.url(database: database))
+        configuration.tls = Setting(.disable)
+        configuration.poolSize = Setting(2)
+        let ledger = try await PostgresLedger(
+            configuration: configuration, hostID: "host-a", identities: [:], now: t0,
+            operationTimeout: .seconds(3))
+        _ = try await ledger.enqueue(newJob(), now: t0)
+
+        // Idle.
+        try cluster.stopServer()
+        await #expect {
+            _ = try await ledger.reserve(
+                account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow)
+        } throws: { ($0 as? LedgerError)?.code == .unreachable && "\($0)".contains("127.0.0.1:\(cluster.port)") }
+        try cluster.startServerAgain()
+        func reserveWhenBack(_ segment: String) async throws -> ReservationResult {
+            for _ in 0..<50 {
+                do {
+                    return try await ledger.reserve(
+                        account: "default", segmentID: segment, timeZone: "UTC", now: t0, check: allow)
+                } catch let error as LedgerError where error.code == .unreachable {
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+            }
+            throw LedgerError(.unreachable, "still unreachable after 10 s")
+        }
+        guard case .reserved(let first, _) = try await reserveWhenBack(segmentA) else {
+            Issue.record("no reservation after the restart"); return
+        }
+        try await ledger.complete(
+            attemptID: first, outcome: .accepted, httpStatus: 202, sendGridJobID: nil, error: nil, finishedAt: t0,
+            jobs: .sent)
+
+        // In the middle of a reservation: the server stops while the rules are being checked.
+        _ = try await ledger.enqueue(newJob(segmentB), now: t0)
+        let stopping: @Sendable (LedgerHistory) -> Decision = { _ in
+            try? cluster.stopServer()
+            return Decision(verdict: .allowed, binding: [], budgets: [])
+        }
+        await #expect {
+            _ = try await ledger.reserve(
+                account: "default", segmentID: segmentB, timeZone: "UTC", now: t0, check: stopping)
+        } throws: { ($0 as? LedgerError)?.code == .unreachable }
+        try cluster.startServerAgain()
+        guard case .reserved(let second, let jobs) = try await reserveWhenBack(segmentB) else {
+            Issue.record("no reservation after the restart"); return
+        }
+        #expect(jobs.map(\.job.segmentID) == [segmentB] && jobs.first?.tries == 0)
+        let attempts = try await ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 10)
+        #expect(attempts.map(\.id) == [second, first], "the cut reservation left no attempt")
+        await ledger.shutdown()
+    }
+}
