@@ -155,7 +155,7 @@ let package = Package(
             name: "RefreshDaemonTests",
             dependencies: [
                 "TestSupport", "RefreshDaemon", "RefreshWire", "refreshd", "RefreshStore", "RefreshCore", "TZData",
-                "FakeSendGrid",
+                "FakeSendGrid", "RefreshPostgres",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

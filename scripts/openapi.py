@@ -102,7 +102,12 @@ schemas = {
         "held": {"type": "integer", "description": "Queued jobs held because their time zone cannot be loaded"},
         "paused_reason": nullable({"type": "string"}), "next_send_at": nullable(TS), "last_error": nullable({"type": "string"})}},
     "Status": {"type": "object", "required": ["version", "tzdata_version", "tz_directory", "dry_run", "started_at", "uptime_seconds", "now", "jobs",
-        "queue_size", "spool", "accounts", "paused_accounts", "last_error", "held_jobs"], "properties": {
+        "queue_size", "spool", "accounts", "paused_accounts", "last_error", "held_jobs", "ledger"], "properties": {
+        "ledger": {"type": "object", "required": ["backend", "location", "reachable", "unreachable_reason"], "properties": {
+            "backend": {"type": "string", "enum": ["sqlite", "postgresql"]},
+            "location": {"type": "string", "description": "The SQLite file, or the PostgreSQL endpoint (never a password) and this host's id"},
+            "reachable": {"type": "boolean", "description": "False while a shared ledger's database cannot be reached (LEDGER UNREACHABLE): nothing is sent, job counts are empty"},
+            "unreachable_reason": nullable({"type": "string"})}},
         "held_jobs": {"type": "integer", "description": "Queued jobs held (time zone cannot be loaded), all accounts"},
         "version": {"type": "string"}, "tzdata_version": nullable({"type": "string"}), "tz_directory": {"type": "string"}, "dry_run": {"type": "boolean"},
         "started_at": TS, "uptime_seconds": {"type": "integer"}, "now": TS,

@@ -374,9 +374,20 @@ struct Handlers: Sendable {
     func status() async throws -> Response {
         let t = state.now()
         let configuration = state.configuration
-        let (counts, holds) = try await state.work.read { [ledger] in
-            await (try ledger.jobCounts(), try ledger.activeHolds(account: nil))
+        // A shared ledger's database that does not answer is reported, not a failed status: the
+        // counts and holds are empty then and `ledger.reachable` says why.
+        let read: ([JobState: Int], [StoredHold])
+        do {
+            read = try await state.work.read { [ledger] in
+                await (try ledger.jobCounts(), try ledger.activeHolds(account: nil))
+            }
+        } catch let error as LedgerError where error.code == .unreachable {
+            read = ([:], [])
         }
+        let (counts, holds) = read
+        let ledgerStatus = StatusAnswer.Ledger(
+            backend: configuration.ledger.backend.value.rawValue, location: ledger.location,
+            unreachable: ledger.unreachableReason)
         let lanes = state.laneStatuses
         let accounts = configuration.accounts.map { account in
             let lane = lanes.first { $0.account == account.name }
@@ -402,7 +413,7 @@ struct Handlers: Sendable {
                 queueSize: counts[.queued] ?? 0, spool: spool, accounts: accounts,
                 lastError: lanes.compactMap(\.lastError).first,
                 pausedAccounts: accounts.filter(\.paused).map(\.name), heldJobs: lanes.map(\.held).reduce(0, +),
-                holds: holds.map(Self.holdBody)))
+                holds: holds.map(Self.holdBody), ledger: ledgerStatus))
     }
 
     // MARK: Budget

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import RefreshCore
+import RefreshPostgres
 import RefreshStore
 import RefreshWire
 import ServiceLifecycle
@@ -44,6 +45,7 @@ public enum DaemonApplication {
         public func discard() async {
             for client in dispatcher.allClients { await client.shutdown() }
             await work.shutdown()
+            await (ledger as? PostgresLedger)?.shutdown()
         }
     }
 
@@ -65,7 +67,7 @@ public enum DaemonApplication {
         configuration: DaemonConfiguration, logger: Logger, environment: [String: String], configPath: String? = nil,
         levels: LogLevelControl = LogLevelControl(.info),
         now: @escaping @Sendable () -> Date = { Date() }, clock: any Clock<Duration> = ContinuousClock()
-    ) throws -> Daemon {
+    ) async throws -> Daemon {
         let notifier = SystemdNotifier(environment: environment)
         // SIGHUP is ignored until the reload service traps it (its default action would end us).
         signal(SIGHUP, SIG_IGN)
@@ -85,27 +87,31 @@ public enum DaemonApplication {
                     "cannot create the state directory \(configuration.stateDir.value): \(error.localizedDescription)",
                 exitCode: 73)
         }
-        // The shared ledger (issue #13) is configured and checked (check-config logs in) before the
-        // daemon can run on it: refused by name rather than silently run on SQLite.
-        guard configuration.ledger.backend.value == .sqlite else {
-            throw StartupError(
-                description:
-                    "[ledger] backend = \"postgresql\" cannot run yet: this release checks the connection "
-                    + "(refreshd check-config) but keeps its ledger in SQLite only; remove backend or set it to \"sqlite\"",
-                exitCode: 78)
-        }
-        // Before the ledger is opened (recovery and migrations write to it): one daemon per state directory.
+        // Before the ledger is opened (recovery and migrations write to it): one daemon per state
+        // directory (a shared ledger also holds one process per host id itself, R12).
         let stateLock: StateDirectoryLock
         do {
             stateLock = try StateDirectoryLock.acquire(directory: configuration.stateDir.value, now: now())
         } catch let failure as StateDirectoryLock.Failure {
             throw StartupError(description: failure.description, exitCode: failure.heldByAnother ? 75 : 73)
         }
-        let ledger: SQLiteLedger
+        let maxRequestSeconds = configuration.requestTimeoutSeconds.value + 60
+        let ledger: any Ledger
+        var shared: PostgresLedger?
         do {
-            ledger = try SQLiteLedger(
-                path: configuration.ledgerPath, now: now(),
-                maxRequestSeconds: configuration.requestTimeoutSeconds.value + 60)
+            switch configuration.ledger.backend.value {
+            case .sqlite:
+                ledger = try SQLiteLedger(
+                    path: configuration.ledgerPath, now: now(), maxRequestSeconds: maxRequestSeconds)
+            case .postgresql:
+                let postgres = try await PostgresLedger(
+                    configuration: configuration.ledger, hostID: configuration.ledger.hostID.value,
+                    identities: Dictionary(
+                        configuration.accounts.map { ($0.name, $0.identity) }, uniquingKeysWith: { first, _ in first }),
+                    now: now(), maxRequestSeconds: maxRequestSeconds, logger: logger)
+                shared = postgres
+                ledger = postgres
+            }
         } catch {
             throw StartupError(description: "\(error)", exitCode: 74)
         }
@@ -148,7 +154,7 @@ public enum DaemonApplication {
                 "refreshd started",
                 metadata: [
                     "version": "\(version)", "tzdata": "\(zones.version ?? "unknown")", "tz_directory": "\(zones.path)",
-                    "ledger": "\(ledger.path)",
+                    "ledger": "\(ledger.location)",
                     "accounts": "\(configuration.accounts.map(\.name).joined(separator: ","))",
                 ])
         }
@@ -175,6 +181,15 @@ public enum DaemonApplication {
                 logger: logger)
         } catch {
             throw StartupError(description: "control API: \(error)", exitCode: 73)
+        }
+        // A shared ledger: the lanes wake when another host changes it, and the host keeps its lease.
+        var heartbeat: [any Service] = []
+        if let shared {
+            shared.onOutsideChange { dispatcher.wakeUp() }
+            heartbeat = [
+                LedgerHeartbeatService(
+                    ledger: shared, interval: .seconds(PostgresLedger.leaseSeconds / 3), now: now, logger: logger)
+            ]
         }
         let maintenance = LedgerMaintenanceService(
             ledger: ledger, retentionDays: configuration.retentionDays.value, interval: .seconds(3600), now: now,
@@ -211,7 +226,7 @@ public enum DaemonApplication {
         // the API closes, and the dispatcher last, letting a request in flight finish.
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [dispatcher, hooks, maintenance] + listeners + [spool, notify, reload],
+                services: heartbeat + [dispatcher, hooks, maintenance] + listeners + [spool, notify, reload],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         return Daemon(
@@ -272,6 +287,9 @@ public enum DaemonApplication {
         parts.append("\(left)/\(limit) left today")
         let paused = lanes.filter { $0.paused != nil }.map(\.account)
         if !paused.isEmpty { parts.append("PAUSED: \(paused.joined(separator: ","))") }
+        if let reason = state.ledger.unreachableReason {
+            parts.append("LEDGER UNREACHABLE: nothing is sent (\(reason))")
+        }
         if lanes.contains(where: \.waitingForLedger) {
             parts.append("LEDGER NOT WRITABLE: waiting to record an answer")
         }

@@ -135,6 +135,8 @@ public final class AccountLane: @unchecked Sendable {
     /// The operators' holds in force on this account or its segments (read with the queue).
     var holds: [StoredHold] = []
     var loaded = false
+    /// The ledger's `outsideChanges` when the queue was last read whole.
+    var seenOutsideChanges: UInt64 = 0
     var connectFailures = 0
     /// Consecutive 429s that said nothing about when, per segment (1 h, then the next local midnight).
     var uninformativeRateLimits: [String: Int] = [:]
@@ -286,6 +288,13 @@ public final class AccountLane: @unchecked Sendable {
             // The last answer first: nothing else goes out for the account until it is in the ledger.
             if let waiting = unwritten, await !writeAgain(waiting, now: t) {
                 return t.addingTimeInterval(Backoff.ledgerWrite(failures: unwritten?.failures ?? 1))
+            }
+            // Another host changed a shared ledger: its jobs' ids may be below the last one seen
+            // (ids commit out of order across hosts), so the queue is read again whole.
+            let outside = ledger.outsideChanges
+            if outside != seenOutsideChanges {
+                seenOutsideChanges = outside
+                loaded = false
             }
             do {
                 if !loaded { try await load(now: t) }

@@ -27,9 +27,11 @@
 //   R13 (spool files) A spool file's identity is (host, device, inode, size, mtime): inodes of two
 //                     hosts collide, hosts never.
 //   R14 (changes)     Every committed change of jobs, attempts, blocks or holds notifies
-//                     `refreshd_ledger` (a statement trigger); each open ledger listens and moves its
-//                     `changeCount`, so views derived on one host follow writes of the others. A lost
-//                     listening connection moves it too (nothing is assumed unchanged).
+//                     `refreshd_ledger` with the writing host's id (a statement trigger; connections
+//                     carry the id as `application_name`); each open ledger listens, and another
+//                     host's change moves its `changeCount` and `outsideChanges`, so views and lanes
+//                     on one host follow writes of the others. A lost listening connection moves
+//                     them too (nothing is assumed unchanged).
 //   R15 (fail closed) An operation that cannot reach the database within `operationTimeout` fails
 //                     with `LedgerError.unreachable`; nothing is reserved, so nothing is sent. A
 //                     reservation whose commit was cut off counts as if made (it is `reserved`, then
@@ -62,6 +64,8 @@ public final class PostgresLedger: Ledger {
     public static let recoveryMarginSeconds: Double = 60
 
     public let hostID: String
+    /// The host id as the server keeps it in `application_name` (at most 63 bytes).
+    let applicationName: String
     public let endpoint: PostgresEndpoint
     let client: PostgresClient
     let connectionConfiguration: PostgresConnection.Configuration
@@ -72,6 +76,9 @@ public final class PostgresLedger: Ledger {
     let nameToIdentity: [String: String]
     let identityToName: [String: String]
     private let changes = Atomic<UInt64>(0)
+    private let notices = Atomic<UInt64>(0)
+    private let failure = Mutex<String?>(nil)
+    private let changeHandler = Mutex<(@Sendable () -> Void)?>(nil)
     private let tasks = Mutex<[Task<Void, Never>]>([])
     private let instance = UUID().uuidString
 
@@ -97,6 +104,7 @@ public final class PostgresLedger: Ledger {
             throw LedgerError(.unusableDatabase, error.description)
         }
         self.hostID = hostID
+        applicationName = String(hostID.utf8.prefix(63)) ?? hostID
         self.logger = logger
         self.maxRequestSeconds = maxRequestSeconds
         self.operationTimeout = operationTimeout
@@ -104,10 +112,11 @@ public final class PostgresLedger: Ledger {
         nameToIdentity = identities
         identityToName = Dictionary(identities.map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
         var connection = try PostgresLedgerConnection.configuration(ledger, endpoint: endpoint)
-        connection.options.additionalStartupParameters = [("search_path", Self.schema)]
+        let startup = [("search_path", Self.schema), ("application_name", applicationName)]
+        connection.options.additionalStartupParameters = startup
         connectionConfiguration = connection
         var clientConfiguration = try PostgresLedgerConnection.clientConfiguration(ledger, endpoint: endpoint)
-        clientConfiguration.options.additionalStartupParameters = [("search_path", Self.schema)]
+        clientConfiguration.options.additionalStartupParameters = startup
         clientConfiguration.options.maximumConnections = max(1, ledger.poolSize.value)
         clientConfiguration.options.minimumConnections = 0
         client = PostgresClient(configuration: clientConfiguration, backgroundLogger: logger)
@@ -160,7 +169,7 @@ public final class PostgresLedger: Ledger {
         let timeout = operationTimeout
         let endpoint = endpoint
         do {
-            return try await withThrowingTaskGroup(of: T?.self) { group in
+            let value = try await withThrowingTaskGroup(of: T?.self) { group in
                 group.addTask { try await client.withConnection { try await body($0) } }
                 group.addTask {
                     try await Task.sleep(for: timeout)
@@ -173,13 +182,42 @@ public final class PostgresLedger: Ledger {
                 }
                 return value
             }
+            failure.withLock { $0 = nil }
+            return value
         } catch let error as LedgerError {
-            throw error
+            throw noted(error)
         } catch is CancellationError {
-            throw LedgerError(.unreachable, "the ledger database \(endpoint) did not answer (cancelled)")
+            throw noted(LedgerError(.unreachable, "the ledger database \(endpoint) did not answer (cancelled)"))
         } catch let error as PSQLError {
-            throw Self.ledgerError(error, endpoint: endpoint)
+            throw noted(Self.ledgerError(error, endpoint: endpoint))
+        } catch {
+            // The pool closed (shutdown) or another failure on the way to the server.
+            throw noted(LedgerError(.unreachable, "cannot reach the ledger database \(endpoint): \(error)"))
         }
+    }
+
+    /// Keeps the reason of an `unreachable` error for status; any other answer shows it reachable.
+    private func noted(_ error: LedgerError) -> LedgerError {
+        failure.withLock { $0 = error.code == .unreachable ? error.message : nil }
+        return error
+    }
+
+    public var unreachableReason: String? { failure.withLock { $0 } }
+
+    public var location: String { "PostgreSQL \(endpoint) as host \(hostID)" }
+
+    public var outsideChanges: UInt64 { notices.load(ordering: .acquiring) }
+
+    /// Called (on a connection's thread: keep it short) when another process may have changed
+    /// the ledger: the daemon wakes its lanes.
+    public func onOutsideChange(_ handler: @escaping @Sendable () -> Void) {
+        changeHandler.withLock { $0 = handler }
+    }
+
+    func noticeOutsideChange() {
+        changes.add(1, ordering: .releasing)
+        notices.add(1, ordering: .releasing)
+        changeHandler.withLock { $0 }?()
     }
 
     /// A transaction on a pooled connection (BEGIN ... COMMIT, ROLLBACK on any error, the error
@@ -406,7 +444,7 @@ public final class PostgresLedger: Ledger {
             """
             CREATE FUNCTION notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
-                PERFORM pg_notify('refreshd_ledger', TG_TABLE_NAME);
+                PERFORM pg_notify('refreshd_ledger', current_setting('application_name'));
                 RETURN NULL;
             END $$
             """,
@@ -505,12 +543,16 @@ public final class PostgresLedger: Ledger {
         let task = Task { [weak self, logger] in
             do {
                 try await connection.listen(on: "refreshd_ledger") { notifications in
-                    for try await _ in notifications { self?.changes.add(1, ordering: .releasing) }
+                    for try await notification in notifications {
+                        // Each host's connections carry its id as application_name (R14):
+                        // this host's own writes are not outside changes.
+                        if notification.payload != self?.applicationName { self?.noticeOutsideChange() }
+                    }
                 }
             } catch {}
             try? await connection.close()
             guard let self, !Task.isCancelled else { return }
-            self.changes.add(1, ordering: .releasing)
+            self.noticeOutsideChange()
             logger.warning("ledger: the listening connection closed; opening it again")
             while !Task.isCancelled {
                 do {

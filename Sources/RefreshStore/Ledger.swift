@@ -111,6 +111,9 @@ public struct SpoolFileJob: Sendable, Equatable {
 }
 
 extension Ledger {
+    public var outsideChanges: UInt64 { 0 }
+    public var unreachableReason: String? { nil }
+
     /// `reserve` for every due job of the segment.
     public func reserve(
         account: String, segmentID: String, timeZone: String, now: Date, check: (LedgerHistory) -> Decision
@@ -237,8 +240,17 @@ public protocol Ledger: Sendable {
     /// and marks the queued jobs still linked to them sent (the leader) or coalesced; returns those
     /// jobs (R5).
     func confirmRecorded(attemptIDs: [Int64], now: Date) async throws -> [StoredJob]
-    /// Goes up with every committed write through this ledger (a cache key for derived views).
+    /// Goes up with every committed write through this ledger (a cache key for derived views),
+    /// and, for a shared ledger, with every change another process made.
     var changeCount: UInt64 { get }
+    /// Goes up when another process may have changed the ledger (a shared ledger's notices; always
+    /// 0 for a ledger with one writer). Job ids of several hosts commit out of order, so a reader
+    /// that follows new jobs by id reads everything again when this moves.
+    var outsideChanges: UInt64 { get }
+    /// Why the ledger's database cannot be reached right now (nil: it can, or it is a local file).
+    var unreachableReason: String? { get }
+    /// Where the ledger is, for logs and status ("SQLite /var/lib/refreshd/ledger.sqlite").
+    var location: String { get }
     /// Turns `uncertain` attempts into `unrecorded` (a pre-flight read showed SendGrid did not
     /// record them); returns how many changed.
     func markUnrecorded(attemptIDs: [Int64]) async throws -> Int

@@ -47,6 +47,7 @@ import Synchronization
 public final class SQLiteLedger: Ledger {
     /// The database file.
     public let path: String
+    public var location: String { "SQLite " + path }
     /// Seconds a statement waits for a lock another process holds before `busy`.
     public static let busyTimeout: TimeInterval = 2
     let writer: any DatabaseWriter

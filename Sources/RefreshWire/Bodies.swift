@@ -379,6 +379,29 @@ public struct StatusAnswer: Codable, Sendable, Equatable {
         }
     }
 
+    /// Where the ledger is and whether its database answers.
+    public struct Ledger: Codable, Sendable, Equatable {
+        /// "sqlite" or "postgresql".
+        public var backend: String
+        /// "SQLite /var/lib/refreshd/ledger.sqlite", "PostgreSQL refreshd@db:5432/refreshd as host web-1".
+        public var location: String
+        /// False while a shared ledger's database cannot be reached: nothing is sent then.
+        public var reachable: Bool
+        /// Why it cannot be reached, or null.
+        @Null public var unreachableReason: String?
+
+        enum CodingKeys: String, CodingKey {
+            case backend, location, reachable
+            case unreachableReason = "unreachable_reason"
+        }
+
+        public init(backend: String, location: String, unreachable: String?) {
+            (self.backend, self.location, self.reachable, self.unreachableReason) = (
+                backend, location, unreachable == nil, unreachable
+            )
+        }
+    }
+
     public var version: String
     @Null public var tzdataVersion: String?
     public var tzDirectory: String
@@ -398,9 +421,10 @@ public struct StatusAnswer: Codable, Sendable, Equatable {
     public var pausedAccounts: [String]
     public var heldJobs: Int
     public var holds: [HoldBody]
+    public var ledger: Ledger
 
     enum CodingKeys: String, CodingKey {
-        case version, listen, now, jobs, spool, accounts, holds
+        case version, listen, now, jobs, spool, accounts, holds, ledger
         case tzdataVersion = "tzdata_version", tzDirectory = "tz_directory", dryRun = "dry_run"
         case startedAt = "started_at", uptimeSeconds = "uptime_seconds", queueSize = "queue_size"
         case lastError = "last_error", pausedAccounts = "paused_accounts", heldJobs = "held_jobs"
@@ -409,8 +433,9 @@ public struct StatusAnswer: Codable, Sendable, Equatable {
     public init(
         version: String, tzdataVersion: String?, tzDirectory: String, listen: String?, dryRun: Bool, startedAt: Date,
         uptimeSeconds: Int, now: Date, jobs: [String: Int], queueSize: Int, spool: Spool, accounts: [Account],
-        lastError: String?, pausedAccounts: [String], heldJobs: Int, holds: [HoldBody]
+        lastError: String?, pausedAccounts: [String], heldJobs: Int, holds: [HoldBody], ledger: Ledger
     ) {
+        self.ledger = ledger
         (self.version, self.tzdataVersion, self.tzDirectory, self.listen, self.dryRun) = (
             version, tzdataVersion, tzDirectory, listen, dryRun
         )

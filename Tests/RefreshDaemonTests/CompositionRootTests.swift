@@ -47,7 +47,7 @@ struct CompositionRootTests {
             let configuration = try loader.load(explicitPath: configPath)
             var logger = Logger(label: "root-test")
             logger.logLevel = .critical
-            let daemon = try DaemonApplication.build(
+            let daemon = try await DaemonApplication.build(
                 configuration: configuration, logger: logger, environment: [:], configPath: configPath)
             do { try await body(daemon) } catch {
                 await daemon.discard()

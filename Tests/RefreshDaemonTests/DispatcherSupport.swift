@@ -3,9 +3,11 @@ import Foundation
 import Logging
 import RefreshCore
 import RefreshDaemon
+import RefreshPostgres
 import RefreshStore
 import RefreshWire
 import TZData
+import TestSupport
 
 /// Simulated wall-clock time shared by the dispatcher and the fake SendGrid.
 final class SimulatedTime: @unchecked Sendable {
@@ -22,7 +24,7 @@ final class SimulatedTime: @unchecked Sendable {
 final class DispatchHarness: @unchecked Sendable {
     let time: SimulatedTime
     let fake: FakeSendGrid
-    let ledger: SQLiteLedger
+    let ledger: any Ledger
     let client: SendGridClient
     let lane: AccountLane
     let logs = LogSink.memory()
@@ -32,14 +34,31 @@ final class DispatchHarness: @unchecked Sendable {
         start: Date, limits: Limits = .sendGrid, preflight: Bool = true, maxAttempts: Int = 5,
         requestTimeout: Double = 2,
         dryRun: Bool = false, baseURL overrideURL: String? = nil, onBehalfOf: String? = nil,
-        zones: ZoneInfoDirectory = hostZones
+        zones: ZoneInfoDirectory = hostZones, backend: LedgerConfiguration.Backend = .sqlite
     ) async throws {
         time = SimulatedTime(start)
         let time = self.time
         fake = FakeSendGrid(apiKey: fakeKey, zones: hostZones, now: { time.now })
         let started = try await fake.start()
         baseURL = overrideURL ?? started
-        ledger = try SQLiteLedger(path: temporaryDirectory() + "/ledger.sqlite", now: start)
+        switch backend {
+        case .sqlite:
+            ledger = try SQLiteLedger(path: temporaryDirectory() + "/ledger.sqlite", now: start)
+        case .postgresql:
+            // A database of its own in the test process's throwaway cluster.
+            let url = try await offPool {
+                let cluster = try PostgresCluster.shared()
+                return cluster.url(database: try cluster.createDatabase())
+            }
+            var configuration = LedgerConfiguration()
+            configuration.backend = Setting(.postgresql)
+            configuration.url = Setting(url)
+            configuration.tls = Setting(.disable)
+            configuration.poolSize = Setting(2)
+            ledger = try await PostgresLedger(
+                configuration: configuration, hostID: "sim-\(UUID().uuidString.prefix(8))", identities: [:], now: start,
+                operationTimeout: .seconds(60))
+        }
         client = SendGridClient(
             baseURL: baseURL, requestTimeoutSeconds: requestTimeout, connectTimeoutSeconds: 1, version: "test")
         let sink = logs
@@ -57,16 +76,17 @@ final class DispatchHarness: @unchecked Sendable {
     func shutdown() async {
         await client.shutdown()
         await fake.stop()
+        await (ledger as? PostgresLedger)?.shutdown()
     }
 
     @discardableResult
     func enqueue(
         _ segment: String, zone: String = "UTC", priority: Int = 0, notBefore: Date? = nil, expiresAt: Date? = nil
-    ) throws -> Int64 {
+    ) async throws -> Int64 {
         let job = NewJob(
             source: "test", account: "default", segmentID: segment, timeZone: zone, priority: priority,
             notBefore: notBefore, expiresAt: expiresAt)
-        switch try ledger.enqueue(job, now: time.now) {
+        switch try await ledger.enqueue(job, now: time.now) {
         case .created(let stored), .duplicate(let stored): return stored.id
         }
     }
@@ -79,7 +99,7 @@ final class DispatchHarness: @unchecked Sendable {
             let t = time.now
             while let arrival = pending.first, arrival.at <= t {
                 pending.removeFirst()
-                try enqueue(arrival.segment, zone: arrival.zone, priority: arrival.priority)
+                try await enqueue(arrival.segment, zone: arrival.zone, priority: arrival.priority)
             }
             let next = await lane.step()
             var target = min(next ?? end, pending.first?.at ?? end, end)
@@ -89,9 +109,9 @@ final class DispatchHarness: @unchecked Sendable {
         }
     }
 
-    func job(_ id: Int64) throws -> StoredJob { try ledger.job(id: id)! }
-    func attempts() throws -> [StoredAttempt] {
-        try ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 100_000).reversed()
+    func job(_ id: Int64) async throws -> StoredJob { try await ledger.job(id: id)! }
+    func attempts() async throws -> [StoredAttempt] {
+        try await ledger.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 100_000).reversed()
     }
 }
 

@@ -16,7 +16,9 @@ struct DispatcherSimulationTests {
     /// 3 weeks, 50 segments in 12 zones, random arrivals and priorities, over real HTTP to the
     /// fake SendGrid: no rule is ever broken, no slot with demand is left unused, and each send
     /// goes out within 1 s (simulated) of the earliest instant the rules plus the margin allow.
-    @Test func threeWeeksFiftySegmentsTwelveZones() async throws {
+    /// On both ledgers: SQLite, and PostgreSQL (a database of its own in the throwaway cluster).
+    @Test(arguments: LedgerConfiguration.Backend.allCases)
+    func threeWeeksFiftySegmentsTwelveZones(_ backend: LedgerConfiguration.Backend) async throws {
         let zoneNames = [
             "America/Santiago", "America/Havana", "Atlantic/Azores", "Australia/Lord_Howe", "Asia/Kathmandu",
             "Pacific/Apia",
@@ -35,9 +37,8 @@ struct DispatcherSimulationTests {
                 arrivals.append((at, segment.id, segment.zone, rng.next() % 5 == 0 ? 10 : 0))
             }
         }
-        let harness = try await DispatchHarness(start: simStart)
+        let harness = try await DispatchHarness(start: simStart, backend: backend)
         try await harness.run(until: end, arrivals: arrivals)
-        await harness.shutdown()
 
         #expect(harness.fake.violations.isEmpty, "\(harness.fake.violations)")
         let sends = harness.fake.refreshes.filter { $0.status == 202 }.sorted { $0.at < $1.at }
@@ -83,11 +84,12 @@ struct DispatcherSimulationTests {
         }
         #expect(late.isEmpty, "\(late.prefix(5))")
         // Every job is accounted for: sent or coalesced into a send, or still waiting.
-        let jobs = try harness.ledger.jobs(state: nil, segmentID: nil, after: nil, limit: 10_000)
+        let jobs = try await harness.ledger.jobs(state: nil, segmentID: nil, after: nil, limit: 10_000)
         #expect(jobs.count == arrivals.count)
         #expect(jobs.allSatisfy { [.sent, .coalesced, .queued].contains($0.state) })
         #expect(jobs.filter { $0.state == .sent }.count == sends.count)
         #expect(!harness.logs.text.contains(fakeKey))
+        await harness.shutdown()
     }
 
     /// Fault storm: 30 % of refreshes answer 5xx (recorded or not), time out, or lose the
@@ -118,11 +120,11 @@ struct DispatcherSimulationTests {
         try await harness.run(until: simStart.addingTimeInterval(8 * 86400), arrivals: arrivals)
         await harness.shutdown()
         #expect(harness.fake.violations.isEmpty, "\(harness.fake.violations)")
-        let jobs = try harness.ledger.jobs(state: nil, segmentID: nil, after: nil, limit: 10_000)
+        let jobs = try await harness.ledger.jobs(state: nil, segmentID: nil, after: nil, limit: 10_000)
         #expect(jobs.count == arrivals.count)
         #expect(jobs.allSatisfy { [.sent, .coalesced, .queued, .failed].contains($0.state) })
         #expect(jobs.filter { $0.state == .failed }.allSatisfy { $0.reason?.contains("no clear answer") == true })
-        let outcomes = Set(try harness.attempts().map(\.outcome))
+        let outcomes = await Set(try harness.attempts().map(\.outcome))
         #expect(outcomes.contains(.uncertain) && outcomes.contains(.accepted))
     }
 }
@@ -147,12 +149,13 @@ struct DispatcherAnswerTests {
     /// 202: the job is sent (SendGrid's job_id kept), later jobs of the segment coalesce into one refresh; the request is well formed.
     @Test func accepted() async throws {
         let h = try await DispatchHarness(start: simStart, onBehalfOf: "subuser-1")
-        let a = try h.enqueue(segment, zone: "America/Chicago")
-        let b = try h.enqueue(segment, zone: "America/Chicago", priority: 5)
+        let a = try await h.enqueue(segment, zone: "America/Chicago")
+        let b = try await h.enqueue(segment, zone: "America/Chicago", priority: 5)
         _ = await h.lane.step()
         await h.shutdown()
-        #expect(try h.job(b).state == .sent && h.job(a).state == .coalesced)
-        let attempt = try #require(try h.attempts().first)
+        #expect(try await h.job(b).state == .sent)
+        #expect(try await h.job(a).state == .coalesced)
+        let attempt = try #require(try await h.attempts().first)
         #expect(attempt.outcome == .accepted && attempt.httpStatus == 202 && attempt.sendGridJobID?.count == 36)
         let post = try #require(h.fake.requests.first { $0.method == "POST" })
         #expect(post.uri == "/v3/marketing/segments/2.0/refresh/\(segment)")
@@ -169,15 +172,15 @@ struct DispatcherAnswerTests {
     func rejected(status: Int) async throws {
         let h = try await DispatchHarness(start: simStart)
         if status == 404 { h.fake.forget(segment: segment) } else { h.fake.inject(.status(400)) }
-        let id = try h.enqueue(segment)
+        let id = try await h.enqueue(segment)
         _ = await h.lane.step()
-        let job = try h.job(id)
+        let job = try await h.job(id)
         #expect(job.state == .failed && job.reason?.contains("SendGrid answered \(status)") == true)
-        let attempt = try #require(try h.attempts().first)
+        let attempt = try #require(try await h.attempts().first)
         #expect(attempt.outcome == .rejected && attempt.httpStatus == status)
         // A new job for the segment may go at once (not counted for the segment), and the account counts 2 requests.
         if status == 400 {
-            try h.enqueue(segment)
+            try await h.enqueue(segment)
             _ = await h.lane.step()
             #expect(h.fake.refreshes.map(\.status) == [400, 202])
         }
@@ -189,17 +192,17 @@ struct DispatcherAnswerTests {
     func pausesAccount(status: Int) async throws {
         let h = try await DispatchHarness(start: simStart)
         h.fake.inject(.status(status))
-        let id = try h.enqueue(segment)
-        try h.enqueue(segmentID(2))
+        let id = try await h.enqueue(segment)
+        try await h.enqueue(segmentID(2))
         let next = await h.lane.step()
         #expect(next == nil)
-        #expect(try h.job(id).state == .queued)
+        #expect(try await h.job(id).state == .queued)
         #expect(h.lane.status.paused?.contains(String(status)) == true)
         #expect(h.logs.text.contains("critical") && h.logs.text.contains("account paused"))
         h.time.advance(7200)
         _ = await h.lane.step()
         #expect(h.fake.refreshes.count == 1)
-        let attempt = try #require(try h.attempts().first)
+        let attempt = try #require(try await h.attempts().first)
         #expect(attempt.outcome == (status == 401 ? .unauthorized : .forbidden))
         await h.shutdown()
     }
@@ -211,9 +214,9 @@ struct DispatcherAnswerTests {
         let h = try await DispatchHarness(start: simStart, preflight: false)
         let reset = reading == "unix" ? String(Int(simStart.timeIntervalSince1970) + 900) : reading
         h.fake.inject(.rateLimited(headers: ["X-RateLimit-Reset": reset]))
-        let id = try h.enqueue(segment)
+        let id = try await h.enqueue(segment)
         let next = await h.lane.step()
-        #expect(try h.job(id).state == .queued)
+        #expect(try await h.job(id).state == .queued)
         #expect(next == simStart.addingTimeInterval(900 + 60))
         try await h.run(until: simStart.addingTimeInterval(2000))
         #expect(h.fake.refreshes.map(\.status) == [429, 202])
@@ -226,7 +229,7 @@ struct DispatcherAnswerTests {
     @Test func rateLimitedWithoutReset() async throws {
         let h = try await DispatchHarness(start: simStart, preflight: false)
         h.fake.inject(.rateLimited(headers: [:]), .rateLimited(headers: [:]))
-        try h.enqueue(segment, zone: "Asia/Tokyo")
+        try await h.enqueue(segment, zone: "Asia/Tokyo")
         #expect(await h.lane.step() == simStart.addingTimeInterval(3600 + 60))
         h.time.set(simStart.addingTimeInterval(3660))
         let second = await h.lane.step()
@@ -236,12 +239,12 @@ struct DispatcherAnswerTests {
 
         let p = try await DispatchHarness(start: simStart, preflight: true)
         p.fake.inject(.rateLimited(headers: [:]))
-        try p.enqueue(segment)
-        try p.enqueue(segmentID(2))
+        try await p.enqueue(segment)
+        try await p.enqueue(segmentID(2))
         let next = await p.lane.step()
         // Both segments wait for 00:00 UTC + margin (the account block).
         #expect(next == Date(timeIntervalSince1970: 1_795_651_200 + 60))
-        let blocks = try p.ledger.blocks(account: "default", now: simStart)
+        let blocks = try await p.ledger.blocks(account: "default", now: simStart)
         #expect(blocks.contains { $0.segmentID == nil })
         await p.shutdown()
     }
@@ -253,22 +256,22 @@ struct DispatcherAnswerTests {
         let h = try await DispatchHarness(start: simStart, preflight: false)
         h.fake.sendQuotaHeaders(true)
         for minute in 1...3 { h.fake.otherClientRequest(at: simStart.addingTimeInterval(-Double(minute) * 60)) }
-        try h.enqueue(segment)
+        try await h.enqueue(segment)
         _ = await h.lane.step()
-        let elsewhere = try h.ledger.attempts(
+        let elsewhere = try await h.ledger.attempts(
             since: simStart.addingTimeInterval(-86400), account: "default",
             segmentID: "00000000-0000-0000-0000-000000000000", limit: 100)
         #expect(elsewhere.count == 3 && elsewhere.allSatisfy { $0.outcome == .external }, "\(elsewhere)")
         // Five more elsewhere: our next refresh is the account's tenth; the headers say nothing is left.
         for second in 1...5 { h.fake.otherClientRequest(at: simStart.addingTimeInterval(Double(second))) }
         h.time.advance(10)
-        try h.enqueue(segmentID(2))
+        try await h.enqueue(segmentID(2))
         _ = await h.lane.step()
         #expect(h.fake.refreshes.filter { $0.status == 202 }.count == 2)
-        let blocks = try h.ledger.blocks(account: "default", now: h.time.now)
+        let blocks = try await h.ledger.blocks(account: "default", now: h.time.now)
         #expect(blocks.contains { $0.segmentID == nil && $0.reason.contains("X-RateLimit-Remaining 0") }, "\(blocks)")
         // A third segment waits for the next UTC day (the account block), instead of earning a 429.
-        try h.enqueue(segmentID(3))
+        try await h.enqueue(segmentID(3))
         let next = await h.lane.step()
         #expect(next.map { $0 >= Date(timeIntervalSince1970: 1_795_651_200) } == true, "\(String(describing: next))")
         #expect(h.fake.violations.isEmpty && h.fake.refreshes.count == 2)
@@ -277,10 +280,11 @@ struct DispatcherAnswerTests {
         // No headers: the ledger's own count stands.
         let plain = try await DispatchHarness(start: simStart, preflight: false)
         for minute in 1...3 { plain.fake.otherClientRequest(at: simStart.addingTimeInterval(-Double(minute) * 60)) }
-        try plain.enqueue(segment)
+        try await plain.enqueue(segment)
         _ = await plain.lane.step()
         #expect(
-            try plain.ledger.attempts(since: .distantPast, account: "default", segmentID: nil, limit: 100).count == 1)
+            try await plain.ledger.attempts(since: .distantPast, account: "default", segmentID: nil, limit: 100).count
+                == 1)
         await plain.shutdown()
     }
 
@@ -289,21 +293,21 @@ struct DispatcherAnswerTests {
     /// released and re-read, the held job goes.
     @Test func holdsKeepJobsBack() async throws {
         let h = try await DispatchHarness(start: simStart, preflight: false)
-        try h.enqueue(segment)
+        try await h.enqueue(segment)
         _ = await h.lane.step()  // the lane reads its queue and sends it
         #expect(h.fake.refreshes.map(\.segment) == [segment])
         // A new job, and a hold on its segment the lane is not told of: the reservation refuses it.
         let other = segmentID(2)
-        let hold = try h.ledger.hold(
+        let hold = try await h.ledger.hold(
             account: "default", segmentID: other, reason: "rebuilding", who: "test", now: simStart)
-        try h.enqueue(other)
+        try await h.enqueue(other)
         h.lane.wake()
         h.time.advance(5)
         _ = await h.lane.step()
         _ = await h.lane.step()
         #expect(h.fake.refreshes.count == 1, "\(h.fake.refreshes)")
-        #expect(try h.ledger.jobs(state: .queued, segmentID: other, after: nil, limit: 10).count == 1)
-        _ = try h.ledger.release(holdID: hold.id, now: h.time.now)
+        #expect(try await h.ledger.jobs(state: .queued, segmentID: other, after: nil, limit: 10).count == 1)
+        _ = try await h.ledger.release(holdID: hold.id, now: h.time.now)
         h.lane.reread()
         _ = await h.lane.step()
         #expect(h.fake.refreshes.map(\.segment) == [segment, other])
@@ -317,11 +321,11 @@ struct DispatcherAnswerTests {
     @Test func liftedBlockLetsTheJobGo() async throws {
         let h = try await DispatchHarness(start: simStart, preflight: false)
         h.fake.inject(.rateLimited(headers: ["X-RateLimit-Reset": "7200"]))
-        try h.enqueue(segment)
+        try await h.enqueue(segment)
         #expect(await h.lane.step() == simStart.addingTimeInterval(7200 + 60))
-        let block = try #require(try h.ledger.activeBlocks(account: "default", now: simStart).first)
+        let block = try #require(try await h.ledger.activeBlocks(account: "default", now: simStart).first)
         h.time.set(simStart.addingTimeInterval(600))
-        #expect(try h.ledger.liftBlock(id: block.id, now: h.time.now) != nil)
+        #expect(try await h.ledger.liftBlock(id: block.id, now: h.time.now) != nil)
         #expect(await h.lane.step() == simStart.addingTimeInterval(7200 + 60), "the lane keeps its copy until told")
         h.lane.reread()
         #expect(
@@ -346,16 +350,16 @@ struct DispatcherAnswerTests {
         try "# version test\nZ UTC\nZ America/Chicago\n".write(
             toFile: directory + "/tzdata.zi", atomically: true, encoding: .utf8)
         let h = try await DispatchHarness(start: simStart, zones: try ZoneInfoDirectory(path: directory))
-        let held = try h.enqueue(segment, zone: "US/Pacific", expiresAt: simStart.addingTimeInterval(6 * 3600))
-        let chicago = try h.enqueue(segment, zone: "America/Chicago")
+        let held = try await h.enqueue(segment, zone: "US/Pacific", expiresAt: simStart.addingTimeInterval(6 * 3600))
+        let chicago = try await h.enqueue(segment, zone: "America/Chicago")
         try await h.run(until: simStart.addingTimeInterval(3 * 3600))
         #expect(h.fake.refreshes.map(\.zone) == ["America/Chicago"], "\(h.fake.refreshes)")
-        #expect(try h.job(chicago).state == .sent)
-        #expect(try h.job(held).state == .queued, "never coalesced into a send with another zone")
+        #expect(try await h.job(chicago).state == .sent)
+        #expect(try await h.job(held).state == .queued, "never coalesced into a send with another zone")
         #expect(h.lane.status.held == 1)
         #expect(h.logs.text.contains("job held: its time zone cannot be loaded"))
         try await h.run(until: simStart.addingTimeInterval(7 * 3600))
-        #expect(try h.job(held).state == .expired)
+        #expect(try await h.job(held).state == .expired)
         #expect(h.lane.status.held == 0)
         #expect(h.fake.refreshes.allSatisfy { $0.zone != "UTC" })
         await h.shutdown()
@@ -367,12 +371,12 @@ struct DispatcherAnswerTests {
     @Test func preflightConfirmsUnanswered() async throws {
         let h = try await DispatchHarness(start: simStart, maxAttempts: 5, requestTimeout: 0.5)
         h.fake.inject(.delay(seconds: 1.5, recorded: true))
-        let id = try h.enqueue(segment)
+        let id = try await h.enqueue(segment)
         try await h.run(until: simStart.addingTimeInterval(2 * 86400))
-        let job = try h.job(id)
+        let job = try await h.job(id)
         #expect(job.state == .sent && job.reason?.contains("seen by pre-flight") == true, "\(job) \(h.fake.refreshes)")
         #expect(h.fake.refreshes.count == 1, "one refresh only: \(h.fake.refreshes)")
-        #expect(try h.attempts().map(\.outcome) == [.accepted])
+        #expect(try await h.attempts().map(\.outcome) == [.accepted])
         #expect(h.logs.text.contains("SendGrid recorded earlier unanswered requests"))
         #expect(h.fake.violations.isEmpty)
         await h.shutdown()
@@ -385,13 +389,13 @@ struct DispatcherAnswerTests {
         // would count as sent, see preflightConfirmsUnanswered); here the tries run out.
         let h = try await DispatchHarness(start: simStart, preflight: false, maxAttempts: 3, requestTimeout: 0.5)
         h.fake.inject(.serverError(recorded: true), .delay(seconds: 1.5, recorded: true), .drop(recorded: true))
-        let id = try h.enqueue(segment)
+        let id = try await h.enqueue(segment)
         try await h.run(until: simStart.addingTimeInterval(2 * 86400))
-        let job = try h.job(id)
+        let job = try await h.job(id)
         #expect(
             job.state == .failed && job.tries == 3 && job.reason?.contains("after 3 tries") == true,
             "\(job) \(h.fake.refreshes)")
-        let attempts = try h.attempts()
+        let attempts = try await h.attempts()
         #expect(attempts.count == 3 && attempts.allSatisfy { $0.outcome == .uncertain })
         // Each counted for the segment: at least an hour (+ margin) apart.
         for (a, b) in zip(attempts, attempts.dropFirst()) {
@@ -405,11 +409,12 @@ struct DispatcherAnswerTests {
     @Test func connectionRefused() async throws {
         // A port that was just free: nothing listens there.
         let h = try await DispatchHarness(start: simStart, baseURL: "http://127.0.0.1:9")
-        let id = try h.enqueue(segment)
+        let id = try await h.enqueue(segment)
         let next = try #require(await h.lane.step())
-        #expect(try h.job(id).state == .queued && (try h.job(id).retryAt) == next)
+        #expect(try await h.job(id).state == .queued)
+        #expect(try await h.job(id).retryAt == next)
         #expect(next > simStart && next <= simStart.addingTimeInterval(10))
-        let attempt = try #require(try h.attempts().first)
+        let attempt = try #require(try await h.attempts().first)
         #expect(attempt.outcome == .notSent && !attempt.outcome.countsTowardAccount)
         #expect(h.lane.status.lastError?.contains("not reachable") == true)
         await h.shutdown()
@@ -418,14 +423,14 @@ struct DispatcherAnswerTests {
     /// Dry-run: everything but the request; the outcome counts like an accepted refresh.
     @Test func dryRun() async throws {
         let h = try await DispatchHarness(start: simStart, dryRun: true)
-        let id = try h.enqueue(segment)
-        try h.enqueue(segment)
+        let id = try await h.enqueue(segment)
+        try await h.enqueue(segment)
         _ = await h.lane.step()
-        #expect(try h.job(id).state == .sent)
-        #expect(try h.attempts().map(\.outcome) == [.dryRun])
+        #expect(try await h.job(id).state == .sent)
+        #expect(try await h.attempts().map(\.outcome) == [.dryRun])
         #expect(h.fake.requests.isEmpty)
         // The second job waits for the interval, exactly as if the refresh had been sent.
-        try h.enqueue(segment)
+        try await h.enqueue(segment)
         #expect(await h.lane.step() == simStart.addingTimeInterval(3660))
         await h.shutdown()
     }
@@ -435,11 +440,11 @@ struct DispatcherAnswerTests {
     @Test func webUIRefreshCaughtByPreflight() async throws {
         let h = try await DispatchHarness(start: simStart)
         h.fake.webUIRefresh(segment: segment, zone: "UTC", at: simStart.addingTimeInterval(-600))
-        try h.enqueue(segment)
+        try await h.enqueue(segment)
         let next = await h.lane.step()
         #expect(h.fake.refreshes.isEmpty)
         #expect(next == simStart.addingTimeInterval(-600 + 3600 + 60))
-        #expect(try h.attempts().map(\.outcome) == [.external])
+        #expect(try await h.attempts().map(\.outcome) == [.external])
         try await h.run(until: simStart.addingTimeInterval(7200))
         #expect(h.fake.refreshes.map(\.status) == [202] && h.fake.violations.isEmpty)
         await h.shutdown()
@@ -449,7 +454,7 @@ struct DispatcherAnswerTests {
     @Test func automaticRefreshesDoNotBlock() async throws {
         let h = try await DispatchHarness(start: simStart)
         h.fake.automaticRefreshSeconds = 3600
-        try h.enqueue(segment)
+        try await h.enqueue(segment)
         _ = await h.lane.step()
         #expect(h.fake.refreshes.map(\.status) == [202])
         await h.shutdown()
@@ -460,9 +465,9 @@ struct DispatcherAnswerTests {
     @Test func unrecordedUncertainFreesTheSegment() async throws {
         let h = try await DispatchHarness(start: simStart, requestTimeout: 0.5)
         h.fake.inject(.serverError(recorded: false), .serverError(recorded: false))
-        try h.enqueue(segment)
+        try await h.enqueue(segment)
         try await h.run(until: simStart.addingTimeInterval(3 * 3600))
-        let outcomes = try h.attempts().map(\.outcome)
+        let outcomes = try await h.attempts().map(\.outcome)
         #expect(outcomes.first == .unrecorded)
         #expect(outcomes.contains(.accepted))
         #expect(h.fake.violations.isEmpty)
@@ -473,10 +478,10 @@ struct DispatcherAnswerTests {
     /// for its hour; forwards, work that became due goes at once.
     @Test func clockSteps() async throws {
         let h = try await DispatchHarness(start: simStart)
-        try h.enqueue(segment)
+        try await h.enqueue(segment)
         _ = await h.lane.step()
         h.time.set(simStart.addingTimeInterval(-7200))
-        try h.enqueue(segment)
+        try await h.enqueue(segment)
         #expect(await h.lane.step() == simStart.addingTimeInterval(3660))
         #expect(h.fake.refreshes.count == 1)
         h.time.set(simStart.addingTimeInterval(86400))
@@ -488,15 +493,15 @@ struct DispatcherAnswerTests {
     /// not_before holds a job back; past expires_at it expires unsent.
     @Test func notBeforeAndExpiry() async throws {
         let h = try await DispatchHarness(start: simStart)
-        let later = try h.enqueue(segment, notBefore: simStart.addingTimeInterval(500))
-        try h.enqueue(segmentID(2))
+        let later = try await h.enqueue(segment, notBefore: simStart.addingTimeInterval(500))
+        try await h.enqueue(segmentID(2))
         // Segment 2 goes at once; segment 1's job waits for its not_before.
         #expect(await h.lane.step() == simStart.addingTimeInterval(500))
         // Queued after segment 2's refresh, it needs a new one, which the interval holds past its expiry.
-        let expiring = try h.enqueue(segmentID(2), expiresAt: simStart.addingTimeInterval(1000))
+        let expiring = try await h.enqueue(segmentID(2), expiresAt: simStart.addingTimeInterval(1000))
         try await h.run(until: simStart.addingTimeInterval(5000))
-        #expect(try h.job(later).state == .sent)
-        #expect(try h.job(expiring).state == .expired)
+        #expect(try await h.job(later).state == .sent)
+        #expect(try await h.job(expiring).state == .expired)
         #expect(h.fake.refreshes.count == 2)
         await h.shutdown()
     }

@@ -117,7 +117,7 @@ struct SendGridContractTests {
         let schema = try SchemaValidator()
         let h = try await DispatchHarness(start: simStart)
         let segment = segmentID(3)
-        try h.enqueue(segment, zone: "America/Chicago")
+        try await h.enqueue(segment, zone: "America/Chicago")
         _ = await h.lane.step()
         await h.shutdown()
 
@@ -146,7 +146,7 @@ struct SendGridContractTests {
         let accepted =
             (((refresh["responses"] as! [String: Any])["202"] as! [String: Any])["content"] as! [String: Any])[
                 "application/json"] as! [String: Any]
-        let attempt = try #require(try h.attempts().first)
+        let attempt = try #require(try await h.attempts().first)
         #expect(schema.problems(["job_id": attempt.sendGridJobID!], accepted["schema"] as! [String: Any]).isEmpty)
         let fake = FakeSendGrid(apiKey: fakeKey, zones: hostZones)
         let url = try await fake.start()

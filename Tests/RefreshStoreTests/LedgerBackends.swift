@@ -19,13 +19,24 @@ struct LedgerPlace: Sendable {
     let backend: Backend
     let location: String
 
-    init(_ backend: Backend) throws {
+    init(_ backend: Backend, location: String) {
         self.backend = backend
+        self.location = location
+    }
+
+    /// A new place. The cluster's first start and `CREATE DATABASE` (psql) block: off the
+    /// concurrency pool, which the ledgers' connections need.
+    static func make(_ backend: Backend) async throws -> LedgerPlace {
         switch backend {
-        case .sqlite: location = tempDirectory() + "/ledger.sqlite"
-        case .postgresql: location = try PostgresCluster.shared().createDatabase()
+        case .sqlite: return LedgerPlace(backend, location: tempDirectory() + "/ledger.sqlite")
+        case .postgresql:
+            return LedgerPlace(backend, location: try await offPool { try PostgresCluster.shared().createDatabase() })
         }
     }
+
+    /// Generous: the whole test suite shares two cores, and a CPU-bound test elsewhere can keep
+    /// the connections' tasks waiting for seconds (the daemon's default is 10 s).
+    static let operationTimeout: Duration = .seconds(60)
 
     func configuration() throws -> LedgerConfiguration {
         var configuration = LedgerConfiguration()
@@ -45,7 +56,8 @@ struct LedgerPlace: Sendable {
         case .postgresql:
             return try await PostgresLedger(
                 configuration: configuration(), hostID: host, identities: identities, now: now,
-                maxRequestSeconds: maxRequestSeconds, hostLockWait: .milliseconds(500))
+                maxRequestSeconds: maxRequestSeconds, operationTimeout: Self.operationTimeout,
+                hostLockWait: .milliseconds(500))
         }
     }
 }

@@ -12,7 +12,7 @@ import Testing
 struct LedgerConformanceTests {
     /// Reopening an existing ledger keeps its rows.
     @Test(arguments: Backend.allCases) func reopenKeepsRows(_ backend: Backend) async throws {
-        let place = try LedgerPlace(backend)
+        let place = try await LedgerPlace.make(backend)
         let ledger = try await place.open(now: t0)
         _ = try await ledger.enqueue(newJob(key: "a"), now: t0)
         await close(ledger)
@@ -25,7 +25,7 @@ struct LedgerConformanceTests {
     /// (cancel, bulk cancel, expiry), none for a retry back to queued; events come in order after
     /// a cursor, which is kept in the ledger.
     @Test(arguments: Backend.allCases) func jobEventsForEveryFinalState(_ backend: Backend) async throws {
-        let ledger = try await LedgerPlace(backend).open(now: t0)
+        let ledger = try await LedgerPlace.make(backend).open(now: t0)
         var ids: [Int64] = []
         for index in 0..<4 {
             guard
@@ -57,7 +57,7 @@ struct LedgerConformanceTests {
 
     /// Same idempotency key and content: a no-op; different content: refused, naming the key.
     @Test(arguments: Backend.allCases) func idempotency(_ backend: Backend) async throws {
-        let ledger = try await LedgerPlace(backend).open(now: t0)
+        let ledger = try await LedgerPlace.make(backend).open(now: t0)
         guard case .created(let first) = try await ledger.enqueue(newJob(key: "crm-1"), now: t0) else {
             Issue.record("not created"); return
         }
@@ -71,7 +71,7 @@ struct LedgerConformanceTests {
 
     /// R1: every due queued job of the segment is served, leader first; a denial writes nothing.
     @Test(arguments: Backend.allCases) func reserveAndComplete(_ backend: Backend) async throws {
-        let ledger = try await LedgerPlace(backend).open(now: t0)
+        let ledger = try await LedgerPlace.make(backend).open(now: t0)
         _ = try await ledger.enqueue(newJob(priority: 0), now: t0)
         _ = try await ledger.enqueue(newJob(priority: 5), now: t0)
         _ = try await ledger.enqueue(newJob(notBefore: t0.addingTimeInterval(3600)), now: t0)  // not due yet
@@ -109,7 +109,7 @@ struct LedgerConformanceTests {
     /// real answer arriving later is still recorded and its job sent, never an error that holds
     /// the account up.
     @Test(arguments: Backend.allCases) func lateAnswerAfterRecovery(_ backend: Backend) async throws {
-        let place = try LedgerPlace(backend)
+        let place = try await LedgerPlace.make(backend)
         let ledger = try await place.open(now: t0)
         _ = try await ledger.enqueue(newJob(), now: t0)
         guard
@@ -150,7 +150,7 @@ struct LedgerConformanceTests {
     /// R5: after a pre-flight shows SendGrid counted an unanswered request, the attempt is accepted
     /// and the jobs still linked to it are sent (leader) and coalesced, not sent again.
     @Test(arguments: Backend.allCases) func confirmRecorded(_ backend: Backend) async throws {
-        let ledger = try await LedgerPlace(backend).open(now: t0)
+        let ledger = try await LedgerPlace.make(backend).open(now: t0)
         _ = try await ledger.enqueue(newJob(), now: t0)
         _ = try await ledger.enqueue(newJob(priority: 5), now: t0)
         guard
@@ -176,7 +176,7 @@ struct LedgerConformanceTests {
     /// A requeue keeps jobs and holds them back, linked to the attempt that may have reached
     /// SendGrid (R5); a failure keeps the (bounded) reason.
     @Test(arguments: Backend.allCases) func requeueAndFail(_ backend: Backend) async throws {
-        let ledger = try await LedgerPlace(backend).open(now: t0)
+        let ledger = try await LedgerPlace.make(backend).open(now: t0)
         _ = try await ledger.enqueue(newJob(), now: t0)
         guard
             case .reserved(let first, _) = try await ledger.reserve(
@@ -213,7 +213,7 @@ struct LedgerConformanceTests {
     /// R2: after a crash, `reserved` attempts become `uncertain` (they count), finished no later
     /// than the request timeout after they started, and their jobs are queued again.
     @Test(arguments: Backend.allCases) func recoveryAfterCrash(_ backend: Backend) async throws {
-        let place = try LedgerPlace(backend)
+        let place = try await LedgerPlace.make(backend)
         let ledger = try await place.open(now: t0)
         _ = try await ledger.enqueue(newJob(), now: t0)
         guard
@@ -236,7 +236,7 @@ struct LedgerConformanceTests {
     /// A pre-flight read can show an uncertain attempt was not recorded: it stops counting for the
     /// segment, keeps counting for the account. Other outcomes are never changed.
     @Test(arguments: Backend.allCases) func markUnrecorded(_ backend: Backend) async throws {
-        let ledger = try await LedgerPlace(backend).open(now: t0)
+        let ledger = try await LedgerPlace.make(backend).open(now: t0)
         _ = try await ledger.enqueue(newJob(), now: t0)
         guard
             case .reserved(let id, _) = try await ledger.reserve(
@@ -257,7 +257,7 @@ struct LedgerConformanceTests {
 
     /// Cancel works on queued jobs only; expiry marks queued jobs past expires_at.
     @Test(arguments: Backend.allCases) func cancelAndExpire(_ backend: Backend) async throws {
-        let ledger = try await LedgerPlace(backend).open(now: t0)
+        let ledger = try await LedgerPlace.make(backend).open(now: t0)
         guard case .created(let job) = try await ledger.enqueue(newJob(), now: t0),
             case .created(let expiring) = try await ledger.enqueue(
                 newJob(segmentB, expiresAt: t0.addingTimeInterval(60)), now: t0)
@@ -277,7 +277,7 @@ struct LedgerConformanceTests {
 
     /// R3: retention removes old finished rows, never queued jobs or anything inside a rule window.
     @Test(arguments: Backend.allCases) func retention(_ backend: Backend) async throws {
-        let ledger = try await LedgerPlace(backend).open(now: t0)
+        let ledger = try await LedgerPlace.make(backend).open(now: t0)
         let old = t0.addingTimeInterval(-100 * 86400)
         _ = try await ledger.enqueue(newJob(key: "old-queued"), now: old)
         _ = try await ledger.enqueue(newJob(segmentB, key: "old-sent"), now: old)
@@ -305,7 +305,7 @@ struct LedgerConformanceTests {
     /// R6: a spool file's job and its identity are recorded together; the same file again is
     /// recognised; an idempotency conflict writes nothing for that file, not even its identity.
     @Test(arguments: Backend.allCases) func spoolIngest(_ backend: Backend) async throws {
-        let ledger = try await LedgerPlace(backend).open(now: t0)
+        let ledger = try await LedgerPlace.make(backend).open(now: t0)
         let first = try await ledger.ingestSpoolFile(
             identity: "2049:77:120:1", contentDigest: "abc", name: "a.json", job: newJob(), now: t0)
         guard case .enqueued(.created(let job)) = first else { Issue.record("\(first)"); return }
@@ -335,7 +335,7 @@ struct LedgerConformanceTests {
     /// R10: nothing is reserved under a hold of the account or the segment; the same scope held
     /// twice is one hold; released, the segment goes again.
     @Test(arguments: Backend.allCases) func holds(_ backend: Backend) async throws {
-        let ledger = try await LedgerPlace(backend).open(now: t0)
+        let ledger = try await LedgerPlace.make(backend).open(now: t0)
         _ = try await ledger.enqueue(newJob(), now: t0)
         let hold = try await ledger.hold(account: "default", segmentID: nil, reason: "audit", who: "ops", now: t0)
         #expect(
@@ -358,7 +358,7 @@ struct LedgerConformanceTests {
     /// Blocks: added, read for the account and its segments, lifted by hand (the row stays, ended
     /// now, its reason saying so); a lifted or unknown block is nil.
     @Test(arguments: Backend.allCases) func blocks(_ backend: Backend) async throws {
-        let ledger = try await LedgerPlace(backend).open(now: t0)
+        let ledger = try await LedgerPlace.make(backend).open(now: t0)
         try await ledger.addBlock(
             account: "default", segmentID: segmentA, until: t0.addingTimeInterval(3600), reason: "429 seen", now: t0)
         try await ledger.addBlock(
@@ -377,7 +377,7 @@ struct LedgerConformanceTests {
 
     /// Editing, retrying and paging: what the operator verbs use.
     @Test(arguments: Backend.allCases) func editRetryAndPaging(_ backend: Backend) async throws {
-        let ledger = try await LedgerPlace(backend).open(now: t0)
+        let ledger = try await LedgerPlace.make(backend).open(now: t0)
         var ids: [Int64] = []
         for index in 0..<5 {
             guard case .created(let job) = try await ledger.enqueue(newJob(key: "p\(index)"), now: t0) else {
@@ -409,7 +409,7 @@ struct LedgerConformanceTests {
 
     /// The account view equals the history read for any segment (the control API's cache).
     @Test(arguments: Backend.allCases) func accountViewMatchesHistory(_ backend: Backend) async throws {
-        let ledger = try await LedgerPlace(backend).open(now: t0)
+        let ledger = try await LedgerPlace.make(backend).open(now: t0)
         for (index, segment) in [segmentA, segmentB, segmentA].enumerated() {
             _ = try await ledger.recordExternal(
                 account: "default", segmentID: segment, timeZone: "UTC",

@@ -20,7 +20,7 @@ struct PostgresLedgerTests {
     /// while the first host's heartbeat is fresh; only once that heartbeat is older than the lease,
     /// the request timeout and the margin together does it become `uncertain` (and count).
     @Test func recoveryWaitsForTheOtherHostsLease() async throws {
-        let place = try LedgerPlace(.postgresql)
+        let place = try await LedgerPlace.make(.postgresql)
         let a = try await open(place, host: "host-a")
         _ = try await a.enqueue(newJob(), now: t0)
         guard
@@ -49,7 +49,7 @@ struct PostgresLedgerTests {
     /// R15's own half: a reservation of this host older than a request can take (its commit was
     /// cut off, or its lane lost it) becomes `uncertain` at the host's next heartbeat.
     @Test func ownLostReservationBecomesUncertain() async throws {
-        let place = try LedgerPlace(.postgresql)
+        let place = try await LedgerPlace.make(.postgresql)
         let a = try await open(place, host: "host-a")
         _ = try await a.enqueue(newJob(), now: t0)
         guard
@@ -67,7 +67,7 @@ struct PostgresLedgerTests {
     /// R12: one process per host id; a second one is refused naming the id and what to do, another
     /// id is welcome; the id is free again once its process is gone.
     @Test func oneProcessPerHostID() async throws {
-        let place = try LedgerPlace(.postgresql)
+        let place = try await LedgerPlace.make(.postgresql)
         let a = try await open(place, host: "host-a")
         await #expect {
             _ = try await open(place, host: "host-a")
@@ -85,7 +85,7 @@ struct PostgresLedgerTests {
     /// R14: a write on one host moves the other host's changeCount (LISTEN/NOTIFY), so its
     /// cached views are read again.
     @Test func anotherHostsWriteIsNoticed() async throws {
-        let place = try LedgerPlace(.postgresql)
+        let place = try await LedgerPlace.make(.postgresql)
         let a = try await open(place, host: "host-a")
         let b = try await open(place, host: "host-b")
         try await Task.sleep(for: .milliseconds(200))
@@ -97,6 +97,13 @@ struct PostgresLedgerTests {
             noticed = b.changeCount > before
         }
         #expect(noticed, "host-b's changeCount stayed at \(before)")
+        #expect(b.outsideChanges > 0)
+        // Its own writes are not outside changes (the notice carries the writing host's id).
+        try await Task.sleep(for: .milliseconds(300))
+        let outside = b.outsideChanges
+        _ = try await b.enqueue(newJob(segmentB), now: t0)
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(b.outsideChanges == outside)
         await a.shutdown()
         await b.shutdown()
     }
@@ -104,7 +111,7 @@ struct PostgresLedgerTests {
     /// Rows hold the account's identity; each host reads them under its own local name, so two
     /// hosts naming one SendGrid account differently share its history and its budget.
     @Test func identitiesJoinLocalNames() async throws {
-        let place = try LedgerPlace(.postgresql)
+        let place = try await LedgerPlace.make(.postgresql)
         let a = try await open(place, host: "host-a", identities: ["prod": "acct-1"])
         let b = try await open(place, host: "host-b", identities: ["main": "acct-1"])
         _ = try await a.enqueue(newJob(account: "prod"), now: t0)
@@ -127,7 +134,7 @@ struct PostgresLedgerTests {
     /// last slot of an account 1,000 times; the rule here allows a reservation only while the
     /// account has none. Exactly one wins each race.
     @Test func twoHostsRaceForTheLastSlot() async throws {
-        let place = try LedgerPlace(.postgresql)
+        let place = try await LedgerPlace.make(.postgresql)
         let a = try await open(place, host: "host-a")
         let b = try await open(place, host: "host-b")
         let lastSlot: @Sendable (LedgerHistory) -> Decision = { history in
@@ -158,7 +165,7 @@ struct PostgresLedgerTests {
     /// The migrator: version 1 applied once, reported by check-config's probe; a database that a
     /// newer refreshd migrated is refused, not written.
     @Test func migrations() async throws {
-        let place = try LedgerPlace(.postgresql)
+        let place = try await LedgerPlace.make(.postgresql)
         let a = try await open(place, host: "host-a")
         #expect(try await a.appliedMigrations() == [1])
         await a.shutdown()
@@ -167,9 +174,11 @@ struct PostgresLedgerTests {
         await again.shutdown()
         let found = try await PostgresLedgerConnection.probe(place.configuration()).get()
         #expect(found.schemaVersion == 1)
-        try PostgresCluster.shared().psql(
-            "INSERT INTO refreshd.\(PostgresLedgerConnection.migrationsTable) (version) VALUES (99)",
-            database: place.location)
+        _ = try await offPool {
+            try PostgresCluster.shared().psql(
+                "INSERT INTO refreshd.\(PostgresLedgerConnection.migrationsTable) (version) VALUES (99)",
+                database: place.location)
+        }
         await #expect {
             _ = try await open(place, host: "host-a")
         } throws: { error in
@@ -187,9 +196,9 @@ struct PostgresRestartTests {
     /// is reserved; a restart in the middle of a reservation rolls it back (no attempt, the job
     /// still queued); once the server is back, the same ledger reserves again by itself.
     @Test func serverRestartIdleAndMidReservation() async throws {
-        let cluster = try PostgresCluster.start()
+        let cluster = try await offPool { try PostgresCluster.start() }
         defer { cluster.stop() }
-        let database = try cluster.createDatabase()
+        let database = try await offPool { try cluster.createDatabase() }
         var configuration = LedgerConfiguration()
         configuration.backend = Setting(.postgresql)
         configuration.url = Setting(cluster.url(database: database))
@@ -197,18 +206,18 @@ struct PostgresRestartTests {
         configuration.poolSize = Setting(2)
         let ledger = try await PostgresLedger(
             configuration: configuration, hostID: "host-a", identities: [:], now: t0,
-            operationTimeout: .seconds(3))
+            operationTimeout: .seconds(15))
         _ = try await ledger.enqueue(newJob(), now: t0)
 
         // Idle.
-        try cluster.stopServer()
+        try await offPool { try cluster.stopServer() }
         await #expect {
             _ = try await ledger.reserve(
                 account: "default", segmentID: segmentA, timeZone: "UTC", now: t0, check: allow)
         } throws: { ($0 as? LedgerError)?.code == .unreachable && "\($0)".contains("127.0.0.1:\(cluster.port)") }
-        try cluster.startServerAgain()
+        try await offPool { try cluster.startServerAgain() }
         func reserveWhenBack(_ segment: String) async throws -> ReservationResult {
-            for _ in 0..<50 {
+            for _ in 0..<150 {
                 do {
                     return try await ledger.reserve(
                         account: "default", segmentID: segment, timeZone: "UTC", now: t0, check: allow)
@@ -216,7 +225,7 @@ struct PostgresRestartTests {
                     try await Task.sleep(for: .milliseconds(200))
                 }
             }
-            throw LedgerError(.unreachable, "still unreachable after 10 s")
+            throw LedgerError(.unreachable, "still unreachable after 150 tries")
         }
         guard case .reserved(let first, _) = try await reserveWhenBack(segmentA) else {
             Issue.record("no reservation after the restart"); return
@@ -235,7 +244,7 @@ struct PostgresRestartTests {
             _ = try await ledger.reserve(
                 account: "default", segmentID: segmentB, timeZone: "UTC", now: t0, check: stopping)
         } throws: { ($0 as? LedgerError)?.code == .unreachable }
-        try cluster.startServerAgain()
+        try await offPool { try cluster.startServerAgain() }
         guard case .reserved(let second, let jobs) = try await reserveWhenBack(segmentB) else {
             Issue.record("no reservation after the restart"); return
         }
