@@ -122,6 +122,14 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(name: "refreshctl", dependencies: ["RefreshCtlKit"], swiftSettings: strict),
+        // The ledgers' reservation benchmark (Benchmarks/ledger-bench.sh runs it in a release build):
+        // a plain executable beside the stack it measures, so it needs none of Benchmarks/'s packages.
+        .executableTarget(
+            name: "refreshd-ledger-bench",
+            dependencies: ["RefreshCore", "RefreshStore", "RefreshPostgres", "RefreshWire"],
+            path: "Benchmarks/LedgerBench",
+            swiftSettings: strict
+        ),
         // Shared by the test targets: running CPU-heavy or blocking test work off the 2-thread
         // concurrency pool.
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),

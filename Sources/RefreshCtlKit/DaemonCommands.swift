@@ -641,6 +641,10 @@ struct StatusCommand: ParsableCommand, SinkRunnable {
                 "refreshd \(Human.text(body.version)), running for \(Human.relative(now.addingTimeInterval(uptime), now: now).replacingOccurrences(of: "in ", with: ""))"
             )
             output.line("tz data \(Human.text(body.tzdataVersion)) from \(Human.text(body.tzDirectory))")
+            output.line(
+                "ledger: \(Human.text(body.ledger.location))"
+                    + (body.ledger.unreachableReason.map { "; LEDGER UNREACHABLE (nothing is sent): " + Human.text($0) }
+                        ?? ""))
             if body.dryRun {
                 output.line("DRY-RUN: refreshes are planned and recorded, never sent")
             }
