@@ -1003,7 +1003,7 @@ public final class PostgresLedger: Ledger {
                 SELECT job_event.id AS event_id, job_event.state AS event_state, job_event.at AS event_at, job.*,
                     attempt.http_status AS attempt_status
                 FROM job_event JOIN job ON job.id = job_event.job_id LEFT JOIN attempt ON attempt.id = job.attempt_id
-                WHERE job_event.id > \(id) ORDER BY job_event.id LIMIT \(limit)
+                WHERE job_event.id > \(id) AND job.host_id = \(self.hostID) ORDER BY job_event.id LIMIT \(limit)
                 """
             ).map { row in
                 JobEvent(
@@ -1021,7 +1021,8 @@ public final class PostgresLedger: Ledger {
         }
     }
 
-    /// The hook runner's position is this host's: each host runs its own hooks.
+    /// The hook runner's position is this host's: each host runs the hooks of the jobs it took
+    /// (`jobEvents` lists those only), so a job's end is announced once, by the host that queued it.
     public func hookCursor() async throws -> Int64? {
         try await session { connection in
             try await self.rows(connection, "SELECT event_id FROM hook_cursor WHERE name = \("hooks:" + self.hostID)")

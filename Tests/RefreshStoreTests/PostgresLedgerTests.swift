@@ -108,6 +108,22 @@ struct PostgresLedgerTests {
         await b.shutdown()
     }
 
+    /// A job's end is announced once: its events reach the hooks of the host that took the job,
+    /// not every host's.
+    @Test func jobEventsBelongToTheHostThatTookTheJob() async throws {
+        let place = try await LedgerPlace.make(.postgresql)
+        let a = try await open(place, host: "host-a")
+        let b = try await open(place, host: "host-b")
+        guard case .created(let job) = try await a.enqueue(newJob(), now: t0) else {
+            Issue.record("not created"); return
+        }
+        _ = try await b.cancel(jobID: job.id, now: t0)
+        #expect(try await a.jobEvents(after: 0, limit: 10).map(\.job.id) == [job.id])
+        #expect(try await b.jobEvents(after: 0, limit: 10).isEmpty)
+        await a.shutdown()
+        await b.shutdown()
+    }
+
     /// Rows hold the account's identity; each host reads them under its own local name, so two
     /// hosts naming one SendGrid account differently share its history and its budget.
     @Test func identitiesJoinLocalNames() async throws {
