@@ -811,8 +811,8 @@ public final class PostgresLedger: Ledger {
             guard let row = try await self.rows(connection, "SELECT * FROM job WHERE id = \(jobID)").first else {
                 throw LedgerError(.notFound, "no job \(jobID)")
             }
-            let job = try self.job(row)
-            throw LedgerError(.invalidState, "job \(jobID) is \(job.state.rawValue) and can no longer be cancelled")
+            try LedgerSemantics.checkCancellable(try self.job(row))
+            throw LedgerError(.invalidState, "job \(jobID) changed while it was being cancelled")
         }
     }
 
@@ -858,11 +858,7 @@ public final class PostgresLedger: Ledger {
         try await transaction { connection in
             guard let row = try await self.rows(connection, "SELECT * FROM job WHERE id = \(jobID) FOR UPDATE").first
             else { throw LedgerError(.notFound, "no job \(jobID)") }
-            let job = try self.job(row)
-            guard job.state == .failed || job.state == .expired else {
-                throw LedgerError(
-                    .invalidState, "job \(jobID) is \(job.state.rawValue); only failed or expired jobs are retried")
-            }
+            try LedgerSemantics.checkRetryable(try self.job(row))
             return try await self.requeue(connection, jobID, now: now)
         }
     }
@@ -900,20 +896,7 @@ public final class PostgresLedger: Ledger {
         try await transaction { connection in
             guard let row = try await self.rows(connection, "SELECT * FROM job WHERE id = \(jobID) FOR UPDATE").first
             else { throw LedgerError(.notFound, "no job \(jobID)") }
-            let job = try self.job(row)
-            guard job.state == .queued else {
-                throw LedgerError(
-                    .invalidState, "job \(jobID) is \(job.state.rawValue); only queued jobs can be changed")
-            }
-            let priority = change.priority ?? job.job.priority
-            let notBefore = change.notBefore ?? job.job.notBefore
-            let expiresAt = change.expiresAt ?? job.job.expiresAt
-            guard (-100...100).contains(priority) else {
-                throw LedgerError(.invalidInput, "priority: \(priority) is outside -100...100")
-            }
-            if let notBefore, let expiresAt, expiresAt <= notBefore {
-                throw LedgerError(.invalidInput, "expires_at (\(expiresAt)) must be after not_before (\(notBefore))")
-            }
+            let (priority, notBefore, expiresAt) = try LedgerSemantics.edited(try self.job(row), change)
             return try self.job(
                 try await self.rows(
                     connection,
@@ -1255,20 +1238,14 @@ public final class PostgresLedger: Ledger {
             else { throw LedgerError(.notFound, "no attempt \(attemptID)") }
             let current = try row[0].decode(String.self)
             // R4: the real answer wins over `uncertain`/`unrecorded` set meanwhile.
-            let late = current == AttemptOutcome.uncertain.rawValue || current == AttemptOutcome.unrecorded.rawValue
-            guard current == AttemptOutcome.reserved.rawValue || late else {
-                throw LedgerError(.invalidState, "attempt \(attemptID) is already \(current)")
-            }
+            let late = try LedgerSemantics.isLateAnswer(attemptID: attemptID, current: current)
             let t = finishedAt.timeIntervalSince1970
-            let text =
-                late
-                ? [error, "answered after refreshd had marked it \(current)"].compactMap { $0 }.joined(separator: "; ")
-                : error
+            let text = LedgerSemantics.answerText(error, lateAfter: late ? current : nil)
             try await self.run(
                 connection,
                 """
                 UPDATE attempt SET outcome = \(outcome.rawValue), http_status = \(httpStatus),
-                    sendgrid_job_id = \(sendGridJobID), error = \(boundedErrorText(text)), finished_at = \(t)
+                    sendgrid_job_id = \(sendGridJobID), error = \(text), finished_at = \(t)
                 WHERE id = \(attemptID)
                 """)
             let states = late ? ["sending", "queued"] : ["sending"]
@@ -1383,10 +1360,7 @@ public final class PostgresLedger: Ledger {
                 ).first
             else { return nil }
             let block = try self.block(row)
-            let reason =
-                boundedErrorText(
-                    "lifted by hand at " + Timestamp.rfc3339(now) + " (was until " + Timestamp.rfc3339(block.until)
-                        + "); " + block.reason) ?? ""
+            let reason = LedgerSemantics.liftedReason(block, now: now)
             try await self.run(
                 connection,
                 "UPDATE learned_block SET until = \(now.timeIntervalSince1970), reason = \(reason) WHERE id = \(id)")
@@ -1416,7 +1390,7 @@ public final class PostgresLedger: Ledger {
                 for (index, row) in rows.enumerated() {
                     var job = try self.job(row)
                     job.state = index == 0 ? .sent : .coalesced
-                    job.reason = "SendGrid counted the earlier unanswered request (seen by pre-flight)"
+                    job.reason = LedgerSemantics.confirmedByPreflight
                     job.updatedAt = now
                     try await self.run(
                         connection,

@@ -412,10 +412,7 @@ public final class SQLiteLedger: Ledger {
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [jobID]) else {
                 throw LedgerError(.notFound, "no job \(jobID)")
             }
-            let job = Self.job(row)
-            guard job.state == .queued else {
-                throw LedgerError(.invalidState, "job \(jobID) is \(job.state.rawValue) and can no longer be cancelled")
-            }
+            try LedgerSemantics.checkCancellable(Self.job(row))
             try db.execute(
                 sql: "UPDATE job SET state = 'cancelled', reason = 'cancelled', updated_at = ? WHERE id = ?",
                 arguments: [now.timeIntervalSince1970, jobID])
@@ -475,11 +472,7 @@ public final class SQLiteLedger: Ledger {
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [jobID]) else {
                 throw LedgerError(.notFound, "no job \(jobID)")
             }
-            let job = Self.job(row)
-            guard job.state == .failed || job.state == .expired else {
-                throw LedgerError(
-                    .invalidState, "job \(jobID) is \(job.state.rawValue); only failed or expired jobs are retried")
-            }
+            try LedgerSemantics.checkRetryable(Self.job(row))
             try Self.requeue(db, jobID, now: now)
             return Self.job(try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [jobID])!)
         }
@@ -519,20 +512,7 @@ public final class SQLiteLedger: Ledger {
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [jobID]) else {
                 throw LedgerError(.notFound, "no job \(jobID)")
             }
-            let job = Self.job(row)
-            guard job.state == .queued else {
-                throw LedgerError(
-                    .invalidState, "job \(jobID) is \(job.state.rawValue); only queued jobs can be changed")
-            }
-            let priority = change.priority ?? job.job.priority
-            let notBefore = change.notBefore ?? job.job.notBefore
-            let expiresAt = change.expiresAt ?? job.job.expiresAt
-            guard (-100...100).contains(priority) else {
-                throw LedgerError(.invalidInput, "priority: \(priority) is outside -100...100")
-            }
-            if let notBefore, let expiresAt, expiresAt <= notBefore {
-                throw LedgerError(.invalidInput, "expires_at (\(expiresAt)) must be after not_before (\(notBefore))")
-            }
+            let (priority, notBefore, expiresAt) = try LedgerSemantics.edited(Self.job(row), change)
             try db.execute(
                 sql: "UPDATE job SET priority = ?, not_before = ?, expires_at = ?, updated_at = ? WHERE id = ?",
                 arguments: [
@@ -750,19 +730,13 @@ public final class SQLiteLedger: Ledger {
             // R4: a late answer. The attempt was made `uncertain` (by recovery, or `unrecorded` by
             // reconciliation) while its request was still out; SendGrid's real answer wins, and its
             // jobs, requeued meanwhile but still linked to it, follow the answer.
-            let late = current == AttemptOutcome.uncertain.rawValue || current == AttemptOutcome.unrecorded.rawValue
-            guard current == AttemptOutcome.reserved.rawValue || late else {
-                throw LedgerError(.invalidState, "attempt \(attemptID) is already \(current)")
-            }
+            let late = try LedgerSemantics.isLateAnswer(attemptID: attemptID, current: current)
             let t = finishedAt.timeIntervalSince1970
-            let text =
-                late
-                ? [error, "answered after refreshd had marked it \(current)"].compactMap { $0 }.joined(separator: "; ")
-                : error
+            let text = LedgerSemantics.answerText(error, lateAfter: late ? current : nil)
             try db.execute(
                 sql:
                     "UPDATE attempt SET outcome = ?, http_status = ?, sendgrid_job_id = ?, error = ?, finished_at = ? WHERE id = ?",
-                arguments: [outcome.rawValue, httpStatus, sendGridJobID, boundedErrorText(text), t, attemptID])
+                arguments: [outcome.rawValue, httpStatus, sendGridJobID, text, t, attemptID])
             let states = late ? "('sending', 'queued')" : "('sending')"
             let jobIDs = try Int64.fetchAll(
                 db, sql: "SELECT id FROM job WHERE attempt_id = ? AND state IN \(states) ORDER BY priority DESC, id",
@@ -850,11 +824,7 @@ public final class SQLiteLedger: Ledger {
                     arguments: [id, now.timeIntervalSince1970])
             else { return nil }
             let block = Self.block(row)
-            // The note first: the bounded text may cut the end.
-            let reason =
-                boundedErrorText(
-                    "lifted by hand at " + Timestamp.rfc3339(now) + " (was until " + Timestamp.rfc3339(block.until)
-                        + "); " + block.reason) ?? ""
+            let reason = LedgerSemantics.liftedReason(block, now: now)
             try db.execute(
                 sql: "UPDATE learned_block SET until = ?, reason = ? WHERE id = ?",
                 arguments: [now.timeIntervalSince1970, reason, id])
@@ -881,7 +851,7 @@ public final class SQLiteLedger: Ledger {
                 for (index, row) in rows.enumerated() {
                     var job = Self.job(row)
                     job.state = index == 0 ? .sent : .coalesced
-                    job.reason = "SendGrid counted the earlier unanswered request (seen by pre-flight)"
+                    job.reason = LedgerSemantics.confirmedByPreflight
                     job.updatedAt = now
                     try db.execute(
                         sql: "UPDATE job SET state = ?, reason = ?, retry_at = NULL, updated_at = ? WHERE id = ?",
