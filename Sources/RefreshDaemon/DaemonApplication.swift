@@ -112,6 +112,12 @@ public enum DaemonApplication {
                 shared = postgres
                 ledger = postgres
             }
+        } catch let error as LedgerError where configuration.ledger.backend.value == .postgresql {
+            // The database cannot be reached now: 74 (systemd restarts the unit). Another process
+            // holds this host id: 75, as for the state directory. Refused (login, database,
+            // privileges, a newer schema): the configuration or the setup is wrong, 78.
+            let exitCode: Int32 = error.code == .unreachable ? 74 : error.code == .busy ? 75 : 78
+            throw StartupError(description: "\(error)", exitCode: exitCode)
         } catch {
             throw StartupError(description: "\(error)", exitCode: 74)
         }

@@ -86,7 +86,8 @@ public struct RefreshdCommand: AsyncParsableCommand {
                 With backend = "postgresql" it also logs in to the ledger's database once and says what it found \
                 (the server's version, refreshd's schema version) or why it could not.
                 Exits 0 when the configuration is valid (and the database answered), 78 with the reasons when \
-                it is not, 69 when it is valid but the database cannot be reached or refuses the login.
+                it is not (the database refusing the login, a missing database or privilege included), 74 when \
+                the database cannot be reached.
                 """)
 
         @OptionGroup var options: ConfigOptions
@@ -111,9 +112,9 @@ public struct RefreshdCommand: AsyncParsableCommand {
                     "# ledger: PostgreSQL \(found.serverVersion) at \(configuration.ledger.endpoint.map { "\($0)" } ?? ""), \(schema)"
                 )
             case .failure(let failure):
-                print("# ledger: UNREACHABLE: \(failure.description)")
+                print("# ledger: \(failure.refused ? "REFUSED" : "UNREACHABLE"): \(failure.description)")
                 FileHandle.standardError.write(Data("refreshd: the ledger's database: \(failure.description)\n".utf8))
-                throw ExitCode(69)
+                throw ExitCode(failure.refused ? 78 : 74)
             }
         }
     }

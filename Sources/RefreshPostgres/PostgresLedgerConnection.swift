@@ -21,6 +21,20 @@ public enum PostgresLedgerConnection {
     /// Why a probe could not tell: the endpoint and the reason, never the password.
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
+        /// The server answered and refused (the login, the database, a privilege, TLS): the
+        /// configuration or the database's setup is wrong (exit 78). Otherwise it could not be
+        /// reached (exit 74).
+        public var refused = false
+    }
+
+    /// Whether an error is the server's (or TLS's) refusal rather than a failure to reach it.
+    public static func isRefusal(_ error: any Error) -> Bool {
+        guard let error = error as? PSQLError else { return false }
+        if let state = error.serverInfo?[.sqlState] {
+            // 08: connection exceptions, 57: shutting down or starting up: try again later.
+            return !(state.hasPrefix("08") || state.hasPrefix("57"))
+        }
+        return error.code == .sslUnsupported
     }
 
     /// The name of the table the schema migrator records its versions in.
@@ -92,7 +106,8 @@ public enum PostgresLedgerConnection {
                 configuration: try configuration(ledger, endpoint: endpoint, connectTimeout: connectTimeout), id: 1,
                 logger: logger)
         } catch {
-            return .failure(Failure(description: "cannot log in to \(endpoint): \(explain(error))"))
+            return .failure(
+                Failure(description: "cannot log in to \(endpoint): \(explain(error))", refused: isRefusal(error)))
         }
         do {
             var version = ""
@@ -116,7 +131,8 @@ public enum PostgresLedgerConnection {
             return .success(Found(serverVersion: version, schemaVersion: schema))
         } catch {
             try? await connection.close()
-            return .failure(Failure(description: "logged in to \(endpoint), but: \(explain(error))"))
+            return .failure(
+                Failure(description: "logged in to \(endpoint), but: \(explain(error))", refused: isRefusal(error)))
         }
     }
 

@@ -98,7 +98,8 @@ struct LedgerConfigurationTests {
     }
 
     /// check-config against a real server: over the unix socket (trust) and over TCP with a
-    /// password (scram); a wrong password and a closed port are 69 with the server's reason and
+    /// password (scram); a wrong password and a missing database are 78 (the setup is wrong), a
+    /// closed port 74 (cannot be reached), each with the server's reason in one line and
     /// never the password; the schema version once refreshd's migrations table exists;
     /// `refreshd run` refuses a schema a newer refreshd made (74) and never prints the password.
     @Test func checkConfigLogsIn() async throws {
@@ -131,13 +132,18 @@ struct LedgerConfigurationTests {
                 "\(tcpOutput)")
             #expect(!tcpOutput.contains("correct-horse"))
             let (badStatus, badOutput) = try checkConfig(tcp + "password_file = \"\(directory)/bad\"")
-            #expect(badStatus == 69, "\(badOutput)")
+            #expect(badStatus == 78, "\(badOutput)")
             #expect(badOutput.contains("password authentication failed"), "\(badOutput)")
             #expect(!badOutput.contains("wrong-horse") && !badOutput.contains("correct-horse"))
             let closed = "url = \"postgres://x@127.0.0.1:1/ledger\"\ntls = \"disable\""
             let (closedStatus, closedOutput) = try checkConfig(closed)
             #expect(
-                closedStatus == 69 && closedOutput.contains("cannot log in to x@127.0.0.1:1/ledger"), "\(closedOutput)")
+                closedStatus == 74 && closedOutput.contains("cannot log in to x@127.0.0.1:1/ledger"), "\(closedOutput)")
+            let missing =
+                "url = \"postgres://\(cluster.superuser)@127.0.0.1:\(cluster.port)/nosuch\"\ntls = \"disable\""
+            let (missingStatus, missingOutput) = try checkConfig(missing)
+            #expect(
+                missingStatus == 78 && missingOutput.contains("database \"nosuch\" does not exist"), "\(missingOutput)")
             try cluster.psql(
                 "CREATE SCHEMA refreshd AUTHORIZATION \(PostgresCluster.passwordRole); "
                     + "CREATE TABLE refreshd.refreshd_schema_migrations (version integer PRIMARY KEY); "
@@ -146,10 +152,10 @@ struct LedgerConfigurationTests {
                 database: "ledger")
             let (_, schemaOutput) = try checkConfig(tcp + "password_file = \"\(directory)/pw\"")
             #expect(schemaOutput.contains("schema version 3"), "\(schemaOutput)")
-            // A schema a newer refreshd made is never written by this one: the daemon refuses it (74).
+            // A schema a newer refreshd made is never written by this one: the daemon refuses it (78).
             let run = try DaemonProcess(
                 arguments: ["run", "--config", directory + "/refreshd.toml"], environment: daemonEnvironment(directory))
-            #expect(run.waitForExit(timeout: 20) == 74)
+            #expect(run.waitForExit(timeout: 20) == 78)
             #expect(run.output.contains("schema version 3, newer than this refreshd knows"), "\(run.output)")
             #expect(!run.output.contains("correct-horse"))
         }
