@@ -4,6 +4,7 @@
 //
 //   refreshd-ledger-bench sqlite /tmp/bench.sqlite --processes 3 --seconds 10
 //   refreshd-ledger-bench postgresql postgres://bench@127.0.0.1:5432/bench --processes 3 --seconds 10
+//   refreshd-ledger-bench race postgres://bench@127.0.0.1:5432/bench --worker 0 --races 1000
 //
 // Prints cycles per second (all processes together) and the reserve call's latency (p50, p99,
 // max) pooled over every process: the decision latency a lane sees, its transaction included.
@@ -104,7 +105,46 @@ func percentile(_ sorted: [Double], _ p: Double) -> Double {
     sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
 }
 
-if worker >= 0 {
+/// `race URL --worker K --races N`: for each of N accounts in turn, queue a job and try to reserve
+/// the account's only slot (the rule here: allowed while the account has no attempt). Prints how
+/// many this process won. Two of these on one database are the two hosts of the race test
+/// (`PostgresLedgerTests.twoProcessesRaceForTheLastSlot`).
+func runRace(_ worker: Int, races: Int) async throws {
+    var configuration = LedgerConfiguration()
+    configuration.backend = Setting(.postgresql)
+    configuration.url = Setting(location)
+    configuration.tls = Setting(.disable)
+    configuration.poolSize = Setting(2)
+    let now = Date(timeIntervalSince1970: 1_800_000_000)
+    let ledger = try await PostgresLedger(
+        configuration: configuration, hostID: "race-\(worker)", identities: [:], now: now,
+        operationTimeout: .seconds(60))
+    let lastSlot: @Sendable (LedgerHistory) -> Decision = { history in
+        history.accountAttempts.isEmpty
+            ? Decision(verdict: .allowed, binding: [], budgets: [])
+            : Decision(verdict: .notBefore(now.addingTimeInterval(86400)), binding: [.accountDaily], budgets: [])
+    }
+    let startAt = Double(ProcessInfo.processInfo.environment["BENCH_START"] ?? "") ?? Date().timeIntervalSince1970
+    while Date().timeIntervalSince1970 < startAt { usleep(1000) }
+    var won = 0
+    for race in 0..<races {
+        let account = "race-\(race)"
+        let segmentID = segment(worker, race)
+        _ = try await ledger.enqueue(
+            NewJob(source: "race", account: account, segmentID: segmentID, timeZone: "UTC"), now: now)
+        if case .reserved = try await ledger.reserve(
+            account: account, segmentID: segmentID, timeZone: "UTC", now: now, check: lastSlot)
+        {
+            won += 1
+        }
+    }
+    print("won=\(won)")
+    await ledger.shutdown()
+}
+
+if backend == "race" {
+    try await runRace(max(worker, 0), races: option("--races", 1000))
+} else if worker >= 0 {
     try await runWorker(worker)
 } else {
     // Open once first (the schema and migrations), then the workers together.

@@ -178,6 +178,50 @@ struct PostgresLedgerTests {
         await b.shutdown()
     }
 
+    /// R1 across processes: two processes (refreshd-ledger-bench race, each its own PostgresLedger,
+    /// host id and connections) queue a job for each of 1,000 accounts and race for its only slot,
+    /// started together. Exactly one reservation per account, and the wins add up to 1,000.
+    @Test func twoProcessesRaceForTheLastSlot() async throws {
+        let place = try await LedgerPlace.make(.postgresql)
+        let url = try place.configuration().url.value!
+        // Create the schema first, so both processes start racing, not migrating.
+        await (try await open(place, host: "setup")).shutdown()
+        // The built refreshd-ledger-bench, next to the test bundle (or one level up).
+        let products = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let binary = try #require(
+            [products, products.deletingLastPathComponent()].map {
+                $0.appendingPathComponent("refreshd-ledger-bench").path
+            }
+            .first { FileManager.default.isExecutableFile(atPath: $0) })
+        let start = Date().timeIntervalSince1970 + 2
+        let wins = try await offPool {
+            try [0, 1].map { worker -> Process in
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: binary)
+                process.arguments = ["race", url, "--worker", "\(worker)", "--races", "1000"]
+                process.environment = ["BENCH_START": "\(start)", "PATH": "/usr/bin:/bin"]
+                process.standardOutput = Pipe()
+                try process.run()
+                return process
+            }.map { process -> Int in
+                let pipe = process.standardOutput as! Pipe
+                let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                process.waitUntilExit()
+                guard process.terminationStatus == 0, let line = output.split(separator: "\n").last,
+                    line.hasPrefix("won="), let won = Int(line.dropFirst(4))
+                else { throw LedgerError(.invalidState, "a racer failed (\(process.terminationStatus)): \(output)") }
+                return won
+            }
+        }
+        // Which process wins a race depends on timing; that each has exactly one winner does not.
+        #expect(wins.reduce(0, +) == 1000, "wins per process: \(wins)")
+        print("twoProcessesRaceForTheLastSlot: wins per process \(wins)")
+        let check = try await open(place, host: "check")
+        let attempts = try await check.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 5000)
+        #expect(attempts.count == 1000 && Set(attempts.map(\.account)).count == 1000)
+        await check.shutdown()
+    }
+
     /// The migrator: version 1 applied once, reported by check-config's probe; a database that a
     /// newer refreshd migrated is refused, not written.
     @Test func migrations() async throws {
