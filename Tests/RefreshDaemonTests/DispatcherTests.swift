@@ -369,8 +369,11 @@ struct DispatcherAnswerTests {
     /// pre-flight: its attempt becomes accepted and its job sent; the segment is not refreshed a
     /// second time for it.
     @Test func preflightConfirmsUnanswered() async throws {
-        let h = try await DispatchHarness(start: simStart, maxAttempts: 5, requestTimeout: 0.5)
-        h.fake.inject(.delay(seconds: 1.5, recorded: true))
+        // The fake records a request when it reads it (at the simulated instant then): the client's
+        // timeout leaves it 3 s of real time to do so on a loaded machine, before the harness moves
+        // simulated time on.
+        let h = try await DispatchHarness(start: simStart, maxAttempts: 5, requestTimeout: 3)
+        h.fake.inject(.delay(seconds: 5, recorded: true))
         let id = try await h.enqueue(segment)
         try await h.run(until: simStart.addingTimeInterval(2 * 86400))
         let job = try await h.job(id)
@@ -387,8 +390,9 @@ struct DispatcherAnswerTests {
     @Test func noClearAnswer() async throws {
         // No pre-flight: SendGrid recorded each of them, which a pre-flight would confirm (the job
         // would count as sent, see preflightConfirmsUnanswered); here the tries run out.
-        let h = try await DispatchHarness(start: simStart, preflight: false, maxAttempts: 3, requestTimeout: 0.5)
-        h.fake.inject(.serverError(recorded: true), .delay(seconds: 1.5, recorded: true), .drop(recorded: true))
+        // 3 s of real time for the fake to read each request (see preflightConfirmsUnanswered).
+        let h = try await DispatchHarness(start: simStart, preflight: false, maxAttempts: 3, requestTimeout: 3)
+        h.fake.inject(.serverError(recorded: true), .delay(seconds: 5, recorded: true), .drop(recorded: true))
         let id = try await h.enqueue(segment)
         try await h.run(until: simStart.addingTimeInterval(2 * 86400))
         let job = try await h.job(id)

@@ -8,7 +8,7 @@ import Testing
 /// What every `Ledger` must do, run against each backend (SQLite and PostgreSQL): the reservation
 /// protocol and the invariants R1-R10 of `SQLiteLedger`'s design notes. Backend-specific checks
 /// (pragmas, files, query plans; hosts, locks, notifications) live beside it.
-@Suite("Ledger conformance")
+@Suite("Ledger conformance", .serialized)
 struct LedgerConformanceTests {
     /// Reopening an existing ledger keeps its rows.
     @Test(arguments: Backend.allCases) func reopenKeepsRows(_ backend: Backend) async throws {

@@ -8,7 +8,7 @@ import Testing
 
 /// What only the shared ledger has: hosts, locks, identities, notifications, its migrator, and a
 /// server that can go away. The invariants named are `PostgresLedger`'s design notes'.
-@Suite("PostgreSQL ledger")
+@Suite("PostgreSQL ledger", .serialized)
 struct PostgresLedgerTests {
     func open(
         _ place: LedgerPlace, host: String, now: Date = t0, identities: [String: String] = [:]
@@ -266,7 +266,7 @@ struct PostgresRestartTests {
         configuration.poolSize = Setting(2)
         let ledger = try await PostgresLedger(
             configuration: configuration, hostID: "host-a", identities: [:], now: t0,
-            operationTimeout: .seconds(15))
+            operationTimeout: .seconds(30))
         _ = try await ledger.enqueue(newJob(), now: t0)
 
         // Idle.
