@@ -97,12 +97,22 @@ schemas = {
         "leader": {"type": "integer"}, "reason": {"type": "string", "description": "With fate held: why"}}},
     "Plan": {"type": "object", "required": ["now", "sends", "jobs"], "properties": {"now": TS, "sends": {"type": "array", "items": ref("PlannedSend")},
         "jobs": {"type": "array", "items": ref("PlannedJob")}}},
-    "AccountStatus": {"type": "object", "required": ["name", "dry_run", "queued", "paused", "paused_reason", "next_send_at", "last_error", "held"], "properties": {
+    "AccountStatus": {"type": "object", "required": ["name", "dry_run", "queued", "paused", "paused_reason", "next_send_at", "last_error", "held", "leader", "standby"], "properties": {
+        "leader": nullable({"type": "string", "description": "The host_id that sends for the account on a shared ledger (null: one host, or none leads now)"}),
+        "standby": nullable({"type": "string", "description": "Why this host does not send for the account (another host leads it, its clock disagrees with the database's); null: it sends"}),
         "name": {"type": "string"}, "dry_run": {"type": "boolean"}, "queued": {"type": "integer"}, "paused": {"type": "boolean"},
         "held": {"type": "integer", "description": "Queued jobs held because their time zone cannot be loaded"},
         "paused_reason": nullable({"type": "string"}), "next_send_at": nullable(TS), "last_error": nullable({"type": "string"})}},
     "Status": {"type": "object", "required": ["version", "tzdata_version", "tz_directory", "dry_run", "started_at", "uptime_seconds", "now", "jobs",
-        "queue_size", "spool", "accounts", "paused_accounts", "last_error", "held_jobs", "ledger"], "properties": {
+        "queue_size", "spool", "accounts", "paused_accounts", "last_error", "held_jobs", "ledger", "cluster"], "properties": {
+        "cluster": nullable({"type": "object", "description": "The hosts sharing a PostgreSQL ledger, as this host sees them (null: SQLite, or the database cannot be read)",
+            "required": ["host_id", "hosts", "clock_skew_seconds", "refusal"], "properties": {
+            "host_id": {"type": "string", "description": "This host"},
+            "hosts": {"type": "array", "items": {"type": "object", "required": ["host_id", "heartbeat_at", "alive"], "properties": {
+                "host_id": {"type": "string"}, "heartbeat_at": TS,
+                "alive": {"type": "boolean", "description": "Its heartbeat is within the 30 s lease"}}}},
+            "clock_skew_seconds": nullable({"type": "number", "description": "This host's clock minus the database's at the last check (every second)"}),
+            "refusal": nullable({"type": "string", "description": "Why this host sends nothing: its clock is more than half the safety margin off the database's"})}}),
         "ledger": {"type": "object", "required": ["backend", "location", "reachable", "unreachable_reason"], "properties": {
             "backend": {"type": "string", "enum": ["sqlite", "postgresql"]},
             "location": {"type": "string", "description": "The SQLite file, or the PostgreSQL endpoint (never a password) and this host's id"},

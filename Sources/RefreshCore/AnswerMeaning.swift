@@ -197,6 +197,18 @@ public struct AnswerMeaning: Sendable, Equatable {
         effects.contains { if case .learnFromRateLimit = $0 { return true } else { return false } }
     }
 
+    /// The host stopped leading the account between the reservation and the request (#14):
+    /// nothing was sent; the jobs go back to the queue untried, for the leader to send.
+    public static func standDown(_ reason: String, at t: Date) -> AnswerMeaning {
+        AnswerMeaning(
+            outcome: .notSent, status: nil, sendGridJobID: nil, error: "not sent: \(reason)", finished: t,
+            jobs: .requeue(retryAt: nil, countsTry: false), effects: [],
+            note: Note(
+                .warning, "this host stopped leading the account before sending; nothing was sent",
+                metadata: ["reason": reason]),
+            connectFailures: 0, endsRateLimitStreak: false)
+    }
+
     /// A dry-run: nothing sent, the jobs count as sent.
     public static func dryRun(at t: Date) -> AnswerMeaning {
         AnswerMeaning(

@@ -182,6 +182,13 @@ public struct SendQueue: Sendable {
         touch(segment, now: now)
     }
 
+    /// A segment `next` handed out that the caller did not send (another host leads the
+    /// account): offered again by the next `next`, as if never handed out.
+    public mutating func putBack(segment: String, now: Date) {
+        guard groups[segment] != nil else { return }
+        touch(segment, now: now)
+    }
+
     public mutating func pause(reason: String) { pauseReason = reason }
     public mutating func resume() { pauseReason = nil }
 

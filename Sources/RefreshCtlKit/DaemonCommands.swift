@@ -645,6 +645,16 @@ struct StatusCommand: ParsableCommand, SinkRunnable {
                 "ledger: \(Human.text(body.ledger.location))"
                     + (body.ledger.unreachableReason.map { "; LEDGER UNREACHABLE (nothing is sent): " + Human.text($0) }
                         ?? ""))
+            if let cluster = body.cluster {
+                let alive = cluster.hosts.filter(\.alive).map { Human.text($0.hostID) }
+                let silent = cluster.hosts.filter { !$0.alive }.map { Human.text($0.hostID) }
+                output.line(
+                    "cluster: this host is \(Human.text(cluster.hostID)); alive: \(alive.joined(separator: ", ").ifEmpty("none"))"
+                        + (silent.isEmpty ? "" : "; silent: " + silent.joined(separator: ", "))
+                        + (cluster.clockSkewSeconds.map { String(format: "; clock %+.3f s against the database", $0) }
+                            ?? ""))
+                if let refusal = cluster.refusal { output.line("NOT SENDING: " + Human.text(refusal)) }
+            }
             if body.dryRun {
                 output.line("DRY-RUN: refreshes are planned and recorded, never sent")
             }
@@ -671,6 +681,11 @@ struct StatusCommand: ParsableCommand, SinkRunnable {
                 if let next = account.nextSendAt { line += ", next send \(Human.relative(next, now: now))" }
                 if account.dryRun { line += ", dry-run" }
                 if let paused = account.pausedReason { line += ", PAUSED: " + Human.text(paused) }
+                if let cluster = body.cluster {
+                    line += ", leader " + Human.text(account.leader ?? "none")
+                    if account.leader == cluster.hostID { line += " (this host)" }
+                    if let standby = account.standby { line += "; not sent from here: " + Human.text(standby) }
+                }
                 output.line(line)
             }
             for hold in body.holds {

@@ -84,7 +84,11 @@ extension AccountLane {
         // 3. Send (or, in dry-run, don't); what the answer means is RefreshCore's AnswerMeaning.
         let meaning: AnswerMeaning
         var latency: Duration?
-        if let client, let key {
+        if let reason = ledger.dispatch(account: name).standbyReason {
+            // Leadership lost since the step began (R16): the leader sends these, not this host.
+            meaning = .standDown(reason, at: t)
+            await carryOut(meaning, segment: segment, zone: zone, jobs: jobs, logger: segmentLogger)
+        } else if let client, let key {
             let began = ContinuousClock.now
             let result = await client.refresh(
                 segment: segment, zone: zone.name, key: key, onBehalfOf: account.onBehalfOf)

@@ -239,17 +239,25 @@ struct WriteTokenMiddleware<Context: RequestContext>: RouterMiddleware {
             request.method == .post || request.method == .delete || request.method == .put || request.method == .patch
         {
             guard let token else {
+                await drain(request)
                 throw APIError(
                     .forbidden, "forbidden",
                     "changes are refused on the TCP listener unless api_token_file is configured; use the unix socket")
             }
             guard let header = request.headers[.authorization], constantTimeEqual(header, "Bearer " + token) else {
+                await drain(request)
                 throw APIError(
                     .forbidden, "forbidden",
                     "this route changes state: send the API token as 'Authorization: Bearer <token>'")
             }
         }
         return try await next(request, context)
+    }
+
+    /// Reads a refused request's body (bounded) first: answering while the client is still
+    /// sending, then closing, cuts its request off (it sees a reset, not the 403).
+    private func drain(_ request: Request) async {
+        _ = try? await request.body.collect(upTo: JobFile.maxBytes)
     }
 
     private func constantTimeEqual(_ a: String, _ b: String) -> Bool {
@@ -385,6 +393,8 @@ struct Handlers: Sendable {
             read = ([:], [])
         }
         let (counts, holds) = read
+        // Who leads each account and which hosts are alive (a shared ledger; nil for one host).
+        let cluster = try? await state.work.read { [ledger] in try await ledger.cluster(now: t) }
         let ledgerStatus = StatusAnswer.Ledger(
             backend: configuration.ledger.backend.value.rawValue, location: ledger.location,
             unreachable: ledger.unreachableReason)
@@ -394,7 +404,8 @@ struct Handlers: Sendable {
             return StatusAnswer.Account(
                 name: account.name, dryRun: configuration.isDryRun(account), queued: lane?.queued ?? 0,
                 pausedReason: lane?.paused, nextSendAt: lane?.nextSendAt, lastError: lane?.lastError,
-                held: lane?.held ?? 0)
+                held: lane?.held ?? 0, leader: cluster?.leaders[account.name],
+                standby: lane == nil ? nil : ledger.dispatch(account: account.name).standbyReason)
         }
         var spool = StatusAnswer.Spool()
         if let intake = state.intakeState {
@@ -413,7 +424,15 @@ struct Handlers: Sendable {
                 queueSize: counts[.queued] ?? 0, spool: spool, accounts: accounts,
                 lastError: lanes.compactMap(\.lastError).first,
                 pausedAccounts: accounts.filter(\.paused).map(\.name), heldJobs: lanes.map(\.held).reduce(0, +),
-                holds: holds.map(Self.holdBody), ledger: ledgerStatus))
+                holds: holds.map(Self.holdBody), ledger: ledgerStatus,
+                cluster: cluster.map { view in
+                    StatusAnswer.Cluster(
+                        hostID: view.hostID,
+                        hosts: view.hosts.map {
+                            .init(hostID: $0.hostID, heartbeatAt: $0.heartbeatAt, alive: $0.alive)
+                        },
+                        clockSkewSeconds: view.clockSkewSeconds, refusal: view.refusal)
+                }))
     }
 
     // MARK: Budget

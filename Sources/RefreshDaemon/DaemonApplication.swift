@@ -108,7 +108,12 @@ public enum DaemonApplication {
                     configuration: configuration.ledger, hostID: configuration.ledger.hostID.value,
                     identities: Dictionary(
                         configuration.accounts.map { ($0.name, $0.identity) }, uniquingKeysWith: { first, _ in first }),
-                    now: now(), maxRequestSeconds: maxRequestSeconds, logger: logger)
+                    now: now(), maxRequestSeconds: maxRequestSeconds,
+                    // One leader per account across hosts; a clock more than half the safety
+                    // margin off the database's sends nothing (#14).
+                    leadership: LeadershipSettings(
+                        maxClockSkew: Double(configuration.safetyMarginSeconds.value) / 2, wallClock: now),
+                    logger: logger)
                 shared = postgres
                 ledger = postgres
             }
@@ -296,6 +301,13 @@ public enum DaemonApplication {
         if let reason = state.ledger.unreachableReason {
             parts.append("LEDGER UNREACHABLE: nothing is sent (\(reason))")
         }
+        // A shared ledger (#14): a host whose clock disagrees sends nothing; a standby names itself.
+        let dispatch = configuration.accounts.map { ($0.name, state.ledger.dispatch(account: $0.name)) }
+        if state.ledger.unreachableReason == nil, let refusal = dispatch.compactMap({ $0.1.refusal }).first {
+            parts.append("NOT SENDING: \(refusal)")
+        }
+        let standby = dispatch.filter { if case .standsBy = $0.1 { return true } else { return false } }.map(\.0)
+        if !standby.isEmpty { parts.append("standby for \(standby.joined(separator: ",")) (another host leads)") }
         if lanes.contains(where: \.waitingForLedger) {
             parts.append("LEDGER NOT WRITABLE: waiting to record an answer")
         }

@@ -77,6 +77,8 @@ public struct LaneStatus: Sendable, Equatable {
     public var waitingForLedger = false
     /// Queued jobs held because their time zone cannot be loaded (never sent with another zone).
     public var held = 0
+    /// Why this host does not send for the account (another host leads it, the clock), if so.
+    public var standby: String?
 }
 
 // Notes on the design of the lane
@@ -105,11 +107,18 @@ public struct LaneStatus: Sendable, Equatable {
 //                        kept in memory and recorded before anything else is sent.
 //   D6 (held zones)      A job whose zone the tz data cannot load is never sent, nor coalesced into
 //                        a send under another zone; it still expires.
+//   D7 (one leader)      On a ledger several hosts share, a lane sends only while its host leads the
+//                        account (the ledger's R16) and its clock agrees with the database's (R17),
+//                        asked before the reservation and again before the request; a standby lane
+//                        keeps its queue current (the plan and budgets stay right) and sends nothing.
+//                        A reservation made as leadership was lost is recorded not sent, its jobs
+//                        requeued untried.
 //
 // Checked by: D1 `accountsRunInParallel`, `faultStorm`; D2 `threeWeeksFiftySegmentsTwelveZones`,
 // `notBeforeAndExpiry`, `sleepsWakesAndStops`, `clockSteps`; D3 `segmentBudgetCountsEveryQueuedZone`;
 // D4 `accepted`, `rejected`, `pausesAccount`, `rateLimitedWithReset`, `noClearAnswer`; D5
-// `fullDiskWhileInFlight`; D6 `jobWithUnknownZoneIsHeld`.
+// `fullDiskWhileInFlight`; D6 `jobWithUnknownZoneIsHeld`; D7 `putBackOffersTheSegmentAgain`,
+// `threeHostsOneAccount`, `oneLeaderPerAccountAndFailover`.
 
 /// The dispatcher for one account: takes its queued jobs, waits until the rules allow each,
 /// reserves, sends, records the answer. One request in flight per account by construction: a lane
@@ -318,6 +327,13 @@ public final class AccountLane: @unchecked Sendable {
             case .expire(let jobs):
                 await expire(jobs, now: t)
             case .send(let segment, let zone, _):
+                // Another host leads the account (or this one may not send now, #14): it sends;
+                // this lane keeps its queue current and looks again in a second.
+                if let reason = ledger.dispatch(account: name).standbyReason {
+                    queue.putBack(segment: segment, now: t)
+                    publish(next: t, at: t, standby: reason)
+                    return t.addingTimeInterval(1)
+                }
                 // The reservation takes every due, admitted job of the segment from the ledger
                 // itself (jobs queued since the queue last read it ride along too).
                 await send(segment: segment, zone: zone, at: t)
@@ -330,16 +346,28 @@ public final class AccountLane: @unchecked Sendable {
 
     func note(error: String) { statusLock.withLock { published.lastError = error } }
 
-    func publish(next: Date?, at t: Date) {
+    func publish(next: Date?, at t: Date, standby: String? = nil) {
+        let standby = standby ?? ledger.dispatch(account: name).standbyReason
         let paused = queue.pauseReason
         let count = queue.count
         let heldCount = held.count
-        statusLock.withLock {
-            published.nextSendAt = next
-            published.paused = paused
-            published.queued = count + heldCount
-            published.held = heldCount
-            published.lastStepAt = t
+        let was = statusLock.withLock {
+            defer {
+                published.nextSendAt = next
+                published.paused = paused
+                published.queued = count + heldCount
+                published.held = heldCount
+                published.lastStepAt = t
+                published.standby = standby
+            }
+            return published.standby
+        }
+        if was != standby {
+            if let standby {
+                logger.notice("this host does not send for the account", metadata: ["reason": "\(standby)"])
+            } else {
+                logger.notice("this host sends for the account")
+            }
         }
     }
 }

@@ -165,6 +165,22 @@ public final class RefreshdMetrics: DispatchObserver, @unchecked Sendable {
         ).set(hostVersion != nil && hostVersion != state.zones.version ? 1.0 : 0.0)
         let configuration = state.configuration
         let lanes = state.laneStatuses
+        // A shared ledger (#14): this host's clock against the database's, and the hosts alive.
+        let cluster = counts == nil ? nil : try? await state.ledger.cluster(now: t)
+        optionalGauge(
+            Self.name(
+                "clock_skew", "seconds",
+                "This host's clock minus the ledger database's (absent: one host, or not measured)"),
+            account: nil, cluster?.clockSkewSeconds)
+        if let view = cluster {
+            registry.makeGauge(
+                descriptor: Self.name(
+                    "clock_refused", "", "1 while this host sends nothing: its clock disagrees with the database's")
+            ).set(view.refusal == nil ? 0.0 : 1.0)
+            registry.makeGauge(
+                descriptor: Self.name("cluster_hosts_alive", "", "Hosts sharing the ledger whose heartbeat is current")
+            ).set(Double(view.hosts.filter(\.alive).count))
+        }
         for account in configuration.accounts {
             let labels = [("account", account.name)]
             // Every outcome's counter exists from the start at 0, so increase() sees a first 429.
@@ -214,7 +230,7 @@ public final class RefreshdMetrics: DispatchObserver, @unchecked Sendable {
                     "account_leader", "", "1 while this process dispatches the account (one host: always)"),
                 labels: labels
             )
-            .set(lane == nil ? 0.0 : 1.0)
+            .set(lane != nil && state.ledger.dispatch(account: account.name) == .leads ? 1.0 : 0.0)
             registry.makeGauge(
                 descriptor: Self.name(
                     "ledger_writable", "", "0 while an answer for the account cannot be written to the ledger"),

@@ -37,6 +37,8 @@
 //                     reservation whose commit was cut off counts as if made (it is `reserved`, then
 //                     `uncertain` by R2 once older than the request timeout): never fewer counted
 //                     than sent.
+//   R16, R17          One leader per account across hosts, and a host whose clock disagrees with
+//                     the database's leads none: PostgresLeadership.swift.
 //
 // Instants are `double precision` Unix seconds, like SQLite's REAL: the same values round-trip
 // exactly, so both backends answer the same history to the rules.
@@ -78,9 +80,12 @@ public final class PostgresLedger: Ledger {
     private let changes = Atomic<UInt64>(0)
     private let notices = Atomic<UInt64>(0)
     private let failure = Locked<String?>(nil)
-    private let changeHandler = Locked<(@Sendable () -> Void)?>(nil)
-    private let tasks = Locked<[Task<Void, Never>]>([])
+    let changeHandler = Locked<(@Sendable () -> Void)?>(nil)
+    let tasks = Locked<[Task<Void, Never>]>([])
     private let instance = UUID().uuidString
+    /// Leading accounts (R16, R17); nil: this ledger never leads nor stands by (`dispatch` is
+    /// always `.leads`), as for a ledger opened by a tool or a test of the ledger alone.
+    let leadership: LeadershipState?
 
     /// Connects, migrates the schema (one host at a time), takes the host's lock, renews its lease
     /// and recovers its own leftover reservations (R2).
@@ -94,7 +99,7 @@ public final class PostgresLedger: Ledger {
     public init(
         configuration ledger: LedgerConfiguration, hostID: String, identities: [String: String], now: Date,
         maxRequestSeconds: Double = 300, operationTimeout: Duration = .seconds(10),
-        hostLockWait: Duration = .seconds(5),
+        hostLockWait: Duration = .seconds(5), leadership: LeadershipSettings? = nil,
         logger: Logger = Logger(label: "refreshd.ledger", factory: { _ in SwiftLogNoOpLogHandler() })
     ) async throws {
         guard let url = ledger.url.value else {
@@ -109,6 +114,7 @@ public final class PostgresLedger: Ledger {
         self.maxRequestSeconds = maxRequestSeconds
         self.operationTimeout = operationTimeout
         self.hostLockWait = hostLockWait
+        self.leadership = leadership.map { LeadershipState($0) }
         nameToIdentity = identities
         identityToName = Dictionary(identities.map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
         var connection = try PostgresLedgerConnection.configuration(ledger, endpoint: endpoint)
@@ -129,6 +135,7 @@ public final class PostgresLedger: Ledger {
                 try await self.renewLease(connection, now: now)
                 try await self.recoverOwn(connection, now: now)
             }
+            if self.leadership != nil { startLeading() }
         } catch {
             close()
             throw error
@@ -261,15 +268,17 @@ public final class PostgresLedger: Ledger {
     /// closes or `operationTimeout` passes first: postgres-nio leaves a statement written to a
     /// connection the server just closed waiting for ever (its promise is never completed), and
     /// a lane must never wait on a database that went away (R15).
-    func rows(_ connection: PostgresConnection, _ query: PostgresQuery) async throws -> [PostgresRandomAccessRow] {
+    func rows(_ connection: PostgresConnection, _ query: PostgresQuery, timeout: Duration? = nil) async throws
+        -> [PostgresRandomAccessRow]
+    {
         let endpoint = endpoint
         guard !connection.isClosed else {
             throw LedgerError(.unreachable, "the connection to the ledger database \(endpoint) closed")
         }
         let logger = logger
-        let timeout = operationTimeout
+        let timeout = timeout ?? operationTimeout
         return try await withCheckedThrowingContinuation { continuation in
-            let once = ResumeOnce(continuation)
+            let once = ResumeOnce<[PostgresRandomAccessRow]>(continuation)
             let work = Task {
                 do {
                     var rows: [PostgresRandomAccessRow] = []
@@ -296,8 +305,8 @@ public final class PostgresLedger: Ledger {
         }
     }
 
-    func run(_ connection: PostgresConnection, _ query: PostgresQuery) async throws {
-        _ = try await rows(connection, query)
+    func run(_ connection: PostgresConnection, _ query: PostgresQuery, timeout: Duration? = nil) async throws {
+        _ = try await rows(connection, query, timeout: timeout)
     }
 
     /// The R1/R11 lock of one account identity, held to the end of the transaction.
@@ -619,22 +628,31 @@ public final class PostgresLedger: Ledger {
                     AND host.heartbeat_at < \(t - silentFor)
                 """
             ).map { try $0[0].decode(Int64.self) }
-            guard !abandoned.isEmpty else { return 0 }
-            try await self.run(
-                connection,
-                """
-                UPDATE job SET state = 'queued', updated_at = \(t), tries = tries + 1
-                WHERE state = 'sending' AND attempt_id = ANY(\(abandoned))
-                """)
-            try await self.run(
-                connection,
-                """
-                UPDATE attempt SET outcome = 'uncertain', finished_at = least(\(t), started_at + \(self.maxRequestSeconds)),
-                    error = 'the host that reserved it went silent while the request was in flight'
-                WHERE id = ANY(\(abandoned)) AND outcome = 'reserved'
-                """)
+            try await self.recoverOthers(
+                connection, abandoned, now: now,
+                reason: "the host that reserved it went silent while the request was in flight")
             return abandoned.count
         }
+    }
+
+    /// Other hosts' `reserved` attempts `ids` become `uncertain` (they count); their jobs go back
+    /// to `queued`, still linked (R2).
+    func recoverOthers(_ connection: PostgresConnection, _ ids: [Int64], now: Date, reason: String) async throws {
+        guard !ids.isEmpty else { return }
+        let t = now.timeIntervalSince1970
+        try await run(
+            connection,
+            """
+            UPDATE job SET state = 'queued', updated_at = \(t), tries = tries + 1
+            WHERE state = 'sending' AND attempt_id = ANY(\(ids))
+            """)
+        try await run(
+            connection,
+            """
+            UPDATE attempt SET outcome = 'uncertain', finished_at = least(\(t), started_at + \(maxRequestSeconds)),
+                error = \(reason)
+            WHERE id = ANY(\(ids)) AND outcome = 'reserved'
+            """)
     }
 
     /// The hosts that use this ledger, with their last heartbeat.
@@ -1479,16 +1497,16 @@ private struct Unchecked: @unchecked Sendable {
 
 /// A continuation resumed by whichever of a statement, its connection's close and its deadline
 /// comes first; the others find it resumed.
-private final class ResumeOnce: @unchecked Sendable {
+private final class ResumeOnce<Value: Sendable>: @unchecked Sendable {
     private let lock = NSLock()
-    private var continuation: CheckedContinuation<[PostgresRandomAccessRow], any Error>?
+    private var continuation: CheckedContinuation<Value, any Error>?
     private var cleanup: (@Sendable () -> Void)?
 
-    init(_ continuation: CheckedContinuation<[PostgresRandomAccessRow], any Error>) {
+    init(_ continuation: CheckedContinuation<Value, any Error>) {
         self.continuation = continuation
     }
 
-    func resume(_ result: Result<[PostgresRandomAccessRow], any Error>) {
+    func resume(_ result: Result<Value, any Error>) {
         lock.lock()
         let (continuation, cleanup) = (self.continuation, self.cleanup)
         (self.continuation, self.cleanup) = (nil, nil)
@@ -1509,7 +1527,7 @@ private final class ResumeOnce: @unchecked Sendable {
 
 /// A value behind a pthread lock (`NSLock`): ThreadSanitizer sees it, where it cannot see
 /// `Synchronization.Mutex`'s futex on Linux (the project's rule, see CHANGELOG).
-private final class Locked<Value>: @unchecked Sendable {
+final class Locked<Value>: @unchecked Sendable {
     private let lock = NSLock()
     private var value: Value
 

@@ -113,6 +113,8 @@ public struct SpoolFileJob: Sendable, Equatable {
 extension Ledger {
     public var outsideChanges: UInt64 { 0 }
     public var unreachableReason: String? { nil }
+    public func dispatch(account: String) -> Dispatch { .leads }
+    public func cluster(now: Date) async throws -> ClusterView? { nil }
 
     /// `reserve` for every due job of the segment.
     public func reserve(
@@ -251,6 +253,12 @@ public protocol Ledger: Sendable {
     var unreachableReason: String? { get }
     /// Where the ledger is, for logs and status ("SQLite /var/lib/refreshd/ledger.sqlite").
     var location: String { get }
+    /// Whether this process may send for `account` now (#14): on a ledger several hosts share,
+    /// only the host that leads the account, and only while its clock agrees with the database's.
+    /// A ledger with one host: always.
+    func dispatch(account: String) -> Dispatch
+    /// The hosts sharing the ledger and who leads each account (nil: a ledger of one host).
+    func cluster(now: Date) async throws -> ClusterView?
     /// Turns `uncertain` attempts into `unrecorded` (a pre-flight read showed SendGrid did not
     /// record them); returns how many changed.
     func markUnrecorded(attemptIDs: [Int64]) async throws -> Int
@@ -333,5 +341,61 @@ public enum JobHold {
                 + "\(error.message); refreshd never sends it with another zone. Reinstall the zone, or cancel the job and queue it "
                 + "again with a current IANA name"
         }
+    }
+}
+
+/// Whether a host sends for an account (`Ledger.dispatch(account:)`).
+public enum Dispatch: Sendable, Equatable {
+    /// This host sends for the account.
+    case leads
+    /// Another host leads the account and sends; this host keeps taking and showing its jobs.
+    case standsBy(String)
+    /// No host of this process may send now: its clock disagrees with the database's, or the
+    /// database cannot be reached. It keeps taking jobs.
+    case refused(String)
+
+    /// Why this host does not send (nil: it does).
+    public var standbyReason: String? {
+        switch self {
+        case .leads: return nil
+        case .standsBy(let reason), .refused(let reason): return reason
+        }
+    }
+
+    /// Why this host may send nothing at all (nil: it leads or stands by).
+    public var refusal: String? {
+        if case .refused(let reason) = self { return reason }
+        return nil
+    }
+}
+
+/// The hosts of a shared ledger, as one of them sees it.
+public struct ClusterView: Sendable, Equatable {
+    public struct Host: Sendable, Equatable {
+        public var hostID: String
+        public var heartbeatAt: Date
+        /// Its heartbeat is within the lease.
+        public var alive: Bool
+
+        public init(hostID: String, heartbeatAt: Date, alive: Bool) {
+            (self.hostID, self.heartbeatAt, self.alive) = (hostID, heartbeatAt, alive)
+        }
+    }
+
+    /// This host.
+    public var hostID: String
+    public var hosts: [Host]
+    /// Local account name -> the host that leads it now (absent: none does).
+    public var leaders: [String: String]
+    /// This host's clock minus the database's, in seconds, at the last measurement.
+    public var clockSkewSeconds: Double?
+    /// Why this host dispatches nothing at all (its clock), if so.
+    public var refusal: String?
+
+    public init(
+        hostID: String, hosts: [Host], leaders: [String: String], clockSkewSeconds: Double?, refusal: String?
+    ) {
+        (self.hostID, self.hosts, self.leaders) = (hostID, hosts, leaders)
+        (self.clockSkewSeconds, self.refusal) = (clockSkewSeconds, refusal)
     }
 }

@@ -361,21 +361,26 @@ public struct StatusAnswer: Codable, Sendable, Equatable {
         @Null public var lastError: String?
         /// Queued jobs held back (their zone cannot be loaded).
         public var held: Int
+        /// The host that sends for the account (a shared ledger), or null (one host, or none leads).
+        @Null public var leader: String?
+        /// Why this host does not send for it (another host leads, its clock), or null: it sends.
+        @Null public var standby: String?
 
         enum CodingKeys: String, CodingKey {
-            case name, queued, paused, held
+            case name, queued, paused, held, leader, standby
             case dryRun = "dry_run", pausedReason = "paused_reason", nextSendAt = "next_send_at"
             case lastError = "last_error"
         }
 
         public init(
             name: String, dryRun: Bool, queued: Int, pausedReason: String?, nextSendAt: Date?, lastError: String?,
-            held: Int
+            held: Int, leader: String? = nil, standby: String? = nil
         ) {
             (self.name, self.dryRun, self.queued, self.paused, self.pausedReason) = (
                 name, dryRun, queued, pausedReason != nil, pausedReason
             )
             (self.nextSendAt, self.lastError, self.held) = (nextSendAt, lastError, held)
+            (self.leader, self.standby) = (leader, standby)
         }
     }
 
@@ -402,6 +407,44 @@ public struct StatusAnswer: Codable, Sendable, Equatable {
         }
     }
 
+    /// The hosts sharing a PostgreSQL ledger, as this one sees them (#14).
+    public struct Cluster: Codable, Sendable, Equatable {
+        public struct Host: Codable, Sendable, Equatable {
+            public var hostID: String
+            public var heartbeatAt: Date
+            /// Its heartbeat is within the lease (30 s).
+            public var alive: Bool
+
+            enum CodingKeys: String, CodingKey {
+                case alive
+                case hostID = "host_id", heartbeatAt = "heartbeat_at"
+            }
+
+            public init(hostID: String, heartbeatAt: Date, alive: Bool) {
+                (self.hostID, self.heartbeatAt, self.alive) = (hostID, heartbeatAt, alive)
+            }
+        }
+
+        /// This host.
+        public var hostID: String
+        public var hosts: [Host]
+        /// This host's clock minus the database's, seconds (null: not measured yet).
+        @Null public var clockSkewSeconds: Double?
+        /// Why this host sends nothing (its clock disagrees with the database's), or null.
+        @Null public var refusal: String?
+
+        enum CodingKeys: String, CodingKey {
+            case hosts, refusal
+            case hostID = "host_id", clockSkewSeconds = "clock_skew_seconds"
+        }
+
+        public init(hostID: String, hosts: [Host], clockSkewSeconds: Double?, refusal: String?) {
+            (self.hostID, self.hosts, self.clockSkewSeconds, self.refusal) = (
+                hostID, hosts, clockSkewSeconds, refusal
+            )
+        }
+    }
+
     public var version: String
     @Null public var tzdataVersion: String?
     public var tzDirectory: String
@@ -422,9 +465,11 @@ public struct StatusAnswer: Codable, Sendable, Equatable {
     public var heldJobs: Int
     public var holds: [HoldBody]
     public var ledger: Ledger
+    /// The hosts sharing the ledger (null: a ledger of one host, or its database cannot be read).
+    @Null public var cluster: Cluster?
 
     enum CodingKeys: String, CodingKey {
-        case version, listen, now, jobs, spool, accounts, holds, ledger
+        case version, listen, now, jobs, spool, accounts, holds, ledger, cluster
         case tzdataVersion = "tzdata_version", tzDirectory = "tz_directory", dryRun = "dry_run"
         case startedAt = "started_at", uptimeSeconds = "uptime_seconds", queueSize = "queue_size"
         case lastError = "last_error", pausedAccounts = "paused_accounts", heldJobs = "held_jobs"
@@ -433,9 +478,11 @@ public struct StatusAnswer: Codable, Sendable, Equatable {
     public init(
         version: String, tzdataVersion: String?, tzDirectory: String, listen: String?, dryRun: Bool, startedAt: Date,
         uptimeSeconds: Int, now: Date, jobs: [String: Int], queueSize: Int, spool: Spool, accounts: [Account],
-        lastError: String?, pausedAccounts: [String], heldJobs: Int, holds: [HoldBody], ledger: Ledger
+        lastError: String?, pausedAccounts: [String], heldJobs: Int, holds: [HoldBody], ledger: Ledger,
+        cluster: Cluster? = nil
     ) {
         self.ledger = ledger
+        self.cluster = cluster
         (self.version, self.tzdataVersion, self.tzDirectory, self.listen, self.dryRun) = (
             version, tzdataVersion, tzDirectory, listen, dryRun
         )

@@ -119,6 +119,24 @@ struct SendQueueTests {
     }
 
     /// A pause stops everything until resume; a hold stops one segment until its instant.
+    /// A segment handed out and not sent (this host stands by, D7) is offered again at once;
+    /// without `putBack` it would stay out of the queue until the next reload.
+    @Test func putBackOffersTheSegmentAgain() {
+        var queue = SendQueue(account: "a", limits: .sendGrid)
+        queue.setJobs(segment: "s1", [PendingJob(id: 1, segment: "s1", zone: utc)], history: [], now: t0)
+        guard case .send(let segment, _, _) = queue.next(now: t0) else {
+            Issue.record("not offered")
+            return
+        }
+        #expect(queue.next(now: t0) == .wait(until: nil), "taken out until reported")
+        queue.putBack(segment: segment, now: t0)
+        guard case .send(let again, _, let ids) = queue.next(now: t0.addingTimeInterval(1)) else {
+            Issue.record("not offered again")
+            return
+        }
+        #expect(again == "s1" && ids == [1])
+    }
+
     @Test func pauseAndHold() {
         var queue = SendQueue(account: "a", limits: .sendGrid)
         queue.setJobs(segment: "s", [PendingJob(id: 1, segment: "s", zone: utc)], history: [], now: t0)

@@ -145,7 +145,9 @@ struct ControlAPITests {
                 collect(node, String(ref.split(separator: "/").last!))
             }
         }
-        let unsent = documented.subtracting(coverage.seen).sorted()
+        // A shared ledger's cluster view is null here (SQLite); ClusterProcessTests checks a
+        // PostgreSQL host's status against the document and requires every one of its fields.
+        let unsent = documented.subtracting(coverage.seen).filter { !$0.hasPrefix("Status.cluster.") }.sorted()
         #expect(unsent.isEmpty, "documented but never sent: \(unsent)")
     }
 

@@ -48,7 +48,8 @@ struct LedgerPlace: Sendable {
     }
 
     func open(
-        now: Date, host: String = "host-a", maxRequestSeconds: Double = 300, identities: [String: String] = [:]
+        now: Date, host: String = "host-a", maxRequestSeconds: Double = 300, identities: [String: String] = [:],
+        leadership: LeadershipSettings? = nil
     ) async throws -> any Ledger {
         switch backend {
         case .sqlite:
@@ -57,7 +58,7 @@ struct LedgerPlace: Sendable {
             return try await PostgresLedger(
                 configuration: configuration(), hostID: host, identities: identities, now: now,
                 maxRequestSeconds: maxRequestSeconds, operationTimeout: Self.operationTimeout,
-                hostLockWait: .milliseconds(500))
+                hostLockWait: .milliseconds(500), leadership: leadership)
         }
     }
 }

@@ -11,9 +11,102 @@ import Testing
 @Suite("PostgreSQL ledger", .serialized)
 struct PostgresLedgerTests {
     func open(
-        _ place: LedgerPlace, host: String, now: Date = t0, identities: [String: String] = [:]
+        _ place: LedgerPlace, host: String, now: Date = t0, identities: [String: String] = [:],
+        leadership: LeadershipSettings? = nil, maxRequestSeconds: Double = 300
     ) async throws -> PostgresLedger {
-        try #require(try await place.open(now: now, host: host, identities: identities) as? PostgresLedger)
+        try #require(
+            try await place.open(
+                now: now, host: host, maxRequestSeconds: maxRequestSeconds, identities: identities,
+                leadership: leadership) as? PostgresLedger)
+    }
+
+    /// Polls `condition` every 100 ms for up to `timeout` seconds.
+    func within(_ timeout: Double, _ condition: () async throws -> Bool) async rethrows -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try await condition() { return true }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        return try await condition()
+    }
+
+    /// R16: of three hosts on one account exactly one leads, the others stand by, and every host's
+    /// cluster view names the leader; when the leader's connections close, another host leads
+    /// within seconds, and still only one; the reservation the old leader left becomes
+    /// `uncertain` one request timeout (1 s here) and the margin after the takeover, its job queued.
+    @Test func oneLeaderPerAccountAndFailover() async throws {
+        let place = try await LedgerPlace.make(.postgresql)
+        let identities = ["default": "acct-1", "other": "acct-2"]
+        var hosts: [PostgresLedger] = []
+        for name in ["host-a", "host-b", "host-c"] {
+            hosts.append(
+                try await open(
+                    place, host: name, now: Date(), identities: identities,
+                    leadership: LeadershipSettings(maxClockSkew: 30), maxRequestSeconds: 1))
+        }
+        func leaders(_ account: String, _ among: [PostgresLedger]) -> [String] {
+            among.filter { $0.dispatch(account: account) == .leads }.map(\.hostID)
+        }
+        #expect(await within(15) { leaders("default", hosts).count == 1 && leaders("other", hosts).count == 1 })
+        for _ in 0..<20 {
+            #expect(leaders("default", hosts).count <= 1 && leaders("other", hosts).count <= 1)
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let leader = try #require(leaders("default", hosts).first)
+        for host in hosts where host.hostID != leader {
+            #expect(host.dispatch(account: "default") == .standsBy("another host leads the account"))
+        }
+        let view = try #require(try await hosts[2].cluster(now: Date()))
+        #expect(view.leaders["default"] == leader && view.hostID == "host-c")
+        #expect(view.hosts.map(\.hostID) == ["host-a", "host-b", "host-c"])
+        #expect(view.refusal == nil && abs(view.clockSkewSeconds ?? 99) < 2, "\(view)")
+
+        let gone = try #require(hosts.first { $0.hostID == leader })
+        let rest = hosts.filter { $0.hostID != leader }
+        guard case .created(let job) = try await gone.enqueue(newJob(), now: Date()),
+            case .reserved(let attempt, _) = try await gone.reserve(
+                account: "default", segmentID: segmentA, timeZone: "UTC", now: Date(), check: allow)
+        else { Issue.record("not reserved"); return }
+        let began = ContinuousClock.now
+        await gone.shutdown()
+        #expect(await within(15) { leaders("default", rest).count == 1 })
+        let took = ContinuousClock.now - began
+        #expect(took < .seconds(15), "failover took \(took)")
+        let next = try #require(leaders("default", rest).first)
+        #expect(try await rest[0].cluster(now: Date())?.leaders["default"] == next)
+        #expect(try await rest[0].job(id: job.id)?.state == .sending, "not before the request timeout")
+        #expect(
+            try await within(20) {
+                try await rest[0].attempts(since: t0, account: "default", segmentID: nil, limit: 10)
+                    .first { $0.id == attempt }?.outcome == .uncertain
+            })
+        #expect(try await rest[0].job(id: job.id)?.state == .queued)
+        for host in rest { await host.shutdown() }
+    }
+
+    /// R17: a host whose clock is 2 minutes ahead of the database's leads nothing and says why
+    /// (`.refused`, the cluster view's skew and refusal); a host with the right clock leads.
+    @Test func clockAheadRefusesToLead() async throws {
+        let place = try await LedgerPlace.make(.postgresql)
+        let identities = ["default": "acct-1"]
+        let ahead = try await open(
+            place, host: "host-a", identities: identities,
+            leadership: LeadershipSettings(maxClockSkew: 30, wallClock: { Date().addingTimeInterval(120) }))
+        #expect(await within(10) { ahead.dispatch(account: "default").refusal?.contains("ahead") == true })
+        let refusal = ahead.dispatch(account: "default").refusal ?? ""
+        #expect(refusal.contains("ahead of the ledger database"), "\(refusal)")
+        let right = try await open(
+            place, host: "host-b", identities: identities, leadership: LeadershipSettings(maxClockSkew: 30))
+        #expect(await within(10) { right.dispatch(account: "default") == .leads })
+        #expect(ahead.dispatch(account: "default").refusal != nil)
+        let view = try #require(try await ahead.cluster(now: Date()))
+        #expect(abs((view.clockSkewSeconds ?? 0) - 120) < 2 && view.refusal != nil, "\(view)")
+        #expect(view.leaders["default"] == "host-b")
+        await right.shutdown()
+        // Without a leader able to lead, nobody sends: the host with the wrong clock still refuses.
+        try await Task.sleep(for: .seconds(2))
+        #expect(ahead.dispatch(account: "default").refusal != nil)
+        await ahead.shutdown()
     }
 
     /// R2 across hosts: another host never touches a live host's reservation, at its own start or
