@@ -93,7 +93,9 @@ public final class FakeSendGrid: @unchecked Sendable {
     }
 
     /// Starts listening on 127.0.0.1 (port 0: any free port); returns the base URL.
-    public func start(port: Int = 0) async throws -> String {
+    /// Listens on `host` (`0.0.0.0`: every interface, for hosts in network namespaces of their
+    /// own); returns the base URL over 127.0.0.1.
+    public func start(port: Int = 0, host: String = "127.0.0.1") async throws -> String {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
@@ -102,7 +104,7 @@ public final class FakeSendGrid: @unchecked Sendable {
                     try channel.pipeline.syncOperations.addHandler(Handler(fake: self))
                 }
             }
-        let channel = try await bootstrap.bind(host: "127.0.0.1", port: port).get()
+        let channel = try await bootstrap.bind(host: host, port: port).get()
         lock.withLock { self.channel = channel }
         return "http://127.0.0.1:\(channel.localAddress!.port!)"
     }

@@ -28,13 +28,16 @@ public final class PostgresCluster: @unchecked Sendable {
     public static let passwordRole = "refreshd_pw"
     private let binaries: String
     private let runAs: String?
+    private let listen: [String]
 
     /// The socket file's path, as a client names it.
     public var socketPath: String { "\(socketDirectory)/.s.PGSQL.\(port)" }
 
     /// Starts a new cluster; throws `Unavailable` naming what is missing (install it with
     /// `scripts/install-deps`) or the server's log when it does not start.
-    public static func start() throws -> PostgresCluster {
+    /// `listen`: addresses besides 127.0.0.1 the server listens on, trusted like it (the host
+    /// ends of a test's network namespaces; they must exist before the server starts).
+    public static func start(listen: [String] = []) throws -> PostgresCluster {
         let binaries = try findBinaries()
         let root = getuid() == 0
         if root, getpwnam("postgres") == nil {
@@ -49,7 +52,7 @@ public final class PostgresCluster: @unchecked Sendable {
         }
         chmod(directory, 0o700)
         let cluster = PostgresCluster(
-            directory: directory, port: freePort(), binaries: binaries, runAs: root ? "postgres" : nil)
+            directory: directory, port: freePort(), binaries: binaries, runAs: root ? "postgres" : nil, listen: listen)
         do {
             try cluster.initialize()
             try cluster.startServer()
@@ -60,7 +63,8 @@ public final class PostgresCluster: @unchecked Sendable {
         return cluster
     }
 
-    private init(directory: String, port: Int, binaries: String, runAs: String?) {
+    private init(directory: String, port: Int, binaries: String, runAs: String?, listen: [String]) {
+        self.listen = listen
         self.directory = directory
         self.socketDirectory = directory
         self.port = port
@@ -96,6 +100,7 @@ public final class PostgresCluster: @unchecked Sendable {
             host all \(role) 127.0.0.1/32 scram-sha-256
             local all all trust
             host all all 127.0.0.1/32 trust
+            \(listen.map { "host all all \($0)/24 trust" }.joined(separator: "\n"))
 
             """
         let hbaPath = data + "/pg_hba.conf"
@@ -105,7 +110,8 @@ public final class PostgresCluster: @unchecked Sendable {
 
     private func startServer() throws {
         let options = [
-            "-c listen_addresses=127.0.0.1", "-c port=\(port)", "-c unix_socket_directories=\(socketDirectory)",
+            "-c listen_addresses=" + (["127.0.0.1"] + listen).joined(separator: ","), "-c port=\(port)",
+            "-c unix_socket_directories=\(socketDirectory)",
             "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off", "-c max_connections=400",
         ].joined(separator: " ")
         do {
@@ -151,9 +157,9 @@ public final class PostgresCluster: @unchecked Sendable {
         return name
     }
 
-    /// A `postgres://` URL of a database over 127.0.0.1 as the superuser.
-    public func url(database: String) -> String {
-        "postgres://\(superuser)@127.0.0.1:\(port)/\(database)"
+    /// A `postgres://` URL of a database over 127.0.0.1 (or `address`) as the superuser.
+    public func url(database: String, address: String = "127.0.0.1") -> String {
+        "postgres://\(superuser)@\(address):\(port)/\(database)"
     }
 
     /// Stops the server only (fast shutdown: sessions are cut), keeping the data.
