@@ -240,10 +240,26 @@ public enum RuleEngine {
         account: String, segment: String, zone: ZoneRules, alsoZones: [ZoneRules] = [], history: [Attempt],
         blocks: [LearnedBlock], limits: Limits, now: Date
     ) -> Decision {
+        decide(
+            account: account, segment: segment, zone: zone, alsoZones: alsoZones,
+            segmentHistory: history.filter { $0.account == account && $0.segment == segment },
+            accountHistory: history.filter { $0.account == account }, blocks: blocks, limits: limits, now: now)
+    }
+
+    /// The same decision from histories already split: `segmentHistory` holds only the segment's
+    /// attempts (at least those of the last two days), `accountHistory` only the account's (at
+    /// least the current UTC day's; the segment's among them). For a caller that keeps them apart
+    /// (the control API's per-account views), so nothing is filtered or merged per question.
+    public static func decide(
+        account: String, segment: String, zone: ZoneRules, alsoZones: [ZoneRules] = [], segmentHistory: [Attempt],
+        accountHistory: [Attempt], blocks: [LearnedBlock], limits: Limits, now: Date
+    ) -> Decision {
         let t = now.timeIntervalSince1970
-        let segmentHistory = history.filter { $0.account == account && $0.segment == segment }
-        let accountFinishes = history.filter { $0.account == account && $0.outcome.countsTowardAccount }
-            .map { $0.finish(now: t) }
+        var accountFinishes: [Double] = []
+        accountFinishes.reserveCapacity(accountHistory.count)
+        for attempt in accountHistory where attempt.outcome.countsTowardAccount {
+            accountFinishes.append(attempt.finish(now: t))
+        }
         let segmentPart = SegmentState(
             account: account, segment: segment, zone: zone, otherZones: alsoZones, history: segmentHistory,
             blocks: blocks

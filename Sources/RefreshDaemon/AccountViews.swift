@@ -1,6 +1,7 @@
 import Foundation
 import NIOConcurrencyHelpers
 import RefreshStore
+import TZData
 
 /// The control API's read side: one `AccountView` per account, read from the ledger on the read
 /// threads once per ledger write and then shared by every request, so a budget question is a
@@ -15,6 +16,9 @@ final class AccountViews: Sendable {
     private let ledger: any Ledger
     private let work: APIWork
     private let views = NIOLockedValueBox<[String: Entry]>([:])
+    /// Each account's view in the engine's form, with the tz data it was converted with.
+    private let engines = NIOLockedValueBox<[String: (zones: ObjectIdentifier, engine: EngineView, of: AccountView)]>(
+        [:])
 
     private enum Entry {
         case ready(AccountView)
@@ -69,5 +73,20 @@ final class AccountViews: Sendable {
             return try await work.read { [ledger] in try await ledger.accountView(account: account, now: now) }
         }
         return view
+    }
+
+    /// The account's view and its engine form (zones resolved with `zones`, once per view and tz
+    /// data, not per question), current at `now`.
+    func engineView(_ account: String, now: Date, zones: ZoneInfoDirectory) async throws -> (AccountView, EngineView) {
+        let view = try await self.view(account, now: now)
+        let id = ObjectIdentifier(zones)
+        if let cached = engines.withLockedValue({ $0[account] }), cached.zones == id,
+            cached.of.changeCount == view.changeCount, cached.of.readAt == view.readAt
+        {
+            return (view, cached.engine)
+        }
+        let engine = EngineView(view, resolve: { try? zones.rules(for: $0) })
+        engines.withLockedValue { $0[account] = (id, engine, view) }
+        return (view, engine)
     }
 }

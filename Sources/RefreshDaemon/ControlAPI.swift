@@ -491,12 +491,11 @@ struct Handlers: Sendable {
         }
         let t = state.now()
         // From the account's view: memory while the ledger is unchanged (see AccountViews).
-        let view = try await state.views.view(account, now: t)
-        let history = view.history(segmentID: segment, now: t)!
+        let (view, engine) = try await state.views.engineView(account, now: t, zones: state.zones)
         let queuedZones = view.queuedZones[segment] ?? []
         var zoneName = query.get("time_zone")
         if zoneName == nil {
-            zoneName = queuedZones.last ?? history.segmentAttempts.last?.timeZone
+            zoneName = queuedZones.last ?? view.history(segmentID: segment, now: t)?.segmentAttempts.last?.timeZone
         }
         guard let zoneName else {
             throw APIError.badRequest(
@@ -509,28 +508,31 @@ struct Handlers: Sendable {
                 "unknown time zone \"\(zoneName)\""
                     + (suggestions.isEmpty ? "" : "; did you mean \(suggestions.joined(separator: ", "))?"))
         }
+        // The view and its engine form answer for any instant from their read on (AccountViews).
         return ControlAPI.json(
             segmentBudgetBody(
-                account: account, segment: segment, zone: zone, alsoZones: queuedZones, history: history,
-                holds: view.holds, now: t))
+                account: account, segment: segment, zone: zone, alsoZones: queuedZones, engine: engine,
+                holds: view.holds, now: t)!)
     }
 
     /// A segment's budget as GET /v1/segments/{id}/budget (and each row of GET /v1/segments) has it.
     /// `alsoZones` are the zones of the segment's queued jobs: the lane sends them together, so
     /// they join Z(s) here as they do in the lane's decision (I1); a zone that does not load adds
     /// nothing (such a job is held, never sent).
+    /// nil when `now` is before the view's read (read it again).
     func segmentBudgetBody(
-        account: String, segment: String, zone: ZoneRules, alsoZones: [String], history: LedgerHistory,
+        account: String, segment: String, zone: ZoneRules, alsoZones: [String], engine: EngineView,
         holds: [StoredHold], now t: Date
-    ) -> SegmentBudgetBody {
-        let inputs = history.engineInputs(resolve: rules)
+    ) -> SegmentBudgetBody? {
         var others: [ZoneRules] = []
         for name in alsoZones where name != zone.name && !others.contains(where: { $0.name == name }) {
             if let rules = rules(name) { others.append(rules) }
         }
-        let decision = RuleEngine.decide(
-            account: account, segment: segment, zone: zone, alsoZones: others, history: inputs.attempts,
-            blocks: inputs.blocks, limits: state.limits(for: account), now: t)
+        guard
+            let decision = engine.decide(
+                account: account, segmentID: segment, zone: zone, alsoZones: others,
+                limits: state.limits(for: account), now: t)
+        else { return nil }
         let hold = holds.first { $0.covers(account: account, segmentID: segment) }
         let paused = hold.map(Self.holdText) ?? state.laneStatus(account)?.paused
         return SegmentBudgetBody(
@@ -556,14 +558,19 @@ struct Handlers: Sendable {
         }
         let t = state.now()
         var rows: [SegmentBudgetBody] = []
+        let zones = state.zones
         for account in accounts {
-            let view = try await state.views.view(account, now: t)
+            let (view, engine) = try await state.views.engineView(account, now: t, zones: zones)
             // The zone of the segment's latest job, else of its latest refresh in the windows.
             var zones: [String: String] = [:]
             for attempt in view.attempts { zones[attempt.segmentID] = attempt.timeZone }
             for (segment, queued) in view.queuedZones { zones[segment] = queued.last }
             for (segment, zoneName) in zones.sorted(by: { $0.key < $1.key }) {
-                guard let zone = rules(zoneName), let history = view.history(segmentID: segment, now: t) else {
+                guard let zone = rules(zoneName),
+                    let row = segmentBudgetBody(
+                        account: account, segment: segment, zone: zone, alsoZones: view.queuedZones[segment] ?? [],
+                        engine: engine, holds: view.holds, now: t)
+                else {
                     // A zone the tz data cannot load: listed, never computed with another zone.
                     rows.append(
                         SegmentBudgetBody(
@@ -572,10 +579,7 @@ struct Handlers: Sendable {
                             pausedReason: JobHold.reason(timeZone: zoneName, zones: state.zones)))
                     continue
                 }
-                rows.append(
-                    segmentBudgetBody(
-                        account: account, segment: segment, zone: zone, alsoZones: view.queuedZones[segment] ?? [],
-                        history: history, holds: view.holds, now: t))
+                rows.append(row)
             }
         }
         return ControlAPI.json(SegmentsAnswer(now: t, segments: rows))

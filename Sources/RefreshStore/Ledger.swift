@@ -81,6 +81,56 @@ public struct AccountView: Sendable, Equatable {
     }
 }
 
+/// An `AccountView` as the rule engine takes it, converted once (zones resolved) and then shared
+/// by every budget question until the view is read again: per question only the windows are cut.
+/// `decide(segmentID:...)` equals `RuleEngine.decide` over `history(segmentID:now:)`'s
+/// `engineInputs` (a test checks it on random ledgers).
+public struct EngineView: Sendable {
+    /// The view's attempts as the engine takes them, by segment, in start order.
+    public let attemptsBySegment: [String: [Attempt]]
+    /// All of them, in start order.
+    public let attempts: [Attempt]
+    /// The view's blocks as the engine takes them, with their segment (nil: the account's).
+    public let blocks: [(segmentID: String?, until: Date, block: LearnedBlock)]
+    public let readAt: Date
+
+    public init(_ view: AccountView, resolve: (String) -> ZoneRules?) {
+        var memo: [String: ZoneRules?] = [:]
+        let converted = view.attempts.map { attempt in
+            attempt.engineAttempt { name in
+                if let known = memo[name] { return known }
+                let rules = resolve(name)
+                memo[name] = rules
+                return rules
+            }
+        }
+        attempts = converted
+        attemptsBySegment = Dictionary(grouping: converted, by: \.segment)
+        blocks = view.blocks.map { ($0.segmentID, $0.until, $0.engineBlock) }
+        readAt = view.readAt
+    }
+
+    /// The decision for a segment at `now`, as the lane would take it from the ledger's history
+    /// (the same windows, `HistoryWindows`); nil when `now` is before `readAt` (read again).
+    public func decide(
+        account: String, segmentID: String, zone: ZoneRules, alsoZones: [ZoneRules], limits: Limits, now: Date
+    ) -> Decision? {
+        guard now >= readAt else { return nil }
+        let segmentSince = Date(timeIntervalSince1970: HistoryWindows.segmentSince(now))
+        let accountSince = Date(timeIntervalSince1970: HistoryWindows.accountSince(now))
+        let blocksSince = Date(timeIntervalSince1970: HistoryWindows.blocksSince(now))
+        let segment = (attemptsBySegment[segmentID] ?? []).filter { $0.startedAt >= segmentSince }
+        // The account's attempts of its window, and the segment's older ones (the ledger's history
+        // holds both lists, and the engine counts every attempt of the account it is given).
+        var accountHistory = segment.filter { $0.startedAt < accountSince }
+        accountHistory.append(contentsOf: attempts.filter { $0.startedAt >= accountSince })
+        let blocks = blocks.filter { ($0.segmentID == nil || $0.segmentID == segmentID) && $0.until >= blocksSince }
+        return RuleEngine.decide(
+            account: account, segment: segmentID, zone: zone, alsoZones: alsoZones, segmentHistory: segment,
+            accountHistory: accountHistory, blocks: blocks.map(\.block), limits: limits, now: now)
+    }
+}
+
 /// The outcome of a reservation.
 public enum ReservationResult: Sendable, Equatable {
     /// A `reserved` attempt is durable; the request may now be sent. `jobs` are the jobs it

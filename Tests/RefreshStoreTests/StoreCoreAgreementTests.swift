@@ -79,6 +79,8 @@ struct AccountViewTests {
                 try! ledger.writer.write { db in
                     for _ in 0..<Int.random(in: 0...40, using: &rng) {
                         let started = readAt.addingTimeInterval(-Double(Int.random(in: 0...(8 * 86400), using: &rng)))
+                        // Now and then a request still in flight (no finish: it counts until now).
+                        let inFlight = Int.random(in: 0..<10, using: &rng) == 0
                         try db.execute(
                             sql:
                                 "INSERT INTO attempt (account, segment_id, time_zone, outcome, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -86,8 +88,10 @@ struct AccountViewTests {
                                 ["default", "other"][Int.random(in: 0...1, using: &rng)],
                                 segments[Int.random(in: 0...1, using: &rng)],
                                 ["Asia/Tokyo", "Pacific/Apia", "UTC"][Int.random(in: 0...2, using: &rng)],
-                                outcomes[Int.random(in: 0..<outcomes.count, using: &rng)].rawValue,
-                                started.timeIntervalSince1970, started.timeIntervalSince1970 + 1,
+                                inFlight
+                                    ? AttemptOutcome.reserved.rawValue
+                                    : outcomes[Int.random(in: 0..<outcomes.count, using: &rng)].rawValue,
+                                started.timeIntervalSince1970, inFlight ? nil : started.timeIntervalSince1970 + 1,
                             ])
                     }
                 }
@@ -115,11 +119,30 @@ struct AccountViewTests {
                 }
                 #expect(
                     view.history(segmentID: segmentA, now: readAt.addingTimeInterval(-1)) == nil, "the clock went back")
+                // The control API's engine form decides as the lane does from the ledger's history.
+                let resolve: (String) -> ZoneRules? = { try? zones.rules(for: $0) }
+                let engine = EngineView(view, resolve: resolve)
+                let limits = Limits(safetyMarginSeconds: Double(Int.random(in: 0...120, using: &rng)))
+                #expect(
+                    engine.decide(
+                        account: "default", segmentID: segmentA, zone: try! zones.rules(for: "UTC"), alsoZones: [],
+                        limits: limits, now: readAt.addingTimeInterval(-1)) == nil, "the clock went back")
                 for _ in 0..<5 {
                     let later = readAt.addingTimeInterval(Double(Int.random(in: 0...(5 * 86400), using: &rng)))
                     for segment in segments {
                         let expected = try! ledger.history(account: "default", segmentID: segment, now: later)
                         #expect(view.history(segmentID: segment, now: later) == expected, "seed \(seed) at \(later)")
+                        let zone = try! zones.rules(
+                            for: ["Asia/Tokyo", "Pacific/Apia", "UTC"].randomElement(using: &rng)!)
+                        let also = [try! zones.rules(for: "Pacific/Apia")].filter { _ in Bool.random(using: &rng) }
+                        let inputs = expected.engineInputs(resolve: resolve)
+                        let fromLedger = RuleEngine.decide(
+                            account: "default", segment: segment, zone: zone, alsoZones: also, history: inputs.attempts,
+                            blocks: inputs.blocks, limits: limits, now: later)
+                        let fromView = engine.decide(
+                            account: "default", segmentID: segment, zone: zone, alsoZones: also, limits: limits,
+                            now: later)
+                        #expect(fromView == fromLedger, "seed \(seed) segment \(segment) at \(later)")
                     }
                 }
             }
