@@ -126,7 +126,6 @@ extension PostgresLedger {
             standDown(unreachable: "the ledger database \(endpoint) did not take the leader connection's settings")
             return
         }
-        var wasLeading = Set<String>()
         while !Task.isCancelled {
             let sent = ContinuousClock.now
             let before = settings.wallClock().timeIntervalSince1970
@@ -142,6 +141,7 @@ extension PostgresLedger {
                         + "database's (more than \(Self.seconds(settings.maxClockSkew)) s): not sending until they agree"
                     : nil
                 var led = leadership.state.withLock { $0.led }
+                let wasLeading = led
                 if refusal != nil, !led.isEmpty {
                     try await run(connection, "SELECT pg_advisory_unlock_all()", timeout: settings.lease)
                     led = []
@@ -169,8 +169,16 @@ extension PostgresLedger {
                     return state.takeovers.filter { $0.value + wait <= sent }.map(\.key)
                 }
                 for identity in due.sorted() {
-                    try await recoverTakenOver(identity: identity)
-                    leadership.state.withLock { $0.takeovers[identity] = nil }
+                    // On a pooled connection: its failure keeps the lead and is tried again next
+                    // round (the old reservations count meanwhile, as in flight).
+                    do {
+                        try await recoverTakenOver(identity: identity)
+                        leadership.state.withLock { $0.takeovers[identity] = nil }
+                    } catch {
+                        logger.warning(
+                            "ledger: the previous leader's reservations are not recovered yet; trying again",
+                            metadata: ["account": "\(local(identity))", "error": "\(error)"])
+                    }
                 }
                 leadership.state.withLock {
                     $0.led = now
@@ -185,10 +193,10 @@ extension PostgresLedger {
                             "ledger: this host now leads the account", metadata: ["account": "\(local(gained))"])
                     }
                     if let refusal, !wasLeading.isEmpty { logger.error("ledger: \(refusal)") }
-                    wasLeading = now
                     changeHandler.withLock { $0 }?()
                 }
             } catch {
+                let wasLeading = leadership.state.withLock { $0.led }
                 standDown(unreachable: "the ledger database \(endpoint) stopped answering the leader connection")
                 if !wasLeading.isEmpty {
                     logger.error(

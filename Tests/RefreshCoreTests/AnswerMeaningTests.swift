@@ -131,6 +131,19 @@ struct AnswerMeaningTests {
         #expect(meaning.outcome == .dryRun && meaning.jobs == .sent && meaning.effects.isEmpty)
     }
 
+    /// D7: the lead lost between the reservation and the request. Nothing went out: the attempt
+    /// does not count (not_sent, I3's "every outcome but not_sent"), the jobs go back untried for
+    /// the leader, and no streak or pause follows.
+    @Test func standDownSendsNothingAndRequeuesUntried() {
+        let meaning = AnswerMeaning.standDown("another host leads", at: Self.finished)
+        #expect(meaning.outcome == .notSent && !meaning.outcome.countsTowardAccount)
+        #expect(meaning.jobs == .requeue(retryAt: nil, countsTry: false))
+        #expect(meaning.effects.isEmpty && meaning.status == nil && meaning.finished == Self.finished)
+        #expect(meaning.connectFailures == 0 && !meaning.endsRateLimitStreak)
+        #expect(meaning.error?.contains("another host leads") == true)
+        #expect(meaning.note?.level == .warning)
+    }
+
     /// Every class of answer has a row above: a new AnswerClass case fails here until it does.
     @Test func everyAnswerClassHasARow() {
         let covered = Set(
