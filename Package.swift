@@ -72,11 +72,14 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The concurrency runtime's global enqueue hook, set by reference (GlobalExecutor).
+        .target(name: "CRefreshdHooks"),
         // The daemon: configuration, logging, adapters as Services, and the one composition root.
         .target(
             name: "RefreshDaemon",
             dependencies: [
                 "RefreshCore", "RefreshStore", "TZData", "RefreshViews", "RefreshWire", "RefreshPostgres",
+                "CRefreshdHooks",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

@@ -5,6 +5,7 @@
 #   /healthz (the trivial route), segment budgets over 10,000 segments, /healthz again right after,
 #   then the budgets again after 20 s of sustained load; plus wrk on the TCP listener.
 # Usage: Benchmarks/api-bench.sh [REFRESHD] [SECONDS]   (default .build/release/refreshd, 10)
+# REFRESHD_GLOBAL_EXECUTOR=swift in the environment: the same with handlers on Swift's pool.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 refreshd=$(realpath "${1:-.build/release/refreshd}")

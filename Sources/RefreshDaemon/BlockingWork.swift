@@ -1,7 +1,44 @@
+import CRefreshdHooks
 import Dispatch
 import Foundation
+import NIOCore
 import NIOPosix
 import RefreshStore
+
+/// Where Swift concurrency runs jobs that prefer no executor: on NIO's event loops (the default
+/// for `refreshd`) or on Swift's own pool (`REFRESHD_GLOBAL_EXECUTOR=swift`).
+///
+/// A request arrives on an event loop; with Swift's pool as the global executor its handler
+/// runs on a pool thread and its answer goes back to the loop: two thread wake-ups per request,
+/// and on a 2-core host four busy threads (two loops, two pool threads) taking turns on two
+/// cores. With the event loops as the global executor the handler stays on the loop that read
+/// the request (`MultiThreadedEventLoopGroup.any()` is sticky). This is only sound because
+/// nothing blocks on a shared thread: every blocking ledger call, file scan or hook runs on an
+/// executor of its own (`BlockingExecutor`, `APIWork`). Benchmarks/README.md has the figures.
+///
+/// NIO's own `NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor`
+/// finds the runtime's hook with dlsym, which a binary linked with `--static-swift-stdlib` (the
+/// release build) does not export; CRefreshdHooks sets the same hook by reference instead.
+public enum GlobalExecutor {
+    /// Installs the event loops as the global executor unless the environment asks for Swift's
+    /// pool; returns which one is in use ("event-loops" or "swift"). Must run before anything
+    /// uses Swift concurrency (first thing in `main`).
+    @discardableResult
+    public static func install(environment: [String: String]) -> String {
+        if environment["REFRESHD_GLOBAL_EXECUTOR"] != "swift",
+            refreshd_install_global_enqueue({ job in
+                let job = ExecutorJob(unsafeBitCast(job, to: UnownedJob.self))
+                MultiThreadedEventLoopGroup.singleton.any().executor.enqueue(job)
+            })
+        {
+            inUse = "event-loops"
+        }
+        return inUse
+    }
+
+    /// The one in use ("swift" until `install` replaced it; written once, before any task runs).
+    nonisolated(unsafe) public private(set) static var inUse = "swift"
+}
 
 /// A task executor on a thread of its own (a serial dispatch queue).
 ///

@@ -165,7 +165,7 @@ public enum DaemonApplication {
                 "refreshd started",
                 metadata: [
                     "version": "\(version)", "tzdata": "\(zones.version ?? "unknown")", "tz_directory": "\(zones.path)",
-                    "ledger": "\(ledger.location)",
+                    "ledger": "\(ledger.location)", "executor": "\(GlobalExecutor.inUse)",
                     "accounts": "\(configuration.accounts.map(\.name).joined(separator: ","))",
                 ])
         }
@@ -286,15 +286,18 @@ public enum DaemonApplication {
                         ? "next in \(seconds / 60) min" : "next in \(seconds / 3600) h \(seconds % 3600 / 60) min")
         }
         let configuration = state.configuration
-        var left = 0
-        var limit = 0
-        for account in configuration.accounts {
-            let budgets = try? await state.accountBudgets(account.name, includeBlocks: false, now: t)
-            if let daily = budgets?.first(where: { $0.rule == .accountDaily }) {
-                left += daily.remaining
-                limit += daily.limit
-            }
-        }
+        // The ledger reads run on the API's read threads, never on a thread that serves requests.
+        let (dailies, holds) =
+            (try? await state.work.read { [configuration] () -> ([RuleBudget], [StoredHold]?) in
+                var dailies: [RuleBudget] = []
+                for account in configuration.accounts {
+                    let budgets = try? await state.accountBudgets(account.name, includeBlocks: false, now: t)
+                    if let daily = budgets?.first(where: { $0.rule == .accountDaily }) { dailies.append(daily) }
+                }
+                return (dailies, try? await state.ledger.activeHolds(account: nil))
+            }) ?? ([], nil)
+        let left = dailies.map(\.remaining).reduce(0, +)
+        let limit = dailies.map(\.limit).reduce(0, +)
         parts.append("\(left)/\(limit) left today")
         let paused = lanes.filter { $0.paused != nil }.map(\.account)
         if !paused.isEmpty { parts.append("PAUSED: \(paused.joined(separator: ","))") }
@@ -316,7 +319,7 @@ public enum DaemonApplication {
             parts.append(
                 "HELD: \(held) job\(held == 1 ? "" : "s") with a time zone the tz data lacks (refreshctl jobs)")
         }
-        if let holds = try? await state.ledger.activeHolds(account: nil), !holds.isEmpty {
+        if let holds, !holds.isEmpty {
             let scopes = holds.map { hold in hold.segmentID.map { "\(hold.account)/\($0.prefix(8))" } ?? hold.account }
             parts.append("ON HOLD: \(scopes.joined(separator: ",")) (refreshctl release)")
         }

@@ -13,6 +13,11 @@ struct LedgerMaintenanceService: Service {
     let logger: Logger
 
     func run() async throws {
+        // Expiring and pruning block on the ledger (SQLite): on a thread of their own.
+        try await withTaskExecutorPreference(BlockingExecutor("maintenance")) { try await loop() }
+    }
+
+    private func loop() async throws {
         while !Task.isShuttingDownGracefully {
             await runOnce()
             do {

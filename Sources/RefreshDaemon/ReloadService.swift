@@ -204,6 +204,11 @@ public struct ReloadService: Service {
     }
 
     public func run() async throws {
+        // A reload reads files and the ledger (blocking calls): on a thread of its own.
+        try await withTaskExecutorPreference(BlockingExecutor("reload")) { try await loop() }
+    }
+
+    private func loop() async throws {
         let signals = await UnixSignalsSequence(trapping: .sighup)
         let reloader = self.reloader
         let interval = tzCheckInterval

@@ -128,13 +128,15 @@ struct HardeningProcessTests {
 
     /// An outside process holding the ledger's write lock (a sqlite3 shell left in a transaction):
     /// API writes answer the documented 503 within a few seconds, and reads (`/healthz`) keep
-    /// answering at once meanwhile.
+    /// answering at once meanwhile. The daemon runs its handlers on the event loops
+    /// (GlobalExecutor), so a ledger write waiting on a serving thread would stall `/healthz`.
     @Test func outsideWriteLockAnswers503Quickly() async throws {
         let directory = temporaryDirectory()
         let config = try writeConfig(directory)
         let daemon = try DaemonProcess(
             arguments: ["run", "--config", config], environment: daemonEnvironment(directory))
         #expect(await daemon.eventuallyOutputs("refreshd started"), "\(daemon.output)")
+        #expect(daemon.output.contains("executor=event-loops"), "\(daemon.output)")
         let socket = directory + "/refreshd.sock"
         // Python's sqlite3 holds a write transaction for 20 s.
         let holder = Process()
