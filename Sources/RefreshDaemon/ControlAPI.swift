@@ -558,9 +558,9 @@ struct Handlers: Sendable {
         }
         let t = state.now()
         var rows: [SegmentBudgetBody] = []
-        let zones = state.zones
+        let tzData = state.zones
         for account in accounts {
-            let (view, engine) = try await state.views.engineView(account, now: t, zones: zones)
+            let (view, engine) = try await state.views.engineView(account, now: t, zones: tzData)
             // The zone of the segment's latest job, else of its latest refresh in the windows.
             var zones: [String: String] = [:]
             for attempt in view.attempts { zones[attempt.segmentID] = attempt.timeZone }
