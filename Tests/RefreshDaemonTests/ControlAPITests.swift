@@ -840,15 +840,18 @@ final class Counter: @unchecked Sendable {
     }
 
     /// At most api_max_connections per listener: 40 idle connections against a cap of 16 leave 16
-    /// open, and a real request still gets in (it closes the longest-idle one).
+    /// open, and a real request still gets in (it closes the longest-idle one). The deadlines are
+    /// generous: the server accepts (and so evicts) only as fast as a loaded CI host lets it (one
+    /// run with the 3-minute flood test beside it had 13 of 24 closed after 10 s); the counts are
+    /// what is asserted, never the time.
     @Test func connectionCapEvictsTheLongestIdle() async throws {
         let h = try await APIHarness(
             limits: ControlAPIListeners.Limits(maxConnections: 16, requestTimeout: .seconds(60)))
         let flood = IdleFlood(socket: h.socket)
         await offPool { flood.open(40) }
-        #expect(await eventually(timeout: 10) { flood.closedByServer() == 24 }, "closed: \(flood.closedByServer())")
+        #expect(await eventually(timeout: 60) { flood.closedByServer() == 24 }, "closed: \(flood.closedByServer())")
         #expect(try await h.get("/v1/status").status == 200)
-        #expect(await eventually(timeout: 10) { flood.closedByServer() >= 25 }, "the oldest idle one made room")
+        #expect(await eventually(timeout: 60) { flood.closedByServer() >= 25 }, "the oldest idle one made room")
         flood.closeAll()
         await h.stop()
     }
