@@ -69,8 +69,10 @@ public enum DaemonApplication {
         now: @escaping @Sendable () -> Date = { Date() }, clock: any Clock<Duration> = ContinuousClock()
     ) async throws -> Daemon {
         let notifier = SystemdNotifier(environment: environment)
-        // SIGHUP is ignored until the reload service traps it (its default action would end us).
-        signal(SIGHUP, SIG_IGN)
+        // SIGHUP is trapped before anything runs: its default action would end us, and a reload
+        // asked for as soon as READY=1 went out (or earlier) waits for the reload service in the
+        // sequence's buffer instead of being lost.
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         let zones: ZoneInfoDirectory
         do {
             zones = try ZoneInfoDirectory(path: ZoneInfoDirectory.defaultPath(environment: environment))
@@ -225,7 +227,7 @@ public enum DaemonApplication {
             environment["REFRESHD_TZ_CHECK_SECONDS"].flatMap(Double.init).map {
                 Duration.milliseconds(Int64($0 * 1000))
             } ?? .seconds(3600)
-        let reload = ReloadService(reloader: reloader, tzCheckInterval: tzCheck)
+        let reload = ReloadService(reloader: reloader, signals: hangups, tzCheckInterval: tzCheck)
         // Liveness: a loop beats at least every 60 s, plus a request in flight, plus slack.
         let tolerance =
             Duration.seconds(60) + .milliseconds(Int64(configuration.requestTimeoutSeconds.value * 1000)) + .seconds(30)

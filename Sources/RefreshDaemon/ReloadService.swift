@@ -194,12 +194,16 @@ extension Reloader {
 }
 
 /// SIGHUP reloads; every `tzCheckInterval` the tz data on disk is compared with the loaded one.
+/// The signals are trapped by whoever makes the service (before READY=1), so none is missed
+/// while the service starts.
 public struct ReloadService: Service {
     let reloader: Reloader
+    let signals: UnixSignalsSequence
     let tzCheckInterval: Duration
 
-    public init(reloader: Reloader, tzCheckInterval: Duration = .seconds(3600)) {
+    public init(reloader: Reloader, signals: UnixSignalsSequence, tzCheckInterval: Duration = .seconds(3600)) {
         self.reloader = reloader
+        self.signals = signals
         self.tzCheckInterval = tzCheckInterval
     }
 
@@ -209,7 +213,7 @@ public struct ReloadService: Service {
     }
 
     private func loop() async throws {
-        let signals = await UnixSignalsSequence(trapping: .sighup)
+        let signals = self.signals
         let reloader = self.reloader
         let interval = tzCheckInterval
         await cancelWhenGracefulShutdown {
