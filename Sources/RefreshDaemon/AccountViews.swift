@@ -16,12 +16,11 @@ final class AccountViews: Sendable {
     private let ledger: any Ledger
     private let work: APIWork
     private let views = NIOLockedValueBox<[String: Entry]>([:])
-    /// Each account's view in the engine's form, with the tz data it was converted with.
-    private let engines = NIOLockedValueBox<[String: (zones: ObjectIdentifier, engine: EngineView, of: AccountView)]>(
-        [:])
 
     private enum Entry {
-        case ready(AccountView)
+        /// A view, and its engine form once asked for (with the tz data it was converted with, held so
+        /// a reload's new tz data can never be taken for it).
+        case ready(AccountView, engine: (zones: ZoneInfoDirectory, EngineView)?)
         case reading(changeCount: UInt64, Task<AccountView, any Error>)
     }
 
@@ -40,7 +39,7 @@ final class AccountViews: Sendable {
         let changes = ledger.changeCount
         let lookup = views.withLockedValue { views -> Lookup in
             switch views[account] {
-            case .ready(let view) where view.changeCount == changes && now >= view.readAt: return .current(view)
+            case .ready(let view, _) where view.changeCount == changes && now >= view.readAt: return .current(view)
             case .reading(changes, let task): return .reading(task)
             default:
                 let task = Task { [ledger, work] in
@@ -65,7 +64,7 @@ final class AccountViews: Sendable {
             throw error
         }
         views.withLockedValue {
-            if case .reading(view.changeCount, _) = $0[account] { $0[account] = .ready(view) }
+            if case .reading(view.changeCount, _) = $0[account] { $0[account] = .ready(view, engine: nil) }
         }
         // A view read for a later instant than this request's cannot answer it (rare: a request
         // that took its "now" just before another started the read); read for this instant.
@@ -79,14 +78,24 @@ final class AccountViews: Sendable {
     /// data, not per question), current at `now`.
     func engineView(_ account: String, now: Date, zones: ZoneInfoDirectory) async throws -> (AccountView, EngineView) {
         let view = try await self.view(account, now: now)
-        let id = ObjectIdentifier(zones)
-        if let cached = engines.withLockedValue({ $0[account] }), cached.zones == id,
-            cached.of.changeCount == view.changeCount, cached.of.readAt == view.readAt
-        {
-            return (view, cached.engine)
+        // Only the entry still holding this very view (not one read since, nor one read for an
+        // earlier instant than a view read just for this request) keeps an engine form.
+        func holdsView(_ held: AccountView) -> Bool {
+            held.changeCount == view.changeCount && held.readAt == view.readAt
         }
+        let cached = views.withLockedValue { views -> EngineView? in
+            guard case .ready(let held, let engine?) = views[account], holdsView(held), engine.zones === zones else {
+                return nil
+            }
+            return engine.1
+        }
+        if let cached { return (view, cached) }
         let engine = EngineView(view, resolve: { try? zones.rules(for: $0) })
-        engines.withLockedValue { $0[account] = (id, engine, view) }
+        views.withLockedValue {
+            if case .ready(let held, _) = $0[account], holdsView(held) {
+                $0[account] = .ready(held, engine: (zones, engine))
+            }
+        }
         return (view, engine)
     }
 }

@@ -90,11 +90,13 @@ public struct EngineView: Sendable {
     public let attemptsBySegment: [String: [Attempt]]
     /// All of them, in start order.
     public let attempts: [Attempt]
-    /// The view's blocks as the engine takes them, with their segment (nil: the account's).
-    public let blocks: [(segmentID: String?, until: Date, block: LearnedBlock)]
+    /// The view's blocks as the engine takes them.
+    public let blocks: [LearnedBlock]
     public let readAt: Date
 
     public init(_ view: AccountView, resolve: (String) -> ZoneRules?) {
+        // Per zone name, once: the tz directory caches the zones it loads but not a name it no
+        // longer knows (each miss would search for suggestions again).
         var memo: [String: ZoneRules?] = [:]
         let converted = view.attempts.map { attempt in
             attempt.engineAttempt { name in
@@ -106,7 +108,7 @@ public struct EngineView: Sendable {
         }
         attempts = converted
         attemptsBySegment = Dictionary(grouping: converted, by: \.segment)
-        blocks = view.blocks.map { ($0.segmentID, $0.until, $0.engineBlock) }
+        blocks = view.blocks.map(\.engineBlock)
         readAt = view.readAt
     }
 
@@ -124,10 +126,11 @@ public struct EngineView: Sendable {
         // holds both lists, and the engine counts every attempt of the account it is given).
         var accountHistory = segment.filter { $0.startedAt < accountSince }
         accountHistory.append(contentsOf: attempts.filter { $0.startedAt >= accountSince })
-        let blocks = blocks.filter { ($0.segmentID == nil || $0.segmentID == segmentID) && $0.until >= blocksSince }
+        // The window the ledger's history reads; the engine itself keeps the blocks in scope.
+        let blocks = blocks.filter { $0.until >= blocksSince }
         return RuleEngine.decide(
             account: account, segment: segmentID, zone: zone, alsoZones: alsoZones, segmentHistory: segment,
-            accountHistory: accountHistory, blocks: blocks.map(\.block), limits: limits, now: now)
+            accountHistory: accountHistory, blocks: blocks, limits: limits, now: now)
     }
 }
 
