@@ -142,19 +142,28 @@ struct DispatcherProcessTests {
         await fake.stop()
     }
 
-    /// The daemon sends a dropped job at once over real HTTP (live key, pre-flight on), and logs it.
-    @Test func sendsDroppedJob() async throws {
+    /// The daemon sends a dropped job at once over real HTTP (live key, pre-flight on), and logs it;
+    /// on NIO's event loops (the default) and on Swift's own pool (REFRESHD_GLOBAL_EXECUTOR=swift),
+    /// and answers a budget question on either.
+    @Test(arguments: [nil, "swift"] as [String?])
+    func sendsDroppedJob(executor: String?) async throws {
         let fake = FakeSendGrid(apiKey: fakeKey, zones: hostZones)
         let url = try await fake.start()
         let directory = temporaryDirectory()
         let config = try writeConfig(directory, "[sendgrid]\nbase_url = \"\(url)\"\n")
+        var extra = ["SENDGRID_API_KEY": fakeKey]
+        extra["REFRESHD_GLOBAL_EXECUTOR"] = executor
         let daemon = try DaemonProcess(
-            arguments: ["run", "--config", config],
-            environment: daemonEnvironment(directory, extra: ["SENDGRID_API_KEY": fakeKey]))
+            arguments: ["run", "--config", config], environment: daemonEnvironment(directory, extra: extra))
         #expect(await daemon.eventuallyOutputs("refreshd started"))
+        #expect(daemon.output.contains("executor=\(executor ?? "event-loops")"), "\(daemon.output)")
         try dropJob(directory + "/spool/incoming", 8)
         #expect(await eventually(timeout: 10) { fake.refreshes.count == 1 })
         #expect(await daemon.eventuallyOutputs("refresh accepted by SendGrid"))
+        let budget = try await socketGet(directory + "/refreshd.sock", "/v1/budget").object
+        let account = (budget["accounts"] as? [[String: Any]])?.first
+        #expect(account?["account"] as? String == "default" && account?["used"] as? Int == 1, "\(budget)")
+        #expect(account?["remaining"] as? Int == 9, "\(budget)")
         kill(daemon.process.processIdentifier, SIGTERM)
         #expect(daemon.waitForExit(timeout: 10) == 0)
         #expect(!daemon.output.contains(fakeKey))
