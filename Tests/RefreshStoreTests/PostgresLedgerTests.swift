@@ -139,6 +139,49 @@ struct PostgresLedgerTests {
         await b.shutdown()
     }
 
+    /// R16's takeover when its recovery fails (here a constraint refuses `uncertain` for a while):
+    /// the new leader keeps the lead all along (the old reservation counts as in flight meanwhile)
+    /// and recovers it on a later round, once the database lets it.
+    @Test func failedTakeoverRecoveryKeepsTheLead() async throws {
+        let place = try await LedgerPlace.make(.postgresql)
+        let identities = ["default": "acct-1"]
+        func host(_ name: String) async throws -> PostgresLedger {
+            try await open(
+                place, host: name, now: Date(), identities: identities,
+                leadership: LeadershipSettings(maxClockSkew: 30), maxRequestSeconds: 1)
+        }
+        let a = try await host("host-a")
+        #expect(await within(15) { a.dispatch(account: "default") == .leads })
+        guard case .created(let job) = try await a.enqueue(newJob(), now: Date()),
+            case .reserved(let attempt, _) = try await a.reserve(
+                account: "default", segmentID: segmentA, timeZone: "UTC", now: Date(), check: allow)
+        else { Issue.record("not reserved"); return }
+        let cluster = try PostgresCluster.shared()
+        _ = try cluster.psql(
+            "ALTER TABLE refreshd.attempt ADD CONSTRAINT test_refuses_uncertain CHECK (outcome <> 'uncertain') NOT VALID",
+            database: place.location)
+        let b = try await host("host-b")
+        await a.shutdown()
+        #expect(await within(15) { b.dispatch(account: "default") == .leads })
+        // Past the request timeout and the takeover margin: the recovery is tried and refused.
+        let refusedUntil = Date().addingTimeInterval(1 + 5 + 4)
+        while Date() < refusedUntil {
+            #expect(b.dispatch(account: "default") == .leads, "the lead is kept while the recovery fails")
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        func outcome() async throws -> AttemptOutcome? {
+            try await b.attempts(since: .distantPast, account: nil, segmentID: nil, limit: 10)
+                .first { $0.id == attempt }?.outcome
+        }
+        #expect(try await outcome() == .reserved)
+        _ = try cluster.psql(
+            "ALTER TABLE refreshd.attempt DROP CONSTRAINT test_refuses_uncertain", database: place.location)
+        #expect(try await within(20) { try await outcome() == .uncertain }, "recovered on a later round")
+        #expect(try await b.job(id: job.id)?.state == .queued)
+        #expect(b.dispatch(account: "default") == .leads)
+        await b.shutdown()
+    }
+
     /// R15's own half: a reservation of this host older than a request can take (its commit was
     /// cut off, or its lane lost it) becomes `uncertain` at the host's next heartbeat.
     @Test func ownLostReservationBecomesUncertain() async throws {
