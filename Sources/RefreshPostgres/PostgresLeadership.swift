@@ -152,7 +152,7 @@ extension PostgresLedger {
                             connection,
                             """
                             SELECT identity FROM unnest(\(free)::text[]) AS identity
-                            WHERE pg_try_advisory_lock(hashtextextended('refreshd leader ' || identity, 0))
+                            WHERE pg_try_advisory_lock(\(unescaped: Self.leaderLockKey))
                             """, timeout: settings.lease
                         ).map { try $0[0].decode(String.self) }
                         led.formUnion(taken)
@@ -244,6 +244,9 @@ extension PostgresLedger {
         changeHandler.withLock { $0 }?()
     }
 
+    /// The advisory lock key of the account whose identity is the column `identity` (R16).
+    static let leaderLockKey = "hashtextextended('refreshd leader ' || identity, 0)"
+
     static func seconds(_ value: Double) -> String { String(format: "%.1f", abs(value)) }
 
     /// The hosts sharing the ledger, who leads each of this host's accounts, and this host's clock.
@@ -251,18 +254,17 @@ extension PostgresLedger {
         let identities = nameToIdentity.values.sorted()
         let t = now.timeIntervalSince1970
         let (hosts, leaders) = try await session { connection in
-            let hosts = try await self.rows(connection, "SELECT host_id, heartbeat_at FROM host ORDER BY host_id").map {
-                let at = try $0["heartbeat_at"].decode(Double.self)
-                return ClusterView.Host(
-                    hostID: try $0["host_id"].decode(String.self), heartbeatAt: Date(timeIntervalSince1970: at),
-                    alive: at > t - Self.leaseSeconds)
+            let hosts = try await self.hosts(connection).map {
+                ClusterView.Host(
+                    hostID: $0.hostID, heartbeatAt: $0.heartbeatAt,
+                    alive: $0.heartbeatAt.timeIntervalSince1970 > t - Self.leaseSeconds)
             }
             // A session advisory lock on a bigint key shows as classid (high 32 bits), objid (low).
             let leaders = try await self.rows(
                 connection,
                 """
                 SELECT k.identity, a.application_name FROM (
-                    SELECT identity, hashtextextended('refreshd leader ' || identity, 0) AS key
+                    SELECT identity, \(unescaped: Self.leaderLockKey) AS key
                     FROM unnest(\(identities)::text[]) AS identity) AS k
                 JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
                     AND l.classid = ((k.key >> 32) & 4294967295)::oid AND l.objid = (k.key & 4294967295)::oid

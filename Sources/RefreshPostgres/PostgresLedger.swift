@@ -657,13 +657,15 @@ public final class PostgresLedger: Ledger {
 
     /// The hosts that use this ledger, with their last heartbeat.
     public func hosts() async throws -> [(hostID: String, heartbeatAt: Date)] {
-        try await session { connection in
-            try await self.rows(connection, "SELECT host_id, heartbeat_at FROM host ORDER BY host_id").map {
-                (
-                    try $0["host_id"].decode(String.self),
-                    Date(timeIntervalSince1970: try $0["heartbeat_at"].decode(Double.self))
-                )
-            }
+        try await session { connection in try await self.hosts(connection) }
+    }
+
+    func hosts(_ connection: PostgresConnection) async throws -> [(hostID: String, heartbeatAt: Date)] {
+        try await rows(connection, "SELECT host_id, heartbeat_at FROM host ORDER BY host_id").map {
+            (
+                try $0["host_id"].decode(String.self),
+                Date(timeIntervalSince1970: try $0["heartbeat_at"].decode(Double.self))
+            )
         }
     }
 
