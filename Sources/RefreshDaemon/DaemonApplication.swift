@@ -108,8 +108,7 @@ public enum DaemonApplication {
             case .postgresql:
                 let postgres = try await PostgresLedger(
                     configuration: configuration.ledger, hostID: configuration.ledger.hostID.value,
-                    identities: Dictionary(
-                        configuration.accounts.map { ($0.name, $0.identity) }, uniquingKeysWith: { first, _ in first }),
+                    identities: configuration.identities,
                     now: now(), maxRequestSeconds: maxRequestSeconds,
                     // One leader per account across hosts; a clock more than half the safety
                     // margin off the database's sends nothing (#14).

@@ -19,6 +19,8 @@ import RefreshStore
 //                     new leader makes other hosts' `reserved` attempts of the account `uncertain`
 //                     (R2, without waiting for their heartbeat's lease): they count, their jobs
 //                     return to the queue, the pre-flight read settles whether SendGrid took them.
+//                     The accounts led are the ones served now: a reload's new accounts are tried,
+//                     the locks of those it removed are let go (`serveAccounts`).
 //   R17 (clock)       Each answer of that connection carries the database's clock; a host whose
 //                     clock differs from it by more than `maxClockSkew` gives up every account it
 //                     leads and takes none, until it agrees again.
@@ -146,7 +148,24 @@ extension PostgresLedger {
                     try await run(connection, "SELECT pg_advisory_unlock_all()", timeout: settings.lease)
                     led = []
                 } else if refusal == nil {
-                    let free = Set(nameToIdentity.values).subtracting(led).sorted()
+                    // Accounts a reload took away are let go; those it added are tried.
+                    let served = Set(identities.withLock { $0.byName.values })
+                    let dropped = led.subtracting(served).sorted()
+                    if !dropped.isEmpty {
+                        try await run(
+                            connection,
+                            """
+                            SELECT pg_advisory_unlock(\(unescaped: Self.leaderLockKey))
+                            FROM unnest(\(dropped)::text[]) AS identity
+                            """, timeout: settings.lease)
+                        led.subtract(dropped)
+                        for identity in dropped {
+                            logger.notice(
+                                "ledger: this host no longer leads the account (no longer in its configuration)",
+                                metadata: ["identity": "\(identity)"])
+                        }
+                    }
+                    let free = served.subtracting(led).sorted()
                     if !free.isEmpty {
                         let taken = try await rows(
                             connection,
@@ -251,7 +270,7 @@ extension PostgresLedger {
 
     /// The hosts sharing the ledger, who leads each of this host's accounts, and this host's clock.
     public func cluster(now: Date) async throws -> ClusterView? {
-        let identities = nameToIdentity.values.sorted()
+        let identities = identities.withLock { $0.byName.values.sorted() }
         let t = now.timeIntervalSince1970
         let (hosts, leaders) = try await session { connection in
             let hosts = try await self.hosts(connection).map {

@@ -75,8 +75,8 @@ public final class PostgresLedger: Ledger {
     let maxRequestSeconds: Double
     let operationTimeout: Duration
     let hostLockWait: Duration
-    let nameToIdentity: [String: String]
-    let identityToName: [String: String]
+    /// Local account names and SendGrid identities, both ways; a reload may change them.
+    let identities: Locked<Identities>
     private let changes = Atomic<UInt64>(0)
     private let notices = Atomic<UInt64>(0)
     private let failure = Locked<String?>(nil)
@@ -115,8 +115,7 @@ public final class PostgresLedger: Ledger {
         self.operationTimeout = operationTimeout
         self.hostLockWait = hostLockWait
         self.leadership = leadership.map { LeadershipState($0) }
-        nameToIdentity = identities
-        identityToName = Dictionary(identities.map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+        self.identities = Locked(Identities(identities))
         var connection = try PostgresLedgerConnection.configuration(ledger, endpoint: endpoint)
         let startup = [("search_path", Self.schema), ("application_name", applicationName)]
         connection.options.additionalStartupParameters = startup
@@ -164,8 +163,36 @@ public final class PostgresLedger: Ledger {
 
     // MARK: Identities
 
-    func stored(_ name: String) -> String { nameToIdentity[name] ?? name }
-    func local(_ identity: String) -> String { identityToName[identity] ?? identity }
+    struct Identities {
+        let byName: [String: String]
+        let byIdentity: [String: String]
+
+        init(_ byName: [String: String]) {
+            self.byName = byName
+            byIdentity = Dictionary(byName.map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+        }
+    }
+
+    func stored(_ name: String) -> String { identities.withLock { $0.byName[name] } ?? name }
+    func local(_ identity: String) -> String { identities.withLock { $0.byIdentity[identity] } ?? identity }
+
+    /// A reload's accounts: rows of an added account carry its identity at once, and the leader
+    /// connection takes the accounts added and lets go of those no longer served at its next round
+    /// (R16). An account whose identity changed is another SendGrid account to the ledger: jobs
+    /// queued under the old identity stay there for the hosts that still serve it.
+    public func serveAccounts(identities next: [String: String]) {
+        let previous = identities.withLock { current in
+            defer { current = Identities(next) }
+            return current.byName
+        }
+        for (name, identity) in next.sorted(by: { $0.key < $1.key }) {
+            if let old = previous[name], old != identity {
+                logger.warning(
+                    "ledger: the account's SendGrid identity changed; jobs queued under the old one stay for the hosts that still serve it",
+                    metadata: ["account": "\(name)"])
+            }
+        }
+    }
 
     // MARK: Sessions
 

@@ -167,6 +167,7 @@ extension Ledger {
     public var outsideChanges: UInt64 { 0 }
     public var unreachableReason: String? { nil }
     public func dispatch(account: String) -> Dispatch { .leads }
+    public func serveAccounts(identities: [String: String]) {}
     public func cluster(now: Date) async throws -> ClusterView? { nil }
 
     /// `reserve` for every due job of the segment.
@@ -310,6 +311,10 @@ public protocol Ledger: Sendable {
     /// only the host that leads the account, and only while its clock agrees with the database's.
     /// A ledger with one host: always.
     func dispatch(account: String) -> Dispatch
+    /// The accounts this process serves now, local name -> SendGrid identity (at start and after
+    /// every reload). A shared ledger stores rows by identity and leads exactly these accounts; a
+    /// ledger of one host keeps local names and ignores it.
+    func serveAccounts(identities: [String: String])
     /// The hosts sharing the ledger and who leads each account (nil: a ledger of one host).
     func cluster(now: Date) async throws -> ClusterView?
     /// Turns `uncertain` attempts into `unrecorded` (a pre-flight read showed SendGrid did not

@@ -146,6 +146,11 @@ public struct DaemonConfiguration: Sendable {
     /// `[ledger]`: SQLite in the state directory, or PostgreSQL.
     public var ledger = LedgerConfiguration()
 
+    /// Each account's SendGrid identity by local name (the loader refuses two names with one).
+    public var identities: [String: String] {
+        Dictionary(accounts.map { ($0.name, $0.identity) }, uniquingKeysWith: { first, _ in first })
+    }
+
     /// The ledger file inside the state directory.
     public var ledgerPath: String { stateDir.value + "/ledger.sqlite" }
 

@@ -54,7 +54,9 @@ struct LogKeyTests {
         }
         var used: Set<String> = []
         // RefreshCore's AnswerMeaning.Note carries log lines the lane writes.
-        for directory in ["Sources/RefreshDaemon", "Sources/RefreshStore", "Sources/RefreshCore"] {
+        for directory in [
+            "Sources/RefreshDaemon", "Sources/RefreshStore", "Sources/RefreshPostgres", "Sources/RefreshCore",
+        ] {
             let path = Self.root.appendingPathComponent(directory).path
             for file in try FileManager.default.contentsOfDirectory(atPath: path) where file.hasSuffix(".swift") {
                 used.formUnion(Self.keys(in: try String(contentsOfFile: path + "/" + file, encoding: .utf8)))
