@@ -113,7 +113,7 @@ public enum DaemonApplication {
                     // One leader per account across hosts; a clock more than half the safety
                     // margin off the database's sends nothing (#14).
                     leadership: LeadershipSettings(
-                        maxClockSkew: Double(configuration.safetyMarginSeconds.value) / 2, wallClock: now),
+                        maxClockSkew: configuration.maxClockSkewSeconds, wallClock: now),
                     logger: logger)
                 shared = postgres
                 ledger = postgres

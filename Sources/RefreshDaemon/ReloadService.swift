@@ -140,7 +140,7 @@ public final class Reloader: @unchecked Sendable {
         let (client, isNew) = self.lanes.client(for: next, current: oldClient, madeFor: previous)
         if isNew, let client { dispatcher.adopt(client) }
         // A shared ledger keys rows and leadership by identity: the new accounts' before their lanes.
-        ledger.serveAccounts(identities: next.identities)
+        ledger.serve(identities: next.identities, maxClockSkew: next.maxClockSkewSeconds)
         let lanes = dispatcher.lanes
         for account in next.accounts {
             let change = self.lanes.settings(for: account, in: next, client: client, zones: newZones)

@@ -20,14 +20,15 @@ import RefreshStore
 //                     (R2, without waiting for their heartbeat's lease): they count, their jobs
 //                     return to the queue, the pre-flight read settles whether SendGrid took them.
 //                     The accounts led are the ones served now: a reload's new accounts are tried,
-//                     the locks of those it removed are let go (`serveAccounts`).
+//                     the locks of those it removed are let go (`serve`).
 //   R17 (clock)       Each answer of that connection carries the database's clock; a host whose
 //                     clock differs from it by more than `maxClockSkew` gives up every account it
 //                     leads and takes none, until it agrees again.
 
 /// What leadership needs to know (the daemon's; nil in `PostgresLedger.init`: no leadership).
 public struct LeadershipSettings: Sendable {
-    /// How far this host's clock may be from the database's (the daemon: half the safety margin).
+    /// How far this host's clock may be from the database's (the daemon: half the safety margin),
+    /// at start (`PostgresLedger.serve` changes it).
     public var maxClockSkew: Double
     /// How often the leader connection is checked and free accounts are tried.
     public var interval: Duration
@@ -61,15 +62,20 @@ final class LeadershipState: Sendable {
         /// Accounts led whose previous leader's reservations are still to be recovered, with when
         /// the lead was gained.
         var takeovers: [String: ContinuousClock.Instant] = [:]
+        /// How far this host's clock may be from the database's now.
+        var maxClockSkew: Double
     }
 
     /// Added to the request timeout before a previous leader's reservations are recovered.
     static let takeoverMargin: Duration = .seconds(5)
 
     let settings: LeadershipSettings
-    let state = Locked(State())
+    let state: Locked<State>
 
-    init(_ settings: LeadershipSettings) { self.settings = settings }
+    init(_ settings: LeadershipSettings) {
+        self.settings = settings
+        state = Locked(State(maxClockSkew: settings.maxClockSkew))
+    }
 }
 
 extension PostgresLedger {
@@ -137,10 +143,11 @@ extension PostgresLedger {
                 ).first?[0].decode(Double.self)
                 let after = settings.wallClock().timeIntervalSince1970
                 let skew = databaseNow.map { (before + after) / 2 - $0 } ?? 0
+                let maxClockSkew = leadership.state.withLock { $0.maxClockSkew }
                 let refusal =
-                    abs(skew) > settings.maxClockSkew
+                    abs(skew) > maxClockSkew
                     ? "this host's clock is \(Self.seconds(skew)) s \(skew > 0 ? "ahead of" : "behind") the ledger "
-                        + "database's (more than \(Self.seconds(settings.maxClockSkew)) s): not sending until they agree"
+                        + "database's (more than \(Self.seconds(maxClockSkew)) s): not sending until they agree"
                     : nil
                 var led = leadership.state.withLock { $0.led }
                 let wasLeading = led

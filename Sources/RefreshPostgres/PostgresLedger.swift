@@ -176,11 +176,13 @@ public final class PostgresLedger: Ledger {
     func stored(_ name: String) -> String { identities.withLock { $0.byName[name] } ?? name }
     func local(_ identity: String) -> String { identities.withLock { $0.byIdentity[identity] } ?? identity }
 
-    /// A reload's accounts: rows of an added account carry its identity at once, and the leader
-    /// connection takes the accounts added and lets go of those no longer served at its next round
-    /// (R16). An account whose identity changed is another SendGrid account to the ledger: jobs
-    /// queued under the old identity stay there for the hosts that still serve it.
-    public func serveAccounts(identities next: [String: String]) {
+    /// A reload's accounts and clock limit: rows of an added account carry its identity at once,
+    /// and the leader connection takes the accounts added, lets go of those no longer served and
+    /// checks the clock against the new limit at its next round (R16, R17). An account whose
+    /// identity changed is another SendGrid account to the ledger: jobs queued under the old
+    /// identity stay there for the hosts that still serve it.
+    public func serve(identities next: [String: String], maxClockSkew: Double) {
+        leadership?.state.withLock { $0.maxClockSkew = maxClockSkew }
         let previous = identities.withLock { current in
             defer { current = Identities(next) }
             return current.byName

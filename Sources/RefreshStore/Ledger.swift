@@ -167,7 +167,7 @@ extension Ledger {
     public var outsideChanges: UInt64 { 0 }
     public var unreachableReason: String? { nil }
     public func dispatch(account: String) -> Dispatch { .leads }
-    public func serveAccounts(identities: [String: String]) {}
+    public func serve(identities: [String: String], maxClockSkew: Double) {}
     public func cluster(now: Date) async throws -> ClusterView? { nil }
 
     /// `reserve` for every due job of the segment.
@@ -311,10 +311,11 @@ public protocol Ledger: Sendable {
     /// only the host that leads the account, and only while its clock agrees with the database's.
     /// A ledger with one host: always.
     func dispatch(account: String) -> Dispatch
-    /// The accounts this process serves now, local name -> SendGrid identity (at start and after
-    /// every reload). A shared ledger stores rows by identity and leads exactly these accounts; a
-    /// ledger of one host keeps local names and ignores it.
-    func serveAccounts(identities: [String: String])
+    /// What a reload changes for the ledger: the accounts this process serves, local name ->
+    /// SendGrid identity, and how far its clock may be from the database's (seconds). A shared
+    /// ledger stores rows by identity, leads exactly these accounts and checks the clock against
+    /// the limit; a ledger of one host keeps local names and ignores both.
+    func serve(identities: [String: String], maxClockSkew: Double)
     /// The hosts sharing the ledger and who leads each account (nil: a ledger of one host).
     func cluster(now: Date) async throws -> ClusterView?
     /// Turns `uncertain` attempts into `unrecorded` (a pre-flight read showed SendGrid did not

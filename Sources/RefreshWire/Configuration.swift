@@ -151,6 +151,10 @@ public struct DaemonConfiguration: Sendable {
         Dictionary(accounts.map { ($0.name, $0.identity) }, uniquingKeysWith: { first, _ in first })
     }
 
+    /// How far a host's clock may be from a shared ledger's database before it sends nothing
+    /// (R17): half the safety margin (README, "Clocks").
+    public var maxClockSkewSeconds: Double { Double(safetyMarginSeconds.value) / 2 }
+
     /// The ledger file inside the state directory.
     public var ledgerPath: String { stateDir.value + "/ledger.sqlite" }
 

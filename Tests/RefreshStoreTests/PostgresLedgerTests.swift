@@ -85,7 +85,8 @@ struct PostgresLedgerTests {
     }
 
     /// R17: a host whose clock is 2 minutes ahead of the database's leads nothing and says why
-    /// (`.refused`, the cluster view's skew and refusal); a host with the right clock leads.
+    /// (`.refused`, the cluster view's skew and refusal); a host with the right clock leads. The
+    /// limit follows a reload.
     @Test func clockAheadRefusesToLead() async throws {
         let place = try await LedgerPlace.make(.postgresql)
         let identities = ["default": "acct-1"]
@@ -106,6 +107,12 @@ struct PostgresLedgerTests {
         // Without a leader able to lead, nobody sends: the host with the wrong clock still refuses.
         try await Task.sleep(for: .seconds(2))
         #expect(ahead.dispatch(account: "default").refusal != nil)
+        // A reload moves the limit (safety_margin_seconds): wider than the skew, the host leads;
+        // narrower again, it gives the account up.
+        ahead.serve(identities: identities, maxClockSkew: 150)
+        #expect(await within(10) { ahead.dispatch(account: "default") == .leads })
+        ahead.serve(identities: identities, maxClockSkew: 30)
+        #expect(await within(10) { ahead.dispatch(account: "default").refusal?.contains("more than 30.0 s") == true })
         await ahead.shutdown()
     }
 
