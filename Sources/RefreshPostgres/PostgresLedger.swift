@@ -126,7 +126,9 @@ public final class PostgresLedger: Ledger {
         clientConfiguration.options.minimumConnections = 0
         client = PostgresClient(configuration: clientConfiguration, backgroundLogger: logger)
         let client = client
-        tasks.withLock { $0.append(Task { await client.run() }) }
+        // Started at once (up to its first wait), so the pool is marked running before the
+        // first lease below (the client warns about a lease before `run()`).
+        tasks.withLock { $0.append(Task.immediate { await client.run() }) }
         do {
             try await migrate()
             try await holdHostAndListen()

@@ -13,7 +13,7 @@ struct PostgresClusterTests {
     static func query(_ configuration: PostgresClient.Configuration, _ sql: String) async throws -> [String] {
         let client = PostgresClient(configuration: configuration, backgroundLogger: Logger(label: "test"))
         return try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await client.run() }
+            group.addImmediateTask { await client.run() }
             defer { group.cancelAll() }
             var values: [String] = []
             for try await row in try await client.query(PostgresQuery(unsafeSQL: sql)) {
