@@ -247,7 +247,7 @@ extension PostgresLedger {
                 SELECT id FROM attempt WHERE account = \(identity) AND outcome = 'reserved' AND host_id <> \(self.hostID)
                 """
             ).map { try $0[0].decode(Int64.self) }
-            try await self.recoverOthers(
+            try await self.recover(
                 connection, ids, now: now,
                 reason: "the host that reserved it lost the lead while the request may have been in flight")
             return ids.count

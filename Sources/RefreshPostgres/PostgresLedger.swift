@@ -621,22 +621,14 @@ public final class PostgresLedger: Ledger {
     /// R2 for this host: its `reserved` attempts from before this process (or older than a request
     /// can take, R15) become `uncertain`; their jobs return to `queued`, still linked.
     func recoverOwn(_ connection: PostgresConnection, now: Date, olderThan: Double? = nil) async throws {
-        let t = now.timeIntervalSince1970
-        let cutoff = olderThan.map { t - $0 } ?? .infinity
-        try await run(
+        let cutoff = olderThan.map { now.timeIntervalSince1970 - $0 } ?? .infinity
+        let ids = try await rows(
             connection,
             """
-            UPDATE job SET state = 'queued', updated_at = \(t), tries = tries + 1
-            WHERE state = 'sending' AND attempt_id IN (
-                SELECT id FROM attempt WHERE outcome = 'reserved' AND host_id = \(hostID) AND started_at < \(cutoff))
-            """)
-        try await run(
-            connection,
+            SELECT id FROM attempt WHERE outcome = 'reserved' AND host_id = \(hostID) AND started_at < \(cutoff)
             """
-            UPDATE attempt SET outcome = 'uncertain', finished_at = least(\(t), started_at + \(maxRequestSeconds)),
-                error = 'refreshd stopped while the request was in flight'
-            WHERE outcome = 'reserved' AND host_id = \(hostID) AND started_at < \(cutoff)
-            """)
+        ).map { try $0[0].decode(Int64.self) }
+        try await recover(connection, ids, now: now, reason: "refreshd stopped while the request was in flight")
     }
 
     /// Renews this host's lease and recovers what hosts gone silent left `reserved` (R2): those
@@ -659,16 +651,18 @@ public final class PostgresLedger: Ledger {
                     AND host.heartbeat_at < \(t - silentFor)
                 """
             ).map { try $0[0].decode(Int64.self) }
-            try await self.recoverOthers(
+            try await self.recover(
                 connection, abandoned, now: now,
                 reason: "the host that reserved it went silent while the request was in flight")
             return abandoned.count
         }
     }
 
-    /// Other hosts' `reserved` attempts `ids` become `uncertain` (they count); their jobs go back
-    /// to `queued`, still linked (R2).
-    func recoverOthers(_ connection: PostgresConnection, _ ids: [Int64], now: Date, reason: String) async throws {
+    /// The `reserved` attempts `ids` become `uncertain` (they count); their jobs go back to
+    /// `queued`, still linked (R2). Nothing is written when there is nothing to recover: a
+    /// statement, even one changing no row, notifies every other host (R14), and heartbeats run
+    /// every 10 s on every host.
+    func recover(_ connection: PostgresConnection, _ ids: [Int64], now: Date, reason: String) async throws {
         guard !ids.isEmpty else { return }
         let t = now.timeIntervalSince1970
         try await run(
