@@ -9,6 +9,19 @@ import Testing
 /// HTTP, and a server of its own that goes away and comes back (issue #13).
 @Suite("refreshd on a PostgreSQL ledger", .serialized)
 struct PostgresDaemonTests {
+    /// The fake SendGrid's URL and a database of `cluster` as the ledger of host `web-1`.
+    static func settings(sendgrid url: String, cluster: PostgresCluster, database: String) -> String {
+        """
+        [sendgrid]
+        base_url = "\(url)"
+        [ledger]
+        backend = "postgresql"
+        url = "\(cluster.url(database: database))"
+        tls = "disable"
+        host_id = "web-1"
+        """
+    }
+
     /// A dropped job is sent; with the database stopped nothing is sent, the job dropped meanwhile
     /// waits in the spool, `/v1/status` and the journal say LEDGER UNREACHABLE (so does the status line) and
     /// `refreshd_ledger_up` is 0; once the database is back it goes out, with no restart, and
@@ -20,17 +33,7 @@ struct PostgresDaemonTests {
         let fake = FakeSendGrid(apiKey: fakeKey, zones: hostZones)
         let url = try await fake.start()
         let directory = temporaryDirectory()
-        let config = try writeConfig(
-            directory,
-            """
-            [sendgrid]
-            base_url = "\(url)"
-            [ledger]
-            backend = "postgresql"
-            url = "\(cluster.url(database: database))"
-            tls = "disable"
-            host_id = "web-1"
-            """)
+        let config = try writeConfig(directory, Self.settings(sendgrid: url, cluster: cluster, database: database))
         let daemon = try DaemonProcess(
             arguments: ["run", "--config", config],
             environment: daemonEnvironment(directory, extra: ["SENDGRID_API_KEY": fakeKey]))
@@ -82,19 +85,14 @@ struct PostgresDaemonTests {
         let fake = FakeSendGrid(apiKey: fakeKey, zones: hostZones)
         let url = try await fake.start()
         let directory = temporaryDirectory()
-        let base = """
-            [sendgrid]
-            base_url = "\(url)"
-            [ledger]
-            backend = "postgresql"
-            url = "\(cluster.url(database: database))"
-            tls = "disable"
-            host_id = "web-1"
-            [[account]]
-            name = "default"
-            id = "acct-default"
+        let base =
+            Self.settings(sendgrid: url, cluster: cluster, database: database) + """
 
-            """
+                [[account]]
+                name = "default"
+                id = "acct-default"
+
+                """
         let config = try writeConfig(directory, base)
         let daemon = try DaemonProcess(
             arguments: ["run", "--config", config],
