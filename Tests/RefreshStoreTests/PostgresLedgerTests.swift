@@ -84,6 +84,69 @@ struct PostgresLedgerTests {
         for host in rest { await host.shutdown() }
     }
 
+    /// R16's other half: a leader whose lock connection stops answering stops sending within its
+    /// lease, while its session (and so the lock) still lives: no other host can lead before it
+    /// stopped. The leader's server process is stopped (SIGSTOP): the session neither answers nor
+    /// ends; once it ends, one host leads again.
+    @Test func leaderCutOffStopsBeforeAnotherCanLead() async throws {
+        let place = try await LedgerPlace.make(.postgresql)
+        let identities = ["default": "acct-1"]
+        let a = try await open(
+            place, host: "host-a", now: Date(), identities: identities,
+            leadership: LeadershipSettings(maxClockSkew: 30))
+        #expect(await within(15) { a.dispatch(account: "default") == .leads })
+        let b = try await open(
+            place, host: "host-b", now: Date(), identities: identities,
+            leadership: LeadershipSettings(maxClockSkew: 30))
+        try await Task.sleep(for: .seconds(1.5))
+        #expect(b.dispatch(account: "default") == .standsBy("another host leads the account"))
+        let cluster = try PostgresCluster.shared()
+        let database = place.location
+        let found = try await offPool {
+            try cluster.psql(
+                """
+                SELECT l.pid FROM pg_locks l,
+                    (SELECT hashtextextended('refreshd leader acct-1', 0) AS key) k
+                WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                    AND l.classid = ((k.key >> 32) & 4294967295)::oid AND l.objid = (k.key & 4294967295)::oid
+                """, database: database)
+        }
+        let pid = try #require(Int32(found), "the leader's server process: \(found)")
+        try #require(kill(pid, SIGSTOP) == 0, "signalling the server process (errno \(errno))")
+        let stopped = ContinuousClock.now
+        var released = false
+        func release() async throws {
+            guard !released else { return }
+            released = true
+            kill(pid, SIGCONT)
+            _ = try await offPool {
+                try cluster.psql("SELECT pg_terminate_backend(\(pid))", database: database)
+            }
+        }
+        do {
+            #expect(await within(10) { a.dispatch(account: "default") != .leads }, "the leader stops")
+            let heldBack = ContinuousClock.now - stopped
+            print("leader cut off: stopped sending after \(heldBack) (lease 3 s)")
+            // Its session and lock live on: nobody else leads, however long it lasts.
+            for _ in 0..<30 {
+                #expect(b.dispatch(account: "default") != .leads, "no second leader while the lock is held")
+                #expect(a.dispatch(account: "default") != .leads)
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            try await release()
+            #expect(
+                await within(15) {
+                    [a, b].filter { $0.dispatch(account: "default") == .leads }.count == 1
+                }, "one host leads again once the session ended")
+        } catch {
+            try? await release()
+            throw error
+        }
+        try? await release()
+        await a.shutdown()
+        await b.shutdown()
+    }
+
     /// R17: a host whose clock is 2 minutes ahead of the database's leads nothing and says why
     /// (`.refused`, the cluster view's skew and refusal); a host with the right clock leads. The
     /// limit follows a reload.
