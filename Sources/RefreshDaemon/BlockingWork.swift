@@ -4,6 +4,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import RefreshStore
+import RefreshWire
 
 /// Where Swift concurrency runs jobs that prefer no executor: on NIO's event loops (the default
 /// for `refreshd`) or on Swift's own pool (`REFRESHD_GLOBAL_EXECUTOR=swift`).
@@ -34,6 +35,13 @@ public enum GlobalExecutor {
             inUse = "event-loops"
         }
         return inUse
+    }
+
+    /// Why `REFRESHD_GLOBAL_EXECUTOR` cannot be used (nil: unset, empty, `event-loops` or `swift`).
+    public static func problem(environment: [String: String]) -> String? {
+        guard let value = environment["REFRESHD_GLOBAL_EXECUTOR"], !["", "event-loops", "swift"].contains(value)
+        else { return nil }
+        return "REFRESHD_GLOBAL_EXECUTOR: \"\(LogText.escaped(value))\" is not an executor (event-loops or swift)"
     }
 
     /// The one in use ("swift" until `install` replaced it; written once, before any task runs).

@@ -146,6 +146,29 @@ struct RefreshdProcessTests {
         }
     }
 
+    /// An unknown REFRESHD_GLOBAL_EXECUTOR is a configuration error (78) naming the variable and
+    /// the values it takes, before anything starts; `event-loops` is the default said aloud.
+    @Test func unknownExecutorIsRefused() async throws {
+        try await offPool {
+            let directory = temporaryDirectory()
+            let config = try writeConfig(directory)
+            let refused = try DaemonProcess(
+                arguments: ["run", "--config", config],
+                environment: daemonEnvironment(directory, extra: ["REFRESHD_GLOBAL_EXECUTOR": "pool"]))
+            #expect(refused.waitForExit(timeout: 10) == 78, "\(refused.output)")
+            #expect(refused.output.contains("REFRESHD_GLOBAL_EXECUTOR: \"pool\""), "\(refused.output)")
+            #expect(refused.output.contains("event-loops or swift"))
+            #expect(!FileManager.default.fileExists(atPath: directory + "/state/ledger.sqlite"), "nothing started")
+            let explicit = try DaemonProcess(
+                arguments: ["run", "--config", config],
+                environment: daemonEnvironment(directory, extra: ["REFRESHD_GLOBAL_EXECUTOR": "event-loops"]))
+            #expect(explicit.waitFor("refreshd started"), "\(explicit.output)")
+            #expect(explicit.output.contains("executor=event-loops"))
+            kill(explicit.process.processIdentifier, SIGTERM)
+            #expect(explicit.waitForExit(timeout: 10) == 0)
+        }
+    }
+
     /// SIGINT stops it too; under journald every line carries a <N> priority prefix.
     @Test func journaldPrefixAndSIGINT() async throws {
         try await offPool {
